@@ -1,0 +1,256 @@
+"""The backbone with Meta Tokens: a sentence-transformers ``Transformer`` module that appends learnable
+meta tokens after every real token of each item.
+
+How meta tokens enter the sequence (one mechanism for encoders, decoder LLMs and VLMs):
+
+1. After the backbone's own tokenizer / processor has built the batch (chat template, image
+   placeholders, truncation), each row is re-packed as ``[real tokens..., meta_1, ..., meta_R]`` and
+   re-padded on the tokenizer's own padding side. The meta tokens therefore come after every real
+   token of the item, whatever the padding side, so causal attention lets them see all of it.
+2. Meta tokens are *reserved token ids* just past the vocabulary. A hook on the backbone's input
+   embedding layer looks them up in this module's own parameters (``query_meta_tokens``,
+   ``document_meta_tokens``) instead of the vocabulary table.
+
+Why not ``inputs_embeds``: VLMs (Qwen2-VL, Idefics3, LLaVA) need ``input_ids`` to place image features
+and to compute multimodal rotary positions, and refuse ``input_ids`` together with ``inputs_embeds``.
+Why not new vocabulary rows: with LoRA or a frozen backbone, the embedding matrix is frozen, and
+resizing it changes the backbone's checkpoint. Reserved ids + an embedding hook keep the processor,
+positions and image handling of every family intact, keep the backbone checkpoint untouched, and make
+the meta tokens ordinary parameters that are trained in full and saved in ``meta_tokens.safetensors``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from sentence_transformers.base.modules import Transformer
+from torch import Tensor, nn
+
+META_TOKENS_FILE = "meta_tokens.safetensors"
+QUERY_SIDE, DOCUMENT_SIDE = "query", "document"
+
+# Features computed here for our own pooling; they must never reach the backbone's forward.
+_PRIVATE_FEATURES = ("meta_positions",)
+
+
+def side_of_task(task: str | None) -> str:
+    """Queries use the query meta tokens; documents (and untyped inputs) the document meta tokens."""
+    return QUERY_SIDE if task == QUERY_SIDE else DOCUMENT_SIDE
+
+
+class MetaTransformer(Transformer):
+    """A Hugging Face backbone (encoder, decoder LLM or VLM) with separate query and document meta tokens.
+
+    Its output keeps the backbone's ``token_embeddings`` and adds ``meta_positions`` (batch, R): where the
+    R meta tokens of each row sit, for :class:`~metaembed.model.meta_pooling.MetaTokenPooling`.
+    """
+
+    config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens"]
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        num_query_meta_tokens: int = 16,
+        num_document_meta_tokens: int = 64,
+        meta_token_init_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        for name, value in (("num_query_meta_tokens", num_query_meta_tokens), ("num_document_meta_tokens", num_document_meta_tokens)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        # Meta positions are gathered from a padded (batch, seq) layout: never flatten the batch.
+        kwargs["unpad_inputs"] = False
+        super().__init__(model_name_or_path, **kwargs)
+        self.num_query_meta_tokens = num_query_meta_tokens
+        self.num_document_meta_tokens = num_document_meta_tokens
+
+        embeddings = self.model.get_input_embeddings()
+        hidden_size = embeddings.weight.shape[1]
+        vocabulary = embeddings.weight.shape[0]
+        if self.tokenizer is not None:
+            vocabulary = max(vocabulary, len(self.tokenizer))
+        self.meta_token_id_base = vocabulary
+        # Start the meta tokens where real token embeddings live (same mean and spread), so the
+        # backbone's first layer sees inputs of a familiar scale.
+        with torch.no_grad():
+            reference = embeddings.weight.detach().float()
+            mean, std = reference.mean(dim=0), reference.std(dim=0)
+        generator = torch.Generator().manual_seed(meta_token_init_seed)
+        self.query_meta_tokens = nn.Parameter(
+            mean + std * torch.randn(num_query_meta_tokens, hidden_size, generator=generator)
+        )
+        self.document_meta_tokens = nn.Parameter(
+            mean + std * torch.randn(num_document_meta_tokens, hidden_size, generator=generator)
+        )
+        self._pending_meta_lookup: tuple[Tensor, Tensor] | None = None
+        embeddings.register_forward_pre_hook(self._swap_meta_ids_for_lookup)
+        embeddings.register_forward_hook(self._write_meta_embeddings)
+
+    # ----------------------------------------------------------------------------------------- ids
+    def meta_token_ids(self, side: str) -> Tensor:
+        """The reserved ids of one side's meta tokens, in order."""
+        if side == QUERY_SIDE:
+            start, count = self.meta_token_id_base, self.num_query_meta_tokens
+        else:
+            start, count = self.meta_token_id_base + self.num_query_meta_tokens, self.num_document_meta_tokens
+        return torch.arange(start, start + count, dtype=torch.long)
+
+    def num_meta_tokens(self, side: str) -> int:
+        return self.num_query_meta_tokens if side == QUERY_SIDE else self.num_document_meta_tokens
+
+    # ------------------------------------------------------------------------------ embedding hook
+    def _swap_meta_ids_for_lookup(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        input_ids = args[0] if args else None
+        if not isinstance(input_ids, Tensor):
+            return None
+        is_meta = input_ids >= self.meta_token_id_base
+        if not bool(is_meta.any()):
+            self._pending_meta_lookup = None
+            return None
+        self._pending_meta_lookup = (is_meta, input_ids[is_meta] - self.meta_token_id_base)
+        return (input_ids.masked_fill(is_meta, 0), *args[1:])
+
+    def _write_meta_embeddings(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor | None:
+        pending, self._pending_meta_lookup = self._pending_meta_lookup, None
+        if pending is None:
+            return None
+        is_meta, table_rows = pending
+        table = torch.cat([self.query_meta_tokens, self.document_meta_tokens], dim=0)
+        output = output.clone()
+        output[is_meta] = table[table_rows.to(table.device)].to(output.dtype)
+        return output
+
+    # ------------------------------------------------------------------------------ preprocessing
+    def _max_real_tokens(self, requested: int | None, num_meta: int) -> int | None:
+        """How many real tokens an item may keep so that its meta tokens still fit the backbone."""
+        limits = [value for value in (requested, getattr(self.tokenizer, "model_max_length", None)) if value]
+        max_positions = getattr(self.config.get_text_config(), "max_position_embeddings", None)
+        if max_positions and max_positions > 0:
+            limits.append(max_positions)
+        limits = [value for value in limits if value < 10**9]
+        if not limits:
+            return None
+        room = min(limits) - num_meta
+        if room < 2:
+            raise ValueError(
+                f"the backbone takes at most {min(limits)} tokens, too few for {num_meta} meta tokens and any content"
+            )
+        return room
+
+    def preprocess(self, inputs, prompt: str | None = None, processing_kwargs=None, **kwargs) -> dict[str, Any]:
+        """Tokenize/process like the backbone does, then append this side's meta tokens to every row."""
+        side = side_of_task(kwargs.get("task"))
+        num_meta = self.num_meta_tokens(side)
+        kwargs["max_length"] = self._max_real_tokens(kwargs.get("max_length"), num_meta)
+        features = super().preprocess(inputs, prompt=prompt, processing_kwargs=processing_kwargs, **kwargs)
+        if not features:
+            return features
+        if "input_ids" not in features or "attention_mask" not in features:
+            raise ValueError(
+                "meta tokens need a token sequence: this backbone's processor returned no input_ids/attention_mask"
+            )
+        return self._append_meta_tokens(features, self.meta_token_ids(side))
+
+    def _append_meta_tokens(self, features: dict[str, Any], meta_ids: Tensor) -> dict[str, Any]:
+        input_ids: Tensor = features["input_ids"]
+        attention_mask: Tensor = features["attention_mask"].bool()
+        batch, width = input_ids.shape
+        num_meta = meta_ids.numel()
+        lengths = attention_mask.sum(dim=1)
+        new_width = int(lengths.max()) + num_meta
+        left_padding = getattr(self.tokenizer, "padding_side", "right") == "left"
+        pad_id = getattr(self.tokenizer, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else pad_id
+
+        # Every other per-token feature (token_type_ids, mm_token_type_ids, ...) is re-packed alike,
+        # with 0 at the meta positions.
+        per_token_keys = [
+            key
+            for key, value in features.items()
+            if isinstance(value, Tensor) and value.shape[:2] == (batch, width) and key not in ("input_ids", "attention_mask")
+        ]
+        new_ids = torch.full((batch, new_width), pad_id, dtype=input_ids.dtype)
+        new_mask = torch.zeros((batch, new_width), dtype=features["attention_mask"].dtype)
+        new_other = {key: torch.zeros((batch, new_width), dtype=features[key].dtype) for key in per_token_keys}
+        meta_positions = torch.empty((batch, num_meta), dtype=torch.long)
+        for row in range(batch):
+            real = attention_mask[row].nonzero(as_tuple=True)[0]
+            length = real.numel()
+            start = new_width - length - num_meta if left_padding else 0
+            content = slice(start, start + length)
+            meta = slice(start + length, start + length + num_meta)
+            new_ids[row, content] = input_ids[row, real]
+            new_ids[row, meta] = meta_ids
+            new_mask[row, start : start + length + num_meta] = 1
+            for key in per_token_keys:
+                new_other[key][row, content] = features[key][row, real]
+            meta_positions[row] = torch.arange(meta.start, meta.stop)
+
+        features.update(new_other)
+        features["input_ids"] = new_ids
+        features["attention_mask"] = new_mask
+        features["meta_positions"] = meta_positions
+        if self._uses_plain_positions(features):
+            # Positions counted over real tokens only: a row gets the same positions alone or padded.
+            features["position_ids"] = (new_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        return features
+
+    def _uses_plain_positions(self, features: dict[str, Any]) -> bool:
+        """Text backbones take 1-D position ids; VLMs compute their own (multimodal rotary) positions."""
+        if hasattr(self.config, "vision_config") or "pixel_values" in features:
+            return False
+        params = self.model_forward_params if self.model_forward_params is not None else self._declared_forward_params
+        return "position_ids" in params
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        private = {key: features.pop(key) for key in _PRIVATE_FEATURES if key in features}
+        try:
+            features = super().forward(features, **kwargs)
+        finally:
+            self._pending_meta_lookup = None
+        features.update(private)
+        return features
+
+    # ----------------------------------------------------------------------------------- save / load
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        super().save(output_path, *args, safe_serialization=safe_serialization, **kwargs)
+        save_file(
+            {
+                "query_meta_tokens": self.query_meta_tokens.detach().contiguous().cpu(),
+                "document_meta_tokens": self.document_meta_tokens.detach().contiguous().cpu(),
+            },
+            os.path.join(output_path, META_TOKENS_FILE),
+        )
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder=None, revision=None,
+             local_files_only: bool = False, **kwargs):
+        module = super().load(
+            model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
+            local_files_only=local_files_only, **kwargs,
+        )
+        weights_path = cls.load_file_path(
+            model_name_or_path, filename=META_TOKENS_FILE, subfolder=subfolder, token=token,
+            cache_folder=cache_folder, revision=revision, local_files_only=local_files_only,
+        )
+        if weights_path is None:
+            raise FileNotFoundError(f"{model_name_or_path!r} has no {META_TOKENS_FILE}: it is not a MetaEmbed checkpoint")
+        module.load_meta_tokens(weights_path)
+        return module
+
+    def load_meta_tokens(self, path: str) -> None:
+        """Load trained meta tokens, checking they match this module's counts and hidden size."""
+        weights = load_file(path)
+        for name in ("query_meta_tokens", "document_meta_tokens"):
+            parameter: nn.Parameter = getattr(self, name)
+            if name not in weights:
+                raise ValueError(f"{path} lacks {name!r}")
+            if weights[name].shape != parameter.shape:
+                raise ValueError(f"{path}: {name} has shape {tuple(weights[name].shape)}, expected {tuple(parameter.shape)}")
+            with torch.no_grad():
+                parameter.copy_(weights[name])

@@ -1,0 +1,187 @@
+"""``MetaEmbed``: a sentence-transformers ``MultiVectorEncoder`` whose vectors are its meta tokens.
+
+Every query becomes R_q vectors and every document R_c vectors, L2-normalised; a budget keeps a prefix.
+Because it *is* a ``MultiVectorEncoder`` (modules.json, safetensors, hub loading, trainer, losses,
+evaluators), a checkpoint works wherever that ecosystem does; what is ours is the meta tokens and budgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from sentence_transformers import MultiVectorEncoder
+from sentence_transformers.base.modules import Dense, Normalize
+from torch import Tensor
+
+from metaembed.budgets import check_vector_budget
+from metaembed.inputs import DEFAULT_MAX_IMAGE_SIDE, prepare_items
+from metaembed.model.meta_pooling import MetaTokenPooling
+from metaembed.model.meta_transformer import DOCUMENT_SIDE, QUERY_SIDE, MetaTransformer
+
+
+class MetaEmbed(MultiVectorEncoder):
+    """A MetaEmbed model. Build one with :meth:`from_backbone`, load one with :meth:`from_pretrained`.
+
+    Example::
+
+        model = MetaEmbed.from_backbone("Qwen/Qwen2.5-VL-3B-Instruct", 16, 64)
+        queries = model.encode_query(["a red bicycle"], budget=4)          # (1, 4, D)
+        documents = model.encode_document(["bike.png", {"text": "...", "image": "a.jpg"}])  # (2, 64, D)
+        scores = metaembed.maxsim(queries, documents, document_budget=8)   # (1, 2)
+    """
+
+    max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
+    # Our own modules are already imported: resolve them directly instead of behind trust_remote_code,
+    # which exists to guard code downloaded with a checkpoint.
+    _module_classes = {
+        f"{cls.__module__}.{cls.__name__}": cls for cls in (MetaTransformer, MetaTokenPooling)
+    }
+
+    # ------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str,
+        num_query_meta_tokens: int = 16,
+        num_document_meta_tokens: int = 64,
+        projection_dim: int | None = None,
+        *,
+        prompts: dict[str, str] | None = None,
+        device: str | None = None,
+        max_seq_length: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        processing_kwargs: dict[str, Any] | None = None,
+        meta_token_init_seed: int = 0,
+        **kwargs: Any,
+    ) -> "MetaEmbed":
+        """A new MetaEmbed model over a Hugging Face backbone (hub id or local folder).
+
+        The query and document meta tokens are separate, freshly initialised parameters; ``projection_dim``
+        adds a linear projection (no bias, no activation) before the L2 normalisation. ``prompts`` maps
+        task names (``"query"``, ``"document"`` or your own) to instructions prepended to the text.
+        Other keyword arguments go to ``MultiVectorEncoder``.
+        """
+        backbone = MetaTransformer(
+            name_or_path,
+            num_query_meta_tokens=num_query_meta_tokens,
+            num_document_meta_tokens=num_document_meta_tokens,
+            meta_token_init_seed=meta_token_init_seed,
+            max_seq_length=max_seq_length,
+            model_kwargs=model_kwargs,
+            processor_kwargs=processor_kwargs,
+            config_kwargs=config_kwargs,
+            processing_kwargs=processing_kwargs,
+        )
+        modules: list[torch.nn.Module] = [backbone, MetaTokenPooling()]
+        if projection_dim is not None:
+            if projection_dim < 1:
+                raise ValueError(f"projection_dim must be positive, got {projection_dim}")
+            hidden = backbone.query_meta_tokens.shape[1]
+            modules.append(
+                Dense(hidden, projection_dim, bias=False, activation_function=None, module_input_name="token_embeddings")
+            )
+        modules.append(Normalize(module_input_name="token_embeddings"))
+        return cls(modules=modules, device=device, prompts=prompts, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, **kwargs: Any) -> "MetaEmbed":
+        """Load a saved MetaEmbed model (a folder written by :meth:`save_pretrained`, or a hub id)."""
+        model = cls(path_or_hub_id, **kwargs)
+        if not isinstance(model[0], MetaTransformer):
+            raise ValueError(f"{path_or_hub_id!r} is a {type(model[0]).__name__} model, not a MetaEmbed checkpoint")
+        return model
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def backbone(self) -> MetaTransformer:
+        """The first module: the Hugging Face backbone with the meta tokens."""
+        return self[0]
+
+    @property
+    def num_query_meta_tokens(self) -> int:
+        return self.backbone.num_query_meta_tokens
+
+    @property
+    def num_document_meta_tokens(self) -> int:
+        return self.backbone.num_document_meta_tokens
+
+    @property
+    def embedding_dim(self) -> int:
+        """D: the size of every vector (the projection size, or the backbone's hidden size)."""
+        dense = [module for module in self if isinstance(module, Dense)]
+        return dense[-1].out_features if dense else self.backbone.query_meta_tokens.shape[1]
+
+    @property
+    def accepts_images(self) -> bool:
+        return self.supports("image") or self.supports("message") and self._processor_has_images()
+
+    def _processor_has_images(self) -> bool:
+        return getattr(self.backbone.processor, "image_processor", None) is not None
+
+    # ------------------------------------------------------------------------------ encoding
+    def encode_query(  # type: ignore[override]
+        self,
+        items: Any,
+        budget: int | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Encode queries: a float tensor (n, r, D) of unit vectors, r = ``budget`` or R_q.
+
+        An item is a string, a PIL image, an image path, or ``{"text": ..., "image": ...}``. ``prompt``
+        (or ``prompt_name``, a key of ``model.prompts``) is an instruction prepended to the text.
+        """
+        return self._encode_side(QUERY_SIDE, items, budget, batch_size, show_progress_bar, prompt, prompt_name, kwargs)
+
+    def encode_document(  # type: ignore[override]
+        self,
+        items: Any,
+        budget: int | None = None,
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        *,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Encode documents (candidates): a float tensor (n, r, D) of unit vectors, r = ``budget`` or R_c."""
+        return self._encode_side(DOCUMENT_SIDE, items, budget, batch_size, show_progress_bar, prompt, prompt_name, kwargs)
+
+    def _encode_side(
+        self,
+        side: str,
+        items: Any,
+        budget: int | None,
+        batch_size: int,
+        show_progress_bar: bool | None,
+        prompt: str | None,
+        prompt_name: str | None,
+        extra: dict[str, Any],
+    ) -> Tensor:
+        available = self.backbone.num_meta_tokens(side)
+        r = check_vector_budget(budget, available, side)
+        if isinstance(items, (str, dict)) or not isinstance(items, Sequence):
+            items = [items]
+        prepared = prepare_items(items, accepts_images=self.accepts_images, max_image_side=self.max_image_side)
+        if not prepared:
+            return torch.empty(0, r, self.embedding_dim)
+        if prompt is None and prompt_name is None and side in self.prompts:
+            prompt_name = side
+        encode = super().encode_query if side == QUERY_SIDE else super().encode_document
+        vectors = encode(
+            prepared,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            **extra,
+        )
+        return torch.stack(vectors)[:, :r]

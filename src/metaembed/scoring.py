@@ -1,0 +1,77 @@
+"""Late-interaction (MaxSim) scoring of fixed-size multi-vector embeddings at a chosen budget.
+
+Shapes used throughout:
+    query_vectors:    (n_queries, R_q, D)
+    document_vectors: (n_documents, R_c, D)
+    scores:           (n_queries, n_documents), s(q, c) = sum_i max_j <q_i, c_j> over the budget prefixes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from metaembed.budgets import check_vector_budget
+
+_BLOCK_ELEMENTS = 1 << 25
+"""Upper bound on the (n_q * r_q) x (block * r_c) similarity block, about 128 MB in fp32."""
+
+
+def compute_dtype(*tensors: Tensor, requested: torch.dtype | None = None) -> torch.dtype:
+    """bf16 when every input is bf16 (or it is asked for), fp32 otherwise; fp16 is never used on CPU."""
+    if requested is not None:
+        if requested == torch.float16 and any(t.device.type == "cpu" for t in tensors):
+            raise ValueError("fp16 matmul is pathologically slow on CPU: use torch.bfloat16 or torch.float32")
+        return requested
+    dtypes = {t.dtype for t in tensors}
+    if dtypes == {torch.bfloat16}:
+        return torch.bfloat16
+    if dtypes == {torch.float16} and all(t.device.type != "cpu" for t in tensors):
+        return torch.float16
+    return torch.float32
+
+
+def maxsim(
+    query_vectors: Tensor,
+    document_vectors: Tensor,
+    query_budget: int | None = None,
+    document_budget: int | None = None,
+    *,
+    normalize_by_query: bool = False,
+    dtype: torch.dtype | None = None,
+    block_size: int | None = None,
+) -> Tensor:
+    """MaxSim scores between every query and every document, using the first ``query_budget`` query
+    vectors and the first ``document_budget`` document vectors (all of them when None).
+
+    Documents are scored in blocks so the similarity tensor never exceeds ~128 MB, whatever the corpus
+    size. Computes in bf16 when both inputs are bf16, else fp32 (never fp16 on CPU); returns fp32.
+    ``normalize_by_query`` divides by r_q (mean instead of sum over query vectors).
+    """
+    if query_vectors.ndim != 3 or document_vectors.ndim != 3:
+        raise ValueError(
+            "maxsim expects query_vectors (n_queries, R_q, D) and document_vectors (n_documents, R_c, D), got "
+            f"shapes {tuple(query_vectors.shape)} and {tuple(document_vectors.shape)}"
+        )
+    if query_vectors.shape[-1] != document_vectors.shape[-1]:
+        raise ValueError(
+            f"query dimension {query_vectors.shape[-1]} differs from document dimension {document_vectors.shape[-1]}"
+        )
+    r_q = check_vector_budget(query_budget, query_vectors.shape[1], "query", "vectors")
+    r_c = check_vector_budget(document_budget, document_vectors.shape[1], "document", "vectors")
+    work_dtype = compute_dtype(query_vectors, document_vectors, requested=dtype)
+
+    n_q, n_d, dim = query_vectors.shape[0], document_vectors.shape[0], query_vectors.shape[-1]
+    queries = query_vectors[:, :r_q].to(work_dtype).reshape(n_q * r_q, dim)
+    scores = torch.empty(n_q, n_d, dtype=torch.float32, device=query_vectors.device)
+    if block_size is None:
+        block_size = max(1, _BLOCK_ELEMENTS // max(1, n_q * r_q * r_c))
+    for start in range(0, n_d, block_size):
+        block = document_vectors[start : start + block_size, :r_c]
+        n_block = block.shape[0]
+        block = block.to(device=queries.device, dtype=work_dtype).reshape(n_block * r_c, dim)
+        similarity = (queries @ block.T).view(n_q, r_q, n_block, r_c)
+        scores[:, start : start + n_block] = similarity.amax(dim=-1).float().sum(dim=1)
+    if normalize_by_query:
+        scores /= r_q
+    return scores

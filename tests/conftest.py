@@ -12,6 +12,9 @@ import pytest  # noqa: E402
 
 from tests import tiny_models  # noqa: E402
 
+# Saved tiny Qwen2-VL folders name this processor class; register it before any test loads one.
+tiny_models.register_image_only_qwen2_vl_processor()
+
 
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
@@ -22,3 +25,28 @@ def minilm_path() -> str:
 @pytest.fixture(scope="session")
 def tiny_bert_path(tmp_path_factory) -> str:
     return tiny_models.tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_path(tmp_path_factory) -> str:
+    return tiny_models.tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory) -> str:
+    return tiny_models.tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_path(tmp_path_factory) -> str:
+    return tiny_models.tiny_qwen2_vl(tmp_path_factory.mktemp("tiny_qwen2_vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_path(tmp_path_factory) -> str:
+    return tiny_models.tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+
+
+BACKBONE_FIXTURES = ["tiny_bert_path", "tiny_qwen2_path", "tiny_llama_path", "tiny_qwen2_vl_path", "tiny_llava_path"]
+"""One tiny backbone per family: bidirectional encoder, causal LLMs (left and right padding), two VLMs."""
+VLM_FIXTURES = ["tiny_qwen2_vl_path", "tiny_llava_path"]

@@ -108,7 +108,7 @@ def tiny_llama(folder: Path, padding_side: str = "right") -> str:
     return str(folder)
 
 
-def _image_only_qwen2_vl_processor_class():
+def register_image_only_qwen2_vl_processor():
     """Qwen2-VL's own processor without its video half.
 
     transformers 5 builds Qwen2VLProcessor with a video processor that needs torchvision, which has no
@@ -138,7 +138,7 @@ def tiny_qwen2_vl(folder: Path) -> str:
                 "<|image_pad|>", "<|video_pad|>"]
     tokenizer = byte_level_tokenizer(specials, "left", chat_template=_CHATML_TEMPLATE)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
-    processor_class = _image_only_qwen2_vl_processor_class()
+    processor_class = register_image_only_qwen2_vl_processor()
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
     processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=_CHATML_TEMPLATE)
     torch.manual_seed(0)

@@ -17,6 +17,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """MetaEmbed: multimodal retrieval at a budget chosen at query time."""
+
+
 def _register_commands() -> None:
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
         if module_info.name.startswith("_"):

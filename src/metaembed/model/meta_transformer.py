@@ -28,6 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers.base.modules import Transformer
 from torch import Tensor, nn
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 META_TOKENS_FILE = "meta_tokens.safetensors"
 QUERY_SIDE, DOCUMENT_SIDE = "query", "document"
@@ -87,6 +90,12 @@ class MetaTransformer(Transformer):
             mean + std * torch.randn(num_document_meta_tokens, hidden_size, generator=generator)
         )
         self._pending_meta_lookup: tuple[Tensor, Tensor] | None = None
+        if hasattr(self.config, "vision_config") and getattr(self.processor, "image_processor", None) is None:
+            logger.warning(
+                f"{model_name_or_path!r} is a vision-language model but only its tokenizer could be loaded, so "
+                "images will be refused. (transformers 5 builds some VLM processors, e.g. Qwen2-VL's, with a "
+                "video processor that needs torchvision.)"
+            )
         embeddings.register_forward_pre_hook(self._swap_meta_ids_for_lookup)
         embeddings.register_forward_hook(self._write_meta_embeddings)
 

@@ -1,0 +1,50 @@
+"""``evaluate``: the function behind ``metaembed eval`` — read the data, sweep the budgets, write the outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from metaembed.budgets import PAPER_BUDGETS, Budget
+from metaembed.data.detect import load_tasks
+from metaembed.evaluation.report import write_results
+from metaembed.evaluation.sweep import SweepSettings, check_budgets, run_budget_sweep
+
+
+def load_model(model: Any) -> tuple[Any, str]:
+    """A MetaEmbed model from a folder or hub id (or the model object itself), and a name for reports."""
+    if isinstance(model, (str, Path)):
+        from metaembed.model import MetaEmbed
+
+        return MetaEmbed.from_pretrained(str(model)), str(model)
+    return model, type(model).__name__
+
+
+def evaluate(
+    model: Any,
+    data: str | Path,
+    budgets: Iterable[Budget | str | tuple[int, int]] = PAPER_BUDGETS,
+    out_dir: str | Path | None = None,
+    *,
+    format: str | None = None,
+    split: str | None = None,
+    image_root: str | Path | None = None,
+    subsets: list[str] | None = None,
+    settings: SweepSettings | None = None,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on the benchmark(s) at ``data`` at every budget; write results.json,
+    results.md and budget_curve.png to ``out_dir`` when given. Returns the results dictionary.
+
+    Budgets are checked against the model before anything is read or encoded.
+    """
+    model, default_name = load_model(model)
+    name = model_name or default_name
+    budgets = check_budgets(budgets, model, name)
+    detected, tasks = load_tasks(data, format, split=split, image_root=image_root, subsets=subsets)
+    results = run_budget_sweep(model, tasks, budgets, settings, model_name=name)
+    results["data"] = {"path": str(data), "format": detected, "split": split or "test", "image_root": str(image_root) if image_root else None}
+    if out_dir is not None:
+        results["outputs"] = {kind: str(path) for kind, path in write_results(results, out_dir).items()}
+    return results

@@ -1,0 +1,384 @@
+"""Training data: the JSONL format, the MMEB-train parquet layout, and the bad-row policy.
+
+JSONL, one example per line::
+
+    {"query": ITEM, "positive": ITEM, "negatives": [ITEM, ...],
+     "query_instruction": "...", "document_instruction": "..."}
+
+ITEM is a string (text) or ``{"text": ..., "image": "relative/path.png"}``; image paths are relative to
+the JSONL file. ``negatives`` and the instructions are optional; an instruction is prepended to the
+text of that side's items (query; positive and negatives), exactly like a sentence-transformers prompt.
+
+Every bad row (missing or empty query/positive, empty text, unreadable image, bad JSON) is reported
+with its file and line number. ``on_bad_row="stop"`` raises :class:`BadRowError` at the first one;
+``"skip"`` drops it, and :class:`ReadReport` counts and lists every skipped row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+BAD_ROW_POLICIES = ("stop", "skip")
+MMEB_COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path", "neg_text", "neg_image_path")
+MMEB_IMAGE_PLACEHOLDER = re.compile(r"<\|image_\d+\|>")
+
+
+class BadRowError(ValueError):
+    """A training row that cannot be used; the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class TrainingItem:
+    """One side of an example: text, an (absolute) image path, or both."""
+
+    text: str | None = None
+    image: str | None = None
+
+    def to_cell(self) -> str:
+        """The JSON string a dataset cell holds (datasets need one type per column; items vary)."""
+        return json.dumps({"text": self.text, "image": self.image}, ensure_ascii=False)
+
+    @staticmethod
+    def from_cell(cell: str) -> "TrainingItem":
+        value = json.loads(cell)
+        return TrainingItem(text=value.get("text"), image=value.get("image"))
+
+
+@dataclass
+class TrainingExample:
+    query: TrainingItem
+    positive: TrainingItem
+    negatives: list[TrainingItem]
+    source: str
+    """Where the row came from, ``file:line``, for messages."""
+
+
+@dataclass
+class ReadReport:
+    """What a reader kept and skipped: nothing is dropped without a line here."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def rows_skipped(self) -> int:
+        return len(self.skipped)
+
+    def merge(self, other: "ReadReport") -> None:
+        self.rows_read += other.rows_read
+        self.rows_kept += other.rows_kept
+        self.skipped.extend(other.skipped)
+
+    def summary(self) -> str:
+        return f"read {self.rows_read} rows, kept {self.rows_kept}, skipped {self.rows_skipped} bad rows"
+
+
+def _check_policy(on_bad_row: str) -> None:
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
+
+
+def check_image(path: Path) -> None:
+    """Raise ValueError unless ``path`` is an image PIL can read (header and data checked, not decoded)."""
+    if not path.is_file():
+        raise ValueError(f"image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises many types for bad files
+        raise ValueError(f"image {str(path)!r} is not a readable image: {error}") from None
+
+
+def make_item(
+    text: Any, image: Any, *, base_dir: Path, instruction: str | None, check_images: bool, what: str
+) -> TrainingItem:
+    """Validate one side of a row and resolve its image path; ValueError names ``what`` is wrong."""
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{what} text must be a string, got {type(text).__name__}")
+    if image is not None and not isinstance(image, str):
+        raise ValueError(f"{what} image must be a path string, got {type(image).__name__}")
+    if text is not None and not text.strip():
+        if image is None:
+            raise ValueError(f"{what} has empty text")
+        text = None
+    if image is not None and not image.strip():
+        image = None
+    if text is None and image is None:
+        raise ValueError(f"{what} is empty (no text and no image)")
+    image_path = None
+    if image is not None:
+        path = Path(image).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        if check_images:
+            check_image(path)
+        image_path = str(path.resolve())
+    if instruction:
+        text = instruction + (text or "")
+    return TrainingItem(text=text, image=image_path)
+
+
+def _item_from_json(value: Any, **kwargs: Any) -> TrainingItem:
+    what = kwargs["what"]
+    if isinstance(value, str):
+        return make_item(value, None, **kwargs)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"text", "image"}
+        if unknown:
+            raise ValueError(f"{what} has unknown keys {sorted(unknown)}; an item takes 'text' and/or 'image'")
+        return make_item(value.get("text"), value.get("image"), **kwargs)
+    if value is None:
+        raise ValueError(f"{what} is missing")
+    raise ValueError(f"{what} must be a string or an object with 'text'/'image', got {type(value).__name__}")
+
+
+def parse_jsonl_row(row: Any, *, base_dir: Path, check_images: bool = True) -> tuple[TrainingItem, TrainingItem, list[TrainingItem]]:
+    """One JSONL row -> (query, positive, negatives), or ValueError saying what is wrong."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    unknown = set(row) - {"query", "positive", "negatives", "query_instruction", "document_instruction"}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)}")
+    instructions = {}
+    for side in ("query", "document"):
+        value = row.get(f"{side}_instruction")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{side}_instruction must be a string")
+        instructions[side] = value
+    common = dict(base_dir=base_dir, check_images=check_images)
+    if "positive" not in row:
+        raise ValueError("missing 'positive'")
+    query = _item_from_json(row.get("query"), instruction=instructions["query"], what="query", **common)
+    positive = _item_from_json(row["positive"], instruction=instructions["document"], what="positive", **common)
+    negatives_value = row.get("negatives") or []
+    if not isinstance(negatives_value, list):
+        raise ValueError("'negatives' must be a list")
+    negatives = [
+        _item_from_json(value, instruction=instructions["document"], what=f"negative {index}", **common)
+        for index, value in enumerate(negatives_value)
+    ]
+    return query, positive, negatives
+
+
+def read_jsonl(
+    path: str | Path, *, on_bad_row: str = "stop", check_images: bool = True
+) -> tuple[list[TrainingExample], ReadReport]:
+    """Read a training JSONL file; bad rows stop the read or are skipped and counted (``on_bad_row``)."""
+    _check_policy(on_bad_row)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training file {str(path)!r} does not exist")
+    examples: list[TrainingExample] = []
+    report = ReadReport()
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            report.rows_read += 1
+            source = f"{path}:{line_number}"
+            try:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+                query, positive, negatives = parse_jsonl_row(row, base_dir=path.parent, check_images=check_images)
+            except ValueError as error:
+                _handle_bad_row(report, source, str(error), on_bad_row)
+                continue
+            examples.append(TrainingExample(query, positive, negatives, source))
+            report.rows_kept += 1
+    return examples, report
+
+
+def _handle_bad_row(report: ReadReport, source: str, problem: str, on_bad_row: str) -> None:
+    message = f"{source}: {problem}"
+    if on_bad_row == "stop":
+        raise BadRowError(message + " (set on_bad_row='skip' to skip bad rows)")
+    report.skipped.append(message)
+    logger.warning("skipping bad row %s", message)
+
+
+# ----------------------------------------------------------------------------------------- MMEB
+def strip_image_placeholder(text: str | None) -> str | None:
+    """Remove MMEB's ``<|image_1|>`` placeholder: the backbone's processor puts its own image token
+    (through its chat template) where its family expects the image, with the text after it."""
+    if text is None:
+        return None
+    return MMEB_IMAGE_PLACEHOLDER.sub("", text).strip()
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def mmeb_subset_files(root: Path, subset: str) -> list[Path]:
+    """The parquet files of one subset: ``root/<subset>/*.parquet`` or ``root/<subset>.parquet``."""
+    folder = root / subset
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files and (root / f"{subset}.parquet").is_file():
+        files = [root / f"{subset}.parquet"]
+    if not files:
+        raise FileNotFoundError(f"MMEB subset {subset!r}: no parquet files in {str(folder)!r} or {str(root / (subset + '.parquet'))!r}")
+    return files
+
+
+def read_mmeb_subset(
+    root: str | Path,
+    subset: str,
+    *,
+    image_root: str | Path | None = None,
+    on_bad_row: str = "stop",
+    check_images: bool = True,
+) -> tuple[list[TrainingExample], ReadReport]:
+    """Read one MMEB-train subset (VLM2Vec layout); image paths are relative to ``image_root`` (default ``root``)."""
+    import pyarrow.parquet as pq
+
+    _check_policy(on_bad_row)
+    root = Path(root)
+    base_dir = Path(image_root) if image_root is not None else root
+    examples: list[TrainingExample] = []
+    report = ReadReport()
+    for file in mmeb_subset_files(root, subset):
+        table = pq.read_table(file)
+        missing = [column for column in ("qry", "pos_text") if column not in table.column_names]
+        if missing:
+            raise BadRowError(f"{file}: not an MMEB-train parquet file, missing columns {missing}")
+        columns = {name: table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows for name in MMEB_COLUMNS}
+        for index in range(table.num_rows):
+            report.rows_read += 1
+            source = f"{file}:row {index + 1}"
+            row = {name: values[index] for name, values in columns.items()}
+            common = dict(base_dir=base_dir, instruction=None, check_images=check_images)
+            try:
+                if not (row["pos_text"] or row["pos_image_path"]):
+                    raise ValueError("missing positive (empty pos_text and pos_image_path)")
+                query = make_item(strip_image_placeholder(row["qry"]), row["qry_image_path"], what="query", **common)
+                positive = make_item(strip_image_placeholder(row["pos_text"]), row["pos_image_path"], what="positive", **common)
+                negative_texts, negative_images = _as_list(row["neg_text"]), _as_list(row["neg_image_path"])
+                negatives = []
+                for position in range(max(len(negative_texts), len(negative_images))):
+                    text = negative_texts[position] if position < len(negative_texts) else None
+                    image = negative_images[position] if position < len(negative_images) else None
+                    if not (text or image):
+                        continue  # MMEB leaves negatives empty for most subsets
+                    negatives.append(make_item(strip_image_placeholder(text), image, what=f"negative {position}", **common))
+            except ValueError as error:
+                _handle_bad_row(report, source, str(error), on_bad_row)
+                continue
+            examples.append(TrainingExample(query, positive, negatives, source))
+            report.rows_kept += 1
+    return examples, report
+
+
+def read_mmeb_train(
+    root: str | Path,
+    subsets: Mapping[str, float] | Sequence[str],
+    *,
+    image_root: str | Path | None = None,
+    num_examples: int | None = None,
+    seed: int = 0,
+    on_bad_row: str = "stop",
+    check_images: bool = True,
+) -> tuple[list[TrainingExample], ReadReport]:
+    """A mixture of MMEB-train subsets drawn by per-subset weight (a list means equal weights).
+
+    Subset s contributes ``round(num_examples * w_s / sum(w))`` examples (``num_examples`` defaults to
+    all kept rows): drawn without replacement while it has rows, then cycled in a new shuffled order.
+    """
+    weights = dict(subsets) if isinstance(subsets, Mapping) else {name: 1.0 for name in subsets}
+    if not weights:
+        raise ValueError("read_mmeb_train needs at least one subset")
+    if any(not (weight >= 0) for weight in weights.values()) or not sum(weights.values()) > 0:
+        raise ValueError(f"subset weights must be non-negative with a positive sum, got {weights}")
+    per_subset: dict[str, list[TrainingExample]] = {}
+    report = ReadReport()
+    for name in weights:
+        examples, subset_report = read_mmeb_subset(
+            root, name, image_root=image_root, on_bad_row=on_bad_row, check_images=check_images
+        )
+        if not examples and weights[name] > 0:
+            raise BadRowError(f"MMEB subset {name!r} has no usable rows")
+        per_subset[name] = examples
+        report.merge(subset_report)
+    total = num_examples if num_examples is not None else sum(len(rows) for rows in per_subset.values())
+    weight_sum = sum(weights.values())
+    generator = random.Random(seed)
+    mixture: list[TrainingExample] = []
+    for name, weight in weights.items():
+        count = int(round(total * weight / weight_sum))
+        rows = per_subset[name]
+        drawn: list[TrainingExample] = []
+        for _ in range(math.ceil(count / len(rows)) if rows else 0):
+            drawn.extend(generator.sample(rows, len(rows)))
+        mixture.extend(drawn[:count])
+    generator.shuffle(mixture)
+    return mixture, report
+
+
+# ---------------------------------------------------------------------------------- to a dataset
+def negative_columns(count: int) -> list[str]:
+    return [f"negative_{index + 1}" for index in range(count)]
+
+
+def to_dataset(examples: Sequence[TrainingExample], num_negatives: int = 1, seed: int = 0):
+    """A ``datasets.Dataset`` with columns query, positive, negative_1..k (JSON item cells).
+
+    Rows with fewer than ``num_negatives`` hard negatives are completed with the positives of other,
+    randomly chosen rows (seeded), so every row has the same columns; the count is logged.
+    """
+    from datasets import Dataset
+
+    if not examples:
+        raise ValueError("no training examples")
+    if num_negatives < 0:
+        raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+    if num_negatives and len(examples) < 2:
+        raise ValueError("need at least 2 examples to fill missing negatives from other rows")
+    generator = random.Random(seed)
+    columns: dict[str, list[str]] = {"query": [], "positive": [], **{name: [] for name in negative_columns(num_negatives)}}
+    filled = 0
+    for index, example in enumerate(examples):
+        columns["query"].append(example.query.to_cell())
+        columns["positive"].append(example.positive.to_cell())
+        negatives = list(example.negatives[:num_negatives])
+        while len(negatives) < num_negatives:
+            other = generator.randrange(len(examples) - 1)
+            other += other >= index
+            negatives.append(examples[other].positive)
+            filled += 1
+        for name, negative in zip(negative_columns(num_negatives), negatives):
+            columns[name].append(negative.to_cell())
+    if filled:
+        logger.info("filled %d missing hard negatives with positives of other rows", filled)
+    return Dataset.from_dict(columns)
+
+
+def cells_to_items(cells: Iterable[str], *, accepts_images: bool, max_image_side: int) -> list[Any]:
+    """Decode dataset cells into model inputs (str, RGB image, or text+image dict), loading images now."""
+    from metaembed.inputs import prepare_item
+
+    items = []
+    for cell in cells:
+        item = TrainingItem.from_cell(cell)
+        value: Any = item.text if item.image is None else ({"image": item.image} if item.text is None else {"text": item.text, "image": item.image})
+        if isinstance(value, str):
+            items.append(value)  # text stays text, even if it ends in ".png"
+        else:
+            items.append(prepare_item(value, accepts_images=accepts_images, max_image_side=max_image_side))
+    return items

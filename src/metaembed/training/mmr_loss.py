@@ -1,0 +1,240 @@
+"""Matryoshka Multi-Vector Retrieval (MMR) loss: one InfoNCE per nested budget group, from one forward.
+
+The query-major similarity tensor ``sim[q, i, c, j] = <E_q[i], E_c[j]>`` between every query vector
+and every document vector of the (global) batch is computed ONCE, up to the largest group's prefixes.
+Each group (r_q, r_c) is then a prefix reduction of it: ``scores_g = sum_{i<r_q} max_{j<r_c} sim``.
+So the backbone runs once per item and the matmul once per step whatever the number of groups; the
+extra cost of the small groups is only their max/sum/cross-entropy over slices of that tensor.
+
+:class:`MMRLoss` wraps a sentence-transformers multi-vector contrastive loss the way
+``MatryoshkaLoss`` wraps a single-vector one, and reuses its machinery: the merged document forward
+and mini-batching of ``MultiVectorMultipleNegativesRankingLoss``, the GradCache passes of
+``CachedMultiVectorMultipleNegativesRankingLoss`` (by decorating its ``calculate_loss``) and the
+cross-device all-gather of either (``gather_across_devices=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers.base.losses.gradcache import uses_gradient_cache
+from sentence_transformers.base.losses.merged_forward import embed_columns_padded
+from sentence_transformers.multi_vector_encoder.losses import MultiVectorMultipleNegativesRankingLoss
+from sentence_transformers.util import all_gather, cat_padded_token_embeddings, get_rank
+from torch import Tensor, nn
+
+from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
+
+DEFAULT_TEMPERATURE = 0.03
+"""The paper's temperature (second-hand, see PAPER.md); scores are divided by it before the softmax."""
+
+_SCORE_BLOCK_ELEMENTS = 1 << 26
+"""Default bound on one query chunk's similarity block (queries x R_q x documents x R_c), ~256 MB fp32."""
+
+
+def group_name(budget: Budget) -> str:
+    """The key a group's loss is logged under, e.g. ``loss_4x8``."""
+    return f"loss_{budget.query}x{budget.document}"
+
+
+def mmr_group_losses(
+    queries: Tensor,
+    documents: Tensor,
+    labels: Tensor,
+    groups: Sequence[Budget],
+    temperature: float,
+    normalize_by_query: bool = False,
+) -> Tensor:
+    """Summed (not averaged) InfoNCE loss of every group, shape (len(groups),).
+
+    ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D) are unit vectors; ``labels`` (n_q,) is the
+    column of each query's positive. Every other document (in-batch and hard negatives) is a negative.
+    The similarity is computed once, up to the largest prefixes any group needs.
+    """
+    max_query = max(group.query for group in groups)
+    max_document = max(group.document for group in groups)
+    similarity = torch.einsum(
+        "qid,cjd->qicj", queries[:, :max_query], documents[:, :max_document]
+    )  # (n_q, r_q, n_c, r_c)
+    losses = []
+    for group in groups:
+        scores = similarity[:, : group.query, :, : group.document].amax(dim=-1).sum(dim=1).float()
+        if normalize_by_query:
+            scores = scores / group.query
+        losses.append(F.cross_entropy(scores / temperature, labels, reduction="sum"))
+    return torch.stack(losses)
+
+
+class MMRLoss(nn.Module):
+    """Matryoshka Multi-Vector Retrieval loss over nested (r_q, r_c) budget groups.
+
+    Args:
+        model: the :class:`~metaembed.MetaEmbed` model being trained.
+        loss: the multi-vector contrastive loss to wrap: a ``MultiVectorMultipleNegativesRankingLoss``
+            (default), a ``CachedMultiVectorMultipleNegativesRankingLoss`` (GradCache: memory bounded by its
+            ``mini_batch_size``), either with ``gather_across_devices=True`` for negatives across processes.
+            Its embedding settings are used; its ``scale`` is set to ``1 / temperature``.
+        groups: the budget groups, default the paper's (1,1),(2,4),(4,8),(8,16),(16,64), clipped to the
+            model's meta token counts (duplicates created by clipping are dropped).
+        weights: one weight per group, default all 1. The total is ``sum_g w_g * L_g / len(groups)``.
+        temperature: scores (MaxSim sums) are divided by it before the softmax. Default 0.03.
+        normalize_by_query: divide each group's scores by its r_q (mean instead of sum over query
+            vectors) so the logit range does not grow with r_q. Default off, as MaxSim is usually defined.
+
+    After each forward, ``last_group_losses`` maps ``loss_{r_q}x{r_c}`` to that group's (unweighted)
+    mean InfoNCE over the local queries, detached, for logging.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module | None = None,
+        groups: Iterable[tuple[int, int] | str | Budget] | None = None,
+        weights: Sequence[float] | None = None,
+        temperature: float = DEFAULT_TEMPERATURE,
+        normalize_by_query: bool = False,
+    ) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.model = model
+        self.loss = loss if loss is not None else MultiVectorMultipleNegativesRankingLoss(model)
+        if not hasattr(self.loss, "gather_across_devices"):
+            raise TypeError(
+                f"MMRLoss wraps a sentence-transformers multi-vector contrastive loss "
+                f"(MultiVectorMultipleNegativesRankingLoss or its Cached variant), got {type(self.loss).__name__}"
+            )
+        requested = [Budget.parse(group) for group in (groups if groups is not None else PAPER_BUDGETS)]
+        if not requested:
+            raise ValueError("MMRLoss needs at least one budget group")
+        max_query = getattr(model, "num_query_meta_tokens", None)
+        max_document = getattr(model, "num_document_meta_tokens", None)
+        if max_query is not None and max_document is not None:
+            self.groups = clip_budgets(requested, max_query, max_document)
+        else:
+            self.groups = list(dict.fromkeys(requested))
+        if weights is None:
+            weights = [1.0] * len(self.groups)
+        weights = [float(weight) for weight in weights]
+        if len(weights) != len(self.groups):
+            raise ValueError(
+                f"got {len(weights)} group weights for {len(self.groups)} groups "
+                f"({', '.join(str(g) for g in self.groups)} after clipping to the model's meta tokens)"
+            )
+        if any(weight < 0 for weight in weights):
+            raise ValueError(f"group weights must be non-negative, got {weights}")
+        self.weights = weights
+        self.temperature = float(temperature)
+        self.normalize_by_query = normalize_by_query
+        # The wrapped loss's own scoring is bypassed; keep its reported scale consistent with ours.
+        self.loss.scale = 1.0 / self.temperature
+        self.last_group_losses: dict[str, Tensor] = {}
+        self.uses_gradient_cache = uses_gradient_cache(self.loss)
+        if self.uses_gradient_cache:
+            # GradCache back-propagates from a hook after forward returns: plug our scoring into the
+            # step that turns its cached embeddings into the loss (as MatryoshkaLoss does).
+            self.loss.calculate_loss = self._calculate_cached_loss
+
+    # ------------------------------------------------------------------------------------ config
+    @property
+    def gather_across_devices(self) -> bool:
+        return bool(self.loss.gather_across_devices)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "loss": type(self.loss).__name__,
+            "groups": [list(group) for group in self.groups],
+            "weights": self.weights,
+            "temperature": self.temperature,
+            "normalize_by_query": self.normalize_by_query,
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+    # ----------------------------------------------------------------------------------- forward
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        """Columns: query, positive, then any hard negatives; returns the weighted group loss."""
+        if self.uses_gradient_cache:
+            return self.loss(sentence_features, labels)
+        features = [dict(feature) for feature in sentence_features]
+        if len(features) < 2:
+            raise ValueError("MMRLoss needs at least a query column and a positive document column")
+        query_features = features[0]
+        query_outputs = self.model(query_features, task=query_features.get("task", "query"))
+        queries = query_outputs["token_embeddings"]
+        _require_fixed_vectors(query_outputs["attention_mask"], "query")
+        documents, masks = embed_columns_padded(
+            self.model, features[1:], getattr(self.loss, "mini_batch_size", None), task_default="document"
+        )
+        for mask in masks:
+            _require_fixed_vectors(mask, "document")
+        score_chunk = getattr(self.loss, "score_mini_batch_size", None)
+        return self.loss_from_embeddings(queries, documents, score_chunk=score_chunk)
+
+    def _calculate_cached_loss(
+        self, reps: list[list[Tensor]], masks_chunks: list[list[Tensor]], *, with_backward: bool = False
+    ) -> Tensor:
+        """The cached loss's ``calculate_loss``: reps[column][mini_batch] -> the MMR loss (backward per chunk)."""
+        columns = [cat_padded_token_embeddings(chunks, masks) for chunks, masks in zip(reps, masks_chunks)]
+        for _, mask in columns:
+            _require_fixed_vectors(mask, "query or document")
+        queries = columns[0][0]
+        documents = [embeddings for embeddings, _ in columns[1:]]
+        return self.loss_from_embeddings(
+            queries, documents, score_chunk=self.loss.score_mini_batch_size, with_backward=with_backward
+        )
+
+    def loss_from_embeddings(
+        self,
+        queries: Tensor,
+        document_columns: Sequence[Tensor],
+        *,
+        score_chunk: int | None = None,
+        with_backward: bool = False,
+    ) -> Tensor:
+        """The MMR loss from embeddings: queries (B, R_q, D), one (B, R_c, D) tensor per document column.
+
+        Documents are laid out query-major (row b's column n at ``b * N + n``), gathered across processes
+        when the wrapped loss says so (gradients flow back to the process that owns them).
+        """
+        batch_size = queries.shape[0]
+        columns = list(document_columns)
+        if self.gather_across_devices:
+            columns = [all_gather(column, with_grad=True) for column in columns]
+        per_row = len(columns)
+        documents = torch.stack(columns, dim=1).flatten(0, 1)
+        labels = torch.arange(batch_size, device=queries.device) * per_row
+        if self.gather_across_devices:
+            labels = labels + get_rank() * batch_size * per_row
+
+        weights = torch.tensor(self.weights, dtype=torch.float32, device=queries.device)
+        if score_chunk is None:
+            r_q = max(group.query for group in self.groups)
+            r_c = max(group.document for group in self.groups)
+            score_chunk = max(1, _SCORE_BLOCK_ELEMENTS // max(1, r_q * documents.shape[0] * r_c))
+        totals, group_sums = [], []
+        for begin in range(0, batch_size, score_chunk):
+            end = min(begin + score_chunk, batch_size)
+            # Divide inside the graph so gradients are those of the batch mean.
+            chunk_losses = mmr_group_losses(
+                queries[begin:end], documents, labels[begin:end], self.groups, self.temperature, self.normalize_by_query
+            ) / batch_size
+            total = (weights * chunk_losses).sum() / len(self.groups)
+            if with_backward:
+                total.backward()
+                total, chunk_losses = total.detach(), chunk_losses.detach()
+            totals.append(total)
+            group_sums.append(chunk_losses.detach())
+        per_group = torch.stack(group_sums).sum(dim=0)
+        self.last_group_losses = {group_name(group): per_group[index] for index, group in enumerate(self.groups)}
+        return torch.stack(totals).sum()
+
+
+def _require_fixed_vectors(mask: Tensor, side: str) -> None:
+    if not bool(mask.bool().all()):
+        raise ValueError(
+            f"MMRLoss needs a fixed number of {side} vectors per item (MetaEmbed's meta tokens); "
+            "the model returned a padded multi-vector output"
+        )

@@ -1,0 +1,149 @@
+"""MMRLoss against a naive per-group loop, and the cached (GradCache) mode against the plain one."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sentence_transformers.multi_vector_encoder.losses import CachedMultiVectorMultipleNegativesRankingLoss
+
+import metaembed
+from metaembed import MetaEmbed
+from metaembed.budgets import Budget
+from metaembed.training import MMRLoss
+
+QUERIES = ["text editor for programmers", "compress files", "parse json quickly", "red bicycle", "capital of france"]
+POSITIVES = [
+    "a text editor for programmers with syntax highlighting",
+    "gzip compresses files using Lempel-Ziv coding",
+    "a library for parsing json documents quickly",
+    "image of a red bicycle leaning on a wall",
+    "paris is the capital of france",
+]
+NEGATIVES = [
+    "a spreadsheet program",
+    "an archive manager that cannot compress",
+    "an xml parser written in c",
+    "a blue car parked outside",
+    "berlin is the capital of germany",
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_bert_path) -> MetaEmbed:
+    model = MetaEmbed.from_backbone(tiny_bert_path, num_query_meta_tokens=16, num_document_meta_tokens=64)
+    model.eval()  # no dropout: two forwards of the same batch must agree exactly
+    return model
+
+
+def features(model: MetaEmbed, with_negatives: bool) -> list[dict]:
+    columns = [model.preprocess(QUERIES, task="query"), model.preprocess(POSITIVES, task="document")]
+    if with_negatives:
+        columns.append(model.preprocess(NEGATIVES, task="document"))
+    for index, column in enumerate(columns):
+        column["task"] = "query" if index == 0 else "document"
+    return columns
+
+
+def naive_mmr_loss(model, columns, groups, weights, temperature, normalize_by_query) -> torch.Tensor:
+    """The definition, group by group: a separate MaxSim at each budget, an InfoNCE each, a weighted mean."""
+    queries = model(copy.copy(columns[0]), task="query")["token_embeddings"]
+    doc_columns = [model(copy.copy(column), task="document")["token_embeddings"] for column in columns[1:]]
+    batch, per_row = queries.shape[0], len(doc_columns)
+    documents = torch.stack(doc_columns, dim=1).flatten(0, 1)  # row b's column n at b * per_row + n
+    labels = torch.arange(batch) * per_row
+    total = torch.zeros(())
+    for (r_q, r_c), weight in zip(groups, weights):
+        scores = metaembed.maxsim(
+            queries, documents, query_budget=r_q, document_budget=r_c, normalize_by_query=normalize_by_query
+        )
+        total = total + weight * F.cross_entropy(scores / temperature, labels)
+    return total / len(groups)
+
+
+def gradients(model) -> dict[str, torch.Tensor]:
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def run(model, loss_fn, columns) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn([copy.copy(column) for column in columns])
+    loss.backward()
+    return loss.detach(), gradients(model)
+
+
+def assert_same_gradients(expected: dict, actual: dict, atol: float = 1e-5) -> None:
+    assert expected.keys() == actual.keys()
+    assert "0.query_meta_tokens" in actual and "0.document_meta_tokens" in actual
+    for name in expected:
+        # fp32 sums over many tokens: compare to 1e-5 of each gradient's own scale.
+        scale = max(1.0, float(expected[name].abs().max()))
+        difference = float((actual[name] - expected[name]).abs().max())
+        assert difference <= atol * scale, f"{name}: gradients differ by {difference} (scale {scale})"
+    assert any(float(grad.abs().max()) > 1e-4 for grad in actual.values())
+
+
+@pytest.mark.parametrize(
+    "with_negatives, temperature, normalize_by_query, weights",
+    [(True, 0.03, False, None), (False, 0.5, True, [1.0, 0.5, 2.0, 0.0, 3.0])],
+)
+def test_mmr_loss_equals_naive_per_group_loop(model, with_negatives, temperature, normalize_by_query, weights):
+    columns = features(model, with_negatives)
+    mmr = MMRLoss(model, temperature=temperature, normalize_by_query=normalize_by_query, weights=weights)
+    assert mmr.groups == [Budget(1, 1), Budget(2, 4), Budget(4, 8), Budget(8, 16), Budget(16, 64)]
+    group_weights = weights or [1.0] * 5
+
+    loss, grads = run(model, mmr, columns)
+    expected_loss, expected_grads = run(
+        model, lambda cols: naive_mmr_loss(model, cols, mmr.groups, group_weights, temperature, normalize_by_query), columns
+    )
+    torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
+    assert loss > 0
+    assert_same_gradients(expected_grads, grads)
+    # Every group's value is logged, and the weighted mean of those is the loss.
+    logged = mmr.last_group_losses
+    assert list(logged) == ["loss_1x1", "loss_2x4", "loss_4x8", "loss_8x16", "loss_16x64"]
+    recombined = sum(w * float(logged[key]) for w, key in zip(group_weights, logged)) / 5
+    assert recombined == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_groups_clip_to_the_model_and_settings_are_checked(tiny_bert_path):
+    small = MetaEmbed.from_backbone(tiny_bert_path, num_query_meta_tokens=4, num_document_meta_tokens=8)
+    assert MMRLoss(small).groups == [Budget(1, 1), Budget(2, 4), Budget(4, 8)]
+    assert MMRLoss(small, groups=["2,2", (9, 9)]).groups == [Budget(2, 2), Budget(4, 8)]
+    with pytest.raises(ValueError, match="3 group weights for 2 groups"):
+        MMRLoss(small, groups=[(1, 1), (4, 8)], weights=[1, 1, 1])
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        MMRLoss(small, temperature=0)
+
+
+@pytest.mark.parametrize("with_negatives", [True, False])
+def test_cached_mode_equals_uncached(model, with_negatives):
+    columns = features(model, with_negatives)
+    plain = MMRLoss(model)
+    cached = MMRLoss(model, loss=CachedMultiVectorMultipleNegativesRankingLoss(model, mini_batch_size=2))
+    assert cached.uses_gradient_cache and not plain.uses_gradient_cache
+
+    loss, grads = run(model, plain, columns)
+    cached_loss, cached_grads = run(model, cached, columns)
+    torch.testing.assert_close(cached_loss, loss, atol=1e-5, rtol=1e-5)
+    assert_same_gradients(grads, cached_grads)
+    for key, value in plain.last_group_losses.items():
+        torch.testing.assert_close(cached.last_group_losses[key], value, atol=1e-5, rtol=1e-5)
+
+
+def test_small_groups_reuse_the_one_similarity(model):
+    """A group's loss depends only on its own prefixes: changing vector 2+ leaves the (1,1) loss alone."""
+    mmr = MMRLoss(model)
+    torch.manual_seed(0)
+    queries = F.normalize(torch.randn(4, 16, 32), dim=-1)
+    documents = F.normalize(torch.randn(4, 64, 32), dim=-1)
+    mmr.loss_from_embeddings(queries, [documents])
+    first = dict(mmr.last_group_losses)
+    queries[:, 1:] = F.normalize(torch.randn(4, 15, 32), dim=-1)
+    documents[:, 1:] = F.normalize(torch.randn(4, 63, 32), dim=-1)
+    mmr.loss_from_embeddings(queries, [documents])
+    assert mmr.last_group_losses["loss_1x1"] == first["loss_1x1"]
+    assert mmr.last_group_losses["loss_16x64"] != first["loss_16x64"]

@@ -29,7 +29,7 @@ def eval_command(
     data: Path = typer.Option(..., "--data", "-d", help="A BEIR folder, an MMEB subset folder or root, a ViDoRe dataset, or a folder of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Where results.json, results.md and budget_curve.png go."),
     format: str = typer.Option(None, "--format", "-f", help="beir, mmeb or vidore (detected when not given)."),
-    budgets: list[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets r_q,r_c (space separated). Default: {DEFAULT_BUDGETS}."),
+    budgets: list[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets r_q,r_c (space separated). Default: {DEFAULT_BUDGETS}, clipped to the model."),
     split: str = typer.Option(None, "--split", help="The qrels split (default: test)."),
     images: Path = typer.Option(None, "--images", help="The unpacked image folder of MMEB-eval."),
     subset: list[str] = typer.Option(None, "--subset", help="Evaluate only these datasets/subsets under --data (repeatable)."),
@@ -51,7 +51,7 @@ def eval_command(
     unexpected = [arg for arg in extra if not _looks_like_budget(arg)]
     if unexpected:
         raise typer.BadParameter(f"unexpected argument(s) {unexpected}")
-    chosen = parse_budget_arguments([*(budgets or []), *extra]) if (budgets or extra) else [Budget(*b) for b in PAPER_BUDGETS]
+    chosen = parse_budget_arguments([*(budgets or []), *extra]) if (budgets or extra) else None
     if score_dtype not in ("float32", "bfloat16"):
         raise typer.BadParameter("use float32 or bfloat16", param_hint="--score-dtype")
     settings = SweepSettings(

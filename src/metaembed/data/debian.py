@@ -297,23 +297,25 @@ def build_debian_retrieval_set(
 
     test: list[DebianDescription] = []
     dev: list[DebianDescription] = []
-    distractors: list[DebianDescription] = []
-    train: list[DebianDescription] = []
-    distractors_wanted = corpus_size - needed
+    rest: list[list[DebianDescription]] = []
     for family in families:
         if len(test) < num_test_queries:
             test.extend(family)
         elif len(dev) < num_dev_queries:
             dev.extend(family)
-        elif len(distractors) < distractors_wanted:
+        else:
+            rest.append(family)
+    # Families are added whole, so test and dev may overshoot by part of their last family: that excess
+    # becomes distractors (the passage stays in the corpus; its query is not asked).
+    distractors = test[num_test_queries:] + dev[num_dev_queries:]
+    test, dev = test[:num_test_queries], dev[:num_dev_queries]
+    distractors_wanted = corpus_size - needed
+    train: list[DebianDescription] = []
+    for family in rest:
+        if len(distractors) + len(family) <= distractors_wanted:
             distractors.extend(family)
         else:
             train.extend(family)
-    # Families are added whole, so a split may overshoot by the last family's size: trim the excess
-    # into the distractors (their passages stay in the corpus; only the query is not asked).
-    overflow_test, test = test[num_test_queries:], test[:num_test_queries]
-    overflow_dev, dev = dev[num_dev_queries:], dev[:num_dev_queries]
-    distractors = overflow_test + overflow_dev + distractors
     if len(test) < num_test_queries or len(dev) < num_dev_queries or not train:
         raise DebianDataError(
             f"only {len(descriptions)} usable descriptions in {[str(f) for f in files]}: not enough for "

@@ -45,9 +45,6 @@ def _tensor_digest(tensor: torch.Tensor) -> bytes:
 
 def model_fingerprint(model: Any) -> str:
     """A hex digest of everything that determines a model's encodings (weights, layout, prompts, lengths)."""
-    cached = getattr(model, "_metaembed_fingerprint", None)
-    if cached is not None:
-        return cached
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(model).__qualname__.encode())
     for name in ("num_query_meta_tokens", "num_document_meta_tokens", "embedding_dim", "max_seq_length"):

@@ -58,10 +58,15 @@ def encode_items(
             return cached, True
 
     chunk_size = chunk_size or max(batch_size * 8, 64)
+    # Longest first, across the whole set: batches of similar length waste little on padding. The cache
+    # stores ids next to vectors, so the order is free.
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].text or ""))
+    ids = [ids[i] for i in order]
+    items = [items[i] for i in order]
     parts: list[torch.Tensor] = []
     kept_ids: list[str] = []
     failed: dict[str, str] = {}
-    bar = tqdm(total=len(items), desc=f"encoding {len(items)} {side}s{f' of {where}' if where else ''}", unit=side, disable=not progress)
+    bar = tqdm(total=len(items), desc=f"encoding {len(items)} {'queries' if side == QUERY else 'documents'}{f' of {where}' if where else ''}", unit=side, disable=not progress)
     for start in range(0, len(items), chunk_size):
         chunk_ids = list(ids[start : start + chunk_size])
         chunk_items = items[start : start + chunk_size]

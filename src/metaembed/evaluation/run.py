@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from metaembed.budgets import PAPER_BUDGETS, Budget
+from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
 from metaembed.data.detect import load_tasks
 from metaembed.evaluation.report import write_results
-from metaembed.evaluation.sweep import SweepSettings, check_budgets, run_budget_sweep
+from metaembed.evaluation.sweep import SweepSettings, check_budgets, model_budget_limits, run_budget_sweep
 
 
 def load_model(model: Any) -> tuple[Any, str]:
@@ -24,7 +24,7 @@ def load_model(model: Any) -> tuple[Any, str]:
 def evaluate(
     model: Any,
     data: str | Path,
-    budgets: Iterable[Budget | str | tuple[int, int]] = PAPER_BUDGETS,
+    budgets: Iterable[Budget | str | tuple[int, int]] | None = None,
     out_dir: str | Path | None = None,
     *,
     format: str | None = None,
@@ -37,10 +37,14 @@ def evaluate(
     """Evaluate ``model`` on the benchmark(s) at ``data`` at every budget; write results.json,
     results.md and budget_curve.png to ``out_dir`` when given. Returns the results dictionary.
 
-    Budgets are checked against the model before anything is read or encoded.
+    Budgets are checked against the model before anything is read or encoded; without ``budgets``, the
+    paper's budgets clipped to what the model has.
     """
     model, default_name = load_model(model)
     name = model_name or default_name
+    if budgets is None:
+        limits = model_budget_limits(model)
+        budgets = clip_budgets(PAPER_BUDGETS, limits.query, limits.document)
     budgets = check_budgets(budgets, model, name)
     detected, tasks = load_tasks(data, format, split=split, image_root=image_root, subsets=subsets)
     results = run_budget_sweep(model, tasks, budgets, settings, model_name=name)

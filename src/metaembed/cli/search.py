@@ -1,0 +1,71 @@
+"""``metaembed search``: encode one query and search a MultiVectorIndex at a budget chosen now."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def search_command(
+    index: Path = typer.Option(..., "--index", "-i", help="An index folder written by `metaembed index`."),
+    model: str = typer.Option(None, "--model", "-m", help="The MetaEmbed model (default: the one the index was built with)."),
+    query: str = typer.Option(None, "--query", "-q", help="Query text."),
+    query_image: Path = typer.Option(None, "--query-image", help="Query image file."),
+    budget: str = typer.Option(None, "--budget", "-b", help="r_q,r_c, e.g. 4,8 (default: all query and stored document vectors)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", help="How many documents to return."),
+    cascade: int = typer.Option(0, "--cascade", help="Rerank this many first-stage candidates found at (1,1) instead of exact search (0: exact)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+) -> None:
+    """Print the top-k documents for a text or image query."""
+    from metaembed.budgets import Budget
+    from metaembed.index import MultiVectorIndex
+    from metaembed.model import MetaEmbed
+
+    if (query is None) == (query_image is None):
+        raise typer.BadParameter("give exactly one of --query or --query-image")
+    if query_image is not None and not query_image.is_file():
+        raise typer.BadParameter(f"{query_image} does not exist", param_hint="--query-image")
+    try:
+        chosen = Budget.parse(budget) if budget else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--budget") from None
+    opened = MultiVectorIndex.open(index, mode="r")
+    model_path = model or opened.properties.get("model")
+    if not model_path:
+        raise typer.BadParameter("the index records no model: pass --model", param_hint="--model")
+    encoder = MetaEmbed.from_pretrained(model_path)
+    if encoder.embedding_dim != opened.dim:
+        raise typer.BadParameter(f"model {model_path} makes {encoder.embedding_dim}-dim vectors, the index has {opened.dim}",
+                                 param_hint="--model")
+    if chosen is not None and chosen.query > encoder.num_query_meta_tokens:
+        raise typer.BadParameter(
+            f"query budget {chosen.query} is more than the model's {encoder.num_query_meta_tokens} query meta tokens",
+            param_hint="--budget")
+    try:
+        chosen = chosen or Budget(encoder.num_query_meta_tokens, opened.max_document_vectors)
+        vectors = encoder.encode_query([str(query_image) if query_image else query], budget=chosen.query)
+        if cascade:
+            results = opened.cascade_search(vectors, k=top_k, budget=chosen, candidates=max(cascade, top_k))
+        else:
+            results = opened.search(vectors, k=top_k, budget=chosen)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--budget") from None
+    hits = results[0].hits()
+    if as_json:
+        typer.echo(json.dumps({"budget": list(chosen), "hits": hits}, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"top {top_k} at budget {chosen}")
+    for column in ("rank", "score", "id", "metadata"):
+        table.add_column(column)
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), f"{hit['score']:.4f}", hit["id"], json.dumps(hit["metadata"], ensure_ascii=False)[:80])
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)

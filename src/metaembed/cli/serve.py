@@ -1,0 +1,47 @@
+"""``metaembed serve``: the search API and web page over an index, with the model loaded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    index: Path = typer.Option(..., help="Index folder written by `metaembed index`."),
+    model: str = typer.Option(..., help="MetaEmbed model folder or hub id."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port."),
+    api_key: str = typer.Option(None, envvar="METAEMBED_API_KEY", help="Require this X-API-Key on write endpoints."),
+    max_upload_mb: float = typer.Option(10.0, help="Largest accepted image upload, in MiB."),
+    media_dir: Path = typer.Option(None, help="Where uploaded images are kept (default: INDEX/media)."),
+    image_root: list[Path] = typer.Option(None, help="Folders whose images may be served as thumbnails (repeatable)."),
+) -> None:
+    """Serve search (text and/or image, any budget), add, delete, health and stats, and a web page at /."""
+    import uvicorn
+
+    from metaembed import MetaEmbed, MultiVectorIndex
+    from metaembed.serve import SearchService, ServiceSettings, create_app
+
+    settings = ServiceSettings(
+        api_key=api_key,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        media_dir=media_dir or index / "media",
+        allowed_image_roots=list(image_root or []),
+    )
+    loaded_model = MetaEmbed.from_pretrained(model)
+    opened = MultiVectorIndex.open(index, mode="a")
+    settings.allowed_image_roots.extend(_corpus_roots(opened))
+    app = create_app(SearchService(loaded_model, opened, settings))
+    typer.echo(f"Serving {len(opened)} items on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _corpus_roots(index) -> list[Path]:
+    """Folders the index was built from (recorded by `metaembed index`), whose images may be shown."""
+    root = getattr(index, "info", {}).get("corpus_root") if hasattr(index, "info") else None
+    return [Path(root)] if root else []
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,394 @@
+"""MultiVectorIndex: an embedded, on-disk multi-vector index searched by MaxSim at a budget chosen per query.
+
+Layout of the index folder::
+
+    manifest.json        the committed state: settings, segments (with file sizes and sha256), deletions
+    segments/seg-*/      immutable segments written by ``add`` (see :mod:`metaembed.index.segment`)
+    write.lock           flock held by the one writer
+
+Every ``add`` writes a new segment, fsyncs it, then replaces the manifest atomically: a crash at any moment
+leaves the last committed state, and an ``add`` that returned is never lost. Re-adding an id replaces it
+(the old row is marked deleted in the manifest); deleting an id that is not there raises
+:class:`MissingIdsError` and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metaembed.budgets import Budget
+from metaembed.index.errors import CorruptIndexError, MissingIdsError
+from metaembed.index.files import WriterLock, verify_file, write_json_atomically
+from metaembed.index.search import SearchResult, default_compute_dtype, exact_search, gather_documents, rerank
+from metaembed.index.segment import STORAGE_DTYPES, Segment, write_segment
+from metaembed.index.validation import check_query_budget, parse_query_vectors, validate_documents
+
+FORMAT = "metaembed-multivector-index"
+VERSION = 1
+MANIFEST = "manifest.json"
+SEGMENTS = "segments"
+
+
+class MultiVectorIndex:
+    """A folder of rank-major multi-vector segments; ``search`` runs exact MaxSim at any budget up to what is stored."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], mode: str, verify: bool) -> None:
+        self.path = path
+        self.mode = mode
+        self._verify = verify
+        self._lock = WriterLock(path) if mode == "a" else None
+        if self._lock is not None:
+            self._lock.acquire()
+        self._hnsw: tuple[int, Any] | None = None
+        try:
+            self._load(manifest)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        dim: int,
+        max_document_vectors: int,
+        dtype: str = "bfloat16",
+        properties: dict[str, Any] | None = None,
+    ) -> "MultiVectorIndex":
+        """Create an empty index at ``path`` storing up to ``max_document_vectors`` vectors of size ``dim`` per document."""
+        path = Path(path)
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+        if dim < 1 or max_document_vectors < 1:
+            raise ValueError(f"dim and max_document_vectors must be positive, got {dim} and {max_document_vectors}")
+        if (path / MANIFEST).exists():
+            raise FileExistsError(f"an index already exists at {path}; open it with MultiVectorIndex.open")
+        (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT, "version": VERSION, "dim": dim, "max_document_vectors": max_document_vectors,
+            "dtype": dtype, "generation": 0, "segments": [], "deleted": {}, "properties": properties or {},
+            "updated": time.time(),
+        }
+        write_json_atomically(path / MANIFEST, manifest)
+        return cls(path, manifest, "a", verify=False)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r", verify: bool = True) -> "MultiVectorIndex":
+        """Open an index to search (``mode="r"``) or to add and delete (``"a"``, takes the writer lock).
+
+        ``verify`` checks every file's sha256 against the manifest (sizes are always checked).
+        """
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        path = Path(path)
+        return cls(path, read_manifest(path), mode, verify)
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        return (Path(path) / MANIFEST).is_file()
+
+    def _load(self, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+        self.dim: int = manifest["dim"]
+        self.max_document_vectors: int = manifest["max_document_vectors"]
+        self.dtype: str = manifest["dtype"]
+        segments_dir = self.path / SEGMENTS
+        self._segments = [
+            Segment.open(segments_dir / record["name"], record, self.dim, self.max_document_vectors, self.dtype,
+                         self._verify)
+            for record in manifest["segments"]
+        ]
+        self._live: list[Tensor] = []
+        self._where: dict[str, tuple[int, int]] = {}
+        for s, segment in enumerate(self._segments):
+            alive = torch.ones(segment.count, dtype=torch.bool)
+            deleted = manifest["deleted"].get(segment.record["name"], [])
+            if deleted:
+                alive[torch.tensor(deleted, dtype=torch.long)] = False
+            self._live.append(alive)
+            for row in torch.nonzero(alive).flatten().tolist():
+                self._where[segment.ids[row]] = (s, row)
+        counts = [segment.count for segment in self._segments]
+        self._offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]) if counts else [], dtype=torch.long)
+
+    def refresh(self) -> bool:
+        """Reload the manifest if a writer committed since; returns whether anything changed."""
+        manifest = read_manifest(self.path)
+        if manifest["generation"] == self.manifest["generation"]:
+            return False
+        self._load(manifest)
+        return True
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "MultiVectorIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._where
+
+    @property
+    def ids(self) -> list[str]:
+        """Every live id, in storage order."""
+        return list(self._where)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """Free-form settings stored in the manifest (the ``index`` command records its model here)."""
+        return self.manifest.get("properties", {})
+
+    def get_metadata(self, id_: str) -> Any:
+        s, row = self._locate(id_)
+        return self._segments[s].metadata(row)
+
+    def get_vectors(self, ids: Sequence[str], document_budget: int | None = None) -> Tensor:
+        """The stored vectors of ``ids`` as fp32 (n, r_c, D) (dequantized for int8)."""
+        r_c = self._check_document_budget(document_budget)
+        keys = torch.tensor([int(self._offsets[s]) + row for s, row in map(self._locate, ids)], dtype=torch.long)
+        return gather_documents(self._segments, self._offsets, keys, r_c, torch.float32)
+
+    def bytes_per_document(self) -> float:
+        """Bytes on disk per stored document (vectors, scales, ids and metadata)."""
+        total = sum(f["bytes"] for seg in self._segments for f in seg.record["files"].values())
+        stored = sum(seg.count for seg in self._segments)
+        return total / max(1, stored)
+
+    def _locate(self, id_: str) -> tuple[int, int]:
+        try:
+            return self._where[id_]
+        except KeyError:
+            raise MissingIdsError([id_]) from None
+
+    # ------------------------------------------------------------------ writing
+    def add(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> None:
+        """Store documents (n, R, D) under ``ids`` (R >= max_document_vectors; the prefix is kept), durably.
+
+        Existing ids are replaced. Raises ValueError (and changes nothing) on bad shapes, NaN/inf values,
+        empty or duplicate ids, or metadata that is not JSON.
+        """
+        ids, vectors, metadata = self._validate_add(ids, vectors, metadata)
+        if not ids:
+            return
+        record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
+        self.commit_segments([record])
+
+    def stage(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> dict[str, Any]:
+        """Write a segment without committing it (any process may stage, e.g. each rank of a distributed run);
+        the writer's :meth:`commit_segments` then makes staged segments visible in one commit."""
+        ids, vectors, metadata = self._validate_add(ids, vectors, metadata, require_writer=False)
+        return write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
+
+    def commit_segments(self, records: Iterable[dict[str, Any]]) -> None:
+        """Commit already written segments in one atomic manifest update (later segments win on repeated ids)."""
+        self._require_writer()
+        records = list(records)
+        manifest = copy.deepcopy(self.manifest)
+        where = dict(self._where)
+        names = [seg["name"] for seg in manifest["segments"]]
+        for record in records:
+            for file_name, expected in record["files"].items():  # a staged segment must be intact before it is named
+                verify_file(self.path / SEGMENTS / record["name"] / file_name, expected)
+            segment_index = len(names)
+            names.append(record["name"])
+            ids = json.loads((self.path / SEGMENTS / record["name"] / "ids.json").read_text())
+            for row, id_ in enumerate(ids):
+                if id_ in where:
+                    old_segment, old_row = where[id_]
+                    manifest["deleted"].setdefault(names[old_segment], []).append(old_row)
+                where[id_] = (segment_index, row)
+            manifest["segments"].append(record)
+        self._commit(manifest)
+
+    def remove_orphan_segments(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete segment folders no manifest names (left by a crash mid-add), except ``keep``; returns their names."""
+        self._require_writer()
+        named = {record["name"] for record in self.manifest["segments"]} | set(keep)
+        orphans = sorted(p.name for p in (self.path / SEGMENTS).iterdir() if p.is_dir() and p.name not in named)
+        for name in orphans:
+            shutil.rmtree(self.path / SEGMENTS / name)
+        return orphans
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete documents by id; raises MissingIdsError naming any id that is not present (nothing is deleted)."""
+        self._require_writer()
+        ids = list(ids)
+        missing = [i for i in dict.fromkeys(ids) if i not in self._where]
+        if missing:
+            raise MissingIdsError(missing)
+        manifest = copy.deepcopy(self.manifest)
+        for id_ in dict.fromkeys(ids):
+            s, row = self._where[id_]
+            manifest["deleted"].setdefault(self._segments[s].record["name"], []).append(row)
+        self._commit(manifest)
+
+    def _commit(self, manifest: dict[str, Any]) -> None:
+        manifest["generation"] += 1
+        manifest["updated"] = time.time()
+        for name in manifest["deleted"]:
+            manifest["deleted"][name] = sorted(set(manifest["deleted"][name]))
+        write_json_atomically(self.path / MANIFEST, manifest)
+        self._load(manifest)
+
+    def _require_writer(self) -> None:
+        if self._lock is None:
+            raise PermissionError(f"index {self.path} is open read-only; open it with mode='a' to change it")
+
+    def _validate_add(
+        self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None, require_writer: bool = True
+    ) -> tuple[list[str], Tensor, list[Any]]:
+        if require_writer:
+            self._require_writer()
+        return validate_documents(ids, vectors, metadata, self.dim, self.max_document_vectors)
+
+    # ------------------------------------------------------------------ searching
+    def _check_document_budget(self, r_c: int | None) -> int:
+        if r_c is None:
+            return self.max_document_vectors
+        if r_c < 1:
+            raise ValueError(f"document budget must be at least 1, got {r_c}")
+        if r_c > self.max_document_vectors:
+            raise ValueError(
+                f"document budget r_c={r_c} is larger than the {self.max_document_vectors} vectors per document "
+                f"this index stores ({self.path})"
+            )
+        return r_c
+
+    def _prepare_queries(self, query_vectors: Tensor, budget: Any) -> tuple[Tensor, int]:
+        query_vectors = parse_query_vectors(query_vectors, self.dim)
+        if budget is None:
+            r_q, r_c = query_vectors.shape[1], self.max_document_vectors
+        else:
+            r_q, r_c = Budget.parse(budget)
+        check_query_budget(r_q, query_vectors.shape[1])
+        return query_vectors[:, :r_q], self._check_document_budget(r_c)
+
+    def search(
+        self,
+        query_vectors: Tensor,
+        k: int = 10,
+        budget: Budget | tuple[int, int] | str | None = None,
+        *,
+        compute_dtype: torch.dtype | None = None,
+        normalize_by_query: bool = False,
+    ) -> list[SearchResult]:
+        """Exact top-k by MaxSim for each query (n_q, R_q, D) at ``budget=(r_q, r_c)`` (default: all vectors)."""
+        queries, r_c = self._prepare_queries(query_vectors, budget)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
+        scores, keys = exact_search(self._segments, self._live, queries, r_c, k, dtype, normalize_by_query)
+        return self._results(scores, keys)
+
+    def cascade_search(
+        self,
+        query_vectors: Tensor,
+        k: int = 10,
+        budget: Budget | tuple[int, int] | str | None = None,
+        *,
+        candidates: int = 100,
+        first_stage_budget: Budget | tuple[int, int] | str = (1, 1),
+        first_stage: str = "exact",
+        compute_dtype: torch.dtype | None = None,
+        normalize_by_query: bool = False,
+    ) -> list[SearchResult]:
+        """Two-stage search: the top ``candidates`` at ``first_stage_budget`` (exact, or ``first_stage="hnsw"``:
+        usearch HNSW over each document's first vector), then exact MaxSim rerank at ``budget``."""
+        queries, r_c = self._prepare_queries(query_vectors, budget)
+        first = Budget.parse(first_stage_budget)
+        self._check_document_budget(first.document)
+        if first.query > queries.shape[1]:
+            raise ValueError(f"first-stage query budget {first.query} exceeds the query budget {queries.shape[1]}")
+        dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
+        if first_stage == "exact":
+            _, keys = exact_search(self._segments, self._live, queries[:, : first.query], first.document,
+                                   candidates, dtype, normalize_by_query)
+        elif first_stage == "hnsw":
+            if first != Budget(1, 1):
+                raise ValueError("the HNSW first stage indexes each document's first vector: use first_stage_budget=(1,1)")
+            keys = self._hnsw_candidates(queries[:, 0], candidates)
+        else:
+            raise ValueError(f"first_stage must be 'exact' or 'hnsw', got {first_stage!r}")
+        scores, keys = rerank(self._segments, self._offsets, queries, keys, r_c, k, dtype, normalize_by_query)
+        return self._results(scores, keys)
+
+    def build_hnsw(self, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:
+        """Build (or return the cached) usearch HNSW index over every live document's first vector."""
+        generation = self.manifest["generation"]
+        if self._hnsw is not None and self._hnsw[0] == generation:
+            return self._hnsw[1]
+        from usearch.index import Index
+
+        index = Index(ndim=self.dim, metric="ip", dtype="bf16", connectivity=connectivity,
+                      expansion_add=expansion_add, expansion_search=expansion_search)
+        for s, segment in enumerate(self._segments):
+            rows = torch.nonzero(self._live[s]).flatten()
+            if len(rows):
+                first = segment.gather(rows, 1, torch.float32)[:, 0].numpy()
+                index.add((rows + self._offsets[s]).numpy().astype(np.uint64), first, threads=0)
+        self._hnsw = (generation, index)
+        return index
+
+    def _hnsw_candidates(self, first_query_vectors: Tensor, candidates: int) -> Tensor:
+        index = self.build_hnsw()
+        matches = index.search(first_query_vectors.float().numpy(), candidates, threads=0)
+        keys = torch.from_numpy(np.asarray(matches.keys, dtype=np.int64).reshape(len(first_query_vectors), -1))
+        counts = np.asarray(matches.counts) if hasattr(matches, "counts") else np.asarray([len(matches.keys)])  # 1 query
+        counts = torch.as_tensor(counts).reshape(-1, 1)
+        keys[torch.arange(keys.shape[1]).unsqueeze(0) >= counts] = -1
+        return keys
+
+    def _storage_torch_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.dtype == "bfloat16" else torch.int8
+
+    def _results(self, scores: Tensor, keys: Tensor) -> list[SearchResult]:
+        results = []
+        for query_scores, query_keys in zip(scores.tolist(), keys.tolist()):
+            result = SearchResult([], [], [])
+            for score, key in zip(query_scores, query_keys):
+                if key < 0 or math.isinf(score):
+                    continue
+                s = int(torch.searchsorted(self._offsets, key, right=True)) - 1
+                segment, row = self._segments[s], key - int(self._offsets[s])
+                result.ids.append(segment.ids[row])
+                result.scores.append(score)
+                result.metadata.append(segment.metadata(row))
+            results.append(result)
+        return results
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and check an index's manifest, naming the file in every error."""
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no index at {path} ({manifest_path} does not exist)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptIndexError(f"index manifest {manifest_path} is not valid JSON: {error}") from None
+    if manifest.get("format") != FORMAT:
+        raise CorruptIndexError(f"{manifest_path} is not a metaembed index manifest")
+    if manifest.get("version") != VERSION:
+        raise CorruptIndexError(f"{manifest_path} has format version {manifest.get('version')}, expected {VERSION}")
+    return manifest

@@ -1,0 +1,98 @@
+"""Durable file primitives: fsync'd writes, atomic replace, checksums and a single-writer lock."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from metaembed.index.errors import CorruptIndexError, IndexLockedError
+
+_CHUNK = 8 << 20
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename or file creation in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_durably(path: Path, data: bytes | memoryview) -> None:
+    """Write a new file and fsync it before returning."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """Replace ``path`` with ``value`` as JSON so a crash leaves either the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write_bytes_durably(tmp, json.dumps(value, ensure_ascii=False, indent=1).encode())
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
+def file_checksum(path: Path) -> str:
+    """sha256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    """What the manifest records about a data file: its size and checksum."""
+    return {"bytes": path.stat().st_size, "sha256": file_checksum(path)}
+
+
+def verify_file(path: Path, expected: dict[str, Any], full: bool = True) -> None:
+    """Check a file against its manifest record; raise CorruptIndexError naming the file when it differs."""
+    if not path.is_file():
+        raise CorruptIndexError(f"index file {path} is missing")
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise CorruptIndexError(
+            f"index file {path} is {size} bytes, the manifest says {expected['bytes']} (truncated or overwritten)"
+        )
+    if full and file_checksum(path) != expected["sha256"]:
+        raise CorruptIndexError(f"index file {path} fails its sha256 checksum (the data on disk is damaged)")
+
+
+class WriterLock:
+    """An exclusive advisory lock (flock) on ``write.lock``: one writer per index, readers never block."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "write.lock"
+        self._handle = None
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise IndexLockedError(
+                f"index {self.path.parent} is open for writing by another process (pid {holder}); "
+                "open it with mode='r' to search, or wait for the writer to close"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

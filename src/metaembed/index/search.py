@@ -1,0 +1,142 @@
+"""Exact and cascade MaxSim search over segments; scoring itself is :func:`metaembed.maxsim`."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metaembed.index.segment import Segment
+from metaembed.scoring import maxsim
+
+_BLOCK_VECTOR_ELEMENTS = 1 << 21
+"""Documents per block are chosen so a block of (docs x r_c x D) values is about 8 MB in fp32 (cache-sized)."""
+_SIMILARITY_ELEMENTS = 1 << 23
+"""...and the (queries x r_q) x (docs x r_c) similarity block stays under about 32 MB."""
+
+
+@dataclass
+class SearchResult:
+    """The top-k documents for one query, best first."""
+
+    ids: list[str]
+    scores: list[float]
+    metadata: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def hits(self) -> list[dict[str, Any]]:
+        """[{"id", "score", "metadata"}, ...] for printing or JSON."""
+        return [
+            {"id": i, "score": s, "metadata": m}
+            for i, s, m in zip(self.ids, self.scores, self.metadata or [None] * len(self.ids))
+        ]
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 matmul is emulated and slow."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_compute_dtype(storage_dtype: torch.dtype) -> torch.dtype:
+    """bf16 for bf16 storage on CPUs with native bf16 matmul (and on GPUs), fp32 otherwise. Never fp16."""
+    if storage_dtype == torch.bfloat16 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def block_documents(n_query_vectors: int, r_c: int, dim: int) -> int:
+    """How many documents to score per block."""
+    by_vectors = _BLOCK_VECTOR_ELEMENTS // max(1, r_c * dim)
+    by_similarity = _SIMILARITY_ELEMENTS // max(1, n_query_vectors * r_c)
+    return max(16, min(by_vectors, by_similarity))
+
+
+def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Merge a block's (n_q, m) scores and their (m,) or (n_q, m) global keys into the running top-k."""
+    if keys.ndim == 1:
+        keys = keys.unsqueeze(0).expand(scores.shape[0], -1)
+    if scores.shape[1] > k:
+        scores, positions = scores.topk(k, dim=1)
+        keys = keys.gather(1, positions)
+    scores = torch.cat([best[0], scores], dim=1)
+    keys = torch.cat([best[1], keys], dim=1)
+    # Always through topk, so the running list stays sorted best first even when fewer than k exist.
+    scores, positions = scores.topk(min(k, scores.shape[1]), dim=1)
+    return scores, keys.gather(1, positions)
+
+
+def exact_search(
+    segments: Sequence[Segment],
+    live: Sequence[Tensor],
+    queries: Tensor,
+    r_c: int,
+    k: int,
+    compute_dtype: torch.dtype,
+    normalize_by_query: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Top-k (scores, keys) of every query over every live document, keys = segment offset + row."""
+    n_q, r_q, dim = queries.shape
+    queries = queries.to(compute_dtype)
+    best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
+    block = block_documents(n_q * r_q, r_c, dim)
+    offset = 0
+    for segment, alive in zip(segments, live):
+        for start in range(0, segment.count, block):
+            stop = min(start + block, segment.count)
+            documents = segment.block(start, stop, r_c, compute_dtype)
+            scores = maxsim(queries, documents, dtype=compute_dtype, block_size=stop - start,
+                            normalize_by_query=normalize_by_query)
+            dead = ~alive[start:stop]
+            if dead.any():
+                scores[:, dead] = float("-inf")
+            best = merge_top_k(best, scores, torch.arange(offset + start, offset + stop), k)
+        offset += segment.count
+    return best
+
+
+def rerank(
+    segments: Sequence[Segment],
+    offsets: Tensor,
+    queries: Tensor,
+    candidate_keys: Tensor,
+    r_c: int,
+    k: int,
+    compute_dtype: torch.dtype,
+    normalize_by_query: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Exact MaxSim of each query against its own candidates (n_q, K) at budget r_c; top-k (scores, keys).
+
+    Candidates are gathered one query at a time, so memory stays at K x r_c x D whatever the batch."""
+    scores = torch.full(candidate_keys.shape, float("-inf"))
+    for i in range(queries.shape[0]):
+        valid = candidate_keys[i] >= 0
+        keys = candidate_keys[i][valid]
+        if keys.numel():
+            documents = gather_documents(segments, offsets, keys, r_c, compute_dtype)
+            scores[i, valid] = maxsim(queries[i : i + 1].to(compute_dtype), documents, dtype=compute_dtype,
+                                      normalize_by_query=normalize_by_query)[0]
+    top, where = scores.topk(min(k, candidate_keys.shape[1]), dim=1)
+    return top, candidate_keys.gather(1, where)
+
+
+def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor, r_c: int, dtype: torch.dtype) -> Tensor:
+    """Documents by global key as (len(keys), r_c, D), read from their segments."""
+    dim = segments[0].vectors.shape[-1] if segments else 0
+    out = torch.empty(len(keys), r_c, dim, dtype=dtype)
+    segment_of = torch.searchsorted(offsets, keys, right=True) - 1
+    for s in segment_of.unique().tolist():
+        mask = segment_of == s
+        rows = keys[mask] - offsets[s]
+        out[mask] = segments[s].gather(rows, r_c, dtype)
+    return out

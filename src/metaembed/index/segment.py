@@ -1,0 +1,127 @@
+"""Immutable segments: the vectors of one ``add``, stored rank-major so a document budget r_c reads a prefix.
+
+A segment folder holds ``vectors.bin`` (shape (R, n, D): every document's vector 1, then every document's
+vector 2, ...; raw bf16 bits as uint16, or int8), ``scales.bin`` (int8 only: fp32 (R, n), one scale per
+vector), ``ids.json`` and ``metadata.json``. Files are written and fsync'd before the manifest names them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metaembed.index.files import describe_file, fsync_directory, verify_file, write_bytes_durably
+
+STORAGE_DTYPES = ("bfloat16", "int8")
+_NUMPY_STORAGE = {"bfloat16": np.uint16, "int8": np.int8}
+
+
+def quantize_int8(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-vector int8: ``vectors ~= codes * scales[..., None]`` with |codes| <= 127."""
+    scales = vectors.abs().amax(dim=-1).clamp_min(1e-12) / 127.0
+    codes = torch.round(vectors / scales.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8)
+    return codes, scales.float()
+
+
+def encode_rank_major(vectors: Tensor, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, R, D) float vectors -> the on-disk (R, n, D) array (and (R, n) scales for int8)."""
+    rank_major = vectors.detach().float().transpose(0, 1).contiguous()
+    if dtype == "bfloat16":
+        return rank_major.to(torch.bfloat16).view(torch.uint16).numpy(), None
+    codes, scales = quantize_int8(rank_major)
+    return codes.numpy(), scales.numpy()
+
+
+def write_segment(
+    segments_dir: Path, ids: list[str], vectors: Tensor, metadata: list[Any], dtype: str
+) -> dict[str, Any]:
+    """Write a new segment folder durably and return its manifest record (name, count, file checksums)."""
+    name = f"seg-{uuid.uuid4().hex[:16]}"
+    folder = segments_dir / name
+    folder.mkdir(parents=True)
+    data, scales = encode_rank_major(vectors, dtype)
+    files = {"vectors.bin": memoryview(np.ascontiguousarray(data)).cast("B")}
+    if scales is not None:
+        files["scales.bin"] = memoryview(np.ascontiguousarray(scales)).cast("B")
+    files["ids.json"] = json.dumps(ids, ensure_ascii=False).encode()
+    files["metadata.json"] = json.dumps(metadata, ensure_ascii=False).encode()
+    for file_name, payload in files.items():
+        write_bytes_durably(folder / file_name, payload)
+    fsync_directory(folder)
+    fsync_directory(segments_dir)
+    return {"name": name, "count": len(ids), "files": {f: describe_file(folder / f) for f in files}}
+
+
+@dataclass
+class Segment:
+    """A committed segment opened for reading: memory-mapped vectors plus its ids and metadata."""
+
+    folder: Path
+    record: dict[str, Any]
+    vectors: Tensor  # (R, n, D), torch.bfloat16 or torch.int8, memory-mapped
+    scales: Tensor | None  # (R, n) fp32 for int8
+    ids: list[str]
+    _metadata: list[Any] | None = None
+
+    @property
+    def count(self) -> int:
+        return self.record["count"]
+
+    @classmethod
+    def open(cls, folder: Path, record: dict[str, Any], dim: int, stored: int, dtype: str, verify: bool) -> "Segment":
+        """Open a segment, checking every file against the manifest (sizes always, sha256 when ``verify``)."""
+        for file_name, expected in record["files"].items():
+            verify_file(folder / file_name, expected, full=verify)
+        count = record["count"]
+        vectors = _memmap(folder / "vectors.bin", _NUMPY_STORAGE[dtype], (stored, count, dim))
+        if dtype == "bfloat16":
+            vectors = vectors.view(torch.bfloat16)
+        scales = _memmap(folder / "scales.bin", np.float32, (stored, count)) if dtype == "int8" else None
+        ids = json.loads((folder / "ids.json").read_text())
+        if len(ids) != count:
+            raise ValueError(f"{folder / 'ids.json'} lists {len(ids)} ids, the manifest says {count}")
+        return cls(folder, record, vectors, scales, ids)
+
+    def metadata(self, row: int) -> Any:
+        """The JSON metadata stored with the document at ``row`` (loaded on first use)."""
+        if self._metadata is None:
+            self._metadata = json.loads((self.folder / "metadata.json").read_text())
+        return self._metadata[row]
+
+    def block(self, start: int, stop: int, r_c: int, dtype: torch.dtype) -> Tensor:
+        """Documents ``start:stop`` at budget r_c as a contiguous (n, r_c, D) tensor in ``dtype``."""
+        view = self.vectors[:r_c, start:stop]
+        out = torch.empty(view.shape[1], r_c, view.shape[2], dtype=dtype)
+        out.copy_(view.transpose(0, 1))
+        if self.scales is not None:
+            out.mul_(self.scales[:r_c, start:stop].transpose(0, 1).unsqueeze(-1).to(dtype))
+        return out
+
+    def gather(self, rows: Tensor, r_c: int, dtype: torch.dtype) -> Tensor:
+        """Selected documents (by row) at budget r_c as (len(rows), r_c, D)."""
+        picked = self.vectors[:r_c].index_select(1, rows)
+        if self.scales is not None:
+            scales = self.scales[:r_c].index_select(1, rows)
+            return (picked.float() * scales.unsqueeze(-1)).transpose(0, 1).to(dtype).contiguous()
+        return picked.transpose(0, 1).to(dtype).contiguous()
+
+    def bytes_per_document(self) -> float:
+        return sum(f["bytes"] for f in self.record["files"].values()) / max(1, self.count)
+
+
+def _memmap(path: Path, np_dtype: Any, shape: tuple[int, ...]) -> Tensor:
+    if 0 in shape:
+        return torch.from_numpy(np.zeros(shape, dtype=np_dtype))
+    # copy-on-write mapping: writable for torch, never written back to the file
+    array = np.memmap(path, dtype=np_dtype, mode="c", shape=shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.from_numpy(array)

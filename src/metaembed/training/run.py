@@ -1,0 +1,235 @@
+"""``train(config)``: data -> model (+LoRA) -> MMR loss -> trainer -> checkpoints -> final MetaEmbed folder.
+
+The same call runs on one CPU, one GPU, or many GPUs/nodes: launched under ``torchrun`` or
+``accelerate launch``, the HF Trainer underneath runs DDP and the MMR loss all-gathers the documents so
+every process scores its queries against the global batch. See ``metaembed.cli.train`` for the launch lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import MultiVectorEncoderTrainingArguments
+from sentence_transformers.base.sampler import BatchSamplers
+from sentence_transformers.multi_vector_encoder.losses import (
+    CachedMultiVectorMultipleNegativesRankingLoss,
+    MultiVectorMultipleNegativesRankingLoss,
+)
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from metaembed.model import MetaEmbed
+from metaembed.model.meta_transformer import META_TOKENS_FILE
+from metaembed.training.config import TrainConfig
+from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
+from metaembed.training.lora import apply_lora, merge_lora
+from metaembed.training.mmr_loss import MMRLoss
+from metaembed.training.trainer import MetaEmbedTrainer, MetricsLogCallback, ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+FINAL_MODEL_DIR = "model"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "train_config.yaml"
+
+
+@dataclass
+class TrainResult:
+    model_path: str
+    """The final MetaEmbed folder (load with ``MetaEmbed.from_pretrained``)."""
+    metrics_path: str
+    global_step: int
+    training_loss: float
+    data_report: ReadReport
+
+
+def load_examples(config: TrainConfig) -> tuple[list[TrainingExample], ReadReport]:
+    """All training examples of the config (JSONL files, then the MMEB mixture), with one report."""
+    examples: list[TrainingExample] = []
+    report = ReadReport()
+    for path in config.train_jsonl:
+        rows, file_report = read_jsonl(path, on_bad_row=config.on_bad_row, check_images=config.check_images)
+        examples.extend(rows)
+        report.merge(file_report)
+    if config.mmeb_root:
+        if not config.mmeb_subsets:
+            raise ValueError("mmeb_root is set but mmeb_subsets is empty: name the subsets (and their weights)")
+        rows, mmeb_report = read_mmeb_train(
+            config.mmeb_root, config.mmeb_subsets, image_root=config.mmeb_image_root,
+            num_examples=config.mmeb_num_examples, seed=config.seed, on_bad_row=config.on_bad_row,
+            check_images=config.check_images,
+        )
+        examples.extend(rows)
+        report.merge(mmeb_report)
+    if not examples:
+        raise ValueError("no training data: set train_jsonl and/or mmeb_root (" + report.summary() + ")")
+    return examples, report
+
+
+def build_model(config: TrainConfig) -> MetaEmbed:
+    """A saved MetaEmbed folder is continued; anything else is a backbone that gets fresh meta tokens."""
+    if not config.model:
+        raise ValueError("set 'model': a backbone (hub id or folder) or a saved MetaEmbed folder")
+    if Path(config.model, META_TOKENS_FILE).is_file():
+        return MetaEmbed.from_pretrained(config.model)
+    return MetaEmbed.from_backbone(
+        config.model,
+        num_query_meta_tokens=config.num_query_meta_tokens,
+        num_document_meta_tokens=config.num_document_meta_tokens,
+        projection_dim=config.projection_dim,
+        max_seq_length=config.max_seq_length,
+        meta_token_init_seed=config.seed,
+    )
+
+
+def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
+    if config.loss == "cached":
+        inner = CachedMultiVectorMultipleNegativesRankingLoss(
+            model, mini_batch_size=config.mini_batch_size, gather_across_devices=config.gather_across_devices
+        )
+    else:
+        inner = MultiVectorMultipleNegativesRankingLoss(model, gather_across_devices=config.gather_across_devices)
+    return MMRLoss(
+        model, inner, groups=config.budget_groups, weights=config.group_weights,
+        temperature=config.temperature, normalize_by_query=config.normalize_by_query,
+    )
+
+
+def use_bf16(config: TrainConfig) -> bool:
+    if config.bf16 == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return config.bf16 == "true"
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEncoderTrainingArguments:
+    prompts = {}
+    if model.prompts.get("query"):
+        prompts["query"] = model.prompts["query"]
+    if model.prompts.get("document"):
+        prompts.update({name: model.prompts["document"] for name in ["positive", *[f"negative_{i + 1}" for i in range(config.num_negatives)]]})
+    learning_rate_mapping = {}
+    if config.meta_token_learning_rate is not None:
+        learning_rate_mapping[r"\.(query|document)_meta_tokens$"] = config.meta_token_learning_rate
+    return MultiVectorEncoderTrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=config.max_steps,
+        num_train_epochs=config.num_epochs,
+        learning_rate=config.resolved_learning_rate,
+        learning_rate_mapping=learning_rate_mapping,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        lr_scheduler_type=config.lr_scheduler,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=use_bf16(config),
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER,
+        prompts=prompts or None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_drop_last=world_size() > 1,
+        ddp_backend=None if torch.cuda.is_available() else ("gloo" if world_size() > 1 else None),
+        # Queries and documents are two forwards before one backward: DDP must not look for unused
+        # parameters per forward (the second would hide the first), so every trainable one must be used.
+        ddp_find_unused_parameters=False if world_size() > 1 else None,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Train a MetaEmbed model with the MMR loss; returns where the final model and the metrics log are.
+
+    ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file. With ``resume``, the run
+    continues from the last checkpoint in ``output_dir`` and ends with the same weights as an
+    uninterrupted run with the same config.
+    """
+    if isinstance(config, (str, Path)):
+        config = TrainConfig.from_yaml(config)
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    config.validate()
+    output_dir = Path(config.output_dir)
+    resume_from = None
+    if config.resume:
+        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if resume_from is None:
+            raise FileNotFoundError(f"resume: no checkpoint-* folder in {str(output_dir)!r} to continue from")
+
+    examples, report = load_examples(config)
+    logger.info("training data: %s", report.summary())
+    dataset = to_dataset(examples, num_negatives=config.num_negatives, seed=config.seed)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    for name, parameter in model.backbone.model.named_parameters():
+        if name.startswith("pooler."):  # BERT's pooler never reaches the meta-token vectors
+            parameter.requires_grad = False
+    if config.lora:
+        targets = apply_lora(
+            model.backbone.model, rank=config.lora_rank, alpha=config.lora_alpha,
+            dropout=config.lora_dropout, target_modules=config.lora_target_modules,
+        )
+        logger.info("LoRA on %d layers; meta tokens and projection trained in full", len(targets))
+    loss = build_loss(model, config)
+    args = training_arguments(config, model)
+
+    examples_per_step = config.batch_size * config.gradient_accumulation_steps * world_size()
+    metrics_path = output_dir / METRICS_FILE
+    trainer = MetaEmbedTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss,
+        callbacks=[MetricsLogCallback(metrics_path, examples_per_step), ProgressCallback(examples_per_step), *(callbacks or [])],
+    )
+    trainer.remove_callback(PrinterCallback)  # our ProgressCallback and the JSONL log replace it
+    trainer.lora_checkpoints = config.lora
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save_yaml(output_dir / CONFIG_FILE)
+        _append_record(metrics_path, {
+            "event": "data", "rows_read": report.rows_read, "rows_kept": report.rows_kept,
+            "rows_skipped": report.rows_skipped, "skipped": report.skipped[:100],
+            "resumed_from": resume_from,
+        })
+    output = trainer.train(resume_from_checkpoint=resume_from)
+
+    final_dir = output_dir / FINAL_MODEL_DIR
+    if trainer.is_world_process_zero():
+        if config.lora and config.merge_lora:
+            merge_lora(model.backbone.model)
+        model.save_pretrained(str(final_dir))
+        config.save_yaml(final_dir / CONFIG_FILE)
+        _append_record(metrics_path, {"event": "end", "global_step": output.global_step, "training_loss": output.training_loss,
+                                      "model_path": str(final_dir)})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return TrainResult(str(final_dir), str(metrics_path), output.global_step, output.training_loss, report)
+
+
+def _append_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,177 @@
+"""The sentence-transformers multi-vector trainer (HF Trainer over accelerate / torch.distributed), taught
+three MetaEmbed things: decode JSON item cells (loading images per batch), log every MMR group's loss,
+and checkpoint LoRA runs as their trainable weights only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from sentence_transformers import MultiVectorEncoderTrainer
+from sentence_transformers.multi_vector_encoder.data_collator import MultiVectorEncoderDataCollator
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from metaembed.inputs import DEFAULT_MAX_IMAGE_SIDE, InvalidInputError
+from metaembed.training.data import cells_to_items
+from metaembed.training.mmr_loss import MMRLoss
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_WEIGHTS_FILE = "trainable_weights.safetensors"
+"""A LoRA checkpoint: the adapters, meta tokens and projection; the frozen backbone is rebuilt from its source."""
+
+
+@dataclass
+class MetaEmbedDataCollator(MultiVectorEncoderDataCollator):
+    """Decodes the JSON item cells of a batch (loading its images now, not at read time), then tokenizes."""
+
+    accepts_images: bool = False
+    max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if not features:
+            return {}
+        decoded: list[dict[str, Any]] = [dict(row) for row in features]
+        for column in features[0]:
+            if column == "dataset_name":
+                continue
+            cells = [row[column] for row in features]
+            try:
+                items = cells_to_items(cells, accepts_images=self.accepts_images, max_image_side=self.max_image_side)
+            except InvalidInputError as error:
+                raise InvalidInputError(f"training column {column!r}: {error}") from None
+            for row, item in zip(decoded, items):
+                row[column] = item
+        return super().__call__(decoded)
+
+
+class MetaEmbedTrainer(MultiVectorEncoderTrainer):
+    """``MultiVectorEncoderTrainer`` + per-group MMR loss logging + LoRA-aware checkpoints."""
+
+    lora_checkpoints: bool = False
+
+    def get_data_collator(self, model, args, processing_class=None) -> MetaEmbedDataCollator:
+        return MetaEmbedDataCollator(
+            preprocess_fn=model.preprocess,
+            router_mapping=args.router_mapping,
+            prompts=args.prompts,
+            max_length=getattr(args, "max_length", None),
+            accepts_images=bool(getattr(model, "accepts_images", False)),
+            max_image_side=getattr(model, "max_image_side", DEFAULT_MAX_IMAGE_SIDE),
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        losses = self.loss.values() if isinstance(self.loss, dict) else [self.loss]
+        for loss in losses:
+            if isinstance(loss, MMRLoss) and loss.last_group_losses:
+                self.track_loss_components(dict(loss.last_group_losses))
+        return result
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        if not self.lora_checkpoints:
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        weights = {
+            name: parameter.detach().contiguous().cpu()
+            for name, parameter in self.model.named_parameters()
+            if parameter.requires_grad
+        }
+        save_file(weights, os.path.join(output_dir, TRAINABLE_WEIGHTS_FILE))
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
+        path = os.path.join(checkpoint_path, TRAINABLE_WEIGHTS_FILE)
+        if not os.path.isfile(path):
+            if self.lora_checkpoints:
+                raise FileNotFoundError(f"{checkpoint_path} has no {TRAINABLE_WEIGHTS_FILE}: not a LoRA checkpoint of this run")
+            return super()._load_from_checkpoint(checkpoint_path)
+        load_trainable_weights(self.model, path)
+
+
+def load_trainable_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a trainable-weights checkpoint; every trainable parameter must be in it, with its shape."""
+    weights = load_file(path)
+    parameters = dict(model.named_parameters())
+    trainable = {name for name, parameter in parameters.items() if parameter.requires_grad}
+    missing, unexpected = sorted(trainable - set(weights)), sorted(set(weights) - set(parameters))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            if parameters[name].shape != value.shape:
+                raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, expected {tuple(parameters[name].shape)}")
+            parameters[name].copy_(value)
+
+
+class MetricsLogCallback(TrainerCallback):
+    """Appends every log (loss, each group's loss, learning rate, throughput) to a JSONL file."""
+
+    def __init__(self, path: str | Path, examples_per_step: int) -> None:
+        self.path = Path(path)
+        self.examples_per_step = examples_per_step
+        self._last: tuple[float, int] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.perf_counter(), state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        now = time.perf_counter()
+        if self._last is not None and state.global_step > self._last[1] and "loss" in logs:
+            seconds = now - self._last[0]
+            steps = state.global_step - self._last[1]
+            record["steps_per_second"] = round(steps / seconds, 4)
+            record["examples_per_second"] = round(steps * self.examples_per_step / seconds, 2)
+            self._last = (now, state.global_step)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class ProgressCallback(TrainerCallback):
+    """A tqdm bar over the optimisation steps showing the latest loss and the throughput."""
+
+    def __init__(self, examples_per_step: int) -> None:
+        self.examples_per_step = examples_per_step
+        self.bar = None
+        self._start: tuple[float, int] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step", dynamic_ncols=True)
+            self._start = (time.perf_counter(), state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+            seconds = time.perf_counter() - self._start[0]
+            steps = state.global_step - self._start[1]
+            if seconds > 0 and steps:
+                self.bar.set_postfix_str(
+                    f"{steps * self.examples_per_step / seconds:.1f} ex/s" + self._loss_text(state), refresh=False
+                )
+
+    @staticmethod
+    def _loss_text(state) -> str:
+        for record in reversed(state.log_history):
+            if "loss" in record:
+                return f", loss {record['loss']:.4f}"
+        return ""
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,64 @@
+"""The Qdrant backend in qdrant-client's local mode: same top-k as the embedded index, same errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaembed.index import MissingIdsError, MultiVectorIndex, QdrantMultiVectorIndex
+
+qdrant_client = pytest.importorskip("qdrant_client")
+
+
+def unit(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+@pytest.fixture
+def both(tmp_path):
+    documents = unit(60, 8, 16, seed=1).bfloat16().float()  # bf16-exact values: both backends see the same numbers
+    ids = [f"d{i}" for i in range(60)]
+    metadata = [{"n": i} for i in range(60)]
+    embedded = MultiVectorIndex.create(tmp_path / "ix", 16, 8)
+    embedded.add(ids, documents, metadata)
+    client = qdrant_client.QdrantClient(path=str(tmp_path / "qdrant"))
+    qdrant = QdrantMultiVectorIndex.create(client, "docs", dim=16, max_document_vectors=8)
+    qdrant.add(ids, documents, metadata)
+    yield embedded, qdrant
+    embedded.close()
+    client.close()
+
+
+@pytest.mark.parametrize("budget", [(1, 1), (2, 4), (4, 8)])
+def test_same_top_k_as_embedded(both, budget):
+    embedded, qdrant = both
+    assert qdrant.document_budgets == [1, 4, 8] and len(qdrant) == 60
+    queries = unit(4, 4, 16, seed=2)
+    for a, b in zip(embedded.search(queries, k=5, budget=budget, compute_dtype=torch.float32), qdrant.search(queries, k=5, budget=budget)):
+        assert a.ids == b.ids
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)
+        assert a.metadata == b.metadata
+
+
+def test_replace_delete_and_errors(both):
+    embedded, qdrant = both
+    replacement = unit(1, 8, 16, seed=7)
+    qdrant.add(["d3"], replacement, [{"n": "new"}])
+    assert len(qdrant) == 60
+    hit = qdrant.search(replacement[:, :2], k=1, budget=(2, 8))[0]
+    assert hit.ids == ["d3"] and hit.metadata == [{"n": "new"}]
+    qdrant.delete(["d3"])
+    assert "d3" not in qdrant and len(qdrant) == 59
+    with pytest.raises(MissingIdsError, match="'d3'"):
+        qdrant.delete(["d4", "d3"])
+    assert "d4" in qdrant
+    with pytest.raises(ValueError, match=r"r_c=2 is not stored.*\[1, 4, 8\]"):
+        qdrant.search(unit(1, 2, 16), budget=(1, 2))
+    with pytest.raises(ValueError, match="r_c=9 is larger than the 8"):
+        qdrant.search(unit(1, 2, 16), budget=(1, 9))
+    with pytest.raises(ValueError, match="r_q=3 is larger than the 2 query vectors"):
+        qdrant.search(unit(1, 2, 16), budget=(3, 4))
+    with pytest.raises(ValueError, match="duplicate ids"):
+        qdrant.add(["x", "x"], unit(2, 8, 16))
+    reopened = QdrantMultiVectorIndex(qdrant.client, "docs")
+    assert reopened.dim == 16 and reopened.max_document_vectors == 8

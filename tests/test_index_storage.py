@@ -1,0 +1,130 @@
+"""The embedded index: round trips, replace/delete, metadata, budgets, exact search == brute-force maxsim."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import metaembed
+from metaembed.index import MissingIdsError, MultiVectorIndex
+
+
+def unit(*shape: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)
+
+
+@pytest.fixture
+def documents() -> torch.Tensor:
+    return unit(120, 8, 16, seed=1)
+
+
+@pytest.fixture
+def index(tmp_path, documents):
+    index = MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=8)
+    index.add([f"a{i}" for i in range(70)], documents[:70], [{"n": i} for i in range(70)])
+    index.add([f"a{i}" for i in range(70, 120)], documents[70:], [{"n": i} for i in range(70, 120)])
+    yield index
+    index.close()
+
+
+def test_rank_major_layout_on_disk(tmp_path, documents):
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=8) as index:
+        index.add([f"d{i}" for i in range(5)], documents[:5])
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    segment = tmp_path / "ix" / "segments" / manifest["segments"][0]["name"]
+    raw = torch.frombuffer(bytearray((segment / "vectors.bin").read_bytes()), dtype=torch.bfloat16)
+    assert raw.numel() == 8 * 5 * 16
+    # the first 5*16 values are every document's first vector: budget r_c reads a prefix
+    assert torch.equal(raw[: 5 * 16].view(5, 16), documents[:5, 0].bfloat16())
+    assert torch.equal(raw.view(8, 5, 16)[3], documents[:5, 3].bfloat16())
+
+
+def test_round_trip_and_metadata(index, documents, tmp_path):
+    assert len(index) == 120
+    assert torch.equal(index.get_vectors(["a3", "a100"]), documents[[3, 100]].bfloat16().float())
+    assert index.get_vectors(["a5"], document_budget=2).shape == (1, 2, 16)
+    assert index.get_metadata("a77") == {"n": 77}
+    reopened = MultiVectorIndex.open(tmp_path / "ix")
+    assert reopened.ids == [f"a{i}" for i in range(120)]
+    assert reopened.get_metadata("a0") == {"n": 0}
+
+
+@pytest.mark.parametrize("budget", [(1, 1), (2, 4), (4, 8), (3, 5)])
+def test_exact_search_equals_brute_force_maxsim(index, documents, budget):
+    queries = unit(5, 4, 16, seed=2)
+    results = index.search(queries, k=7, budget=budget, compute_dtype=torch.float32)
+    expected = metaembed.maxsim(queries, documents.bfloat16().float(), *budget)
+    top = expected.topk(7, dim=1)
+    for query, result in enumerate(results):
+        assert result.ids == [f"a{i}" for i in top.indices[query].tolist()]
+        assert result.scores == pytest.approx(top.values[query].tolist(), abs=1e-5)
+        assert result.metadata == [{"n": i} for i in top.indices[query].tolist()]
+
+
+def test_search_in_bf16_compute_matches_within_rounding(index, documents):
+    queries = unit(3, 2, 16, seed=3)
+    fp32 = index.search(queries, k=5, budget=(2, 8), compute_dtype=torch.float32)
+    bf16 = index.search(queries, k=5, budget=(2, 8), compute_dtype=torch.bfloat16)
+    for a, b in zip(fp32, bf16):
+        assert a.scores == pytest.approx(b.scores, abs=0.05)
+
+
+def test_replace_and_delete(index, documents):
+    queries = documents[7:8, :2]  # the query is document a7's own first two vectors
+    assert index.search(queries, k=1, budget=(2, 8))[0].ids == ["a7"]
+    index.add(["a7"], unit(1, 8, 16, seed=9), [{"n": "new"}])
+    assert len(index) == 120
+    assert index.get_metadata("a7") == {"n": "new"}
+    assert index.search(queries, k=120, budget=(2, 8))[0].ids.count("a7") == 1
+    index.delete(["a7", "a8"])
+    assert len(index) == 118 and "a7" not in index
+    hits = index.search(documents[8:9], k=200)[0]
+    assert len(hits) == 118 and "a8" not in hits.ids
+    with pytest.raises(MissingIdsError, match="'nope'") as error:
+        index.delete(["a9", "nope"])
+    assert error.value.ids == ["nope"]
+    assert "a9" in index and len(index) == 118  # nothing deleted
+
+
+def test_k_larger_than_index_returns_all(tmp_path):
+    with MultiVectorIndex.create(tmp_path / "ix", 4, 2) as index:
+        assert index.search(unit(1, 1, 4), k=3)[0].ids == []
+        index.add(["x", "y"], unit(2, 2, 4))
+        result = index.search(unit(1, 1, 4), k=10)[0]
+        assert sorted(result.ids) == ["x", "y"] and len(result.scores) == 2
+
+
+def test_budget_errors(index):
+    with pytest.raises(ValueError, match="document budget r_c=9 is larger than the 8"):
+        index.search(unit(1, 4, 16), budget=(1, 9))
+    with pytest.raises(ValueError, match="query budget r_q=5 is larger than the 4 query vectors"):
+        index.search(unit(1, 4, 16), budget=(5, 8))
+    with pytest.raises(ValueError, match="dimension 8"):
+        index.search(unit(1, 4, 8), budget=(1, 1))
+
+
+def test_int8_storage_quality(tmp_path, documents):
+    with MultiVectorIndex.create(tmp_path / "q", 16, 8, dtype="int8") as index:
+        index.add([f"a{i}" for i in range(120)], documents)
+        restored = index.get_vectors([f"a{i}" for i in range(120)])
+        assert (restored - documents).abs().max() < 0.01  # per-vector scale: error <= max|x|/254
+        queries = unit(4, 4, 16, seed=5)
+        expected = metaembed.maxsim(queries, documents, 4, 8)
+        results = index.search(queries, k=5, budget=(4, 8))
+        for q, result in enumerate(results):
+            assert result.ids[0] == f"a{int(expected[q].argmax())}"
+            assert result.scores[0] == pytest.approx(float(expected[q].max()), abs=0.02)
+        assert index.bytes_per_document() < 8 * 16 * 2  # smaller than bf16 vectors alone
+
+
+def test_reader_sees_commits_after_refresh(index, tmp_path):
+    reader = MultiVectorIndex.open(tmp_path / "ix", mode="r")
+    index.add(["late"], unit(1, 8, 16, seed=4))
+    assert "late" not in reader and len(reader) == 120
+    assert reader.refresh() and "late" in reader
+    assert not reader.refresh()
+    with pytest.raises(PermissionError, match="read-only"):
+        reader.add(["x"], unit(1, 8, 16))

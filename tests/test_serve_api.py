@@ -1,0 +1,159 @@
+"""The HTTP API over a real model and a real on-disk index: search, add, delete, stats, errors, concurrency."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from metaembed import MetaEmbed, MultiVectorIndex
+from metaembed.serve import SearchService, ServiceSettings, create_app
+
+DOCUMENTS = {
+    "gzip": "gzip reduces the size of files using Lempel-Ziv coding",
+    "vim": "vim is a highly configurable text editor for the terminal",
+    "libc": "the GNU C library with the system calls of a Linux system",
+    "json": "a fast library for parsing json documents",
+}
+KEY = "s3cret"
+
+
+def build_service(model: MetaEmbed, folder, **settings) -> SearchService:
+    index = MultiVectorIndex.create(folder / "index", dim=model.embedding_dim, max_document_vectors=model.num_document_meta_tokens)
+    ids = list(DOCUMENTS)
+    vectors = model.encode_document([DOCUMENTS[i] for i in ids])
+    index.add(ids, vectors, metadata=[{"text": DOCUMENTS[i], "title": i} for i in ids])
+    return SearchService(model, index, ServiceSettings(media_dir=folder / "media", **settings))
+
+
+@pytest.fixture(scope="module")
+def text_model(minilm_path) -> MetaEmbed:
+    return MetaEmbed.from_backbone(minilm_path, 4, 8, device="cpu")
+
+
+@pytest.fixture()
+def client(text_model, tmp_path) -> TestClient:
+    return TestClient(create_app(build_service(text_model, tmp_path, api_key=KEY)))
+
+
+def test_health_stats_and_page(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    stats = client.get("/stats").json()
+    assert stats["count"] == 4 and stats["stored_document_budget"] == 8 and stats["dim"] == 384
+    assert [b["budget"] for b in stats["budgets"]] == [[1, 1], [2, 4], [4, 8]]
+    assert [b["bytes_per_document"] for b in stats["budgets"]] == [384 * 2, 4 * 384 * 2, 8 * 384 * 2]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="budget"' in page.text
+    assert "/search" in client.get("/openapi.json").json()["paths"]
+
+
+def test_search_returns_ranked_hits_with_metadata_and_cost(client, text_model):
+    response = client.post("/search", json={"query": DOCUMENTS["vim"], "budget": "4,8", "top_k": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["budget"] == [4, 8] and len(body["results"]) == 3
+    top = body["results"][0]
+    assert top["id"] == "vim" and top["metadata"] == {"text": DOCUMENTS["vim"], "title": "vim"}
+    scores = [hit["score"] for hit in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["cost"]["bytes_per_document"] == 8 * 384 * 2 and body["cost"]["total_ms"] > 0
+    # The score is the model's MaxSim at that budget.
+    import metaembed
+
+    expected = metaembed.maxsim(text_model.encode_query([DOCUMENTS["vim"]], budget=4),
+                                text_model.encode_document([DOCUMENTS["vim"]], budget=8))
+    assert top["score"] == pytest.approx(float(expected), abs=0.05)  # bf16 index
+
+
+def test_small_budget_changes_scores(client):
+    small = client.post("/search", json={"query": "text editor", "budget": [1, 1]}).json()
+    large = client.post("/search", json={"query": "text editor", "budget": [4, 8]}).json()
+    assert small["cost"]["bytes_per_document"] * 8 == large["cost"]["bytes_per_document"]
+    assert small["results"][0]["score"] != large["results"][0]["score"]
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"query": "x", "budget": "5,8"}, "r_q=5 exceeds the model's 4 query meta tokens"),
+        ({"query": "x", "budget": "4,9"}, "r_c=9 exceeds the 8 vectors stored per document"),
+        ({"query": "x", "budget": "0,1"}, "at least 1"),
+        ({"query": "x", "budget": "four"}, "not of the form"),
+        ({"query": "   "}, "the query is empty"),
+        ({"query": "x", "top_k": 0}, "top_k must be between 1 and 100"),
+    ],
+)
+def test_bad_search_requests_are_400(client, payload, message):
+    response = client.post("/search", json=payload)
+    assert response.status_code == 400 and message in response.json()["detail"]
+
+
+def test_write_endpoints_need_the_key(client):
+    new = {"items": [{"id": "zip", "text": "zip packages files into compressed archives"}]}
+    assert client.post("/items", json=new).status_code == 401
+    assert client.post("/items", json=new, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/items/delete", json={"ids": ["vim"]}).status_code == 401
+    added = client.post("/items", json=new, headers={"X-API-Key": KEY})
+    assert added.status_code == 200 and added.json() == {"added": ["zip"]}
+    assert client.get("/stats").json()["count"] == 5
+    hit = client.post("/search", json={"query": "zip packages files into compressed archives", "top_k": 1}).json()
+    assert hit["results"][0]["id"] == "zip"
+
+
+def test_delete_and_unknown_id(client):
+    headers = {"X-API-Key": KEY}
+    assert client.post("/items/delete", json={"ids": ["vim"]}, headers=headers).json() == {"deleted": ["vim"]}
+    assert client.get("/stats").json()["count"] == 3
+    ids = [hit["id"] for hit in client.post("/search", json={"query": "text editor", "top_k": 3}).json()["results"]]
+    assert "vim" not in ids
+    missing = client.post("/items/delete", json={"ids": ["vim"]}, headers=headers)
+    assert missing.status_code == 404 and "vim" in missing.json()["detail"]
+
+
+def test_concurrent_clients_get_the_serial_answers(client):
+    queries = ["text editor", "compress files", "c library", "parse json"] * 4
+    serial = [client.post("/search", json={"query": q, "budget": "2,4"}).json()["results"] for q in queries]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda q: client.post("/search", json={"query": q, "budget": "2,4"}).json()["results"], queries))
+    assert parallel == serial
+
+
+@pytest.fixture()
+def image_client(tiny_qwen2_vl_path, tmp_path) -> TestClient:
+    model = MetaEmbed.from_backbone(tiny_qwen2_vl_path, 2, 4, device="cpu")
+    return TestClient(create_app(build_service(model, tmp_path, max_upload_bytes=50_000)))
+
+
+def png_bytes(color, size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_upload_add_search_and_thumbnail(image_client):
+    red = png_bytes((220, 10, 10))
+    added = image_client.post("/items/upload", data={"id": "red", "text": "a red square", "metadata": '{"title": "Red"}'},
+                              files={"image": ("red.png", red, "image/png")})
+    assert added.status_code == 200, added.text
+    found = image_client.post("/search/upload", data={"budget": "2,4", "top_k": "5"}, files={"image": ("q.png", red, "image/png")})
+    assert found.status_code == 200, found.text
+    hits = found.json()["results"]
+    assert [hit["id"] for hit in hits][:1] == ["red"] or "red" in [hit["id"] for hit in hits]
+    red_hit = next(hit for hit in hits if hit["id"] == "red")
+    assert red_hit["metadata"]["title"] == "Red" and red_hit["metadata"]["image"].endswith(".png")
+    thumbnail = image_client.get("/items/red/image")
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (40, 30)
+    assert image_client.get("/items/gzip/image").status_code == 404  # a text item has no image
+
+
+def test_corrupt_and_oversized_uploads(image_client):
+    corrupt = image_client.post("/search/upload", data={"query": "x"}, files={"image": ("bad.png", b"not a png at all", "image/png")})
+    assert corrupt.status_code == 400 and "bad.png" in corrupt.json()["detail"]
+    huge = image_client.post("/search/upload", data={"query": "x"}, files={"image": ("big.png", b"\0" * 60_000, "image/png")})
+    assert huge.status_code == 413
+    # The server keeps serving after bad uploads.
+    assert image_client.post("/search", json={"query": "text editor"}).status_code == 200

@@ -1,0 +1,152 @@
+"""The training loop end to end: MiniLM learns at every budget group, resume equals an uninterrupted run,
+LoRA checkpoints, the CLI, and the final folder loads with MetaEmbed.from_pretrained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+from typer.testing import CliRunner
+
+from metaembed import MetaEmbed
+from metaembed.cli import app
+from metaembed.training import MMRLoss, TrainConfig, train
+
+TOPICS = ["text editor", "file compression", "json parsing", "web server", "image viewer", "music player",
+          "email client", "password manager"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training steps this small gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    contending with other processes make them 10-30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_jsonl(path: Path, count: int) -> Path:
+    rows = []
+    for index in range(count):
+        topic = TOPICS[index % len(TOPICS)]
+        rows.append({
+            "query": f"{topic} number {index}",
+            "positive": f"package {index}: a small {topic} program, release {index}",
+            "negatives": [f"package {index + 100}: a {TOPICS[(index + 3) % len(TOPICS)]} tool"],
+        })
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def group_losses(model: MetaEmbed, rows_path: Path) -> dict[str, float]:
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    loss = MMRLoss(model)
+    model.eval()
+    with torch.no_grad():
+        queries = model.encode_query([row["query"] for row in rows])
+        documents = model.encode_document([row["positive"] for row in rows])
+        loss.loss_from_embeddings(queries, [documents])
+    return {name: float(value) for name, value in loss.last_group_losses.items()}
+
+
+def test_minilm_learns_at_every_group(minilm_path, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", 16)
+    config = TrainConfig(
+        model=minilm_path, train_jsonl=[str(data)], output_dir=str(tmp_path / "run"), batch_size=8, max_steps=8,
+        learning_rate=1e-4, meta_token_learning_rate=1e-3, warmup_ratio=0.0, save_steps=100, logging_steps=2,
+        num_query_meta_tokens=8, num_document_meta_tokens=16, num_negatives=1,
+    )
+    before = group_losses(MetaEmbed.from_backbone(minilm_path, 8, 16, meta_token_init_seed=0), data)
+    result = train(config)
+    trained = MetaEmbed.from_pretrained(result.model_path)
+    after = group_losses(trained, data)
+    assert list(after) == ["loss_1x1", "loss_2x4", "loss_4x8", "loss_8x16"]  # (16,64) clipped to (8,16)
+    for name in after:
+        assert after[name] < 0.8 * before[name], (name, before[name], after[name])
+
+    records = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines()]
+    step_logs = [r for r in records if "loss" in r and "step" in r]
+    assert step_logs and all(set(after) <= set(r) for r in step_logs)
+    assert all(r["examples_per_second"] > 0 for r in step_logs[1:])
+    assert records[0]["event"] == "data" and records[0]["rows_kept"] == 16
+    assert (Path(result.model_path) / "train_config.yaml").is_file()
+    assert trained.encode_query("text editor", budget=2).shape == (1, 2, 384)
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    model = MetaEmbed.from_pretrained(str(run / "model"))
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_bert_path, tmp_path, lora):
+    data = write_jsonl(tmp_path / "train.jsonl", 24)
+    settings = dict(
+        model=tiny_bert_path, train_jsonl=[str(data)], batch_size=8, max_steps=5, save_steps=2, logging_steps=1,
+        num_query_meta_tokens=4, num_document_meta_tokens=8, learning_rate=1e-3, lora=lora, lora_rank=4, lora_alpha=8,
+    )
+    train(TrainConfig(output_dir=str(tmp_path / "straight"), **settings))
+    interrupted = TrainConfig(output_dir=str(tmp_path / "resumed"), **settings)
+    train(interrupted, callbacks=[StopAt(2)])
+    checkpoint = tmp_path / "resumed" / "checkpoint-2"
+    assert checkpoint.is_dir()
+    if lora:  # a LoRA checkpoint holds the trainable weights only: adapters + meta tokens
+        names = set(load_file(str(checkpoint / "trainable_weights.safetensors")))
+        assert "0.query_meta_tokens" in names and any("lora_A" in name for name in names)
+        assert not any(name.endswith("word_embeddings.weight") for name in names)
+    train(TrainConfig(output_dir=str(tmp_path / "resumed"), resume=True, **settings))
+
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    assert not any("lora" in name for name in straight)  # merged into the backbone at the end
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], atol=1e-6, rtol=1e-5, msg=name)
+    initial = MetaEmbed.from_backbone(tiny_bert_path, 4, 8).state_dict()
+    assert not torch.equal(initial["0.query_meta_tokens"], straight["0.query_meta_tokens"])
+    changed_backbone = not torch.equal(
+        initial["0.auto_model.encoder.layer.0.attention.self.query.weight"]
+        if "0.auto_model.encoder.layer.0.attention.self.query.weight" in initial
+        else initial["0.model.encoder.layer.0.attention.self.query.weight"],
+        straight.get("0.auto_model.encoder.layer.0.attention.self.query.weight",
+                     straight.get("0.model.encoder.layer.0.attention.self.query.weight")),
+    )
+    assert changed_backbone  # full fine-tuning, or LoRA merged into the query projection
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_bert_path, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", 8)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(TrainConfig(model=tiny_bert_path, train_jsonl=[str(data)], output_dir=str(tmp_path / "none"), resume=True))
+
+
+def test_cli_reads_yaml_and_flags_override_it(tiny_bert_path, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", 8)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        f"model: {tiny_bert_path}\ntrain_jsonl: [{data}]\nbatch_size: 4\nmax_steps: 50\n"
+        f"num_query_meta_tokens: 2\nnum_document_meta_tokens: 4\noutput_dir: {tmp_path / 'cli'}\n"
+    )
+    result = CliRunner().invoke(app, ["train", str(config), "--max-steps", "2", "--groups", "1,1;2,4",
+                                      "--temperature", "0.05", "--no-no-duplicates"])
+    assert result.exit_code == 0, result.output
+    saved = (tmp_path / "cli" / "model" / "train_config.yaml").read_text()
+    assert "max_steps: 2" in saved and "temperature: 0.05" in saved and "no_duplicates: false" in saved
+    assert "- 1,1\n- 2,4" in saved
+    assert MetaEmbed.from_pretrained(str(tmp_path / "cli" / "model")).num_document_meta_tokens == 4
+
+    bad = CliRunner().invoke(app, ["train", str(config), "--loss", "huge"])
+    assert bad.exit_code == 2 and "loss must be one of" in bad.output

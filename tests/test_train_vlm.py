@@ -1,0 +1,135 @@
+"""Images train end to end: a tiny Qwen2-VL learns text -> image+text pairs (PNG files the test draws, named
+by relative paths in a JSONL file) with LoRA on the language model's projections and the meta tokens
+trained in full; its loss on the training pairs goes down, well below that of uniform scores."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from transformers import TrainerCallback
+
+from metaembed import MetaEmbed
+from metaembed.training import MMRLoss, TrainConfig, train
+
+SHAPES = {"red square": ((220, 30, 30), "rectangle"), "green circle": ((30, 200, 40), "ellipse"),
+          "blue square": ((30, 40, 220), "rectangle"), "yellow circle": ((230, 220, 30), "ellipse"),
+          "black square": ((10, 10, 10), "rectangle"), "purple circle": ((140, 30, 160), "ellipse"),
+          "orange square": ((250, 140, 20), "rectangle"), "white circle": ((245, 245, 245), "ellipse")}
+LANGUAGE_PROJECTION = re.compile(
+    r"^0\.model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.lora_[AB]\.default\.weight$"
+)
+META_TOKENS = ("0.query_meta_tokens", "0.document_meta_tokens")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Training steps this small gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    contending with other processes make them 10-30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_image_pairs(folder: Path) -> Path:
+    """One drawn PNG per caption under folder/images; rows name them relative to the JSONL file."""
+    (folder / "images").mkdir(parents=True)
+    rows = []
+    names = list(SHAPES)
+    for index, name in enumerate(names):
+        colour, shape = SHAPES[name]
+        image = Image.new("RGB", (56, 56), (128, 128, 128))
+        getattr(ImageDraw.Draw(image), shape)([8, 8, 48, 48], fill=colour)
+        image.save(folder / "images" / f"{index}.png")
+    for index, name in enumerate(names):
+        rows.append({"query": f"a {name}",
+                     "positive": {"text": "a picture", "image": f"images/{index}.png"},
+                     "negatives": [{"text": "a picture", "image": f"images/{(index + 3) % len(names)}.png"}]})
+    path = folder / "train.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def pair_loss(model: MetaEmbed, folder: Path) -> float:
+    """The MMR loss of every caption against all the images (in-batch negatives), in eval mode."""
+    names = list(SHAPES)
+    model.eval()
+    with torch.no_grad():
+        queries = model.encode_query([f"a {name}" for name in names])
+        documents = model.encode_document(
+            [{"text": "a picture", "image": str(folder / "images" / f"{index}.png")} for index in range(len(names))]
+        )
+        return float(MMRLoss(model).loss_from_embeddings(queries, [documents]))
+
+
+class InspectTraining(TrainerCallback):
+    """Records what trains, whether the meta tokens and adapters get gradients, and the adapters at the end."""
+
+    def __init__(self) -> None:
+        self.trainable: list[str] = []
+        self.first_gradients: dict[str, float] = {}
+        self.final_lora_b: dict[str, torch.Tensor] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if not self.first_gradients:
+            self.first_gradients = {
+                name: float(parameter.grad.abs().max()) if parameter.grad is not None else 0.0
+                for name, parameter in model.named_parameters() if parameter.requires_grad
+            }
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # before the adapters are merged
+        self.final_lora_b = {name: parameter.detach().clone() for name, parameter in model.named_parameters()
+                             if "lora_B" in name}
+
+
+def test_tiny_qwen2_vl_learns_image_text_pairs_with_lora(tiny_qwen2_vl_path, tmp_path):
+    data = write_image_pairs(tmp_path / "data")
+    initial = MetaEmbed.from_backbone(tiny_qwen2_vl_path, 2, 4, meta_token_init_seed=0)
+    initial_weights = {name: value.detach().clone() for name, value in initial.state_dict().items()}
+    before = pair_loss(initial, tmp_path / "data")
+    inspect = InspectTraining()
+    result = train(TrainConfig(
+        model=tiny_qwen2_vl_path, train_jsonl=[str(data)], output_dir=str(tmp_path / "run"), batch_size=8,
+        max_steps=30, learning_rate=3e-3, warmup_ratio=0.0, logging_steps=1, save_steps=100,
+        lora=True, lora_rank=4, lora_alpha=8, num_query_meta_tokens=2, num_document_meta_tokens=4, num_negatives=1,
+    ), callbacks=[inspect])
+
+    # LoRA on every attention/MLP projection of the language model, nothing in the vision tower; meta tokens in full.
+    lora = [name for name in inspect.trainable if "lora_" in name]
+    assert set(inspect.trainable) == set(lora) | set(META_TOKENS)
+    assert lora and all(LANGUAGE_PROJECTION.match(name) for name in lora), lora
+    layers = {name.split(".layers.")[1].split(".")[0] for name in lora}
+    assert len(lora) == len(layers) * 7 * 2  # q, k, v, o, gate, up, down; A and B
+    # Gradients reach the meta tokens and the adapters (B starts at zero, so A's first gradient is zero).
+    for name in META_TOKENS:
+        assert inspect.first_gradients[name] > 0, name
+    assert all(inspect.first_gradients[name] > 0 for name in lora if "lora_B" in name)
+    assert all(value.abs().max() > 0 for value in inspect.final_lora_b.values())
+
+    trained = MetaEmbed.from_pretrained(result.model_path)
+    after = pair_loss(trained, tmp_path / "data")
+    # Uniform scores over the 8 images would give ln 8 = 2.08: the pairs were learned, not just flattened.
+    assert after < 0.5 * before and after < 0.75 * math.log(len(SHAPES)), (before, after)
+    final = trained.state_dict()
+    assert set(final) == set(initial_weights)  # adapters merged: a plain MetaEmbed folder
+    for name in META_TOKENS:
+        assert not torch.allclose(final[name], initial_weights[name]), name
+    for name, value in initial_weights.items():
+        projection = LANGUAGE_PROJECTION.match(name.replace(".weight", ".lora_A.default.weight"))
+        if projection:  # the merged adapters moved the projections
+            assert not torch.allclose(final[name], value), name
+        elif name not in META_TOKENS:  # the vision tower, embeddings, norms and biases stayed frozen
+            torch.testing.assert_close(final[name], value, msg=name)
+
+    step_losses = [record["loss"] for record in map(json.loads, Path(result.metrics_path).read_text().splitlines())
+                   if "loss" in record and "step" in record]
+    assert len(step_losses) == 30 and all(torch.isfinite(torch.tensor(step_losses)))

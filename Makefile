@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test
+.PHONY: setup browser quickstart demo test
 
 setup: $(VENV)/.installed
 
@@ -17,8 +17,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# Debian's headless Chromium, for the web page's browser test (Playwright drives it; nothing is downloaded by Playwright).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian chromium for the browser test"; \
+		apt-get update -qq -o Acquire::Languages=none && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+# The main job: Debian retrieval set -> MMR fine-tuning of MiniLM -> index -> every budget evaluated (~7 min on 2 cores).
+quickstart: setup
+	$(BIN)/metaembed quickstart
+
+# A one-minute look: an untrained MetaEmbed over MiniLM scoring a few inputs at every budget.
 demo: setup
 	$(BIN)/metaembed demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q

@@ -88,6 +88,30 @@ def test_save_load_round_trip_is_bit_identical(model: MetaEmbed, tmp_path):
     assert torch.equal(loaded.encode_document(items), before_d)
 
 
+@pytest.mark.parametrize("backbone", BACKBONE_FIXTURES)
+def test_unmerged_lora_saves_its_adapter_and_loads_back(backbone, request, tmp_path):
+    """A LoRA-trained model saved without merging holds only the adapter (plus meta tokens) and loads bit-identically."""
+    from metaembed.training.lora import apply_lora
+
+    model = MetaEmbed.from_backbone(request.getfixturevalue(backbone), R_Q, R_C, device="cpu")
+    items = ["quick fox", "lazy dog jumps"]
+    plain = model.encode_document(items)
+    apply_lora(model.backbone.model, rank=4)
+    with torch.no_grad():  # B starts at zero; give the adapter an effect, as training would
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
+    adapted_q, adapted_d = model.encode_query(items), model.encode_document(items)
+    assert not torch.allclose(adapted_d, plain, atol=1e-3)
+    model.save_pretrained(str(tmp_path / "saved"))
+    saved = {path.name for path in (tmp_path / "saved").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "meta_tokens.safetensors"} <= saved
+    assert "model.safetensors" not in saved  # the frozen backbone is not copied
+    loaded = MetaEmbed.from_pretrained(str(tmp_path / "saved"), device="cpu")
+    assert torch.equal(loaded.encode_query(items), adapted_q)
+    assert torch.equal(loaded.encode_document(items), adapted_d)
+
+
 @pytest.fixture(scope="module", params=VLM_FIXTURES)
 def vlm(request) -> MetaEmbed:
     return MetaEmbed.from_backbone(request.getfixturevalue(request.param), R_Q, R_C, device="cpu")

@@ -157,3 +157,18 @@ def test_corrupt_and_oversized_uploads(image_client):
     assert huge.status_code == 413
     # The server keeps serving after bad uploads.
     assert image_client.post("/search", json={"query": "text editor"}).status_code == 200
+
+
+def test_the_budgets_offered_are_the_models_training_groups(text_model, tmp_path):
+    from metaembed.budgets import Budget
+    from metaembed.cli.serve import trained_budgets
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    assert trained_budgets(str(model_dir)) is None  # not trained by `metaembed train`: the paper's budgets
+    (model_dir / "train_config.yaml").write_text("groups: ['4,8', '1,1', '2,2', '16,64']\n")
+    budgets = trained_budgets(str(model_dir))
+    assert budgets == [Budget(1, 1), Budget(2, 2), Budget(4, 8), Budget(16, 64)]
+    client = TestClient(create_app(build_service(text_model, tmp_path, budgets=budgets)))
+    # clipped to the model's 4 query tokens and the 8 stored document vectors
+    assert [b["budget"] for b in client.get("/stats").json()["budgets"]] == [[1, 1], [2, 2], [4, 8]]

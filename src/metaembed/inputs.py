@@ -45,6 +45,28 @@ def looks_like_image_path(value: str | Path) -> bool:
     return "\n" not in value and value.strip().lower().endswith(IMAGE_EXTENSIONS)
 
 
+class PathOutsideFolderError(InvalidInputError):
+    """A data file names an image outside its own folder (``../..`` or an absolute path elsewhere)."""
+
+
+def resolve_data_path(value: str | Path, base: Path, where: str, *, allow_outside: bool = False) -> Path:
+    """The file a data row names, relative to ``base`` (the data file's folder).
+
+    Paths that escape ``base`` are refused unless ``allow_outside``: a corpus or training file must not make
+    the tool read (or a server show) arbitrary files of the machine.
+    """
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not allow_outside:
+        resolved, root = path.resolve(), base.resolve()
+        if not resolved.is_relative_to(root):
+            raise PathOutsideFolderError(
+                f"{where}: image path {str(value)!r} leads outside the data folder {str(root)!r}; "
+                "refused (the allow-outside-paths setting of the command or function accepts it)"
+            )
+    return path
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode (CMYK, RGBA, LA, P, 1, L, I;16, I, F) to 8-bit RGB; alpha is composited on white."""
     if image.mode == "RGB":

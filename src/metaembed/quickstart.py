@@ -145,7 +145,7 @@ class Quickstart:
             settings=SweepSettings(cache_dir=self.cache_dir, metrics=("ndcg@10", "recall@10", "mrr@10", "recall@1")),
             model_name=model_path,
         )
-        self.console.print(results_table(results))
+        self.console.print(results_table(results), soft_wrap=True)
         self.console.print(f"Plot: {self.eval_dir / 'budget_curve.png'}   Table: {self.eval_dir / 'results.md'}")
         return results
 
@@ -177,8 +177,8 @@ class Quickstart:
         self.console.print(f"Done in {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}).")
         example = "a text editor for the terminal"
         self.console.print("Try it:")
-        self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --model {model_path} --query '{example}' --budget 4,8")
-        self.console.print(f"  .venv/bin/metaembed serve --index {self.index_dir} --model {model_path}   # then open http://127.0.0.1:8000/")
+        self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --model {model_path} --query '{example}' --budget 4,8", soft_wrap=True)
+        self.console.print(f"  .venv/bin/metaembed serve --index {self.index_dir} --model {model_path}   # then open http://127.0.0.1:8000/", soft_wrap=True)
         (self.work / "quickstart.json").write_text(json.dumps({"timings": timings, "model": model_path}, indent=2))
         return {"results": results, "timings": timings, "model_path": model_path}
 

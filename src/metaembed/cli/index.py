@@ -20,17 +20,18 @@ def index_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Encoding batch size."),
     chunk_size: int = typer.Option(512, "--chunk-size", help="Documents per committed segment: an interrupted run loses at most one chunk per process."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="Vector storage: bfloat16 or int8 (per-vector scales)."),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Accept image paths that lead outside the corpus file's folder (refused by default)."),
 ) -> None:
     """Encode every document of CORPUS and store its first r_c vectors; rerun to resume an interrupted run."""
     from metaembed.index.corpus import CorpusError, read_corpus
 
     try:
-        records = read_corpus(corpus)
+        records = read_corpus(corpus, allow_outside_paths=allow_outside_paths)
     except CorpusError as error:
         raise typer.BadParameter(str(error), param_hint="--corpus") from None
     if dtype not in ("bfloat16", "int8"):
         raise typer.BadParameter("use bfloat16 or int8", param_hint="--dtype")
-    run_index(model, records, out, document_budget, batch_size, chunk_size, dtype, corpus_name=str(corpus))
+    run_index(model, records, out, document_budget, batch_size, chunk_size, dtype, corpus_name=str(corpus.resolve()))
 
 
 def run_index(model_path: str, records: list, out: Path, document_budget: int | None, batch_size: int,

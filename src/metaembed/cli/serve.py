@@ -28,6 +28,7 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         media_dir=media_dir or index / "media",
         allowed_image_roots=list(image_root or []),
+        budgets=trained_budgets(model),
     )
     loaded_model = MetaEmbed.from_pretrained(model)
     opened = MultiVectorIndex.open(index, mode="a")
@@ -37,10 +38,26 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+def trained_budgets(model: str) -> list | None:
+    """The MMR groups the model was trained with (its folder's train_config.yaml), if it has one."""
+    from metaembed.budgets import Budget
+
+    config = Path(model) / "train_config.yaml"
+    if not config.is_file():
+        return None
+    import yaml
+
+    groups = (yaml.safe_load(config.read_text()) or {}).get("groups")
+    return sorted({Budget.parse(group) for group in groups}) if groups else None
+
+
 def _corpus_roots(index) -> list[Path]:
-    """Folders the index was built from (recorded by `metaembed index`), whose images may be shown."""
-    root = getattr(index, "info", {}).get("corpus_root") if hasattr(index, "info") else None
-    return [Path(root)] if root else []
+    """The folder of the corpus the index was built from (recorded by `metaembed index`): its images may be shown."""
+    corpus = index.properties.get("corpus")
+    if not corpus:
+        return []
+    corpus = Path(corpus)
+    return [corpus if corpus.is_dir() else corpus.parent]
 
 
 def register(app: typer.Typer) -> None:

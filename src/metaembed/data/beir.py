@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from metaembed.data.tasks import DataIssues, EvalItem, RetrievalTask
+from metaembed.inputs import PathOutsideFolderError, resolve_data_path
 
 
 class DataFormatError(ValueError):
@@ -41,7 +43,14 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
             yield number, row
 
 
-def _read_items(path: Path, root: Path, issues: DataIssues, use_title: bool) -> dict[str, EvalItem]:
+def _image_path(value: Any, root: Path, where: str, allow_outside: bool) -> Path:
+    try:
+        return resolve_data_path(str(value), root, where, allow_outside=allow_outside)
+    except PathOutsideFolderError as error:
+        raise DataFormatError(str(error)) from None
+
+
+def _read_items(path: Path, root: Path, issues: DataIssues, use_title: bool, allow_outside: bool = False) -> dict[str, EvalItem]:
     items: dict[str, EvalItem] = {}
     for number, row in _jsonl_rows(path):
         item_id = str(row["_id"])
@@ -52,7 +61,7 @@ def _read_items(path: Path, root: Path, issues: DataIssues, use_title: bool) -> 
         text_parts.append(str(row.get("text") or "").strip())
         text = " ".join(part for part in text_parts if part) or None
         image = row.get("image")
-        image_path = (root / str(image)) if image else None
+        image_path = _image_path(image, root, f"{path}:{number}", allow_outside) if image else None
         if text is None and image_path is None:
             issues.add("empty_item", f"{path}:{number}: item {item_id!r} has neither text nor image; skipped")
             continue
@@ -100,17 +109,21 @@ def read_qrels(path: Path) -> Iterator[tuple[int, str, str, int]]:
             yield number, fields[0], fields[1], grade
 
 
-def load_beir(path: str | Path, split: str | None = None, *, name: str | None = None, use_title: bool = True) -> RetrievalTask:
-    """Read a BEIR folder into a :class:`RetrievalTask` (only queries with a relevant document are kept)."""
+def load_beir(
+    path: str | Path, split: str | None = None, *, name: str | None = None, use_title: bool = True,
+    allow_outside_paths: bool = False,
+) -> RetrievalTask:
+    """Read a BEIR folder into a :class:`RetrievalTask` (only queries with a relevant document are kept).
+    Image paths leading outside the folder are refused unless ``allow_outside_paths``."""
     root = Path(path)
     if not is_beir_folder(root):
         raise DataFormatError(f"{root}: not a BEIR folder (needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv)")
     split = resolve_split(root, split)
     issues = DataIssues()
-    corpus = _read_items(root / "corpus.jsonl", root, issues, use_title)
+    corpus = _read_items(root / "corpus.jsonl", root, issues, use_title, allow_outside_paths)
     if not corpus:
         raise DataFormatError(f"{root / 'corpus.jsonl'}: the corpus is empty; nothing to search")
-    queries = _read_items(root / "queries.jsonl", root, issues, use_title=False)
+    queries = _read_items(root / "queries.jsonl", root, issues, False, allow_outside_paths)
     qrels_path = root / "qrels" / f"{split}.tsv"
     qrels = build_qrels(read_qrels(qrels_path), corpus, queries, issues, str(qrels_path))
     return RetrievalTask(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaembed.inputs import IMAGE_EXTENSIONS
+from metaembed.inputs import IMAGE_EXTENSIONS, PathOutsideFolderError, resolve_data_path
 
 
 class CorpusError(ValueError):
@@ -25,13 +25,16 @@ class CorpusRecord:
     metadata: Any
 
 
-def read_corpus(path: str | Path) -> list[CorpusRecord]:
-    """Read a folder of images (ids: relative paths) or a JSONL file (BEIR ``_id/title/text`` or ``id/text/image``)."""
+def read_corpus(path: str | Path, *, allow_outside_paths: bool = False) -> list[CorpusRecord]:
+    """Read a folder of images (ids: relative paths) or a JSONL file (BEIR ``_id/title/text`` or ``id/text/image``).
+
+    Image paths in a JSONL file are relative to it; those leading outside its folder are refused unless
+    ``allow_outside_paths``."""
     path = Path(path)
     if path.is_dir():
         records = read_image_folder(path)
     elif path.is_file():
-        records = read_jsonl(path)
+        records = read_jsonl(path, allow_outside_paths=allow_outside_paths)
     else:
         raise CorpusError(f"corpus {path} does not exist")
     if not records:
@@ -46,7 +49,7 @@ def read_image_folder(folder: Path) -> list[CorpusRecord]:
             for p in files]
 
 
-def read_jsonl(path: Path) -> list[CorpusRecord]:
+def read_jsonl(path: Path, *, allow_outside_paths: bool = False) -> list[CorpusRecord]:
     """One JSON object per line: BEIR (``_id``, ``title``, ``text``) or items (``id``, ``text`` and/or ``image``,
     optional ``metadata``; image paths are relative to the file)."""
     records: list[CorpusRecord] = []
@@ -62,7 +65,10 @@ def read_jsonl(path: Path) -> list[CorpusRecord]:
                 raise CorpusError(f"{where}: not valid JSON ({error.msg})") from None
             if not isinstance(row, dict):
                 raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            record = _beir_record(row, where) if "_id" in row else _item_record(row, where, path.parent)
+            if "_id" in row:
+                record = _beir_record(row, where, path.parent, allow_outside_paths)
+            else:
+                record = _item_record(row, where, path.parent, allow_outside_paths)
             if record.id in first_line:
                 raise CorpusError(f"{where}: id {record.id!r} repeats line {first_line[record.id]}")
             first_line[record.id] = number
@@ -78,16 +84,32 @@ def _check_id(value: Any, where: str, key: str) -> str:
     return value
 
 
-def _beir_record(row: dict[str, Any], where: str) -> CorpusRecord:
+def _beir_record(row: dict[str, Any], where: str, base: Path, allow_outside: bool) -> CorpusRecord:
     id_ = _check_id(row["_id"], where, "_id")
     title, text = row.get("title") or "", row.get("text") or ""
-    if not isinstance(title, str) or not isinstance(text, str) or not (title or text):
-        raise CorpusError(f"{where}: BEIR document {id_!r} needs a string 'title' or 'text'")
+    image = row.get("image") or None
+    if not isinstance(title, str) or not isinstance(text, str) or not (title or text or image):
+        raise CorpusError(f"{where}: BEIR document {id_!r} needs a string 'title' or 'text', or an 'image'")
     metadata = {key: value for key, value in row.items() if key != "_id"}
-    return CorpusRecord(id_, f"{title} {text}".strip(), metadata)
+    text = f"{title} {text}".strip() or None
+    image = _image_path(image, where, id_, base, allow_outside) if image is not None else None
+    item: Any = text if image is None else (image if text is None else {"text": text, "image": image})
+    return CorpusRecord(id_, item, metadata)
 
 
-def _item_record(row: dict[str, Any], where: str, base: Path) -> CorpusRecord:
+def _image_path(value: Any, where: str, id_: str, base: Path, allow_outside: bool) -> str:
+    if not isinstance(value, str):
+        raise CorpusError(f"{where}: 'image' of item {id_!r} must be a path")
+    try:
+        path = resolve_data_path(value, base, where, allow_outside=allow_outside)
+    except PathOutsideFolderError as error:
+        raise CorpusError(str(error)) from None
+    if not path.is_file():
+        raise CorpusError(f"{where}: image {str(path)!r} of item {id_!r} does not exist")
+    return str(path)
+
+
+def _item_record(row: dict[str, Any], where: str, base: Path, allow_outside: bool) -> CorpusRecord:
     if "id" not in row:
         raise CorpusError(f"{where}: missing 'id' (items need 'id' and 'text' and/or 'image'; BEIR uses '_id')")
     id_ = _check_id(row["id"], where, "id")
@@ -97,12 +119,7 @@ def _item_record(row: dict[str, Any], where: str, base: Path) -> CorpusRecord:
     if text is not None and not isinstance(text, str):
         raise CorpusError(f"{where}: 'text' of item {id_!r} must be a string")
     if image is not None:
-        if not isinstance(image, str):
-            raise CorpusError(f"{where}: 'image' of item {id_!r} must be a path")
-        image_path = (base / image) if not Path(image).is_absolute() else Path(image)
-        if not image_path.is_file():
-            raise CorpusError(f"{where}: image {str(image_path)!r} of item {id_!r} does not exist")
-        image = str(image_path)
+        image = _image_path(image, where, id_, base, allow_outside)
     item: Any = text if image is None else (image if text is None else {"text": text, "image": image})
     metadata = row["metadata"] if "metadata" in row else {k: v for k, v in row.items() if k != "id"}
     return CorpusRecord(id_, item, metadata)

@@ -13,10 +13,8 @@ from torch import Tensor
 from metaembed.index.segment import Segment
 from metaembed.scoring import maxsim
 
-_BLOCK_VECTOR_ELEMENTS = 1 << 21
-"""Documents per block are chosen so a block of (docs x r_c x D) values is about 8 MB in fp32 (cache-sized)."""
-_SIMILARITY_ELEMENTS = 1 << 23
-"""...and the (queries x r_q) x (docs x r_c) similarity block stays under about 32 MB."""
+_RUNNING_MAX_ELEMENTS = 1 << 20
+"""Documents per block are chosen so the running (query vectors x documents) maximum stays cache-sized (~4 MB)."""
 
 
 @dataclass
@@ -55,11 +53,23 @@ def default_compute_dtype(storage_dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def block_documents(n_query_vectors: int, r_c: int, dim: int) -> int:
+def block_documents(n_query_vectors: int) -> int:
     """How many documents to score per block."""
-    by_vectors = _BLOCK_VECTOR_ELEMENTS // max(1, r_c * dim)
-    by_similarity = _SIMILARITY_ELEMENTS // max(1, n_query_vectors * r_c)
-    return max(16, min(by_vectors, by_similarity))
+    return max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
+
+
+def segment_block_scores(segment: Segment, queries: Tensor, start: int, stop: int, r_c: int,
+                         compute_dtype: torch.dtype) -> Tensor:
+    """MaxSim of queries (n_q, r_q, D) against documents ``start:stop`` of a rank-major segment: (n_q, n) fp32.
+
+    One matmul per document vector rank over its contiguous slice of the file, with a running maximum, so
+    nothing is transposed or copied and a budget r_c reads exactly the first r_c slices."""
+    n_q, r_q, dim = queries.shape
+    flat = queries.reshape(n_q * r_q, dim)
+    best = flat @ segment.rank_block(0, start, stop, compute_dtype).T  # (n_q * r_q, n)
+    for rank in range(1, r_c):
+        torch.maximum(best, flat @ segment.rank_block(rank, start, stop, compute_dtype).T, out=best)
+    return best.view(n_q, r_q, stop - start).float().sum(dim=1)
 
 
 def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -86,17 +96,17 @@ def exact_search(
     normalize_by_query: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Top-k (scores, keys) of every query over every live document, keys = segment offset + row."""
-    n_q, r_q, dim = queries.shape
-    queries = queries.to(compute_dtype)
+    n_q, r_q, _ = queries.shape
+    queries = queries.to(compute_dtype).contiguous()
     best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
-    block = block_documents(n_q * r_q, r_c, dim)
+    block = block_documents(n_q * r_q)
     offset = 0
     for segment, alive in zip(segments, live):
         for start in range(0, segment.count, block):
             stop = min(start + block, segment.count)
-            documents = segment.block(start, stop, r_c, compute_dtype)
-            scores = maxsim(queries, documents, dtype=compute_dtype, block_size=stop - start,
-                            normalize_by_query=normalize_by_query)
+            scores = segment_block_scores(segment, queries, start, stop, r_c, compute_dtype)
+            if normalize_by_query:
+                scores /= r_q
             dead = ~alive[start:stop]
             if dead.any():
                 scores[:, dead] = float("-inf")

@@ -96,14 +96,13 @@ class Segment:
             self._metadata = json.loads((self.folder / "metadata.json").read_text())
         return self._metadata[row]
 
-    def block(self, start: int, stop: int, r_c: int, dtype: torch.dtype) -> Tensor:
-        """Documents ``start:stop`` at budget r_c as a contiguous (n, r_c, D) tensor in ``dtype``."""
-        view = self.vectors[:r_c, start:stop]
-        out = torch.empty(view.shape[1], r_c, view.shape[2], dtype=dtype)
-        out.copy_(view.transpose(0, 1))
-        if self.scales is not None:
-            out.mul_(self.scales[:r_c, start:stop].transpose(0, 1).unsqueeze(-1).to(dtype))
-        return out
+    def rank_block(self, rank: int, start: int, stop: int, dtype: torch.dtype) -> Tensor:
+        """Vector number ``rank`` of documents ``start:stop`` as (n, D) in ``dtype``: a contiguous slice of the
+        rank-major file (no copy when ``dtype`` is the bf16 storage type)."""
+        view = self.vectors[rank, start:stop]
+        if self.scales is None:
+            return view if view.dtype == dtype else view.to(dtype)
+        return (view.float() * self.scales[rank, start:stop].unsqueeze(-1)).to(dtype)
 
     def gather(self, rows: Tensor, r_c: int, dtype: torch.dtype) -> Tensor:
         """Selected documents (by row) at budget r_c as (len(rows), r_c, D)."""

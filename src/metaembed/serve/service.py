@@ -24,6 +24,8 @@ class ServiceSettings:
     max_top_k: int = 100
     media_dir: Path | None = None
     allowed_image_roots: list[Path] = field(default_factory=list)
+    budgets: list[Budget] | None = None
+    """The budgets offered (the model's training groups); default: the paper's, clipped to model and index."""
 
 
 class SearchService:
@@ -39,7 +41,8 @@ class SearchService:
         self.settings = settings or ServiceSettings()
         self._lock = threading.Lock()
         self.budgets: list[Budget] = clip_budgets(
-            PAPER_BUDGETS, model.num_query_meta_tokens, min(model.num_document_meta_tokens, self.stored_document_vectors)
+            self.settings.budgets or PAPER_BUDGETS, model.num_query_meta_tokens,
+            min(model.num_document_meta_tokens, self.stored_document_vectors),
         )
 
     # ------------------------------------------------------------------------------------ facts

@@ -38,6 +38,8 @@ class TrainConfig:
     mmeb_num_examples: int | None = None
     on_bad_row: str = "stop"
     check_images: bool = True
+    allow_outside_paths: bool = False
+    """Accept JSONL image paths that lead outside the JSONL file's folder (refused by default)."""
     num_negatives: int = 1
     """Hard negatives per row (the paper: one); rows with fewer get other rows' positives."""
     # loss

@@ -28,6 +28,8 @@ from typing import Any
 
 from PIL import Image
 
+from metaembed.inputs import resolve_data_path
+
 logger = logging.getLogger(__name__)
 
 BAD_ROW_POLICIES = ("stop", "skip")
@@ -103,9 +105,11 @@ def check_image(path: Path) -> None:
 
 
 def make_item(
-    text: Any, image: Any, *, base_dir: Path, instruction: str | None, check_images: bool, what: str
+    text: Any, image: Any, *, base_dir: Path, instruction: str | None, check_images: bool, what: str,
+    allow_outside: bool = True,
 ) -> TrainingItem:
-    """Validate one side of a row and resolve its image path; ValueError names ``what`` is wrong."""
+    """Validate one side of a row and resolve its image path (refused when it leaves ``base_dir`` and not
+    ``allow_outside``); ValueError names ``what`` is wrong."""
     if text is not None and not isinstance(text, str):
         raise ValueError(f"{what} text must be a string, got {type(text).__name__}")
     if image is not None and not isinstance(image, str):
@@ -120,8 +124,7 @@ def make_item(
         raise ValueError(f"{what} is empty (no text and no image)")
     image_path = None
     if image is not None:
-        path = Path(image).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+        path = resolve_data_path(image, base_dir, what, allow_outside=allow_outside)
         if check_images:
             check_image(path)
         image_path = str(path.resolve())
@@ -144,7 +147,9 @@ def _item_from_json(value: Any, **kwargs: Any) -> TrainingItem:
     raise ValueError(f"{what} must be a string or an object with 'text'/'image', got {type(value).__name__}")
 
 
-def parse_jsonl_row(row: Any, *, base_dir: Path, check_images: bool = True) -> tuple[TrainingItem, TrainingItem, list[TrainingItem]]:
+def parse_jsonl_row(
+    row: Any, *, base_dir: Path, check_images: bool = True, allow_outside_paths: bool = False
+) -> tuple[TrainingItem, TrainingItem, list[TrainingItem]]:
     """One JSONL row -> (query, positive, negatives), or ValueError saying what is wrong."""
     if not isinstance(row, Mapping):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
@@ -157,7 +162,7 @@ def parse_jsonl_row(row: Any, *, base_dir: Path, check_images: bool = True) -> t
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{side}_instruction must be a string")
         instructions[side] = value
-    common = dict(base_dir=base_dir, check_images=check_images)
+    common = dict(base_dir=base_dir, check_images=check_images, allow_outside=allow_outside_paths)
     if "positive" not in row:
         raise ValueError("missing 'positive'")
     query = _item_from_json(row.get("query"), instruction=instructions["query"], what="query", **common)
@@ -173,9 +178,10 @@ def parse_jsonl_row(row: Any, *, base_dir: Path, check_images: bool = True) -> t
 
 
 def read_jsonl(
-    path: str | Path, *, on_bad_row: str = "stop", check_images: bool = True
+    path: str | Path, *, on_bad_row: str = "stop", check_images: bool = True, allow_outside_paths: bool = False
 ) -> tuple[list[TrainingExample], ReadReport]:
-    """Read a training JSONL file; bad rows stop the read or are skipped and counted (``on_bad_row``)."""
+    """Read a training JSONL file; bad rows stop the read or are skipped and counted (``on_bad_row``).
+    Image paths are relative to the file; paths leaving its folder are bad rows unless ``allow_outside_paths``."""
     _check_policy(on_bad_row)
     path = Path(path)
     if not path.is_file():
@@ -193,7 +199,9 @@ def read_jsonl(
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
-                query, positive, negatives = parse_jsonl_row(row, base_dir=path.parent, check_images=check_images)
+                query, positive, negatives = parse_jsonl_row(
+                    row, base_dir=path.parent, check_images=check_images, allow_outside_paths=allow_outside_paths
+                )
             except ValueError as error:
                 _handle_bad_row(report, source, str(error), on_bad_row)
                 continue

@@ -42,12 +42,19 @@ def apply_lora(
     dropout: float = 0.0,
     target_modules: list[str] | None = None,
 ) -> list[str]:
-    """Inject LoRA adapters into ``backbone`` in place and freeze its other weights; returns the targets."""
+    """Inject LoRA adapters into ``backbone`` in place and freeze its other weights; returns the targets.
+
+    Through transformers' PEFT integration (``add_adapter``) on Hugging Face models, so that an unmerged model
+    saves its adapter (``adapter_config.json`` naming the base model) and loads back through the Auto classes.
+    """
     from peft import LoraConfig, inject_adapter_in_model
 
     targets = target_modules or default_lora_targets(backbone)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    inject_adapter_in_model(config, backbone)
+    if hasattr(backbone, "add_adapter"):
+        backbone.add_adapter(config)
+    else:
+        inject_adapter_in_model(config, backbone)
     for name, parameter in backbone.named_parameters():
         parameter.requires_grad = "lora_" in name
     return targets
@@ -66,6 +73,9 @@ def merge_lora(backbone: nn.Module) -> int:
         parent = backbone.get_submodule(parent_name) if parent_name else backbone
         setattr(parent, child_name, module.get_base_layer())
         merged += 1
+    if getattr(backbone, "_hf_peft_config_loaded", False):  # now a plain model: save it whole, not as an adapter
+        backbone._hf_peft_config_loaded = False
+        backbone.__dict__.pop("peft_config", None)
     return merged
 
 

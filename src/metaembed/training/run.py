@@ -55,7 +55,10 @@ def load_examples(config: TrainConfig) -> tuple[list[TrainingExample], ReadRepor
     examples: list[TrainingExample] = []
     report = ReadReport()
     for path in config.train_jsonl:
-        rows, file_report = read_jsonl(path, on_bad_row=config.on_bad_row, check_images=config.check_images)
+        rows, file_report = read_jsonl(
+            path, on_bad_row=config.on_bad_row, check_images=config.check_images,
+            allow_outside_paths=config.allow_outside_paths,
+        )
         examples.extend(rows)
         report.merge(file_report)
     if config.mmeb_root:

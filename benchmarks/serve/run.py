@@ -1,0 +1,173 @@
+"""Load test of `metaembed serve`: N concurrent clients on loopback for a bounded time.
+
+    .venv/bin/python benchmarks/serve/run.py                       # over the quickstart's model and index
+    .venv/bin/python benchmarks/serve/run.py --index IX --model M --clients 1 4 16 --seconds 20
+
+Starts the real server (a subprocess, as a user would), waits for /health, then for each client count runs
+that many threads posting /search with real query texts at every budget for a fixed time. Every answer is
+checked: HTTP 200 and, for a (query, budget) pair seen before, the same ids as the first answer (concurrent
+clients must get the answers a lone client gets). Reports throughput, latency percentiles and errors, with
+throughput as a ratio to the 1-client run of the same session. Writes benchmarks/results/serve.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+BUDGETS = ["1,1", "2,4", "4,8", "8,16", "16,64"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(index: Path, model: str, port: int) -> subprocess.Popen:
+    command = [str(Path(sys.executable).parent / "metaembed"), "serve", "--index", str(index), "--model", model,
+               "--port", str(port)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}: {server.stdout.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("the server did not answer /health within 180 s")
+
+
+def query_texts(path: Path | None, count: int) -> list[str]:
+    """Real queries: the quickstart's test queries (Debian package summaries) when there, else fixed examples."""
+    if path is not None and path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [row["text"] for row in rows[:count]]
+    return ["a text editor for the terminal", "library for parsing XML", "network monitoring daemon",
+            "fonts for Asian languages", "python bindings for a GUI toolkit"]
+
+
+def run_clients(base: str, clients: int, seconds: float, queries: list[str], top_k: int,
+                reference: dict[tuple[str, str], list[str]], lock: threading.Lock) -> dict:
+    """`clients` threads posting /search until the deadline; every answer checked against the reference."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop_at = time.perf_counter() + seconds
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            turn = number
+            while time.perf_counter() < stop_at:
+                text, budget = queries[turn % len(queries)], BUDGETS[(turn // len(queries) + number) % len(BUDGETS)]
+                turn += clients
+                began = time.perf_counter()
+                try:
+                    response = http.post("/search", json={"query": text, "budget": budget, "top_k": top_k})
+                except httpx.HTTPError as error:
+                    errors.append(f"{type(error).__name__}: {error}")
+                    continue
+                elapsed = time.perf_counter() - began
+                if response.status_code != 200:
+                    errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                    continue
+                ids = [hit["id"] for hit in response.json()["results"]]
+                with lock:
+                    latencies.append(elapsed)
+                    expected = reference.setdefault((text, budget), ids)
+                    if expected != ids:
+                        errors.append(f"different answer for {text!r} at {budget}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    ordered = sorted(latencies)
+
+    def percentile(p: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1) if ordered else float("nan")
+
+    return {
+        "clients": clients, "seconds": round(wall, 1), "requests": len(latencies), "errors": len(errors),
+        "error_examples": errors[:5], "throughput_rps": round(len(latencies) / wall, 2),
+        "latency_ms": {"p50": percentile(0.50), "p90": percentile(0.90), "p99": percentile(0.99),
+                       "mean": round(1000 * statistics.fmean(latencies), 1) if latencies else float("nan")},
+    }
+
+
+def table(results: dict) -> str:
+    lines = ["| clients | requests | errors | throughput (req/s) | vs 1 client | p50 ms | p90 ms | p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    base = results["runs"][0]["throughput_rps"] or float("nan")
+    for run in results["runs"]:
+        latency = run["latency_ms"]
+        lines.append(f"| {run['clients']} | {run['requests']} | {run['errors']} | {run['throughput_rps']} | "
+                     f"{run['throughput_rps'] / base:.2f}x | {latency['p50']} | {latency['p90']} | {latency['p99']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "metaembed-quickstart",
+                        help="a `metaembed quickstart` folder (its model, index and test queries are used)")
+    parser.add_argument("--index", type=Path, help="index folder (default: WORK_DIR/index)")
+    parser.add_argument("--model", help="model folder (default: WORK_DIR/train/model)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each client count's run")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "serve.json")
+    args = parser.parse_args(argv)
+    index = args.index or args.work_dir / "index"
+    model = args.model or str(args.work_dir / "train" / "model")
+    if not (index / "manifest.json").is_file():
+        raise SystemExit(f"no index at {index}: run `make quickstart` first, or pass --index and --model")
+    queries = query_texts(args.work_dir / "data" / "beir" / "queries.jsonl", 200)
+
+    port = free_port()
+    server = start_server(index, model, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        stats = httpx.get(f"{base}/stats", timeout=10).json()
+        reference: dict[tuple[str, str], list[str]] = {}
+        lock = threading.Lock()
+        runs = []
+        for clients in args.clients:
+            run = run_clients(base, clients, args.seconds, queries, args.top_k, reference, lock)
+            print(f"{clients:>3} clients: {run['throughput_rps']} req/s, p50 {run['latency_ms']['p50']} ms, "
+                  f"p99 {run['latency_ms']['p99']} ms, errors {run['errors']}", flush=True)
+            runs.append(run)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    results = {
+        "index": str(index), "model": model, "documents": stats.get("count"), "budgets": BUDGETS,
+        "top_k": args.top_k, "query_texts": len(queries), "machine": f"{os.cpu_count()} CPU cores", "runs": runs,
+        "notes": "Budgets rotate over the five paper budgets; each answer is compared with the first answer to the "
+                 "same (query, budget) in this session. Server and clients share the machine's cores.",
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    markdown = f"# Serve load test\n\n{stats.get('count')} documents, loopback, {args.seconds:.0f} s per row.\n\n{table(results)}\n"
+    args.results.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

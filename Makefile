@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		echo "installing Debian chromium for the browser test"; \
-		apt-get update -qq -o Acquire::Languages=none && \
+		apt-get update -qq -o Acquire::Languages=en && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # The main job: Debian retrieval set -> MMR fine-tuning of MiniLM -> index -> every budget evaluated (~7 min on 2 cores).

@@ -99,7 +99,7 @@ def plot_budget_curve(results: dict[str, Any], path: str | Path) -> Path:
     quality_axis.set_xticks(positions, labels)
     quality_axis.set_xlabel("budget (r_q, r_c)")
     quality_axis.set_ylabel(f"{headline} (%)")
-    quality_axis.set_title(f"quality against budget: {results['model']['name']}")
+    quality_axis.set_title(f"quality against budget: {_short_name(results['model']['name'])}")
     quality_axis.grid(alpha=0.3)
     quality_axis.legend(fontsize=8)
 
@@ -133,3 +133,16 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
     markdown_path.write_text(results_markdown(results), encoding="utf-8")
     plot_path = plot_budget_curve(results, out_dir / "budget_curve.png")
     return {"json": json_path, "markdown": markdown_path, "plot": plot_path}
+
+
+def _short_name(name: str, limit: int = 40) -> str:
+    """A model name that fits a plot title: the last parts of a long path."""
+    if len(name) <= limit:
+        return name
+    parts = name.rstrip("/").split("/")
+    short = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(short) + 5 > limit:
+            break
+        short = f"{part}/{short}"
+    return f".../{short}"

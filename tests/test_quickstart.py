@@ -1,0 +1,58 @@
+"""The quickstart end to end at a small size: real Debian data, real MiniLM training, index, every budget
+evaluated; a second run reuses every stage. (`make quickstart` runs the same code at full size.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from metaembed import MultiVectorIndex
+from metaembed.data.debian import find_translation_files
+from metaembed.quickstart import Quickstart, QuickstartSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def debian_lists():
+    """The package descriptions apt keeps; fetched with `apt-get update` (as the quickstart does) when missing."""
+    find_translation_files()
+
+
+def run(work, **overrides) -> tuple[dict, str]:
+    settings = QuickstartSettings(work_dir=work, train_steps=2, batch_size=8, max_text_tokens=32, corpus_size=300,
+                                  test_queries=40, **overrides)
+    console = Console(record=True, width=200)
+    result = Quickstart(settings, console=console).run()
+    return result, console.export_text()
+
+
+def test_quickstart_builds_everything_then_reuses_it(tmp_path):
+    work = tmp_path / "qs"
+    result, output = run(work)
+
+    budgets = ["1,1", "2,4", "4,8", "8,16", "16,64"]
+    overall = result["results"]
+    saved = json.loads((work / "eval" / "results.json").read_text())
+    assert list(saved["budgets"]) == list(overall["budgets"]) == budgets
+    for budget in budgets:
+        metrics = saved["budgets"][budget]["overall"]
+        assert set(metrics) == {"ndcg@10", "recall@10", "mrr@10", "recall@1"}
+        assert 0.0 <= metrics["recall@1"] <= metrics["recall@10"] <= 1.0
+        assert f"| ({budget}) |" in output  # the printed table has a row per budget
+    assert (work / "eval" / "budget_curve.png").stat().st_size > 10_000
+    with MultiVectorIndex.open(work / "index") as index:
+        assert len(index) == 300 and index.max_document_vectors == 64
+    model_file = work / "train" / "model" / "model.safetensors"
+    assert model_file.is_file()
+    assert f"metaembed search --index {work / 'index'} --model {work / 'train' / 'model'}" in output
+    assert f"metaembed serve --index {work / 'index'}" in output
+    assert set(result["timings"]) == {"data", "train", "index", "evaluate", "total"}
+
+    trained_at = model_file.stat().st_mtime_ns
+    _, again = run(work)
+    for stage in ("Reusing the retrieval set", "Reusing the trained model", "Reusing the index"):
+        assert stage in again
+    assert model_file.stat().st_mtime_ns == trained_at

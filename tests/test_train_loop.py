@@ -150,3 +150,26 @@ def test_cli_reads_yaml_and_flags_override_it(tiny_bert_path, tmp_path):
 
     bad = CliRunner().invoke(app, ["train", str(config), "--loss", "huge"])
     assert bad.exit_code == 2 and "loss must be one of" in bad.output
+
+
+class RecordCheckpointing(TrainerCallback):
+    """Whether the backbone really recomputes activations during training."""
+
+    def __init__(self) -> None:
+        self.enabled: bool | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.enabled = bool(model.backbone.model.is_activation_checkpointing)
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights(tiny_bert_path, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", 16)
+    settings = dict(model=tiny_bert_path, train_jsonl=[str(data)], batch_size=8, max_steps=2, learning_rate=1e-3,
+                    num_query_meta_tokens=4, num_document_meta_tokens=8, save_steps=100)
+    plain, checkpointed = RecordCheckpointing(), RecordCheckpointing()
+    train(TrainConfig(output_dir=str(tmp_path / "plain"), **settings), callbacks=[plain])
+    train(TrainConfig(output_dir=str(tmp_path / "ckpt"), gradient_checkpointing=True, **settings), callbacks=[checkpointed])
+    assert plain.enabled is False and checkpointed.enabled is True
+    a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "ckpt")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-5, msg=name)

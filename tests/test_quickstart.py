@@ -56,3 +56,15 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
     for stage in ("Reusing the retrieval set", "Reusing the trained model", "Reusing the index"):
         assert stage in again
     assert model_file.stat().st_mtime_ns == trained_at
+
+    # --model: a trained checkpoint instead of training one
+    other = tmp_path / "other"
+    given = str(work / "train" / "model")
+    result, output = run(other, model=given)
+    assert f"Using the given model {given} (no training)" in output
+    assert result["model_path"] == given and not (other / "train").exists()
+
+    # --fresh: everything rebuilt, the model trained again
+    _, rebuilt = run(work, fresh=True)
+    assert "--fresh: removing" in rebuilt and "Reusing" not in rebuilt
+    assert model_file.stat().st_mtime_ns != trained_at

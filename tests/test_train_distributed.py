@@ -24,14 +24,7 @@ from metaembed.training import MMRLoss, train
 WORLD_SIZE, LOCAL_BATCH = 2, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training steps this small gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    contending with other processes make them 10-30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dropout_free_copy(source: str, folder: Path) -> str:

@@ -20,14 +20,7 @@ TOPICS = ["text editor", "file compression", "json parsing", "web server", "imag
           "email client", "password manager"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training steps this small gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    contending with other processes make them 10-30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_jsonl(path: Path, count: int) -> Path:

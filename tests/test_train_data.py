@@ -69,7 +69,7 @@ def test_bad_rows_are_skipped_counted_and_named(tmp_path):
     assert [example.query.text for example in examples] == ["ok", "last good"]
     assert report.rows_read == 8 and report.rows_kept == 2 and report.rows_skipped == 6
     expected = {2: "missing 'positive'", 3: "query has empty text", 4: "missing.png' does not exist",
-                5: "invalid JSON", 6: "negative 0 has empty text", 7: "not a readable image"}
+                5: "not valid JSON", 6: "negative 0 has empty text", 7: "not a readable image"}
     for message, (line, problem) in zip(report.skipped, expected.items()):
         assert f"bad.jsonl:{line}: " in message and problem in message, message
     assert "skipped 6 bad rows" in report.summary()

@@ -33,6 +33,9 @@ from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ndcg@10", "recall@1", "recall@10", "mrr@10")
 ARMS = {
@@ -53,14 +56,50 @@ def rank(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], k: int 
     return {qid: [doc_ids[j] for j in row] for qid, row in zip(query_ids, top)}
 
 
-def evaluate_budgets(query_vectors, doc_vectors, budgets, query_ids, doc_ids, qrels) -> dict[str, dict[str, float]]:
-    results = {}
+def evaluate_budgets(
+    query_vectors, doc_vectors, budgets, query_ids, doc_ids, qrels
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Mean metrics per budget, and per budget the nDCG@10 of every query (for paired comparisons)."""
+    results, per_query_ndcg = {}, {}
     for budget in budgets:
         scores = metaembed.maxsim(query_vectors, doc_vectors, budget.query, budget.document)
-        means, _ = evaluate_run(rank(scores, query_ids, doc_ids), qrels, METRICS)
+        means, per_query = evaluate_run(rank(scores, query_ids, doc_ids), qrels, METRICS)
         results[str(budget)] = {name: round(value, 4) for name, value in means.items()}
+        per_query_ndcg[str(budget)] = {qid: values["ndcg@10"] for qid, values in per_query.items()}
         print(f"    {budget}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[str(budget)].items()), flush=True)
-    return results
+    return results, per_query_ndcg
+
+
+# (name, (arm, budget), (arm, budget)): each reported as first - second with a paired 95% interval
+COMPARISONS = [
+    ("a (2,4) - a (1,1)", ("a_mmr", "2,4"), ("a_mmr", "1,1")),
+    ("a (4,8) - a (2,4)", ("a_mmr", "4,8"), ("a_mmr", "2,4")),
+    ("a (8,16) - a (4,8)", ("a_mmr", "8,16"), ("a_mmr", "4,8")),
+    ("a (16,64) - a (8,16)", ("a_mmr", "16,64"), ("a_mmr", "8,16")),
+    ("a (16,64) - a (1,1)", ("a_mmr", "16,64"), ("a_mmr", "1,1")),
+    ("a (1,1) - b (1,1)", ("a_mmr", "1,1"), ("b_largest_group_only", "1,1")),
+    ("a (16,64) - b (16,64)", ("a_mmr", "16,64"), ("b_largest_group_only", "16,64")),
+    ("a (16,64) - c (1,1)", ("a_mmr", "16,64"), ("c_single_vector", "1,1")),
+    ("a (1,1) - c (1,1)", ("a_mmr", "1,1"), ("c_single_vector", "1,1")),
+]
+
+
+def paired_comparisons(per_query: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """nDCG@10 differences between arms/budgets with paired bootstrap intervals, for the arms that ran."""
+    return {
+        name: paired_bootstrap(per_query[first[0]][first[1]], per_query[second[0]][second[1]])
+        for name, first, second in COMPARISONS
+        if first[0] in per_query and second[0] in per_query
+    }
+
+
+def vector_spread(query_vectors: torch.Tensor, doc_vectors: torch.Tensor, items: int = 1000) -> dict[str, float]:
+    """Mean cosine between an item's own vectors (first ``items`` queries and passages): 1.0 = one vector repeated."""
+    return {
+        "query_mean_cosine": mean_vector_cosine(query_vectors[:items]),
+        "document_mean_cosine": mean_vector_cosine(doc_vectors[:items]),
+        "items": min(items, len(query_vectors), len(doc_vectors)),
+    }
 
 
 def mean_pooled_reference(path: str, max_length: int, queries, documents, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +164,14 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64, help="text tokens per item (meta tokens on top)")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--meta-token-learning-rate", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=0.03)
-    parser.add_argument("--normalize-by-query", action="store_true")
+    parser.add_argument("--normalize-by-query", action=argparse.BooleanOptionalAction,
+                        default=TrainConfig.normalize_by_query, help="divide each group's scores by its r_q")
     parser.add_argument("--test-queries", type=int, default=2000)
     parser.add_argument("--corpus-size", type=int, default=10000)
     parser.add_argument("--dev-queries", type=int, default=200)
@@ -174,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "arms": {},
     }
+    per_query: dict[str, dict[str, dict[str, float]]] = {}
     for arm, arm_settings in ((name, ARMS[name]) for name in args.arms):
         print(f"arm {arm}: training {args.steps} steps ...", flush=True)
         config = TrainConfig(
@@ -196,16 +237,23 @@ def main(argv: list[str] | None = None) -> None:
             d = model.encode_document(doc_texts, batch_size=args.encode_batch_size, show_progress_bar=True)
         encode_seconds = time.perf_counter() - encode_start
         budgets = [Budget(1, 1)] if arm == "c_single_vector" else [Budget(*b) for b in PAPER_BUDGETS]
+        metrics, per_query[arm] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
         results["arms"][arm] = {
             "groups": arm_settings["groups"], "train_seconds": round(train_seconds, 1),
             "encode_seconds": round(encode_seconds, 1), "final_training_loss": trained.training_loss,
-            "budgets": evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels),
+            "budgets": metrics,
         }
+        if q.shape[1] > 1:
+            results["arms"][arm]["vector_spread"] = vector_spread(q, d)
         del q, d, model
 
     print("reference (d): untrained backbone, mean pooling ...", flush=True)
     q, d = mean_pooled_reference(backbone, args.max_length, query_texts, doc_texts, args.encode_batch_size)
-    results["arms"]["d_untrained_mean_pooling"] = {"budgets": evaluate_budgets(q, d, [Budget(1, 1)], query_ids, doc_ids, qrels)}
+    metrics, per_query["d_untrained_mean_pooling"] = evaluate_budgets(q, d, [Budget(1, 1)], query_ids, doc_ids, qrels)
+    results["arms"]["d_untrained_mean_pooling"] = {"budgets": metrics}
+    results["paired_ndcg@10_differences"] = paired_comparisons(per_query)
+    for name, difference in results["paired_ndcg@10_differences"].items():
+        print(f"  {name}: {difference['difference']:+.4f} [{difference['ci95_low']:+.4f}, {difference['ci95_high']:+.4f}]")
 
     print("MMR loss cost ...", flush=True)
     cost_model = MetaEmbed.from_backbone(backbone, 16, 64)

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
 
 
-def best_time(fn, repeat: int = 3) -> float:
+def timed(fn, repeat: int = 3, statistic=statistics.median) -> float:
+    """``statistic`` (median by default) of the seconds of ``repeat`` runs after one warm-up (which also fills
+    the page cache). The machine limits below take the minimum: the best the hardware did."""
     fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return statistic(times)
 
 
 def read_bandwidth(gib: float = 1.0) -> float:
     """Bytes per second to sum a tensor much larger than the caches."""
     tensor = torch.ones(int(gib * (1 << 30)) // 4)
-    return tensor.numel() * 4 / best_time(lambda: tensor.sum())
+    return tensor.numel() * 4 / timed(lambda: tensor.sum(), statistic=min)
 
 
 def matmul_flops(dtype: torch.dtype, m: int, k: int, n: int) -> float:
     a, b = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
-    return 2 * m * k * n / best_time(lambda: a @ b.T)
+    return 2 * m * k * n / timed(lambda: a @ b.T, statistic=min)
 
 
 def measure() -> dict:

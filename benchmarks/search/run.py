@@ -38,17 +38,6 @@ def unit(*shape: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-def timed(fn, repeat: int = 3) -> float:
-    """Median seconds over ``repeat`` runs after one warm-up (the warm-up also fills the page cache)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def build(name: str, dim: int, stored: int, chunks, dtype: str = "bfloat16") -> tuple[MultiVectorIndex, float]:
     path = WORK / name
     shutil.rmtree(path, ignore_errors=True)
@@ -88,7 +77,7 @@ def bench_dataset(name: str, index: MultiVectorIndex, queries: torch.Tensor, bud
         r_q, r_c = budget
         row: dict = {"budget": list(budget)}
         one = queries[:1]
-        row["exact_latency_s"] = timed(lambda: index.search(one, k=10, budget=budget))
+        row["exact_latency_s"] = machine.timed(lambda: index.search(one, k=10, budget=budget))
         start = time.perf_counter()
         exact = index.search(queries, k=10, budget=budget)
         row["exact_throughput_qps"] = len(queries) / (time.perf_counter() - start)
@@ -97,7 +86,7 @@ def bench_dataset(name: str, index: MultiVectorIndex, queries: torch.Tensor, bud
         row["exact_throughput_roofline_fraction"] = (
             roofline_seconds(limits, len(queries), n, budget, dim, 2, dtype) * row["exact_throughput_qps"] / len(queries))
         if baseline_docs is not None and r_c <= baseline_max_rc:
-            row["baseline_latency_s"] = timed(lambda: baseline_scores(baseline_docs, queries[0], budget), repeat=2)
+            row["baseline_latency_s"] = machine.timed(lambda: baseline_scores(baseline_docs, queries[0], budget), repeat=2)
             n_b = 5 if r_q * r_c >= 256 else 20
             start = time.perf_counter()
             for query in queries[:n_b]:
@@ -112,7 +101,7 @@ def bench_dataset(name: str, index: MultiVectorIndex, queries: torch.Tensor, bud
                     continue
                 search = lambda q: index.cascade_search(q, k=10, budget=budget, candidates=k_candidates,
                                                         first_stage=first_stage)
-                latency = timed(lambda: search(one))
+                latency = machine.timed(lambda: search(one))
                 start = time.perf_counter()
                 results = search(queries)
                 throughput = len(queries) / (time.perf_counter() - start)
@@ -147,7 +136,7 @@ def cascade_sweep(index: MultiVectorIndex, queries: torch.Tensor, budget=(16, 64
                   first_stages=((1, 1), (2, 4), (4, 8)), ks=(100, 1000, 4000)) -> dict:
     """Cascade speed-up and recall@10 vs exact at ``budget`` for several first-stage budgets and candidate counts."""
     one = queries[:1]
-    exact_latency = timed(lambda: index.search(one, k=10, budget=budget), repeat=1)
+    exact_latency = machine.timed(lambda: index.search(one, k=10, budget=budget), repeat=1)
     start = time.perf_counter()
     exact = index.search(queries, k=10, budget=budget)
     exact_qps = len(queries) / (time.perf_counter() - start)
@@ -155,7 +144,7 @@ def cascade_sweep(index: MultiVectorIndex, queries: torch.Tensor, budget=(16, 64
     for first in tqdm(first_stages, desc="cascade sweep"):
         for k_candidates in ks:
             search = lambda q: index.cascade_search(q, k=10, budget=budget, candidates=k_candidates, first_stage_budget=first)
-            latency = timed(lambda: search(one))
+            latency = machine.timed(lambda: search(one))
             start = time.perf_counter()
             results = search(queries)
             qps = len(queries) / (time.perf_counter() - start)

@@ -9,13 +9,13 @@ counted. An empty corpus stops.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from metaembed.data.tasks import DataIssues, EvalItem, RetrievalTask
 from metaembed.inputs import PathOutsideFolderError, resolve_data_path
+from metaembed.jsonl import numbered_lines, parse_json_object
 
 
 class DataFormatError(ValueError):
@@ -28,19 +28,14 @@ def is_beir_folder(path: str | Path) -> bool:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            if "_id" not in row:
-                raise DataFormatError(f"{path}:{number}: missing '_id'")
-            yield number, row
+    for number, line in numbered_lines(path):
+        try:
+            row = parse_json_object(line)
+        except ValueError as error:
+            raise DataFormatError(f"{path}:{number}: {error}") from None
+        if "_id" not in row:
+            raise DataFormatError(f"{path}:{number}: missing '_id'")
+        yield number, row
 
 
 def _image_path(value: Any, root: Path, where: str, allow_outside: bool) -> Path:

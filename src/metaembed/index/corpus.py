@@ -6,12 +6,12 @@ input with the file and line (or path) at fault.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metaembed.inputs import IMAGE_EXTENSIONS, PathOutsideFolderError, resolve_data_path
+from metaembed.jsonl import numbered_lines, parse_json_object
 
 
 class CorpusError(ValueError):
@@ -54,25 +54,20 @@ def read_jsonl(path: Path, *, allow_outside_paths: bool = False) -> list[CorpusR
     optional ``metadata``; image paths are relative to the file)."""
     records: list[CorpusRecord] = []
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CorpusError(f"{where}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise CorpusError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            if "_id" in row:
-                record = _beir_record(row, where, path.parent, allow_outside_paths)
-            else:
-                record = _item_record(row, where, path.parent, allow_outside_paths)
-            if record.id in first_line:
-                raise CorpusError(f"{where}: id {record.id!r} repeats line {first_line[record.id]}")
-            first_line[record.id] = number
-            records.append(record)
+    for number, line in numbered_lines(path):
+        where = f"{path}, line {number}"
+        try:
+            row = parse_json_object(line)
+        except ValueError as error:
+            raise CorpusError(f"{where}: {error}") from None
+        if "_id" in row:
+            record = _beir_record(row, where, path.parent, allow_outside_paths)
+        else:
+            record = _item_record(row, where, path.parent, allow_outside_paths)
+        if record.id in first_line:
+            raise CorpusError(f"{where}: id {record.id!r} repeats line {first_line[record.id]}")
+        first_line[record.id] = number
+        records.append(record)
     return records
 
 

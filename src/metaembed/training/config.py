@@ -46,7 +46,8 @@ class TrainConfig:
     groups: list[str] = field(default_factory=lambda: [str(Budget(*b)) for b in PAPER_BUDGETS])
     group_weights: list[float] | None = None
     temperature: float = DEFAULT_TEMPERATURE
-    normalize_by_query: bool = False
+    normalize_by_query: bool = True
+    """Divide each group's MaxSim scores by its r_q, so every group's logits share one scale (see MMRLoss)."""
     loss: str = "plain"
     """'plain' or 'cached' (GradCache: the batch is embedded in chunks of mini_batch_size)."""
     mini_batch_size: int = 8

@@ -29,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 from metaembed.inputs import resolve_data_path
+from metaembed.jsonl import numbered_lines, parse_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -188,25 +189,19 @@ def read_jsonl(
         raise FileNotFoundError(f"training file {str(path)!r} does not exist")
     examples: list[TrainingExample] = []
     report = ReadReport()
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            report.rows_read += 1
-            source = f"{path}:{line_number}"
-            try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
-                query, positive, negatives = parse_jsonl_row(
-                    row, base_dir=path.parent, check_images=check_images, allow_outside_paths=allow_outside_paths
-                )
-            except ValueError as error:
-                _handle_bad_row(report, source, str(error), on_bad_row)
-                continue
-            examples.append(TrainingExample(query, positive, negatives, source))
-            report.rows_kept += 1
+    for line_number, line in numbered_lines(path):
+        report.rows_read += 1
+        source = f"{path}:{line_number}"
+        try:
+            query, positive, negatives = parse_jsonl_row(
+                parse_json_object(line), base_dir=path.parent, check_images=check_images,
+                allow_outside_paths=allow_outside_paths,
+            )
+        except ValueError as error:
+            _handle_bad_row(report, source, str(error), on_bad_row)
+            continue
+        examples.append(TrainingExample(query, positive, negatives, source))
+        report.rows_kept += 1
     return examples, report
 
 

@@ -41,6 +41,7 @@ def settings(model: str, data: Path, output: Path, batch_size: int) -> dict:
         "model": model, "train_jsonl": [str(data)], "output_dir": str(output), "batch_size": batch_size,
         "max_steps": 2, "learning_rate": 0.001, "warmup_ratio": 0.0, "logging_steps": 1, "save_steps": 100,
         "num_query_meta_tokens": 4, "num_document_meta_tokens": 8, "num_negatives": 1, "gather_across_devices": True,
+        "bf16": "false",  # an fp32 comparison: bf16 rounding depends on the batch's shape
     }
 
 

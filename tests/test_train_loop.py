@@ -166,3 +166,50 @@ def test_gradient_checkpointing_trains_to_the_same_weights(tiny_bert_path, tmp_p
     a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "ckpt")
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+class RecordLosses(TrainerCallback):
+    """Every logged training loss, and whether the trainer ran in bf16 mixed precision."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.bf16: bool | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bf16 = bool(args.bf16)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
+def test_seeded_runs_are_reproducible(tiny_bert_path, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", 16)
+    settings = dict(model=tiny_bert_path, train_jsonl=[str(data)], batch_size=4, max_steps=3, learning_rate=1e-3,
+                    num_query_meta_tokens=2, num_document_meta_tokens=4, save_steps=100)
+    for name, seed in (("first", 0), ("again", 0), ("other", 1)):
+        train(TrainConfig(output_dir=str(tmp_path / name), seed=seed, **settings))
+    first, again, other = (final_weights(tmp_path / name) for name in ("first", "again", "other"))
+    for name in first:
+        assert torch.equal(first[name], again[name]), name
+    assert not torch.equal(first["0.query_meta_tokens"], other["0.query_meta_tokens"])
+
+
+def test_bf16_mixed_precision_on_cpu_learns_like_fp32(tiny_bert_path, tmp_path):
+    """bf16 autocast (what 'auto' picks on a CPU with native bf16) follows the fp32 run's loss closely."""
+    data = write_jsonl(tmp_path / "train.jsonl", 32)
+    settings = dict(model=tiny_bert_path, train_jsonl=[str(data)], batch_size=8, max_steps=8, learning_rate=2e-3,
+                    warmup_ratio=0.0, logging_steps=1, num_query_meta_tokens=2, num_document_meta_tokens=4,
+                    save_steps=100)
+    runs, model_paths = {}, {}
+    for bf16 in ("true", "false"):
+        runs[bf16] = RecordLosses()
+        result = train(TrainConfig(output_dir=str(tmp_path / bf16), bf16=bf16, **settings), callbacks=[runs[bf16]])
+        model_paths[bf16] = result.model_path
+    assert runs["true"].bf16 is True and runs["false"].bf16 is False
+    mixed, full = runs["true"].losses, runs["false"].losses
+    assert len(mixed) == len(full) == 8
+    assert mixed[0] == pytest.approx(full[0], rel=0.02)  # the same first batch, rounded differently
+    assert min(mixed[-3:]) < 0.8 * mixed[0] and min(full[-3:]) < 0.8 * full[0]
+    saved = MetaEmbed.from_pretrained(model_paths["true"])
+    assert saved.backbone.query_meta_tokens.dtype == torch.float32  # master weights stay fp32

@@ -147,3 +147,20 @@ def test_small_groups_reuse_the_one_similarity(model):
     mmr.loss_from_embeddings(queries, [documents])
     assert mmr.last_group_losses["loss_1x1"] == first["loss_1x1"]
     assert mmr.last_group_losses["loss_16x64"] != first["loss_16x64"]
+
+
+def test_loss_is_fp32_under_bf16_autocast(model):
+    """bf16 mixed precision speeds the backbone up; the MaxSim logits stay fp32 (bf16 would shift them ~0.1)."""
+    mmr = MMRLoss(model)
+    torch.manual_seed(0)
+    queries = F.normalize(torch.randn(6, 16, 32), dim=-1)
+    documents = [F.normalize(torch.randn(6, 64, 32), dim=-1) for _ in range(2)]
+    expected = mmr.loss_from_embeddings(queries, documents)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = mmr.loss_from_embeddings(queries, documents)
+        bf16_inputs = mmr.loss_from_embeddings(queries.bfloat16(), [d.bfloat16() for d in documents])
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, expected, atol=1e-6, rtol=1e-6)
+    # bf16 embeddings (what a bf16 backbone returns) are only rounded once, on the way in.
+    rounded = mmr.loss_from_embeddings(queries.bfloat16().float(), [d.bfloat16().float() for d in documents])
+    torch.testing.assert_close(bf16_inputs, rounded, atol=1e-6, rtol=1e-6)

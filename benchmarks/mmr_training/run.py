@@ -32,6 +32,7 @@ from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
+from metaembed.training.run import use_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
@@ -93,6 +94,20 @@ def paired_comparisons(per_query: dict[str, dict[str, dict[str, float]]]) -> dic
     }
 
 
+GRID_QUERY, GRID_DOCUMENT = (1, 4, 16), (1, 8, 64)
+
+
+def budget_grid(query_vectors, doc_vectors, query_ids, doc_ids, qrels) -> dict[str, float]:
+    """nDCG@10 over a (r_q, r_c) grid beyond the paper's diagonal: which side's extra vectors carry the gain."""
+    grid = {}
+    for r_q in GRID_QUERY:
+        for r_c in GRID_DOCUMENT:
+            scores = metaembed.maxsim(query_vectors, doc_vectors, r_q, r_c)
+            means, _ = evaluate_run(rank(scores, query_ids, doc_ids), qrels, ("ndcg@10",))
+            grid[f"{r_q},{r_c}"] = round(means["ndcg@10"], 4)
+    return grid
+
+
 def vector_spread(query_vectors: torch.Tensor, doc_vectors: torch.Tensor, items: int = 1000) -> dict[str, float]:
     """Mean cosine between an item's own vectors (first ``items`` queries and passages): 1.0 = one vector repeated."""
     return {
@@ -100,6 +115,19 @@ def vector_spread(query_vectors: torch.Tensor, doc_vectors: torch.Tensor, items:
         "document_mean_cosine": mean_vector_cosine(doc_vectors[:items]),
         "items": min(items, len(query_vectors), len(doc_vectors)),
     }
+
+
+def encode_arm(model_path: str, queries: list[str], documents: list[str], text_tokens: int,
+               batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A trained arm's query and document vectors, each item cut to ``text_tokens`` tokens before its meta tokens."""
+    model = MetaEmbed.from_pretrained(model_path)
+    model.eval()
+    # max_seq_length counts meta tokens; the backbone keeps max_seq_length - R of the item's own tokens
+    model.max_seq_length = text_tokens + max(model.num_query_meta_tokens, model.num_document_meta_tokens)
+    with torch.no_grad():
+        q = model.encode_query(queries, batch_size=batch_size, show_progress_bar=True)
+        d = model.encode_document(documents, batch_size=batch_size, show_progress_bar=True)
+    return q, d
 
 
 def mean_pooled_reference(path: str, max_length: int, queries, documents, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +189,56 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+ARM_LABELS = {
+    "a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) only (16,64)",
+    "c_single_vector": "(c) single vector", "d_untrained_mean_pooling": "(d) untrained, mean pooled",
+}
+
+
+def markdown(results: dict) -> str:
+    """The short table: nDCG@10 per arm and budget, the paired differences, the cost of MMR."""
+    settings = results["settings"]
+    budgets = [str(Budget(*b)) for b in PAPER_BUDGETS]
+    lines = [
+        "# MMR training benchmark",
+        "",
+        f"all-MiniLM-L6-v2, Debian summaries -> descriptions: {settings['training_rows']} training rows, "
+        f"{settings['test_queries']} test queries over {settings['corpus_passages']} passages; "
+        f"{settings['steps']} steps of batch {settings['batch_size']} (+1 hard negative), temperature "
+        f"{settings['temperature']}, normalize_by_query {settings['normalize_by_query']}, "
+        f"bf16 {settings['bf16_mixed_precision']}, {settings['machine']}, {results['total_seconds'] / 60:.0f} min.",
+        "",
+        "nDCG@10 (x100) by budget (r_q, r_c):",
+        "",
+        "| arm | " + " | ".join(f"({b})" for b in budgets) + " | train s |",
+        "|---|" + "---|" * (len(budgets) + 1),
+    ]
+    for arm, values in results["arms"].items():
+        cells = [f"{100 * values['budgets'][b]['ndcg@10']:.2f}" if b in values["budgets"] else "" for b in budgets]
+        lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + f" | {values.get('train_seconds', '')} |")
+    differences = results.get("paired_ndcg@10_differences", {})
+    if differences:
+        lines += ["", "Paired nDCG@10 differences (x100) with 95% bootstrap intervals over the test queries:", "",
+                  "| comparison | difference | 95% interval |", "|---|---|---|"]
+        for name, value in differences.items():
+            lines.append(f"| {name} | {100 * value['difference']:+.2f} | "
+                         f"[{100 * value['ci95_low']:+.2f}, {100 * value['ci95_high']:+.2f}] |")
+    grid = results["arms"].get("a_mmr", {}).get("ndcg@10_grid")
+    if grid:
+        lines += ["", "(a) nDCG@10 (x100) off the diagonal (rows r_q, columns r_c):", "",
+                  "| r_q \\ r_c | " + " | ".join(str(c) for c in GRID_DOCUMENT) + " |",
+                  "|---|" + "---|" * len(GRID_DOCUMENT)]
+        for r_q in GRID_QUERY:
+            lines.append(f"| {r_q} | " + " | ".join(f"{100 * grid[f'{r_q},{r_c}']:.2f}" for r_c in GRID_DOCUMENT) + " |")
+    cost = results.get("loss_cost", {})
+    if cost:
+        lines += ["", f"MMR loss (all groups) over the largest group alone: {cost['ratio_all_over_largest']:.2f}x "
+                  "(scoring + backward on fixed embeddings)"
+                  + (f"; training wall time (a)/(b): {cost['training_seconds_ratio_a_over_b']:.2f}x"
+                     if "training_seconds_ratio_a_over_b" in cost else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
@@ -172,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.03)
     parser.add_argument("--normalize-by-query", action=argparse.BooleanOptionalAction,
                         default=TrainConfig.normalize_by_query, help="divide each group's scores by its r_q")
+    parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
+                        help="mixed precision for training (auto: on where native, e.g. an AVX512-BF16 CPU)")
     parser.add_argument("--test-queries", type=int, default=2000)
     parser.add_argument("--corpus-size", type=int, default=10000)
     parser.add_argument("--dev-queries", type=int, default=200)
@@ -209,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             "max_text_tokens": args.max_length, "learning_rate": args.learning_rate,
             "meta_token_learning_rate": args.meta_token_learning_rate, "temperature": args.temperature,
             "normalize_by_query": args.normalize_by_query, "warmup_ratio": 0.1, "seed": 0,
+            "bf16_mixed_precision": use_bf16(TrainConfig(bf16=args.bf16)), "bf16_setting": args.bf16,
             "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
             "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
         },
@@ -224,17 +305,13 @@ def main(argv: list[str] | None = None) -> None:
             normalize_by_query=args.normalize_by_query, num_negatives=1,
             # the limit counts meta tokens: every arm keeps the same max_length text tokens per passage
             max_seq_length=args.max_length + arm_settings["num_document_meta_tokens"],
-            save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, **arm_settings,
+            save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16, **arm_settings,
         )
         train_start = time.perf_counter()
         trained = train(config)
         train_seconds = time.perf_counter() - train_start
-        model = MetaEmbed.from_pretrained(trained.model_path)
-        model.eval()
         encode_start = time.perf_counter()
-        with torch.no_grad():
-            q = model.encode_query(query_texts, batch_size=args.encode_batch_size, show_progress_bar=True)
-            d = model.encode_document(doc_texts, batch_size=args.encode_batch_size, show_progress_bar=True)
+        q, d = encode_arm(trained.model_path, query_texts, doc_texts, args.max_length, args.encode_batch_size)
         encode_seconds = time.perf_counter() - encode_start
         budgets = [Budget(1, 1)] if arm == "c_single_vector" else [Budget(*b) for b in PAPER_BUDGETS]
         metrics, per_query[arm] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
@@ -245,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         if q.shape[1] > 1:
             results["arms"][arm]["vector_spread"] = vector_spread(q, d)
-        del q, d, model
+            results["arms"][arm]["ndcg@10_grid"] = budget_grid(q, d, query_ids, doc_ids, qrels)
+        del q, d
 
     print("reference (d): untrained backbone, mean pooling ...", flush=True)
     q, d = mean_pooled_reference(backbone, args.max_length, query_texts, doc_texts, args.encode_batch_size)
@@ -267,10 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
     if set(ARMS) <= set(results["arms"]):
         plot(results, out.with_suffix(".png"))
     print(json.dumps(results["loss_cost"], indent=2))
-    print(f"wrote {out} (and its .png when every arm ran) in {results['total_seconds']:.0f} s")
+    print(markdown(results))
+    print(f"wrote {out}, its .md (and its .png when every arm ran) in {results['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def matmul_flops(dtype: torch.dtype, m: int, k: int, n: int) -> float:
 
 
 def measure() -> dict:
-    from metaembed.index.search import cpu_has_native_bf16
+    from metaembed.hardware import cpu_has_native_bf16
 
     return {
         "threads": torch.get_num_threads(),

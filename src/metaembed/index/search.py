@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from metaembed.hardware import cpu_has_native_bf16
 from metaembed.index.segment import Segment
 from metaembed.scoring import maxsim
 
@@ -34,16 +34,6 @@ class SearchResult:
             {"id": i, "score": s, "metadata": m}
             for i, s, m in zip(self.ids, self.scores, self.metadata or [None] * len(self.ids))
         ]
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 matmul is emulated and slow."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def default_compute_dtype(storage_dtype: torch.dtype) -> torch.dtype:

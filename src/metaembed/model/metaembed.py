@@ -122,6 +122,19 @@ class MetaEmbed(MultiVectorEncoder):
     def _processor_has_images(self) -> bool:
         return getattr(self.backbone.processor, "image_processor", None) is not None
 
+    # ------------------------------------------------------------------------------ training
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict[str, Any] | None = None, every_n_layers: int = 1, offload: bool = False
+    ) -> None:
+        """Recompute the backbone's activations in backward (what the HF Trainer calls for ``activation_checkpointing``)."""
+        backbone = self.backbone.model
+        if hasattr(backbone, "activation_checkpointing_enable"):
+            backbone.activation_checkpointing_enable(
+                activation_checkpointing_kwargs=activation_checkpointing_kwargs, every_n_layers=every_n_layers, offload=offload
+            )
+        else:  # transformers releases before the rename
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=activation_checkpointing_kwargs)
+
     # ------------------------------------------------------------------------------ encoding
     def encode_query(  # type: ignore[override]
         self,

@@ -1,0 +1,26 @@
+"""What the machine computes fast: the one place that decides when bf16 pays off (search and training)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 matmul is emulated and slow."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_is_fast(device: str | torch.device) -> bool:
+    """Whether bf16 mixed precision speeds ``device`` up: a CUDA GPU with bf16, or a CPU with native bf16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()

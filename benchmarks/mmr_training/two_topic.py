@@ -1,30 +1,24 @@
-"""Two-topic passages: does a multi-vector budget help when a passage is about two things?
+"""Two-topic passages: the Debian set rebuilt so that every passage is about two packages.
 
-The Debian test set pairs a one-line summary with the description it summarises: one topic, which one
-vector can hold. Here every passage of the test corpus is the concatenation of two descriptions (each cut
-to ``words`` words), so a query's answer is half of a passage. A single vector must hold both topics; a
-multi-vector embedding can spread them over its vectors. Queries are split by the half their answer is in.
-
-Used by run.py (``two_topic_results``) on the models it trains; runs alone on a finished run's models:
-
-    .venv/bin/python benchmarks/mmr_training/two_topic.py --work-dir /tmp/metaembed-mmr-benchmark
+In the plain set a one-line summary retrieves the description it summarises: one topic, which a single
+vector holds as well as sixteen (the benchmark finds MMR's vectors collapse onto one direction there).
+Here every passage, in training and in the test corpus, joins the first ``words`` words of two package
+descriptions in random order, and the query is one package's summary: a single vector has to hold both
+topics, a multi-vector embedding can spread them over its vectors. Test queries are also scored by the
+half their answer sits in, which shows whether the second topic is found at all.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
-
-import torch
-
-import metaembed
-from metaembed.budgets import Budget
-from metaembed.evaluation import evaluate_run
+from pathlib import Path
 
 
 @dataclass
 class TwoTopicSet:
-    """Paired passages, the queries whose answer is one of their halves, and which half it is."""
+    """Paired test passages, the queries whose answer is one half of one of them, and which half."""
 
     doc_ids: list[str]
     doc_texts: list[str]
@@ -39,17 +33,41 @@ def first_words(text: str, words: int) -> str:
     return " ".join(text.split()[:words])
 
 
+def join_halves(text: str, other: str, words: int, rng: random.Random) -> str:
+    """Two descriptions cut to ``words`` words each, in random order, as one passage."""
+    halves = [first_words(text, words), first_words(other, words)]
+    if rng.random() < 0.5:
+        halves.reverse()
+    return "\n\n".join(halves)
+
+
+def write_two_topic_training(source: Path, destination: Path, words: int, seed: int = 0) -> int:
+    """Rewrite a training JSONL so every positive and negative shares its passage with another row's positive.
+
+    The partner passages come from other rows of the same (training) split, drawn with ``seed``.
+    """
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with destination.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            pair = [join_halves(text, rng.choice(rows)["positive"], words, rng) for text in [row["positive"], *row["negatives"]]]
+            handle.write(json.dumps({"query": row["query"], "positive": pair[0], "negatives": pair[1:]}) + "\n")
+    return len(rows)
+
+
 def build_two_topic_set(corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
-                        words: int = 45, seed: int = 0) -> TwoTopicSet:
-    """Pair the corpus's passages at random (seeded); a query's relevant pair is the one holding its passage."""
+                        words: int, seed: int = 0) -> TwoTopicSet:
+    """Pair the test corpus's passages at random; a query's relevant passage is the pair holding its description."""
     ids = sorted(corpus)
     random.Random(seed).shuffle(ids)
-    if len(ids) % 2:
-        ids = ids[:-1]
+    rng = random.Random(seed + 1)
     pair_of: dict[str, tuple[str, str]] = {}
     doc_ids, doc_texts = [], []
-    for index in range(0, len(ids), 2):
+    for index in range(0, len(ids) - 1, 2):
         first, second = ids[index], ids[index + 1]
+        if rng.random() < 0.5:
+            first, second = second, first
         pair_id = f"pair-{index // 2}"
         doc_ids.append(pair_id)
         doc_texts.append(first_words(corpus[first], words) + "\n\n" + first_words(corpus[second], words))
@@ -67,57 +85,10 @@ def build_two_topic_set(corpus: dict[str, str], queries: dict[str, str], qrels: 
     return TwoTopicSet(doc_ids, doc_texts, query_ids, query_texts, pair_qrels, half)
 
 
-def evaluate_two_topic(query_vectors: torch.Tensor, doc_vectors: torch.Tensor, data: TwoTopicSet,
-                       budgets: list[Budget]) -> dict[str, dict[str, float]]:
-    """nDCG@10 per budget: over all queries, and over those whose answer is the first / second half."""
-    results = {}
-    for budget in budgets:
-        scores = metaembed.maxsim(query_vectors, doc_vectors, budget.query, budget.document)
-        top = scores.topk(10, dim=1).indices.tolist()
-        run = {qid: [data.doc_ids[j] for j in row] for qid, row in zip(data.query_ids, top)}
-        means, per_query = evaluate_run(run, data.qrels, ("ndcg@10",))
-        row = {"all": round(means["ndcg@10"], 4)}
-        for position in ("first", "second"):
-            values = [per_query[q]["ndcg@10"] for q in per_query if data.half[q] == position]
-            row[position] = round(sum(values) / max(1, len(values)), 4)
-        results[str(budget)] = row
-    return results
-
-
-def main() -> None:
-    import argparse
-    import json
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from run import PAPER_BUDGETS, encode_arm, mean_pooled_reference, minilm_path  # noqa: E402
-
-    from metaembed.data.beir import load_beir
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark")
-    parser.add_argument("--data", default="debian-2000-10000")
-    parser.add_argument("--words", type=int, default=45)
-    parser.add_argument("--arms", nargs="+", default=["a_mmr", "b_largest_group_only", "c_single_vector"])
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    work = Path(args.work_dir)
-    task = load_beir(work / args.data / "beir", "test")
-    data = build_two_topic_set({k: v.text for k, v in task.corpus.items()}, {k: v.text for k, v in task.queries.items()},
-                               task.qrels, words=args.words)
-    results = {"words_per_half": args.words, "passages": len(data.doc_ids), "queries": len(data.query_ids), "arms": {}}
-    for arm in args.arms:
-        q, d = encode_arm(str(work / "runs" / arm / "model"), data.query_texts, data.doc_texts, text_tokens=2 * args.words * 2)
-        budgets = [Budget(*b) for b in PAPER_BUDGETS] if q.shape[1] > 1 else [Budget(1, 1)]
-        results["arms"][arm] = evaluate_two_topic(q, d, data, budgets)
-        print(arm, json.dumps(results["arms"][arm]), flush=True)
-    q, d = mean_pooled_reference(minilm_path(), 2 * args.words * 2, data.query_texts, data.doc_texts, 64)
-    results["arms"]["d_untrained_mean_pooling"] = evaluate_two_topic(q, d, data, [Budget(1, 1)])
-    print(json.dumps(results, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+def mean_by_half(per_query: dict[str, float], half: dict[str, str]) -> dict[str, float]:
+    """The mean of a per-query metric over the queries whose answer is the first, and the second, half."""
+    means = {}
+    for position in ("first", "second"):
+        values = [value for query_id, value in per_query.items() if half[query_id] == position]
+        means[position] = round(sum(values) / max(1, len(values)), 4)
+    return means

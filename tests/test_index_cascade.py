@@ -65,3 +65,13 @@ def test_deleted_documents_never_come_back_and_errors(setup):
         index.cascade_search(queries, budget=(2, 8), first_stage_budget=(3, 1))
     with pytest.raises(ValueError, match="first_stage must be"):
         index.cascade_search(queries, budget=(2, 8), first_stage="ivf")
+
+
+def test_hnsw_first_stage_finds_the_exact_top_hits(setup):
+    index, documents, queries = setup
+    cascade = index.cascade_search(queries, k=10, budget=(4, 8), candidates=60, first_stage="hnsw", **FP32)
+    exact = index.search(queries, k=10, budget=(4, 8), **FP32)
+    full = metaembed.maxsim(queries, documents, 4, 8)
+    for q, (result, truth) in enumerate(zip(cascade, exact)):
+        assert result.scores == pytest.approx(full[q, [int(i[1:]) for i in result.ids]].tolist(), abs=1e-5)
+        assert len(set(result.ids) & set(truth.ids)) >= 8  # approximate: 60 of 200 candidates by first vector

@@ -321,15 +321,16 @@ class MultiVectorIndex:
         if first.query > queries.shape[1]:
             raise ValueError(f"first-stage query budget {first.query} exceeds the query budget {queries.shape[1]}")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
-        if first_stage == "exact":
+        if first_stage not in ("exact", "hnsw"):
+            raise ValueError(f"first_stage must be 'exact' or 'hnsw', got {first_stage!r}")
+        if first_stage == "hnsw" and first != Budget(1, 1):
+            raise ValueError("the HNSW first stage indexes each document's first vector: use first_stage_budget=(1,1)")
+        if first_stage == "exact" or candidates >= len(self):
+            # exact first stage, or every document a candidate (an approximate HNSW walk could only miss some)
             _, keys = exact_search(self._segments, self._live, queries[:, : first.query], first.document,
                                    candidates, dtype, normalize_by_query)
-        elif first_stage == "hnsw":
-            if first != Budget(1, 1):
-                raise ValueError("the HNSW first stage indexes each document's first vector: use first_stage_budget=(1,1)")
-            keys = self._hnsw_candidates(queries[:, 0], candidates)
         else:
-            raise ValueError(f"first_stage must be 'exact' or 'hnsw', got {first_stage!r}")
+            keys = self._hnsw_candidates(queries[:, 0], candidates)
         scores, keys = rerank(self._segments, self._offsets, queries, keys, r_c, k, dtype, normalize_by_query)
         return self._results(scores, keys)
 

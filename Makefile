@@ -30,7 +30,7 @@ browser:
 		apt-get update -qq -o Acquire::Languages=en && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-# The main job: Debian retrieval set -> MMR fine-tuning of MiniLM -> index -> every budget evaluated (~7 min on 2 cores).
+# The main job: Debian retrieval set -> MMR fine-tuning of MiniLM -> index -> every budget evaluated (~4 min on 2 cores).
 quickstart: setup
 	$(BIN)/metaembed quickstart
 

@@ -39,7 +39,7 @@ from metaembed.training.run import use_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
-from two_topic import build_two_topic_set, mean_by_half, write_two_topic_training  # noqa: E402
+from two_topic import build_two_topic_set, by_half_per_budget, write_two_topic_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ndcg@10", "recall@1", "recall@10", "mrr@10")
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
             "budgets": metrics,
         }
         if data.half:
-            results["arms"][arm]["ndcg@10_by_half"] = {b: mean_by_half(values, data.half) for b, values in per_query[arm].items()}
+            results["arms"][arm]["ndcg@10_by_half"] = by_half_per_budget(per_query[arm], data.half)
         if q.shape[1] > 1:
             results["arms"][arm]["vector_spread"] = vector_spread(q, d)
             results["arms"][arm]["ndcg@10_grid"] = budget_grid(q, d, query_ids, doc_ids, qrels)
@@ -408,8 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics, per_query["d_untrained_mean_pooling"] = evaluate_budgets(q, d, [Budget(1, 1)], query_ids, doc_ids, qrels)
     results["arms"]["d_untrained_mean_pooling"] = {"budgets": metrics}
     if data.half:
-        results["arms"]["d_untrained_mean_pooling"]["ndcg@10_by_half"] = {
-            b: mean_by_half(values, data.half) for b, values in per_query["d_untrained_mean_pooling"].items()}
+        results["arms"]["d_untrained_mean_pooling"]["ndcg@10_by_half"] = by_half_per_budget(
+            per_query["d_untrained_mean_pooling"], data.half)
     results["paired_ndcg@10_differences"] = paired_comparisons(per_query)
     for name, difference in results["paired_ndcg@10_differences"].items():
         print(f"  {name}: {difference['difference']:+.4f} [{difference['ci95_low']:+.4f}, {difference['ci95_high']:+.4f}]")

@@ -92,3 +92,8 @@ def mean_by_half(per_query: dict[str, float], half: dict[str, str]) -> dict[str,
         values = [value for query_id, value in per_query.items() if half[query_id] == position]
         means[position] = round(sum(values) / max(1, len(values)), 4)
     return means
+
+
+def by_half_per_budget(per_budget: dict[str, dict[str, float]], half: dict[str, str]) -> dict[str, dict[str, float]]:
+    """``mean_by_half`` for every budget of an arm's per-query metric."""
+    return {budget: mean_by_half(values, half) for budget, values in per_budget.items()}

@@ -167,8 +167,7 @@ def encode_arm(model_path: str, queries: list[str], documents: list[str], text_t
     """A trained arm's query and document vectors, each item cut to ``text_tokens`` tokens before its meta tokens."""
     model = MetaEmbed.from_pretrained(model_path)
     model.eval()
-    # max_seq_length counts meta tokens; the backbone keeps max_seq_length - R of the item's own tokens
-    model.max_seq_length = text_tokens + max(model.num_query_meta_tokens, model.num_document_meta_tokens)
+    model.max_seq_length = text_tokens  # the item's own tokens; meta tokens are appended beyond
     with torch.no_grad():
         q = model.encode_query(queries, batch_size=batch_size, show_progress_bar=True)
         d = model.encode_document(documents, batch_size=batch_size, show_progress_bar=True)
@@ -369,8 +368,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate,
             meta_token_learning_rate=args.meta_token_learning_rate, temperature=args.temperature,
             normalize_by_query=args.normalize_by_query, num_negatives=1,
-            # the limit counts meta tokens: every arm keeps the same max_length text tokens per passage
-            max_seq_length=args.max_length + arm_settings["num_document_meta_tokens"],
+            max_seq_length=args.max_length,  # text tokens; the meta tokens come on top
             save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16,
             attention_dropout=args.attention_dropout, **arm_settings,
         )
@@ -395,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         del q, d
 
     print("untrained MetaEmbed: how alike an item's vectors are before training ...", flush=True)
-    untrained = MetaEmbed.from_backbone(backbone, 16, 64, max_seq_length=args.max_length + 64)
+    untrained = MetaEmbed.from_backbone(backbone, 16, 64, max_seq_length=args.max_length)
     untrained.eval()
     with torch.no_grad():
         results["untrained_vector_spread"] = vector_spread(

@@ -46,7 +46,7 @@ def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_
     if trained:
         model = MetaEmbed.from_pretrained(model_path)
     else:
-        model = MetaEmbed.from_backbone(model_path, 16, 64, max_seq_length=128)
+        model = MetaEmbed.from_backbone(model_path, 16, 64, max_seq_length=64)
     model.eval()
     with torch.inference_mode():
         documents = model.encode_document([item.text for item in task.corpus.values()], batch_size=batch_size,

@@ -95,7 +95,7 @@ class Quickstart:
         config = TrainConfig(
             model=default_backbone(), train_jsonl=[str(train_jsonl)], output_dir=str(self.train_dir),
             max_steps=self.settings.train_steps, batch_size=self.settings.batch_size,
-            max_seq_length=self.settings.max_text_tokens + 64, learning_rate=5e-5, meta_token_learning_rate=1e-3,
+            max_seq_length=self.settings.max_text_tokens, learning_rate=5e-5, meta_token_learning_rate=1e-3,
             save_steps=10 * self.settings.train_steps, logging_steps=10, seed=self.settings.seed,
         )
         self.console.print(

@@ -47,6 +47,7 @@ def model_fingerprint(model: Any) -> str:
     """A hex digest of everything that determines a model's encodings (weights, layout, prompts, lengths)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(model).__qualname__.encode())
+    digest.update(b"max_seq_length counts real tokens only")  # its meaning changed once: never reuse older caches
     for name in ("num_query_meta_tokens", "num_document_meta_tokens", "embedding_dim", "max_seq_length"):
         digest.update(f"{name}={getattr(model, name, None)}".encode())
     digest.update(json.dumps(getattr(model, "prompts", None) or {}, sort_keys=True, default=str).encode())

@@ -67,9 +67,9 @@ class MetaTransformer(Transformer):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         # Meta positions are gathered from a padded (batch, seq) layout: never flatten the batch.
         kwargs["unpad_inputs"] = False
-        super().__init__(model_name_or_path, **kwargs)
         self.num_query_meta_tokens = num_query_meta_tokens
         self.num_document_meta_tokens = num_document_meta_tokens
+        super().__init__(model_name_or_path, **kwargs)
 
         embeddings = self.model.get_input_embeddings()
         hidden_size = embeddings.weight.shape[1]
@@ -90,6 +90,8 @@ class MetaTransformer(Transformer):
             mean + std * torch.randn(num_document_meta_tokens, hidden_size, generator=generator)
         )
         self._pending_meta_lookup: tuple[Tensor, Tensor] | None = None
+        if kwargs.get("max_seq_length") is not None:
+            self._check_room_for_meta_tokens(kwargs["max_seq_length"])
         if hasattr(self.config, "vision_config") and getattr(self.processor, "image_processor", None) is None:
             logger.warning(
                 f"{model_name_or_path!r} is a vision-language model but only its tokenizer could be loaded, so "
@@ -134,21 +136,47 @@ class MetaTransformer(Transformer):
         return output
 
     # ------------------------------------------------------------------------------ preprocessing
-    def _max_real_tokens(self, requested: int | None, num_meta: int) -> int | None:
-        """How many real tokens an item may keep so that its meta tokens still fit the backbone."""
-        limits = [value for value in (requested, getattr(self.tokenizer, "model_max_length", None)) if value]
+    @property
+    def position_limit(self) -> int | None:
+        """The most tokens the backbone can take in one sequence (real and meta tokens together), if it says."""
         max_positions = getattr(self.config.get_text_config(), "max_position_embeddings", None)
-        if max_positions and max_positions > 0:
-            limits.append(max_positions)
-        limits = [value for value in limits if value < 10**9]
-        if not limits:
-            return None
-        room = min(limits) - num_meta
-        if room < 2:
+        return max_positions if isinstance(max_positions, int) and 0 < max_positions < 10**9 else None
+
+    @property
+    def max_seq_length(self) -> int | None:
+        """The most tokens an item keeps of its *own* (text, image placeholders); meta tokens come on top."""
+        return Transformer.max_seq_length.fget(self)
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int | None) -> None:
+        if value is not None:
+            self._check_room_for_meta_tokens(value)
+        Transformer.max_seq_length.fset(self, value)
+
+    def _check_room_for_meta_tokens(self, max_seq_length: int) -> None:
+        """Refuse a length whose items plus meta tokens would not fit the backbone's positions."""
+        if not isinstance(max_seq_length, int) or max_seq_length < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
+        limit, num_meta = self.position_limit, max(self.num_query_meta_tokens, self.num_document_meta_tokens)
+        if limit is not None and max_seq_length + num_meta > limit:
             raise ValueError(
-                f"the backbone takes at most {min(limits)} tokens, too few for {num_meta} meta tokens and any content"
+                f"max_seq_length {max_seq_length} counts an item's own tokens, and {num_meta} meta tokens are "
+                f"appended after them: the backbone takes at most {limit} positions, so max_seq_length can be at "
+                f"most {limit - num_meta}"
             )
-        return room
+
+    def _max_real_tokens(self, requested: int | None, num_meta: int) -> int | None:
+        """How many of an item's own tokens to keep: ``requested`` (or max_seq_length), within the room the
+        backbone's positions leave after the meta tokens."""
+        wanted = requested or self.max_seq_length
+        wanted = wanted if wanted and wanted < 10**9 else None
+        limit = self.position_limit
+        if limit is None:
+            return wanted
+        room = limit - num_meta
+        if room < 2:
+            raise ValueError(f"the backbone takes at most {limit} tokens, too few for {num_meta} meta tokens and any content")
+        return min(wanted, room) if wanted else room
 
     def preprocess(self, inputs, prompt: str | None = None, processing_kwargs=None, **kwargs) -> dict[str, Any]:
         """Tokenize/process like the backbone does, then append this side's meta tokens to every row."""

@@ -28,7 +28,8 @@ class TrainConfig:
     num_document_meta_tokens: int = 64
     projection_dim: int | None = None
     max_seq_length: int | None = None
-    """Most tokens per item, its meta tokens included (MetaTransformer truncates the text to fit)."""
+    """Most tokens an item keeps of its own (text, image placeholders); the meta tokens are appended beyond it.
+    None: as many as the backbone's positions hold next to the meta tokens."""
     # data
     train_jsonl: list[str] = field(default_factory=list)
     mmeb_root: str | None = None

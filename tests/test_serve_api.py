@@ -75,9 +75,32 @@ def test_small_budget_changes_scores(client):
     assert small["results"][0]["score"] != large["results"][0]["score"]
 
 
+def test_auto_budget_returns_the_budget_used(client):
+    body = client.post("/search", json={"query": DOCUMENTS["vim"], "budget": "auto", "top_k": 3}).json()
+    assert body["requested_budget"] == "auto" and body["max_budget"] == [4, 8]
+    assert body["budget"] in ([1, 1], [2, 4], [4, 8]) and len(body["results"]) == 3
+    assert body["results"][0]["id"] == "vim"
+    assert body["cost"]["bytes_per_document"] == body["budget"][1] * 384 * 2 and body["cost"]["dot_products"] >= 4
+    low = client.post("/search", json={"query": "text editor", "budget": "auto", "max_budget": [1, 1]}).json()
+    assert low["budget"] == [1, 1] and low["max_budget"] == [1, 1]
+    assert low["cost"] | {"encode_ms": 0, "search_ms": 0, "total_ms": 0} == {
+        "bytes_per_document": 768, "index_bytes_read": 4 * 768, "dot_products": 4, "encode_ms": 0, "search_ms": 0, "total_ms": 0}
+    fixed = client.post("/search", json={"query": "text editor", "budget": "2,4"}).json()
+    assert fixed["requested_budget"] == [2, 4] and fixed["cost"]["dot_products"] == 4 * 2 * 4 and "max_budget" not in fixed
+    upload = client.post("/search/upload", data={"query": "text editor", "budget": "auto", "max_budget": "2,4"})
+    assert upload.status_code == 200 and upload.json()["budget"] in ([1, 1], [2, 4])
+    auto = client.get("/stats").json()["auto"]
+    assert auto == {"max_budget": [4, 8], "margin": 0.09, "calibrated": False}
+    assert 'value = "auto"' in client.get("/").text
+
+
 @pytest.mark.parametrize(
     "payload, message",
     [
+        ({"query": "x", "budget": "auto", "max_budget": "4,9"}, "max_budget r_c=9 exceeds the 8 vectors stored per document"),
+        ({"query": "x", "budget": "auto", "max_budget": "5,8"}, "max_budget r_q=5 exceeds the model's 4 query meta tokens"),
+        ({"query": "x", "budget": "2,4", "max_budget": "4,8"}, "max_budget applies only to budget 'auto'"),
+        ({"query": "x", "budget": "fast"}, "or 'auto'"),
         ({"query": "x", "budget": "5,8"}, "r_q=5 exceeds the model's 4 query meta tokens"),
         ({"query": "x", "budget": "4,9"}, "r_c=9 exceeds the 8 vectors stored per document"),
         ({"query": "x", "budget": "0,1"}, "at least 1"),

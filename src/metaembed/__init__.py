@@ -22,6 +22,7 @@ _LAZY = {
     "TrainConfig": "metaembed.training.config",
     "train": "metaembed.training.run",
     "evaluate": "metaembed.evaluation.run",
+    "calibrate_auto_margin": "metaembed.index.calibration",
 }
 
 __all__ = [

@@ -65,3 +65,22 @@ def clip_budgets(
         if budget not in clipped:
             clipped.append(budget)
     return clipped
+
+
+AUTO = "auto"
+"""The budget value that asks for per-query test-time scaling (see :mod:`metaembed.index.adaptive`)."""
+
+
+def is_auto(value: object) -> bool:
+    """Whether a budget value is ``"auto"`` (any case, surrounding spaces ignored)."""
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def parse_budget_or_auto(value: str | Iterable[int] | Budget) -> Budget | str:
+    """``"auto"`` as :data:`AUTO`, anything else through :meth:`Budget.parse`, with an error that names both forms."""
+    if is_auto(value):
+        return AUTO
+    try:
+        return Budget.parse(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{error}; or 'auto' (per query: (1,1) first, more only where the top two are close)") from None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metaembed.budgets import Budget
+from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
 from metaembed.index.errors import CorruptIndexError, MissingIdsError
 from metaembed.index.files import WriterLock, verify_file, write_json_atomically
 from metaembed.index.search import SearchResult, default_compute_dtype, exact_search, gather_documents, rerank
@@ -159,6 +159,17 @@ class MultiVectorIndex:
         """Free-form settings stored in the manifest (the ``index`` command records its model here)."""
         return self.manifest.get("properties", {})
 
+    def set_properties(self, **updates: Any) -> None:
+        """Merge ``updates`` into the manifest's properties in one atomic commit (e.g. a calibrated ``auto_margin``)."""
+        self._require_writer()
+        try:
+            json.dumps(updates)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"properties must be JSON-serialisable: {error}") from None
+        manifest = copy.deepcopy(self.manifest)
+        manifest["properties"] = {**manifest.get("properties", {}), **updates}
+        self._commit(manifest)
+
     def get_metadata(self, id_: str) -> Any:
         s, row = self._locate(id_)
         return self._segments[s].metadata(row)
@@ -280,7 +291,10 @@ class MultiVectorIndex:
         if budget is None:
             r_q, r_c = query_vectors.shape[1], self.max_document_vectors
         else:
-            r_q, r_c = Budget.parse(budget)
+            parsed = parse_budget_or_auto(budget)
+            if not isinstance(parsed, Budget):
+                raise ValueError("budget 'auto' is a search() budget; cascade_search reranks at a fixed budget")
+            r_q, r_c = parsed
         check_query_budget(r_q, query_vectors.shape[1])
         return query_vectors[:, :r_q], self._check_document_budget(r_c)
 
@@ -292,14 +306,35 @@ class MultiVectorIndex:
         *,
         compute_dtype: torch.dtype | None = None,
         normalize_by_query: bool = False,
+        max_budget: Budget | tuple[int, int] | str | None = None,
+        auto_margin: float | None = None,
+        candidates: int | None = None,
+        ladder: Sequence[tuple[int, int]] | None = None,
     ) -> list[SearchResult]:
-        """Exact top-k by MaxSim for each query (n_q, R_q, D) at ``budget=(r_q, r_c)`` (default: all vectors)."""
+        """Exact top-k by MaxSim for each query (n_q, R_q, D) at ``budget=(r_q, r_c)`` (default: all vectors).
+
+        ``budget="auto"``: per-query test-time scaling up to ``max_budget`` (default: all vectors), escalating
+        while the rank-1/rank-2 gap of score / r_q is below ``auto_margin`` (default: the index's calibrated
+        ``auto_margin`` property, else 0.09), reranking ``candidates`` (default max(100, 10 k)) found at the
+        first rung of ``ladder`` (default: the paper's budgets); see :mod:`metaembed.index.adaptive`.
+        Every result records the budget it used and its cost in dot products."""
+        if is_auto(budget):
+            from metaembed.index.adaptive import auto_search
+
+            return auto_search(self, query_vectors, k, max_budget=max_budget, auto_margin=auto_margin,
+                               candidates=candidates, ladder=ladder, compute_dtype=compute_dtype,
+                               normalize_by_query=normalize_by_query)
+        named = [name for name, value in (("max_budget", max_budget), ("auto_margin", auto_margin),
+                                          ("candidates", candidates), ("ladder", ladder)) if value is not None]
+        if named:
+            raise ValueError(f"{', '.join(named)} only apply to budget='auto' (use cascade_search for a fixed-budget rerank)")
         queries, r_c = self._prepare_queries(query_vectors, budget)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         scores, keys = exact_search(self._segments, self._live, queries, r_c, k, dtype, normalize_by_query)
-        return self._results(scores, keys)
+        used = Budget(queries.shape[1], r_c)
+        return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries))
 
     def cascade_search(
         self,
@@ -325,14 +360,18 @@ class MultiVectorIndex:
             raise ValueError(f"first_stage must be 'exact' or 'hnsw', got {first_stage!r}")
         if first_stage == "hnsw" and first != Budget(1, 1):
             raise ValueError("the HNSW first stage indexes each document's first vector: use first_stage_budget=(1,1)")
-        if first_stage == "exact" or candidates >= len(self):
+        exact_first = first_stage == "exact" or candidates >= len(self)
+        if exact_first:
             # exact first stage, or every document a candidate (an approximate HNSW walk could only miss some)
-            _, keys = exact_search(self._segments, self._live, queries[:, : first.query], first.document,
-                                   candidates, dtype, normalize_by_query)
+            first_scores, keys = exact_search(self._segments, self._live, queries[:, : first.query], first.document,
+                                              candidates, dtype, normalize_by_query)
+            keys = keys.masked_fill(torch.isinf(first_scores), -1)  # deleted rows fill the list when few are live
         else:
             keys = self._hnsw_candidates(queries[:, 0], candidates)
+        used = Budget(queries.shape[1], r_c)
+        costs = ((keys >= 0).sum(dim=1) * used.query * r_c + len(self) * first.query * first.document).tolist()
         scores, keys = rerank(self._segments, self._offsets, queries, keys, r_c, k, dtype, normalize_by_query)
-        return self._results(scores, keys)
+        return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None)
 
     def build_hnsw(self, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:
         """Build (or return the cached) usearch HNSW index over every live document's first vector."""
@@ -363,10 +402,11 @@ class MultiVectorIndex:
     def _storage_torch_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.dtype == "bfloat16" else torch.int8
 
-    def _results(self, scores: Tensor, keys: Tensor) -> list[SearchResult]:
+    def _results(self, scores: Tensor, keys: Tensor, budgets: Sequence[Budget] | None = None,
+                 costs: Sequence[int] | None = None) -> list[SearchResult]:
         results = []
-        for query_scores, query_keys in zip(scores.tolist(), keys.tolist()):
-            result = SearchResult([], [], [])
+        for q, (query_scores, query_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
+            result = SearchResult([], [], [], budget=budgets[q] if budgets else None, cost=costs[q] if costs else None)
             for score, key in zip(query_scores, query_keys):
                 if key < 0 or math.isinf(score):
                     continue

@@ -24,6 +24,10 @@ class SearchResult:
     ids: list[str]
     scores: list[float]
     metadata: list[Any] = field(default_factory=list)
+    budget: tuple[int, int] | None = None
+    """The (r_q, r_c) the scores were computed at: the fixed budget, or the rung a ``budget="auto"`` query stopped at."""
+    cost: int | None = None
+    """Query-vector x document-vector dot products spent on this query (each is D multiply-adds); None if unknown (HNSW)."""
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -18,7 +18,10 @@ from metaembed.serve.service import SearchService
 
 class SearchRequest(BaseModel):
     query: str = Field(..., description="Query text.")
-    budget: str | list[int] | None = Field(None, description="(r_q, r_c) as '4,8' or [4, 8]; default: the largest.")
+    budget: str | list[int] | None = Field(
+        None, description="(r_q, r_c) as '4,8' or [4, 8]; or 'auto': (1,1) first, more only where the top two are close; "
+                          "default: the largest.")
+    max_budget: str | list[int] | None = Field(None, description="With budget 'auto': the largest budget to climb to.")
     top_k: int = Field(10, description="How many results.")
 
 
@@ -82,7 +85,8 @@ def create_app(service: SearchService) -> FastAPI:
     @app.post("/search")
     def search(request: SearchRequest) -> dict[str, Any]:
         budget = service.parse_budget(request.budget)
-        return service.search(request.query, None, budget, service.check_top_k(request.top_k))
+        max_budget = service.parse_max_budget(request.max_budget, budget)
+        return service.search(request.query, None, budget, service.check_top_k(request.top_k), max_budget)
 
     @app.post("/search/upload")
     async def search_upload(
@@ -90,11 +94,13 @@ def create_app(service: SearchService) -> FastAPI:
         budget: Annotated[str | None, Form()] = None,
         top_k: Annotated[int, Form()] = 10,
         image: Annotated[UploadFile | None, File()] = None,
+        max_budget: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
         parsed_budget = service.parse_budget(budget)
+        parsed_max = service.parse_max_budget(max_budget, parsed_budget)
         service.check_top_k(top_k)
         picture = (await read_image(image))[0] if image is not None and image.filename else None
-        return service.search(query, picture, parsed_budget, top_k)
+        return service.search(query, picture, parsed_budget, top_k, parsed_max)
 
     @app.post("/items", dependencies=[Depends(require_key)])
     def add_items(request: AddRequest) -> dict[str, Any]:

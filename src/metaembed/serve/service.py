@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
+from metaembed.budgets import AUTO, PAPER_BUDGETS, Budget, clip_budgets, parse_budget_or_auto
 from metaembed.inputs import InvalidInputError
 
 
@@ -56,8 +56,11 @@ class SearchService:
         return int(document_budget * per_vector)
 
     def stats(self) -> dict[str, Any]:
+        from metaembed.index.adaptive import AUTO_MARGIN_PROPERTY, DEFAULT_AUTO_MARGIN
+
         with self._lock:
             count = len(self.index)
+            calibrated = getattr(self.index, "properties", {}).get(AUTO_MARGIN_PROPERTY)
         return {
             "count": count,
             "dim": int(self.index.dim),
@@ -72,16 +75,30 @@ class SearchService:
                 }
                 for b in self.budgets
             ],
+            "auto": {"max_budget": list(self.budgets[-1]), "margin": DEFAULT_AUTO_MARGIN if calibrated is None else calibrated,
+                     "calibrated": calibrated is not None},
         }
 
     # ------------------------------------------------------------------------------------ checks
-    def parse_budget(self, value: str | list[int] | tuple[int, int] | None) -> Budget:
-        """A budget from a request, checked against the model's query tokens and the index's stored vectors."""
-        budget = self.budgets[-1] if value in (None, "") else Budget.parse(value)  # type: ignore[arg-type]
+    def parse_budget(self, value: str | list[int] | tuple[int, int] | None) -> Budget | str:
+        """A budget from a request (or ``"auto"``), checked against the model's query tokens and the stored vectors."""
+        budget = self.budgets[-1] if value in (None, "") else parse_budget_or_auto(value)  # type: ignore[arg-type]
+        return budget if budget == AUTO else self._check_budget(budget)  # type: ignore[arg-type]
+
+    def parse_max_budget(self, value: str | list[int] | tuple[int, int] | None, budget: Budget | str) -> Budget | None:
+        """The largest budget a ``"auto"`` request may climb to (default: the largest offered), checked like a budget."""
+        if value in (None, ""):
+            return self.budgets[-1] if budget == AUTO else None
+        if budget != AUTO:
+            raise ValueError("max_budget applies only to budget 'auto'")
+        return self._check_budget(Budget.parse(value), "max_budget ")  # type: ignore[arg-type]
+
+    def _check_budget(self, budget: Budget, name: str = "") -> Budget:
         if budget.query > self.model.num_query_meta_tokens:
-            raise ValueError(f"r_q={budget.query} exceeds the model's {self.model.num_query_meta_tokens} query meta tokens")
+            raise ValueError(f"{name}r_q={budget.query} exceeds the model's {self.model.num_query_meta_tokens} query meta tokens")
         if budget.document > self.stored_document_vectors:
-            raise ValueError(f"r_c={budget.document} exceeds the {self.stored_document_vectors} vectors stored per document")
+            raise ValueError(
+                f"{name}r_c={budget.document} exceeds the {self.stored_document_vectors} vectors stored per document")
         return budget
 
     def check_top_k(self, top_k: int) -> int:
@@ -90,31 +107,53 @@ class SearchService:
         return top_k
 
     # ------------------------------------------------------------------------------------ search
-    def search(self, text: str | None, image: Image.Image | None, budget: Budget, top_k: int) -> dict[str, Any]:
-        """Encode one query (text, image or both) at r_q and search the index at r_c."""
+    def search(self, text: str | None, image: Image.Image | None, budget: Budget | str, top_k: int,
+               max_budget: Budget | None = None) -> dict[str, Any]:
+        """Encode one query (text, image or both) at r_q and search the index at r_c; or ``budget="auto"`` up to
+        ``max_budget``: the response's ``budget`` is then the one this query used."""
         if text is not None and not text.strip():
             text = None
         if text is None and image is None:
             raise InvalidInputError("the query is empty: give a text, an image or both")
         item: Any = {"text": text, "image": image} if image is not None and text else (image or text)
+        auto = budget == AUTO
+        top = (max_budget or self.budgets[-1]) if auto else budget
         with self._lock:
             started = time.perf_counter()
-            vectors = self.model.encode_query([item], budget=budget.query)
+            vectors = self.model.encode_query([item], budget=top.query)
             encoded = time.perf_counter()
-            hits = self.index.search(vectors, k=top_k, budget=(budget.query, budget.document))[0].hits()
+            if auto:
+                result = self.index.search(vectors, k=top_k, budget=AUTO, max_budget=top, ladder=self.budgets)[0]
+            else:
+                result = self.index.search(vectors, k=top_k, budget=(top.query, top.document))[0]
             finished = time.perf_counter()
             count = len(self.index)
+        used = Budget(*result.budget) if result.budget else top
         return {
-            "budget": [budget.query, budget.document],
-            "results": hits,
+            "budget": [used.query, used.document],
+            "requested_budget": AUTO if auto else [used.query, used.document],
+            **({"max_budget": [top.query, top.document]} if auto else {}),
+            "results": result.hits(),
             "cost": {
-                "bytes_per_document": self.bytes_per_document(budget.document),
-                "index_bytes_read": self.bytes_per_document(budget.document) * count,
+                "bytes_per_document": self.bytes_per_document(used.document),
+                "index_bytes_read": self._bytes_read(count, used, top, top_k) if auto
+                else self.bytes_per_document(used.document) * count,
+                "dot_products": result.cost,
                 "encode_ms": round((encoded - started) * 1000, 2),
                 "search_ms": round((finished - encoded) * 1000, 2),
                 "total_ms": round((finished - started) * 1000, 2),
             },
         }
+
+    def _bytes_read(self, count: int, used: Budget, top: Budget, top_k: int) -> int:
+        """Vector bytes an auto search read: every document at the first rung, then its candidates at each rung climbed."""
+        from metaembed.index.adaptive import auto_ladder, default_candidates
+
+        rungs = auto_ladder(top, self.budgets)
+        climbed = rungs[1 : rungs.index(used) + 1]
+        candidates = min(count, default_candidates(top_k))
+        return self.bytes_per_document(rungs[0].document) * count + sum(
+            self.bytes_per_document(b.document) * candidates for b in climbed)
 
     # ------------------------------------------------------------------------------------ writes
     def store_upload(self, image: Image.Image, raw: bytes) -> str:

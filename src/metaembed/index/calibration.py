@@ -1,0 +1,120 @@
+"""Calibrate ``budget="auto"``: the smallest margin threshold that keeps a target share of the max budget's quality.
+
+Every dev query is ranked once at every rung of the ladder (one climb with every query escalated), then each
+candidate threshold is simulated from those rankings: a threshold t stops a query at the first rung whose
+margin is >= t, so only the observed margins (and 0, and inf) need trying, and the whole sweep costs one sort.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metaembed.budgets import Budget
+from metaembed.index.adaptive import climb, prepare, top_margin
+from metaembed.index.search import default_compute_dtype
+
+if TYPE_CHECKING:
+    from metaembed.index.embedded import MultiVectorIndex
+
+
+@dataclass
+class AutoMarginCalibration:
+    """A calibrated threshold and what it gives on the calibration queries."""
+
+    margin: float
+    """Store it with ``index.set_properties(auto_margin=margin)`` or pass it as ``search(..., auto_margin=margin)``."""
+    target: float
+    metric: str
+    reference: float
+    """The metric of exact search at the fixed ``max_budget``."""
+    achieved: float
+    """The metric of ``budget="auto"`` at ``margin`` (>= target x reference unless ``reached`` is False)."""
+    reached: bool
+    """False when even escalating every query (margin inf) stays below the target: its candidates miss too much."""
+    max_budget: Budget
+    stopped: dict[str, int]
+    """How many queries stop at each rung ("r_q,r_c" -> count)."""
+    mean_cost: float
+    """Dot products per query at ``margin``."""
+    fixed_cost: float
+    """Dot products per query of exact search at ``max_budget``."""
+    curve: list[tuple[float, float, float]]
+    """(threshold, metric, mean dot products per query) at every candidate threshold, ascending: the whole
+    cost/quality trade-off, to pick another operating point without searching again."""
+
+
+def calibrate_auto_margin(
+    index: "MultiVectorIndex",
+    query_vectors: Tensor,
+    query_ids: Sequence[str],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    target: float = 0.95,
+    max_budget: Budget | tuple[int, int] | str | None = None,
+    metric: str = "ndcg@10",
+    candidates: int | None = None,
+    ladder: Iterable[Sequence[int]] | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> AutoMarginCalibration:
+    """The smallest observed margin at which ``budget="auto"`` reaches ``target`` x the fixed ``max_budget``'s
+    ``metric`` on these dev queries (query_vectors (n, R_q, D), their ids, qrels query -> doc -> grade)."""
+    from metaembed.evaluation.metrics import evaluate_run, max_cutoff
+
+    if not 0 <= target <= 1:
+        raise ValueError(f"target must be between 0 and 1 (a share of the max budget's {metric}), got {target}")
+    query_ids = list(query_ids)
+    k = max_cutoff([metric])
+    queries, rungs, n_candidates = prepare(index, query_vectors, k, max_budget, candidates, ladder)
+    if len(query_ids) != len(queries):
+        raise ValueError(f"{len(query_ids)} query ids for {len(queries)} queries of vectors")
+    dtype = compute_dtype or default_compute_dtype(index._storage_torch_dtype())
+    judged = {q: qrels[q] for q in query_ids if q in qrels}
+
+    rankings: list[dict[str, list[str]]] = [{} for _ in rungs]
+    margins = np.full((len(queries), len(rungs)), np.inf)
+    n_valid = np.zeros(len(queries))
+
+    def record(rung: int, rows: Tensor, scores: Tensor, keys: Tensor) -> None:
+        margins[rows.numpy(), rung] = top_margin(scores, rungs[rung].query).numpy()
+        if rung == 0:
+            n_valid[rows.numpy()] = (keys >= 0).sum(dim=1).numpy()
+        for row, result in zip(rows.tolist(), index._results(scores[:, :k], keys[:, :k])):
+            rankings[rung][query_ids[row]] = result.ids
+
+    climb(index, queries, rungs, n_candidates, math.inf, dtype, on_rung=record)
+    reference_run = {q: r.ids for q, r in zip(query_ids, index.search(queries, k, rungs[-1], compute_dtype=dtype))}
+    reference = evaluate_run(reference_run, judged, [metric])[0][metric]
+    per_rung = [evaluate_run(run, judged, [metric])[1] for run in rankings]
+    values = np.array([[per_rung[j].get(q, {}).get(metric, 0.0) for j in range(len(rungs))] for q in query_ids])
+    scored = max(1, len(per_rung[0]))
+
+    # A query leaves rung j once t exceeds the largest margin it saw up to j (it would have stopped there).
+    leave = np.maximum.accumulate(margins, axis=1)[:, :-1]
+    leave = np.minimum(leave, np.finfo(np.float64).max)  # fewer than 2 candidates: climbs only at t = inf
+    gains = values[:, 1:] - values[:, :-1]
+    extra = n_valid[:, None] * np.array([[b.query * b.document for b in rungs[1:]]])  # dot products of each climb
+    order = np.argsort(leave, axis=None, kind="stable")
+    events = leave.ravel()[order]
+    thresholds = np.unique(np.concatenate([[0.0], events[events < np.finfo(np.float64).max], [np.inf]]))
+    applied = np.searchsorted(events, thresholds, side="left")  # climbs taken at each threshold: margins below it
+    totals = (values[:, 0].sum() + np.concatenate([[0.0], np.cumsum(gains.ravel()[order])])[applied]) / scored
+    stage1 = len(index) * rungs[0].query * rungs[0].document
+    costs = stage1 + np.concatenate([[0.0], np.cumsum(extra.ravel()[order])])[applied] / max(1, len(queries))
+    good = np.nonzero(totals >= target * reference - 1e-12)[0]
+    best = good[0] if len(good) else len(thresholds) - 1
+    chosen = float(thresholds[best]) if len(good) else math.inf
+    stop = (leave < chosen).sum(axis=1)
+    return AutoMarginCalibration(
+        margin=chosen, target=target, metric=metric, reference=float(reference), achieved=float(totals[best]),
+        reached=bool(len(good)), max_budget=rungs[-1],
+        stopped={str(b): int((stop == j).sum()) for j, b in enumerate(rungs)},
+        mean_cost=float(costs[best]), fixed_cost=float(len(index) * rungs[-1].query * rungs[-1].document),
+        curve=[(float(t), float(m), float(c)) for t, m, c in zip(thresholds, totals, costs)],
+    )

@@ -7,34 +7,11 @@ tokens carry anything the first does not: near 1, a multi-vector embedding is on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
 import torch
 
+from metaembed.evaluation.stats import paired_bootstrap
 
-def paired_bootstrap(
-    first: Mapping[str, float], second: Mapping[str, float], resamples: int = 2000, seed: int = 0
-) -> dict[str, float]:
-    """Mean of ``first - second`` over the shared queries, with a 95% percentile bootstrap interval.
-
-    ``first`` and ``second`` map query id -> the metric of one system; resampling queries keeps the
-    pairing, so the interval is for the difference, not for either mean.
-    """
-    shared = sorted(set(first) & set(second))
-    if not shared:
-        raise ValueError("the two runs share no query")
-    differences = np.array([first[q] - second[q] for q in shared], dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    samples = rng.integers(0, len(differences), size=(resamples, len(differences)))
-    means = differences[samples].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "difference": round(float(differences.mean()), 4),
-        "ci95_low": round(float(low), 4),
-        "ci95_high": round(float(high), 4),
-        "queries": len(shared),
-    }
+__all__ = ["mean_vector_cosine", "paired_bootstrap"]
 
 
 def mean_vector_cosine(vectors: torch.Tensor) -> float:

@@ -2,11 +2,16 @@
 
     .venv/bin/python benchmarks/mmr_training/run.py                          # ~40 min on 2 cores
     .venv/bin/python benchmarks/mmr_training/run.py --passages two-topic     # two descriptions per passage, ~58 min
+    .venv/bin/python benchmarks/mmr_training/run.py --passages sources --cross-domain pydocs \
+        --arms a_mmr e_mmr_anchor c_single_vector                             # multi-facet Debian sources
     .venv/bin/python benchmarks/mmr_training/run.py --quick                  # a 1-minute end-to-end check
 
 Arms, each fine-tuned the same number of steps on the same data and evaluated on the test split at every
 budget: (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single-vector model
-(one meta token per side); (d) the untrained backbone's mean-pooled embeddings as a reference.
+(one meta token per side), (e) MMR plus the backbone anchor (each item's first vector pulled towards the
+frozen backbone's mean-pooled embedding, ``anchor_weight``); (d) the plain backbone as users have it (mean
+pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
+with ``--cross-domain pydocs``, on the Python standard-library docs set it never saw.
 Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
 embeddings, the part MMR changes), and how alike an item's vectors are (trained arms vs untrained).
 Writes benchmarks/results/mmr_training[_two_topic].json, .md and .png.
@@ -33,6 +38,8 @@ from metaembed import MetaEmbed  # noqa: E402
 from metaembed.budgets import PAPER_BUDGETS, Budget  # noqa: E402
 from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
+from metaembed.data.debian_sources import build_debian_sources_retrieval_set  # noqa: E402
+from metaembed.data.pydocs import build_pydocs_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
 from metaembed.training.run import use_bf16  # noqa: E402
@@ -47,7 +54,9 @@ ARMS = {
     "a_mmr": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
     "b_largest_group_only": dict(groups=["16,64"], num_query_meta_tokens=16, num_document_meta_tokens=64),
     "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
+    "e_mmr_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
 }
+PLAIN = "d_untrained_mean_pooling"
 
 
 def minilm_path() -> str:
@@ -73,6 +82,14 @@ class BenchmarkData:
 
 def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
     """The Debian set (one description per passage), or its two-topic version (two halves per passage)."""
+    if args.passages == "sources":
+        paths = build_debian_sources_retrieval_set(
+            work / f"debian-sources-{args.test_queries}-{args.corpus_size}", seed=0,
+            num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size,
+        )
+        return beir_data("Debian binary package summary -> its source package's document (the descriptions of up to "
+                         "6 binaries built from it), split by family (metaembed.data.debian_sources)", paths.beir,
+                         paths.train_jsonl)
     descriptions = args.corpus_size * (2 if args.passages == "two-topic" else 1)
     paths = build_debian_retrieval_set(
         work / f"debian-{args.test_queries}-{descriptions}", seed=0, num_test_queries=args.test_queries,
@@ -97,6 +114,22 @@ def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
     )
 
 
+def beir_data(description: str, beir: Path, train_jsonl: Path | None) -> BenchmarkData:
+    """The test split of a BEIR folder as benchmark data."""
+    task = load_beir(beir, "test")
+    return BenchmarkData(description, train_jsonl, list(task.queries), [item.text for item in task.queries.values()],
+                         list(task.corpus), [item.text for item in task.corpus.values()], task.qrels)
+
+
+def cross_domain_data(work: Path, name: str | None) -> BenchmarkData | None:
+    """A test set from a domain no arm trains on (``pydocs``: the Python standard library's docstrings)."""
+    if name is None:
+        return None
+    paths = build_pydocs_retrieval_set(work / "pydocs", seed=0)
+    return beir_data("Python standard-library docstrings: one member's summary -> a document of several members of "
+                     "its module (metaembed.data.pydocs)", paths.beir, None)
+
+
 def rank(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], k: int = 10) -> dict[str, list[str]]:
     top = scores.topk(k, dim=1).indices.tolist()
     return {qid: [doc_ids[j] for j in row] for qid, row in zip(query_ids, top)}
@@ -116,26 +149,39 @@ def evaluate_budgets(
     return results, per_query_ndcg
 
 
-# (name, (arm, budget), (arm, budget)): each reported as first - second with a paired 95% interval
-COMPARISONS = [
-    ("a (2,4) - a (1,1)", ("a_mmr", "2,4"), ("a_mmr", "1,1")),
-    ("a (4,8) - a (2,4)", ("a_mmr", "4,8"), ("a_mmr", "2,4")),
-    ("a (8,16) - a (4,8)", ("a_mmr", "8,16"), ("a_mmr", "4,8")),
-    ("a (16,64) - a (8,16)", ("a_mmr", "16,64"), ("a_mmr", "8,16")),
-    ("a (16,64) - a (1,1)", ("a_mmr", "16,64"), ("a_mmr", "1,1")),
-    ("a (1,1) - b (1,1)", ("a_mmr", "1,1"), ("b_largest_group_only", "1,1")),
-    ("a (16,64) - b (16,64)", ("a_mmr", "16,64"), ("b_largest_group_only", "16,64")),
-    ("a (16,64) - c (1,1)", ("a_mmr", "16,64"), ("c_single_vector", "1,1")),
-    ("a (1,1) - c (1,1)", ("a_mmr", "1,1"), ("c_single_vector", "1,1")),
-]
+def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[str, str]]]:
+    """(name, (arm, budget), (arm, budget)) pairs, each reported as first - second, for the arms that ran:
+    the budget curve of every multi-vector arm, MMR against its ablations, and everything against the plain
+    backbone (d) and the single-vector model (c)."""
+    pairs = []
+    short = {arm: arm.split("_", 1)[0] for arm in arms}
+    multi = [arm for arm in arms if arm in ARMS and ARMS[arm]["num_query_meta_tokens"] > 1]
+    steps = [str(Budget(*b)) for b in PAPER_BUDGETS]
+    for arm in multi:
+        for low, high in zip(steps, steps[1:]):
+            pairs.append((f"{short[arm]} ({high}) - {short[arm]} ({low})", (arm, high), (arm, low)))
+        pairs.append((f"{short[arm]} (16,64) - {short[arm]} (1,1)", (arm, "16,64"), (arm, "1,1")))
+    if "a_mmr" in arms and "b_largest_group_only" in arms:
+        pairs += [("a (1,1) - b (1,1)", ("a_mmr", "1,1"), ("b_largest_group_only", "1,1")),
+                  ("a (16,64) - b (16,64)", ("a_mmr", "16,64"), ("b_largest_group_only", "16,64"))]
+    if "a_mmr" in arms and "e_mmr_anchor" in arms:
+        pairs += [(f"e ({b}) - a ({b})", ("e_mmr_anchor", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
+    for reference in ("c_single_vector", PLAIN):
+        if reference not in arms:
+            continue
+        for arm in arms:
+            if arm in (reference, PLAIN):
+                continue
+            budgets = ["1,1", "16,64"] if arm in multi else ["1,1"]
+            pairs += [(f"{short[arm]} ({b}) - {short[reference]} (1,1)", (arm, b), (reference, "1,1")) for b in budgets]
+    return pairs
 
 
 def paired_comparisons(per_query: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """nDCG@10 differences between arms/budgets with paired bootstrap intervals, for the arms that ran."""
     return {
         name: paired_bootstrap(per_query[first[0]][first[1]], per_query[second[0]][second[1]])
-        for name, first, second in COMPARISONS
-        if first[0] in per_query and second[0] in per_query
+        for name, first, second in comparison_pairs(list(per_query))
     }
 
 
@@ -236,8 +282,38 @@ def plot(results: dict, path: Path) -> None:
 
 ARM_LABELS = {
     "a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) only (16,64)",
-    "c_single_vector": "(c) single vector", "d_untrained_mean_pooling": "(d) untrained, mean pooled",
+    "c_single_vector": "(c) single vector", PLAIN: "(d) plain backbone (mean pooling, no training)",
+    "e_mmr_anchor": "(e) MMR + backbone anchor",
 }
+
+
+def _ndcg_table(arms: dict) -> list[str]:
+    budgets = [str(Budget(*b)) for b in PAPER_BUDGETS]
+    lines = ["| arm | " + " | ".join(f"({b})" for b in budgets) + " | train s |", "|---|" + "---|" * (len(budgets) + 1)]
+    for arm, values in arms.items():
+        cells = [f"{100 * values['budgets'][b]['ndcg@10']:.2f}" if b in values["budgets"] else "" for b in budgets]
+        lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + f" | {values.get('train_seconds', '')} |")
+    return lines
+
+
+def _differences_table(differences: dict, over: str) -> list[str]:
+    if not differences:
+        return []
+    lines = ["", f"Paired nDCG@10 differences (x100) with 95% bootstrap intervals over the {over}:", "",
+             "| comparison | difference | 95% interval |", "|---|---|---|"]
+    for name, value in differences.items():
+        lines.append(f"| {name} | {100 * value['difference']:+.2f} | "
+                     f"[{100 * value['ci95_low']:+.2f}, {100 * value['ci95_high']:+.2f}] |")
+    return lines
+
+
+def write_results(results: dict, out: Path) -> None:
+    """JSON, the Markdown table, and the plot when the arms it draws all ran."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(results))
+    if {"a_mmr", "b_largest_group_only", "c_single_vector", PLAIN} <= set(results["arms"]):
+        plot(results, out.with_suffix(".png"))
 
 
 def markdown(results: dict) -> str:
@@ -251,23 +327,22 @@ def markdown(results: dict) -> str:
         f"{settings['test_queries']} test queries over {settings['corpus_passages']} passages; "
         f"{settings['steps']} steps of batch {settings['batch_size']} (+1 hard negative), temperature "
         f"{settings['temperature']}, normalize_by_query {settings['normalize_by_query']}, "
-        f"bf16 {settings['bf16_mixed_precision']}, {settings['machine']}, {results['total_seconds'] / 60:.0f} min.",
+        f"bf16 {settings['bf16_mixed_precision']}, attention dropout {settings['attention_dropout']}, "
+        f"anchor weight of (e) {settings.get('anchor_weight_arm_e')}, diversity weight {settings.get('diversity_weight', 0.0)}, "
+        f"{settings['machine']}" + (f", {results['total_seconds'] / 60:.0f} min." if "total_seconds" in results else
+                                    " (partial: the run had not finished)."),
         "",
         "nDCG@10 (x100) by budget (r_q, r_c):",
         "",
-        "| arm | " + " | ".join(f"({b})" for b in budgets) + " | train s |",
-        "|---|" + "---|" * (len(budgets) + 1),
+        *_ndcg_table(results["arms"]),
+        *_differences_table(results.get("paired_ndcg@10_differences", {}), "test queries"),
     ]
-    for arm, values in results["arms"].items():
-        cells = [f"{100 * values['budgets'][b]['ndcg@10']:.2f}" if b in values["budgets"] else "" for b in budgets]
-        lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + f" | {values.get('train_seconds', '')} |")
-    differences = results.get("paired_ndcg@10_differences", {})
-    if differences:
-        lines += ["", "Paired nDCG@10 differences (x100) with 95% bootstrap intervals over the test queries:", "",
-                  "| comparison | difference | 95% interval |", "|---|---|---|"]
-        for name, value in differences.items():
-            lines.append(f"| {name} | {100 * value['difference']:+.2f} | "
-                         f"[{100 * value['ci95_low']:+.2f}, {100 * value['ci95_high']:+.2f}] |")
+    cross = results.get("cross_domain")
+    if cross and cross["arms"]:
+        lines += ["", f"## Across domains: trained on the data above, tested on {cross['data']} "
+                  f"({cross['test_queries']} queries over {cross['corpus_passages']} passages)", "",
+                  *_ndcg_table(cross["arms"]),
+                  *_differences_table(cross.get("paired_ndcg@10_differences", {}), "cross-domain queries")]
     if any("ndcg@10_by_half" in values for values in results["arms"].values()):
         lines += ["", "nDCG@10 (x100) by the half of the passage the answer sits in (first / second):", "",
                   "| arm | " + " | ".join(f"({b})" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
@@ -302,8 +377,14 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
-    parser.add_argument("--passages", choices=["single", "two-topic"], default="single",
-                        help="one description per passage, or two (see two_topic.py)")
+    parser.add_argument("--passages", choices=["single", "two-topic", "sources"], default="single",
+                        help="one description per passage, two (see two_topic.py), or a source package's binaries "
+                             "(metaembed.data.debian_sources)")
+    parser.add_argument("--cross-domain", choices=["pydocs"], default=None,
+                        help="also test every arm on a set from another domain (Python standard-library docs)")
+    parser.add_argument("--anchor-weight", type=float, default=1.0, help="arm (e): weight of the backbone anchor")
+    parser.add_argument("--diversity-weight", type=float, default=0.0,
+                        help="MMR arms (a, e): weight of the mean cosine between an item's own vectors (investigation)")
     parser.add_argument("--words-per-half", type=int, default=30, help="two-topic passages: words kept of each description")
     parser.add_argument("--steps", type=int, default=None, help="default: 300 (single, ~40 min on 2 cores), 200 (two-topic, ~58 min)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -314,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=0.03)
     parser.add_argument("--normalize-by-query", action=argparse.BooleanOptionalAction,
                         default=TrainConfig.normalize_by_query, help="divide each group's scores by its r_q")
-    parser.add_argument("--attention-dropout", type=float, default=None, help="override MiniLM's 0.1 (investigation)")
+    parser.add_argument("--attention-dropout", type=float, default=None,
+                        help="override MiniLM's 0.1 (0 lets CPU attention use the fused kernel: 1.4x faster steps)")
     parser.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
                         help="mixed precision for training (auto: on where native, e.g. an AVX512-BF16 CPU)")
     parser.add_argument("--test-queries", type=int, default=2000)
@@ -329,8 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     two_topic = args.passages == "two-topic"
     args.steps = args.steps or (200 if two_topic else 300)
-    args.max_length = args.max_length or (128 if two_topic else 64)
-    args.results = args.results or str(REPO / "benchmarks" / "results" / f"mmr_training{'_two_topic' if two_topic else ''}.json")
+    args.max_length = args.max_length or (64 if args.passages == "single" else 128)
+    suffix = {"single": "", "two-topic": "_two_topic", "sources": "_sources"}[args.passages]
+    args.results = args.results or str(REPO / "benchmarks" / "results" / f"mmr_training{suffix}.json")
     if args.quick:
         args.steps, args.batch_size, args.test_queries, args.corpus_size, args.dev_queries = 4, 8, 60, 400, 20
         args.results = str(Path(args.work_dir) / "quick" / Path(args.results).name)
@@ -344,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     query_ids, query_texts, doc_ids, doc_texts, qrels = data.query_ids, data.query_texts, data.doc_ids, data.doc_texts, data.qrels
     train_rows = sum(1 for _ in data.train_jsonl.open())
     print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
+    cross = cross_domain_data(work, args.cross_domain)
 
     results: dict = {
         "settings": {
@@ -357,10 +441,15 @@ def main(argv: list[str] | None = None) -> None:
             "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "backbone's (0.1)",
             "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
             "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
+            "anchor_weight_arm_e": args.anchor_weight, "diversity_weight": args.diversity_weight,
         },
         "arms": {},
     }
+    if cross is not None:
+        results["cross_domain"] = {"data": cross.description, "test_queries": len(cross.query_ids),
+                                   "corpus_passages": len(cross.doc_ids), "arms": {}}
     per_query: dict[str, dict[str, dict[str, float]]] = {}
+    cross_per_query: dict[str, dict[str, dict[str, float]]] = {}
     for arm, arm_settings in ((name, ARMS[name]) for name in args.arms):
         print(f"arm {arm}: training {args.steps} steps ...", flush=True)
         config = TrainConfig(
@@ -371,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
             max_seq_length=args.max_length,  # text tokens; the meta tokens come on top
             save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16,
             attention_dropout=args.attention_dropout, **arm_settings,
+            anchor_weight=args.anchor_weight if arm == "e_mmr_anchor" else 0.0,
+            diversity_weight=args.diversity_weight if arm in ("a_mmr", "e_mmr_anchor") else 0.0,
         )
         train_start = time.perf_counter()
         trained = train(config)
@@ -391,6 +482,13 @@ def main(argv: list[str] | None = None) -> None:
             results["arms"][arm]["vector_spread"] = vector_spread(q, d)
             results["arms"][arm]["ndcg@10_grid"] = budget_grid(q, d, query_ids, doc_ids, qrels)
         del q, d
+        if cross is not None:
+            print(f"  {arm} across domains ...", flush=True)
+            q, d = encode_arm(trained.model_path, cross.query_texts, cross.doc_texts, args.max_length, args.encode_batch_size)
+            metrics, cross_per_query[arm] = evaluate_budgets(q, d, budgets, cross.query_ids, cross.doc_ids, cross.qrels)
+            results["cross_domain"]["arms"][arm] = {"budgets": metrics}
+            del q, d
+        write_results(results, Path(args.results))  # partial results survive an interrupted run
 
     print("untrained MetaEmbed: how alike an item's vectors are before training ...", flush=True)
     untrained = MetaEmbed.from_backbone(backbone, 16, 64, max_seq_length=args.max_length)
@@ -408,6 +506,11 @@ def main(argv: list[str] | None = None) -> None:
     if data.half:
         results["arms"]["d_untrained_mean_pooling"]["ndcg@10_by_half"] = by_half_per_budget(
             per_query["d_untrained_mean_pooling"], data.half)
+    if cross is not None:
+        q, d = mean_pooled_reference(backbone, args.max_length, cross.query_texts, cross.doc_texts, args.encode_batch_size)
+        metrics, cross_per_query[PLAIN] = evaluate_budgets(q, d, [Budget(1, 1)], cross.query_ids, cross.doc_ids, cross.qrels)
+        results["cross_domain"]["arms"][PLAIN] = {"budgets": metrics}
+        results["cross_domain"]["paired_ndcg@10_differences"] = paired_comparisons(cross_per_query)
     results["paired_ndcg@10_differences"] = paired_comparisons(per_query)
     for name, difference in results["paired_ndcg@10_differences"].items():
         print(f"  {name}: {difference['difference']:+.4f} [{difference['ci95_low']:+.4f}, {difference['ci95_high']:+.4f}]")
@@ -422,11 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     results["total_seconds"] = round(time.perf_counter() - started, 1)
 
     out = Path(args.results)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
-    if set(ARMS) <= set(results["arms"]):
-        plot(results, out.with_suffix(".png"))
+    write_results(results, out)
     print(json.dumps(results["loss_cost"], indent=2))
     print(markdown(results))
     print(f"wrote {out}, its .md (and its .png when every arm ran) in {results['total_seconds']:.0f} s")

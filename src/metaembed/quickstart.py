@@ -1,6 +1,8 @@
 """The quickstart: MetaEmbed end to end on data this machine already has, in a few minutes on a CPU.
 
-Debian package summaries -> descriptions become a retrieval set; all-MiniLM-L6-v2 is fine-tuned with MMR;
+Debian package data becomes a retrieval set (by default one source package's binaries as a multi-facet
+document, one binary's summary as the query; ``data="descriptions"``: a summary -> its own description);
+all-MiniLM-L6-v2 is fine-tuned with MMR;
 the test corpus is indexed at the full document budget; every budget is evaluated. Each stage leaves its
 result in the working folder and is reused by the next run (``fresh=True`` rebuilds everything).
 """
@@ -27,6 +29,8 @@ class QuickstartSettings:
     model: str | None = None
     """A trained MetaEmbed checkpoint (folder or hub id) to use instead of training one."""
     fresh: bool = False
+    data: str = "sources"
+    """``sources`` (multi-facet: metaembed.data.debian_sources) or ``descriptions`` (one topic: metaembed.data.debian)."""
     train_steps: int = 60
     batch_size: int = 32
     max_text_tokens: int = 64
@@ -34,6 +38,15 @@ class QuickstartSettings:
     test_queries: int = 500
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+
+
+DATA_SETS = {
+    "sources": "Debian binary package summaries -> their source package's document (several binaries each)",
+    "descriptions": "Debian package summaries -> descriptions",
+}
+
+
+PLAIN_BACKBONE = "all-MiniLM-L6-v2 as it ships (mean pooling, cosine)"
 
 
 def default_backbone() -> str:
@@ -62,8 +75,11 @@ class Quickstart:
     # ------------------------------------------------------------------------------------ stages
     def build_data(self):
         from metaembed.data.debian import DebianRetrievalPaths, build_debian_retrieval_set
+        from metaembed.data.debian_sources import build_debian_sources_retrieval_set
 
-        self.stage(1, "Data: Debian package summaries -> descriptions")
+        if self.settings.data not in DATA_SETS:
+            raise ValueError(f"data must be one of {sorted(DATA_SETS)}, got {self.settings.data!r}")
+        self.stage(1, f"Data: {DATA_SETS[self.settings.data]}")
         paths = DebianRetrievalPaths(
             root=self.data_dir, beir=self.data_dir / "beir", train_jsonl=self.data_dir / "train.jsonl",
             dev_jsonl=self.data_dir / "dev.jsonl", stats=self.data_dir / "stats.json",
@@ -71,7 +87,8 @@ class Quickstart:
         if paths.stats.is_file() and paths.train_jsonl.is_file():
             self.console.print(f"Reusing the retrieval set in {self.data_dir}")
         else:
-            paths = build_debian_retrieval_set(
+            build = build_debian_sources_retrieval_set if self.settings.data == "sources" else build_debian_retrieval_set
+            paths = build(
                 self.data_dir, seed=self.settings.seed, num_test_queries=self.settings.test_queries,
                 num_dev_queries=min(200, self.settings.test_queries), corpus_size=self.settings.corpus_size,
             )
@@ -144,10 +161,19 @@ class Quickstart:
             model, beir_dir, budgets, self.eval_dir, format="beir", split="test",
             settings=SweepSettings(cache_dir=self.cache_dir, metrics=("ndcg@10", "recall@10", "mrr@10", "recall@1")),
             model_name=model_path,
+            # the backbone a user already has, as the yardstick (unknown for a model given with --model)
+            baselines=None if self.settings.model else {PLAIN_BACKBONE: default_backbone()},
         )
         self.console.print(results_table(results), soft_wrap=True)
         self.console.print(f"Plot: {self.eval_dir / 'budget_curve.png'}   Table: {self.eval_dir / 'results.md'}")
         return results
+
+    def _previous_data(self) -> str | None:
+        """The data set of the retrieval set already in the working folder (None when there is none)."""
+        stats = self.data_dir / "stats.json"
+        if not stats.is_file():
+            return None
+        return "sources" if "max_packages" in json.loads(stats.read_text()) else "descriptions"
 
     # ------------------------------------------------------------------------------------ all
     def run(self) -> dict[str, Any]:
@@ -155,6 +181,9 @@ class Quickstart:
 
         if self.settings.fresh and self.work.exists():
             self.console.print(f"--fresh: removing {self.work}")
+            shutil.rmtree(self.work)
+        elif self._previous_data() not in (None, self.settings.data):
+            self.console.print(f"{self.work} holds a run on the {self._previous_data()!r} data: removing it")
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -179,7 +208,8 @@ class Quickstart:
         self.console.print("Try it:")
         self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --model {model_path} --query '{example}' --budget 4,8", soft_wrap=True)
         self.console.print(f"  .venv/bin/metaembed serve --index {self.index_dir} --model {model_path}   # then open http://127.0.0.1:8000/", soft_wrap=True)
-        (self.work / "quickstart.json").write_text(json.dumps({"timings": timings, "model": model_path}, indent=2))
+        (self.work / "quickstart.json").write_text(
+            json.dumps({"timings": timings, "model": model_path, "data": self.settings.data}, indent=2))
         return {"results": results, "timings": timings, "model_path": model_path}
 
 

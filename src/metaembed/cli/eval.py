@@ -37,6 +37,8 @@ def eval_command(
     cache_dir: Path = typer.Option(None, help="Encoding cache (default: $METAEMBED_CACHE or ~/.cache/metaembed)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Encode again and do not store encodings."),
     score_dtype: str = typer.Option("float32", help="MaxSim compute dtype: float32 (exact ranking) or bfloat16 (faster)."),
+    baseline: list[str] = typer.Option(None, "--baseline", help="A single-vector sentence-transformers model (folder or hub id; "
+                                       "a plain backbone gets mean pooling) scored beside the budgets with paired intervals (repeatable)."),
 ) -> None:
     """Encode the data once at the model's full budget, then report quality and cost at every budget."""
     import torch
@@ -60,6 +62,7 @@ def eval_command(
     try:
         results = evaluate(
             model, data, chosen, out, format=format, split=split, image_root=images, subsets=subset or None, settings=settings,
+            baselines={name: name for name in baseline or []},
         )
     except (ValueError, DataFormatError, FileNotFoundError, OSError) as error:
         typer.echo(f"error: {error}", err=True)

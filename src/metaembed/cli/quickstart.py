@@ -11,6 +11,8 @@ def quickstart(
     work_dir: Path = typer.Option(Path("metaembed-quickstart"), help="Working folder for data, model, index and results."),
     model: str = typer.Option(None, help="Use this trained MetaEmbed checkpoint instead of training one."),
     fresh: bool = typer.Option(False, "--fresh", help="Rebuild everything instead of reusing the working folder."),
+    data: str = typer.Option("sources", help="'sources': a source package's binaries as one multi-facet document; "
+                                             "'descriptions': one package's description per document."),
     steps: int = typer.Option(60, help="MMR training steps."),
     corpus_size: int = typer.Option(3000, help="Passages in the test corpus."),
     test_queries: int = typer.Option(500, help="Test queries."),
@@ -19,7 +21,7 @@ def quickstart(
     from metaembed.quickstart import Quickstart, QuickstartSettings
 
     settings = QuickstartSettings(
-        work_dir=work_dir, model=model, fresh=fresh, train_steps=steps, corpus_size=corpus_size, test_queries=test_queries,
+        work_dir=work_dir, model=model, fresh=fresh, data=data, train_steps=steps, corpus_size=corpus_size, test_queries=test_queries,
     )
     Quickstart(settings).run()
 

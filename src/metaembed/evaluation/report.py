@@ -19,9 +19,19 @@ def _bytes(value: int) -> str:
     return f"{value / 1024:.1f} KiB" if value >= 1024 else f"{value} B"
 
 
+def _difference(comparison: dict[str, Any] | None) -> str:
+    """``+1.23 [+0.40, +2.10]`` in points, or ``-0.10 [-0.50, +0.30] noise`` when the interval spans zero."""
+    if not comparison:
+        return "—"
+    text = (f"{100 * comparison['difference']:+.2f} [{100 * comparison['ci95_low']:+.2f}, "
+            f"{100 * comparison['ci95_high']:+.2f}]")
+    return text + (" noise" if comparison["ci95_low"] <= 0 <= comparison["ci95_high"] else "")
+
+
 def results_table(results: dict[str, Any]) -> str:
-    """A Markdown table: one row per budget; the headline metric per task (or MMEB group), the overall
-    metrics, and the cost columns. Quality values are percentages."""
+    """A Markdown table: one row per budget, then one per baseline; the headline metric per task (or MMEB
+    group), the overall metrics, paired differences of the headline metric (vs the first budget and vs the
+    first baseline, 95% bootstrap intervals), and the cost columns. Quality values are percentages."""
     headline = results["headline"]
     budgets = results["budget_list"]
     task_names = list(results["tasks"])
@@ -40,16 +50,38 @@ def results_table(results: dict[str, Any]) -> str:
         label = "mean " if len(task_names) > 1 else ""
         for metric in overall_metrics:
             columns.append((f"{label}{metric}", lambda e, m=metric: e["overall"].get(m)))
-    header = ["budget (r_q,r_c)", *[name for name, _ in columns], "index bytes/doc", "ms/query (batched)", "ms/query (single)"]
+    comparisons = results.get("paired", {}).get("comparisons", {})
+    baselines = results.get("baselines", {})
+    first_baseline = next(iter(baselines), None)
+    delta_columns = []
+    if comparisons:
+        delta_columns.append((f"Δ vs ({budgets[0]})", lambda b: comparisons.get(f"({b}) - ({budgets[0]})")))
+        if first_baseline:
+            delta_columns.append(("Δ vs baseline", lambda b: comparisons.get(f"({b}) - {first_baseline}")))
+    header = ["budget (r_q,r_c)", *[name for name, _ in columns], *[name for name, _ in delta_columns],
+              "index bytes/doc", "ms/query (batched)", "ms/query (single)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for budget in budgets:
-        entry = results["budgets"][budget]
-        cells = [f"({budget})", *[_format(get(entry)) for _, get in columns]]
+
+    def row(label: str, entry: dict[str, Any], deltas: list[str]) -> None:
+        cells = [label, *[_format(_safe(get, entry)) for _, get in columns], *deltas]
         cells.append(_bytes(entry["index_bytes_per_document"]))
         cells.append(_format(entry["latency_ms_per_query"], 1.0))
         cells.append(_format(entry["latency_ms_single_query"], 1.0))
         lines.append("| " + " | ".join(cells) + " |")
+
+    for budget in budgets:
+        row(f"({budget})", results["budgets"][budget], [_difference(get(budget)) for _, get in delta_columns])
+    for name, entry in baselines.items():
+        row(f"baseline: {name}", entry, ["" for _ in delta_columns])
     return "\n".join(lines)
+
+
+def _safe(get, entry: dict[str, Any]) -> Any:
+    """A column's value, or None where the row has no such value (a baseline has no per-task or group cells)."""
+    try:
+        return get(entry)
+    except (KeyError, TypeError):
+        return None
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -96,10 +128,23 @@ def plot_budget_curve(results: dict[str, Any], path: str | Path) -> Path:
             for name in tasks[:10]:
                 quality_axis.plot(positions, [100 * (e["tasks"][name].get(headline) or 0) for e in entries], marker=".", alpha=0.6, label=name)
         quality_axis.plot(positions, [100 * (e["overall"].get(headline) or 0) for e in entries], marker="o", linewidth=3, color="black", label="mean" if len(tasks) > 1 else headline)
+        comparisons = results.get("paired", {}).get("comparisons", {})
+        if comparisons:  # 95% interval of each budget's difference from the first, drawn around its mean
+            first = 100 * (entries[0]["overall"].get(headline) or 0)
+            for position, budget in zip(positions[1:], budgets[1:]):
+                c = comparisons.get(f"({budget}) - ({budgets[0]})")
+                if c:
+                    quality_axis.vlines(position, first + 100 * c["ci95_low"], first + 100 * c["ci95_high"], color="black", alpha=0.5)
+        for (name, baseline), style in zip(results.get("baselines", {}).items(), ("--", ":", "-.")):
+            value = baseline["overall"].get(headline)
+            if value is not None:
+                quality_axis.axhline(100 * value, color="tab:green", linestyle=style, label=f"baseline: {_short_name(name, 30)}")
     quality_axis.set_xticks(positions, labels)
     quality_axis.set_xlabel("budget (r_q, r_c)")
     quality_axis.set_ylabel(f"{headline} (%)")
-    quality_axis.set_title(f"quality against budget: {_short_name(results['model']['name'])}")
+    quality_axis.set_title(f"quality against budget: {_short_name(results['model']['name'])}"
+                           + ("\n(bars: 95% interval of the difference from the first budget)" if results.get("paired") else ""),
+                           fontsize=10)
     quality_axis.grid(alpha=0.3)
     quality_axis.legend(fontsize=8)
 

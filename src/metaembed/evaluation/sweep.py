@@ -5,6 +5,11 @@ list for MMEB) with :func:`metaembed.maxsim` on the first r_q / r_c vectors, ran
 :mod:`metaembed.evaluation.metrics`. The cost of a budget is reported next to its quality: index bytes
 per document (r_c * D * 2, a bf16 index) and measured search latency (batched, per query; and one query
 at a time, median).
+
+Baselines: any single-vector sentence-transformers model (``SweepSettings.baselines``; by default in the
+quickstart, the backbone as users already have it: mean pooling, cosine) is scored on the same queries,
+and the headline metric of every budget is compared, query by query, with (1,1) and with each baseline
+(paired bootstrap, :mod:`metaembed.evaluation.stats`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from metaembed.evaluation.cache import EncodingCache, model_fingerprint
 from metaembed.evaluation.encoding import DOCUMENT, QUERY, encode_items
 from metaembed.evaluation.metrics import DEFAULT_METRICS, evaluate_run, max_cutoff
 from metaembed.evaluation.mmeb_groups import MMEB_SUBSETS, mmeb_group_means
+from metaembed.evaluation.stats import paired_bootstrap
 from metaembed.scoring import maxsim
 
 BF16_BYTES = 2
@@ -43,6 +49,9 @@ class SweepSettings:
     query_chunk: int = 256
     latency_queries: int = 16
     progress: bool = True
+    baselines: dict[str, Any] = field(default_factory=dict)
+    """Name -> a single-vector model with sentence-transformers' ``encode`` (text tasks only), scored beside the budgets."""
+    bootstrap_resamples: int = 2000
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -128,22 +137,68 @@ def evaluate_retrieval_task(model: Any, task: RetrievalTask, budgets: Sequence[B
 
     k = max_cutoff(settings.metrics)
     per_budget: dict[str, dict[str, Any]] = {}
-    for budget in budgets:
-        single = _single_query_latency(queries.vectors, documents.vectors, budget, k, settings)
-        top, seconds = _timed(_search, queries.vectors, documents.vectors, budget, k, settings)
+    per_query: dict[str, dict[str, float]] = {}
+
+    def score(name: str, query_vectors: torch.Tensor, document_vectors: torch.Tensor, budget: Budget) -> None:
+        single = _single_query_latency(query_vectors, document_vectors, budget, k, settings)
+        top, seconds = _timed(_search, query_vectors, document_vectors, budget, k, settings)
         run = {query_id: [documents.ids[i] for i in row] for query_id, row in zip(queries.ids, top.tolist())}
-        means, _ = evaluate_run(run, qrels, settings.metrics)
-        per_budget[str(budget)] = {
+        means, by_query = evaluate_run(run, qrels, tuple(dict.fromkeys([*settings.metrics, task.headline])))
+        per_budget[name] = {
             "metrics": means,
             "latency_ms_per_query": seconds * 1000.0 / len(queries.ids),
             "latency_ms_single_query": single,
         }
+        per_query[name] = {query_id: values[task.headline] for query_id, values in by_query.items()}
+
+    for budget in budgets:
+        score(str(budget), queries.vectors, documents.vectors, budget)
+    baselines: dict[str, dict[str, Any]] = {}
+    for name, baseline in settings.baselines.items():
+        baseline_queries = encode_single_vector(baseline, [task.queries[i] for i in queries.ids], settings, f"{name}: queries")
+        baseline_documents = encode_single_vector(baseline, [task.corpus[i] for i in documents.ids], settings, f"{name}: corpus")
+        score(name, baseline_queries, baseline_documents, Budget(1, 1))
+        baselines[name] = {**per_budget.pop(name), "embedding_dim": int(baseline_documents.shape[-1])}
     return {
         "kind": task.kind, "headline": task.headline, "source": task.source,
         "num_queries": len(queries.ids), "num_documents": len(documents.ids),
         "cached": {"queries": queries_cached, "documents": documents_cached},
         "budgets": per_budget,
+        "baselines": baselines,
+        "per_query_headline": per_query,
     }
+
+
+def encode_single_vector(model: Any, items: Sequence[Any], settings: SweepSettings, where: str) -> torch.Tensor:
+    """(n, 1, D) unit vectors from a single-vector sentence-transformers model, for text items."""
+    texts = []
+    for item in items:
+        if getattr(item, "image", None) is not None or not getattr(item, "text", None):
+            raise ValueError(f"{where}: a single-vector text baseline cannot encode an item without text or with an image")
+        texts.append(item.text)
+    vectors = model.encode(texts, batch_size=settings.batch_size, convert_to_tensor=True, normalize_embeddings=True,
+                           show_progress_bar=settings.progress)
+    return vectors.float().cpu().unsqueeze(1)
+
+
+def paired_differences(task_results: dict[str, dict[str, Any]], budgets: Sequence[Budget], resamples: int) -> dict[str, Any]:
+    """The headline metric of every budget minus the first budget's and minus each baseline's, paired over
+    every query of every retrieval task (ids prefixed by task), with 95% bootstrap intervals."""
+    pooled: dict[str, dict[str, float]] = {}
+    for task_name, result in task_results.items():
+        for system, values in result.get("per_query_headline", {}).items():
+            pooled.setdefault(system, {}).update({f"{task_name}/{q}": v for q, v in values.items()})
+    if not pooled:
+        return {}
+    keys = [str(budget) for budget in budgets]
+    baselines = [system for system in pooled if system not in keys]
+    comparisons = {}
+    for key in keys:
+        if key != keys[0]:
+            comparisons[f"({key}) - ({keys[0]})"] = paired_bootstrap(pooled[key], pooled[keys[0]], resamples)
+        for baseline in baselines:
+            comparisons[f"({key}) - {baseline}"] = paired_bootstrap(pooled[key], pooled[baseline], resamples)
+    return comparisons
 
 
 def evaluate_candidate_task(model: Any, task: CandidateTask, budgets: Sequence[Budget], settings: SweepSettings, cache: EncodingCache | None) -> dict[str, Any]:
@@ -240,6 +295,8 @@ def run_budget_sweep(
             result = evaluate_candidate_task(model, task, budgets, settings, cache)
         else:
             result = evaluate_retrieval_task(model, task, budgets, settings, cache)
+        if settings.baselines and isinstance(task, CandidateTask):
+            task.issues.add("baseline_not_run", f"{task.source}: baselines are scored on retrieval tasks only")
         result["skipped"] = task.issues.as_dict()["counts"]
         task_results[task.name] = result
         issues.merge(task.issues)
@@ -263,6 +320,18 @@ def run_budget_sweep(
         if is_mmeb and any(name in MMEB_SUBSETS for name in task_results):
             entry["groups"] = mmeb_group_means({n: r["budgets"][key]["metrics"]["p@1"] for n, r in task_results.items()})
         summary[key] = entry
+    baselines: dict[str, Any] = {}
+    for name in settings.baselines:
+        runs = [r["baselines"][name] for r in task_results.values() if name in r.get("baselines", {})]
+        if runs:
+            metric_names = sorted({m for run in runs for m in run["metrics"]})
+            baselines[name] = {
+                "overall": {m: _mean([run["metrics"].get(m) for run in runs]) for m in metric_names},
+                "index_bytes_per_document": runs[0]["embedding_dim"] * BF16_BYTES,
+                "latency_ms_per_query": _mean([run["latency_ms_per_query"] for run in runs]),
+                "latency_ms_single_query": _mean([run["latency_ms_single_query"] for run in runs]),
+            }
+    paired = paired_differences(task_results, budgets, settings.bootstrap_resamples)
     return {
         "model": {
             "name": model_name, "fingerprint": model_fingerprint(model), "embedding_dim": dimension,
@@ -279,6 +348,9 @@ def run_budget_sweep(
         "headline": headline,
         "budget_list": [str(b) for b in budgets],
         "budgets": summary,
-        "tasks": {name: {k: v for k, v in r.items() if k != "budgets"} for name, r in task_results.items()},
+        "baselines": baselines,
+        "paired": {"metric": headline, "comparisons": paired} if paired else {},
+        "tasks": {name: {k: v for k, v in r.items() if k not in ("budgets", "baselines", "per_query_headline")}
+                  for name, r in task_results.items()},
         "skipped": issues.as_dict(),
     }

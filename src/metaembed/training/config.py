@@ -49,6 +49,11 @@ class TrainConfig:
     temperature: float = DEFAULT_TEMPERATURE
     normalize_by_query: bool = True
     """Divide each group's MaxSim scores by its r_q, so every group's logits share one scale (see MMRLoss)."""
+    anchor_weight: float = 0.0
+    """Pull each item's first vector towards the frozen backbone's mean-pooled embedding (``1 - cos``), so the
+    (1,1) budget keeps what the backbone knew; 0 turns it off. Needs a backbone model and no projection."""
+    diversity_weight: float = 0.0
+    """Penalise the mean cosine between an item's own vectors (they collapse to one on one-topic data)."""
     loss: str = "plain"
     """'plain' or 'cached' (GradCache: the batch is embedded in chunks of mini_batch_size)."""
     mini_batch_size: int = 8
@@ -117,6 +122,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.num_negatives < 0:
             raise ValueError(f"num_negatives must be >= 0, got {self.num_negatives}")
+        for name in ("anchor_weight", "diversity_weight"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if (self.anchor_weight or self.diversity_weight) and self.loss != "plain":
+            raise ValueError("anchor_weight and diversity_weight need loss: plain (GradCache does not carry them)")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:

@@ -27,6 +27,7 @@ from sentence_transformers.util import all_gather, cat_padded_token_embeddings, 
 from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
+from metaembed.training.regularizers import BackboneTeacher, anchor_loss, self_similarity
 
 DEFAULT_TEMPERATURE = 0.03
 """The paper's temperature (second-hand, see PAPER.md); scores are divided by it before the softmax."""
@@ -122,6 +123,11 @@ class MMRLoss(nn.Module):
             vectors). Default on: with raw sums the (16,64) group's logits span 16x the (1,1) group's at
             one temperature; on the MMR benchmark (benchmarks/mmr_training) normalising scored higher at
             every budget. Ranking at search time is unaffected: r_q is the same for every document.
+        teacher: the frozen backbone (:class:`~metaembed.training.regularizers.BackboneTeacher`) for the anchor.
+        anchor_weight: weight of the backbone anchor: ``1 - cos`` between each item's first vector and the
+            frozen backbone's mean-pooled embedding of it (queries and documents averaged). Default 0 (off).
+        diversity_weight: weight of the mean cosine between an item's own vectors. Default 0 (off).
+        The plain (non-cached) wrapped loss only: the GradCache path does not carry the extra terms.
 
     After each forward, ``last_group_losses`` maps ``loss_{r_q}x{r_c}`` to that group's (unweighted)
     mean InfoNCE over the local queries, detached, for logging.
@@ -135,10 +141,17 @@ class MMRLoss(nn.Module):
         weights: Sequence[float] | None = None,
         temperature: float = DEFAULT_TEMPERATURE,
         normalize_by_query: bool = True,
+        teacher: BackboneTeacher | None = None,
+        anchor_weight: float = 0.0,
+        diversity_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if anchor_weight < 0 or diversity_weight < 0:
+            raise ValueError(f"anchor_weight and diversity_weight must be >= 0, got {anchor_weight}, {diversity_weight}")
+        if anchor_weight > 0 and teacher is None:
+            raise ValueError("anchor_weight > 0 needs the frozen backbone: pass teacher=BackboneTeacher(...)")
         self.model = model
         self.loss = loss if loss is not None else MultiVectorMultipleNegativesRankingLoss(model)
         if not hasattr(self.loss, "gather_across_devices"):
@@ -168,6 +181,9 @@ class MMRLoss(nn.Module):
         self.weights = weights
         self.temperature = float(temperature)
         self.normalize_by_query = normalize_by_query
+        self.teacher = teacher if anchor_weight > 0 else None
+        self.anchor_weight = float(anchor_weight)
+        self.diversity_weight = float(diversity_weight)
         # The wrapped loss's own scoring is bypassed; keep its reported scale consistent with ours.
         self.loss.scale = 1.0 / self.temperature
         self.last_group_losses: dict[str, Tensor] = {}
@@ -176,6 +192,8 @@ class MMRLoss(nn.Module):
             # GradCache back-propagates from a hook after forward returns: plug our scoring into the
             # step that turns its cached embeddings into the loss (as MatryoshkaLoss does).
             self.loss.calculate_loss = self._calculate_cached_loss
+            if self.anchor_weight or self.diversity_weight:
+                raise ValueError("anchor_weight and diversity_weight need the plain loss, not the cached (GradCache) one")
 
     # ------------------------------------------------------------------------------------ config
     @property
@@ -189,6 +207,8 @@ class MMRLoss(nn.Module):
             "weights": self.weights,
             "temperature": self.temperature,
             "normalize_by_query": self.normalize_by_query,
+            "anchor_weight": self.anchor_weight,
+            "diversity_weight": self.diversity_weight,
             "gather_across_devices": self.gather_across_devices,
         }
 
@@ -201,6 +221,8 @@ class MMRLoss(nn.Module):
         if len(features) < 2:
             raise ValueError("MMRLoss needs at least a query column and a positive document column")
         query_features = features[0]
+        # The frozen backbone sees the same items before the model's forward adds its own outputs to them.
+        references = [self.teacher(feature) for feature in features] if self.teacher is not None else None
         query_outputs = self.model(query_features, task=query_features.get("task", "query"))
         queries = query_outputs["token_embeddings"]
         _require_fixed_vectors(query_outputs["attention_mask"], "query")
@@ -210,7 +232,22 @@ class MMRLoss(nn.Module):
         for mask in masks:
             _require_fixed_vectors(mask, "document")
         score_chunk = getattr(self.loss, "score_mini_batch_size", None)
-        return self.loss_from_embeddings(queries, documents, score_chunk=score_chunk)
+        total = self.loss_from_embeddings(queries, documents, score_chunk=score_chunk)
+        return total + self._regularizers(queries, documents, references)
+
+    def _regularizers(self, queries: Tensor, documents: Sequence[Tensor], references: list[Tensor] | None) -> Tensor:
+        """The weighted anchor and diversity terms (0 when both are off); logged beside the group losses."""
+        total = queries.new_zeros((), dtype=torch.float32)
+        if references is not None:
+            anchor = (anchor_loss(queries, references[0])
+                      + sum(anchor_loss(column, ref) for column, ref in zip(documents, references[1:])) / len(documents)) / 2
+            self.last_group_losses["loss_anchor"] = anchor.detach()
+            total = total + self.anchor_weight * anchor
+        if self.diversity_weight:
+            spread = (self_similarity(queries) + sum(self_similarity(column) for column in documents) / len(documents)) / 2
+            self.last_group_losses["loss_self_similarity"] = spread.detach()
+            total = total + self.diversity_weight * spread
+        return total
 
     def _calculate_cached_loss(
         self, reps: list[list[Tensor]], masks_chunks: list[list[Tensor]], *, with_backward: bool = False

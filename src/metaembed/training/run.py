@@ -32,6 +32,7 @@ from metaembed.training.config import TrainConfig
 from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
 from metaembed.training.lora import apply_lora, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
+from metaembed.training.regularizers import BackboneTeacher
 from metaembed.training.trainer import MetaEmbedTrainer, MetricsLogCallback, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,21 @@ def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
     return MMRLoss(
         model, inner, groups=config.budget_groups, weights=config.group_weights,
         temperature=config.temperature, normalize_by_query=config.normalize_by_query,
+        teacher=build_teacher(model, config) if config.anchor_weight > 0 else None,
+        anchor_weight=config.anchor_weight, diversity_weight=config.diversity_weight,
     )
+
+
+def build_teacher(model: MetaEmbed, config: TrainConfig) -> BackboneTeacher:
+    """The backbone as it was before training (loaded again, frozen), for the anchor term."""
+    if Path(config.model, META_TOKENS_FILE).is_file():
+        raise ValueError(
+            f"anchor_weight: {config.model!r} is a MetaEmbed checkpoint; the anchor needs the plain backbone it came from"
+        )
+    backbone = type(model.backbone.model).from_pretrained(config.model)
+    backbone.to(next(model.parameters()).device)
+    tokenizer = model.backbone.tokenizer
+    return BackboneTeacher(backbone, model.backbone.meta_token_id_base, getattr(tokenizer, "pad_token_id", None))
 
 
 def use_bf16(config: TrainConfig) -> bool:

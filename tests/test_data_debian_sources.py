@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from metaembed.data.beir import load_beir
 from metaembed.data.debian import DebianDescription

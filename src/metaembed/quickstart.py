@@ -32,9 +32,10 @@ class QuickstartSettings:
     data: str = "sources"
     """``sources`` (multi-facet: metaembed.data.debian_sources) or ``descriptions`` (one topic: metaembed.data.debian)."""
     train_steps: int = 60
-    batch_size: int = 32
-    max_text_tokens: int = 64
-    corpus_size: int = 3000
+    batch_size: int = 16
+    max_text_tokens: int = 128
+    """A source package's document is ~110 tokens (median), up to ~215 (95th percentile)."""
+    corpus_size: int = 2000
     test_queries: int = 500
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)

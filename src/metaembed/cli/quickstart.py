@@ -14,7 +14,7 @@ def quickstart(
     data: str = typer.Option("sources", help="'sources': a source package's binaries as one multi-facet document; "
                                              "'descriptions': one package's description per document."),
     steps: int = typer.Option(60, help="MMR training steps."),
-    corpus_size: int = typer.Option(3000, help="Passages in the test corpus."),
+    corpus_size: int = typer.Option(2000, help="Passages in the test corpus."),
     test_queries: int = typer.Option(500, help="Test queries."),
 ) -> None:
     """Build a Debian retrieval set, fine-tune MiniLM with MMR, index, evaluate every budget, print what next."""

@@ -31,7 +31,7 @@ class QuickstartSettings:
     fresh: bool = False
     data: str = "sources"
     """``sources`` (multi-facet: metaembed.data.debian_sources) or ``descriptions`` (one topic: metaembed.data.debian)."""
-    train_steps: int = 60
+    train_steps: int = 40
     batch_size: int = 16
     max_text_tokens: int = 128
     """A source package's document is ~110 tokens (median), up to ~215 (95th percentile)."""

@@ -13,7 +13,7 @@ def quickstart(
     fresh: bool = typer.Option(False, "--fresh", help="Rebuild everything instead of reusing the working folder."),
     data: str = typer.Option("sources", help="'sources': a source package's binaries as one multi-facet document; "
                                              "'descriptions': one package's description per document."),
-    steps: int = typer.Option(60, help="MMR training steps."),
+    steps: int = typer.Option(40, help="MMR training steps."),
     corpus_size: int = typer.Option(2000, help="Passages in the test corpus."),
     test_queries: int = typer.Option(500, help="Test queries."),
 ) -> None:

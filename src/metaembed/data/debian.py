@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -380,26 +380,35 @@ def build_debian_retrieval_set(
     return DebianRetrievalPaths(root=out_dir, beir=beir, train_jsonl=train_jsonl, dev_jsonl=dev_jsonl, stats=stats_path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m metaembed.data.debian OUT_DIR``: build the set and print where it went."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m metaembed.data.debian")
+def builder_parser(module_doc: str, prog: str, *, dev_queries: int, corpus_size: int) -> argparse.ArgumentParser:
+    """The command line both Debian set builders share: OUT_DIR, seed, split sizes and the apt lists folder."""
+    parser = argparse.ArgumentParser(description=module_doc.split("\n\n")[0], prog=prog)
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-queries", type=int, default=2000)
-    parser.add_argument("--dev-queries", type=int, default=1000)
-    parser.add_argument("--corpus-size", type=int, default=12000)
+    parser.add_argument("--dev-queries", type=int, default=dev_queries)
+    parser.add_argument("--corpus-size", type=int, default=corpus_size)
     parser.add_argument("--lists-dir", default=str(APT_LISTS_DIR))
-    parser.add_argument("--no-hard-negatives", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_builder(build: Callable[..., DebianRetrievalPaths], args: argparse.Namespace, **extra: object) -> None:
+    """Build a Debian set from parsed ``args`` and print its stats and where it went (a clear error if the lists are missing)."""
     try:
-        paths = build_debian_retrieval_set(
-            args.out_dir, args.seed, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries,
-            corpus_size=args.corpus_size, lists_dir=args.lists_dir, hard_negatives=not args.no_hard_negatives,
-        )
+        paths = build(args.out_dir, args.seed, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries,
+                      corpus_size=args.corpus_size, lists_dir=args.lists_dir, **extra)
     except DebianDataError as error:
         raise SystemExit(f"error: {error}") from None
     print(json.dumps(json.loads(paths.stats.read_text()), indent=2))
     print(f"BEIR folder: {paths.beir}\ntraining JSONL: {paths.train_jsonl}\ndev JSONL: {paths.dev_jsonl}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m metaembed.data.debian OUT_DIR``: build the set and print where it went."""
+    parser = builder_parser(__doc__, "python -m metaembed.data.debian", dev_queries=1000, corpus_size=12000)
+    parser.add_argument("--no-hard-negatives", action="store_true")
+    args = parser.parse_args(argv)
+    run_builder(build_debian_retrieval_set, args, hard_negatives=not args.no_hard_negatives)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Choices (the issue was silent on them):
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections import defaultdict
@@ -43,9 +42,11 @@ from metaembed.data.debian import (
     DebianDescription,
     DebianRetrievalPaths,
     _write_jsonl,
+    builder_parser,
     find_translation_files,
     load_descriptions,
     read_list_file,
+    run_builder,
 )
 
 
@@ -276,23 +277,8 @@ def build_debian_sources_retrieval_set(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m metaembed.data.debian_sources OUT_DIR``: build the set and print where it went."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m metaembed.data.debian_sources")
-    parser.add_argument("out_dir")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-queries", type=int, default=2000)
-    parser.add_argument("--dev-queries", type=int, default=500)
-    parser.add_argument("--corpus-size", type=int, default=4000)
-    parser.add_argument("--lists-dir", default=str(APT_LISTS_DIR))
-    args = parser.parse_args(argv)
-    try:
-        paths = build_debian_sources_retrieval_set(
-            args.out_dir, args.seed, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries,
-            corpus_size=args.corpus_size, lists_dir=args.lists_dir,
-        )
-    except DebianDataError as error:
-        raise SystemExit(f"error: {error}") from None
-    print(json.dumps(json.loads(paths.stats.read_text()), indent=2))
-    print(f"BEIR folder: {paths.beir}\ntraining JSONL: {paths.train_jsonl}\ndev JSONL: {paths.dev_jsonl}")
+    parser = builder_parser(__doc__, "python -m metaembed.data.debian_sources", dev_queries=500, corpus_size=4000)
+    run_builder(build_debian_sources_retrieval_set, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

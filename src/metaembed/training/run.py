@@ -23,17 +23,17 @@ from sentence_transformers.multi_vector_encoder.losses import (
 )
 from transformers import AutoConfig, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from metaembed.hardware import bf16_is_fast
 from metaembed.model import MetaEmbed
 from metaembed.model.meta_transformer import META_TOKENS_FILE
+from metaembed.training.checkpoints import checkpoint_step, latest_complete_checkpoint, trim_metrics_log, whole_run_loss
 from metaembed.training.config import TrainConfig
 from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
 from metaembed.training.lora import apply_lora, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
 from metaembed.training.regularizers import BackboneTeacher
-from metaembed.training.trainer import MetaEmbedTrainer, MetricsLogCallback, ProgressCallback
+from metaembed.training.trainer import LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class TrainResult:
     metrics_path: str
     global_step: int
     training_loss: float
+    """The mean loss over every step of the run, those before a resume included."""
     data_report: ReadReport
 
 
@@ -207,8 +208,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     """Train a MetaEmbed model with the MMR loss; returns where the final model and the metrics log are.
 
     ``config`` is a :class:`TrainConfig`, a dict of its fields, or a YAML file. With ``resume``, the run
-    continues from the last checkpoint in ``output_dir`` and ends with the same weights as an
-    uninterrupted run with the same config.
+    continues from the last complete checkpoint in ``output_dir`` (a half-written one is skipped, with a log
+    line) and ends with the same weights, metrics log and training loss as an uninterrupted run with the
+    same config.
     """
     if isinstance(config, (str, Path)):
         config = TrainConfig.from_yaml(config)
@@ -216,11 +218,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
         config = TrainConfig.from_dict(config)
     config.validate()
     output_dir = Path(config.output_dir)
-    resume_from = None
-    if config.resume:
-        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if resume_from is None:
-            raise FileNotFoundError(f"resume: no checkpoint-* folder in {str(output_dir)!r} to continue from")
+    resume_from = resume_checkpoint(output_dir) if config.resume else None
 
     examples, report = load_examples(config)
     logger.info("training data: %s", report.summary())
@@ -247,19 +245,24 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
         args=args,
         train_dataset=dataset,
         loss=loss,
-        callbacks=[MetricsLogCallback(metrics_path, examples_per_step), ProgressCallback(examples_per_step), *(callbacks or [])],
+        callbacks=[LogAtSaveCallback(), MetricsLogCallback(metrics_path, examples_per_step), ProgressCallback(examples_per_step),
+                   *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback and the JSONL log replace it
     trainer.lora_checkpoints = config.lora
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         config.save_yaml(output_dir / CONFIG_FILE)
+        if resume_from is not None:  # the steps after the checkpoint are run (and logged) again
+            trim_metrics_log(metrics_path, checkpoint_step(resume_from) or 0)
         _append_record(metrics_path, {
             "event": "data", "rows_read": report.rows_read, "rows_kept": report.rows_kept,
             "rows_skipped": report.rows_skipped, "skipped": report.skipped[:100],
             "resumed_from": resume_from,
         })
     output = trainer.train(resume_from_checkpoint=resume_from)
+    training_loss = whole_run_loss(trainer.state.log_history)
+    training_loss = output.training_loss if training_loss is None else training_loss
 
     final_dir = output_dir / FINAL_MODEL_DIR
     if trainer.is_world_process_zero():
@@ -267,11 +270,21 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
             merge_lora(model.backbone.model)
         model.save_pretrained(str(final_dir))
         config.save_yaml(final_dir / CONFIG_FILE)
-        _append_record(metrics_path, {"event": "end", "global_step": output.global_step, "training_loss": output.training_loss,
+        _append_record(metrics_path, {"event": "end", "global_step": output.global_step, "training_loss": training_loss,
                                       "model_path": str(final_dir)})
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return TrainResult(str(final_dir), str(metrics_path), output.global_step, output.training_loss, report)
+    return TrainResult(str(final_dir), str(metrics_path), output.global_step, training_loss, report)
+
+
+def resume_checkpoint(output_dir: Path) -> str:
+    """The latest complete ``checkpoint-N`` of a run (incomplete ones are skipped and logged); a clear error if none."""
+    checkpoint, skipped = latest_complete_checkpoint(output_dir)
+    if checkpoint is None:
+        detail = f" (incomplete, skipped: {', '.join(path.name for path in skipped)})" if skipped else ""
+        raise FileNotFoundError(f"resume: no checkpoint-* folder in {str(output_dir)!r} to continue from{detail}")
+    logger.info("resume: continuing from %s", checkpoint)
+    return str(checkpoint)
 
 
 def _append_record(path: Path, record: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from metaembed.inputs import DEFAULT_MAX_IMAGE_SIDE, InvalidInputError
+from metaembed.training.checkpoints import whole_run_loss
 from metaembed.training.data import cells_to_items
 from metaembed.training.mmr_loss import MMRLoss
 
@@ -129,6 +130,9 @@ class MetricsLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
+        if "train_loss" in logs:  # the trainer's own mean covers only this call's steps, not those before a resume
+            whole = whole_run_loss(state.log_history)
+            record["train_loss"] = logs["train_loss"] if whole is None else whole
         now = time.perf_counter()
         if self._last is not None and state.global_step > self._last[1] and "loss" in logs:
             seconds = now - self._last[0]
@@ -139,6 +143,16 @@ class MetricsLogCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+class LogAtSaveCallback(TrainerCallback):
+    """Log the loss at every checkpoint and at the last step, so the log up to a checkpoint covers every step
+    before it: a run resumed from there then logs each step exactly once and the whole run's mean loss is known."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or control.should_training_stop:
+            control.should_log = True
+        return control
 
 
 class ProgressCallback(TrainerCallback):

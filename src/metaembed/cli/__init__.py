@@ -1,5 +1,8 @@
 """The ``metaembed`` command line. Each module in this package that defines ``register(app)`` adds its
-command(s) to the app, so a command lives in one file next to nothing else (``demo.py``, ``train.py``, ...)."""
+command(s) to the app, so a command lives in one file next to nothing else (``demo.py``, ``train.py``, ...).
+
+A user's mistake (a missing index, a bad argument, a file that is not an image) is reported by the command
+group as one line ``error: ...`` with exit status 2; ``metaembed --debug COMMAND ...`` shows the traceback."""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ import pkgutil
 
 import typer
 
+from metaembed.cli._errors import ErrorReportingGroup
+
 app = typer.Typer(
+    cls=ErrorReportingGroup,
     name="metaembed",
     help="MetaEmbed: multimodal retrieval at a budget chosen at query time.",
     no_args_is_help=True,
@@ -18,7 +24,10 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", envvar="METAEMBED_DEBUG",
+                               help="Show the Python traceback of an error instead of one 'error:' line."),
+) -> None:
     """MetaEmbed: multimodal retrieval at a budget chosen at query time."""
 
 

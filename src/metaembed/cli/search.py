@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
+
+from metaembed.cli._errors import CommandError, load_model, open_index
 
 
 def search_command(
@@ -26,61 +29,107 @@ def search_command(
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
 ) -> None:
     """Print the top-k documents for a text or image query."""
-    from metaembed.budgets import AUTO, Budget, parse_budget_or_auto
-    from metaembed.index import MultiVectorIndex
-    from metaembed.model import MetaEmbed
+    from metaembed.budgets import AUTO, Budget
+
+    item, query_flag = query_item(query, query_image)
+    _check_counts(top_k, cascade)
+    chosen, top = _parse_budgets(budget, max_budget, auto_margin)
+    auto = chosen == AUTO
+    opened = open_index(index, mode="r")
+    model_path = model or opened.properties.get("model")
+    if not model_path:
+        raise CommandError("the index records no model: pass --model", "--model")
+    encoder = load_model(model_path)
+    _check_model(encoder, model_path, opened, query_flag, top, None if auto else chosen)
+    limit = top if auto else chosen
+    limit = limit or Budget(encoder.num_query_meta_tokens, opened.max_document_vectors)
+    vectors = _encode(encoder, item, limit.query, query_flag)
+    try:
+        if auto:
+            results = opened.search(vectors, k=top_k, budget=AUTO, max_budget=limit, auto_margin=auto_margin,
+                                    candidates=cascade or None)
+        elif cascade:
+            results = opened.cascade_search(vectors, k=top_k, budget=limit, candidates=max(cascade, top_k))
+        else:
+            results = opened.search(vectors, k=top_k, budget=limit)
+    except ValueError as error:
+        raise CommandError(str(error), _flag_of(str(error))) from None
+    if auto:
+        used = results[0].budget
+        _print(results[0], top_k, as_json, f"auto -> {used} (up to {limit})", {"requested_budget": AUTO, "max_budget": list(limit)})
+    else:
+        _print(results[0], top_k, as_json, str(limit), {})
+
+
+def query_item(query: str | None, query_image: Path | None) -> tuple[Any, str]:
+    """The query to encode (its text, or the decoded image) and the flag it came from; an empty text, or an
+    image argument that is not a readable image file, is a :class:`CommandError` naming the path and the problem."""
+    from metaembed.inputs import InvalidInputError, load_image
 
     if (query is None) == (query_image is None):
-        raise typer.BadParameter("give exactly one of --query or --query-image")
-    if query_image is not None and not query_image.is_file():
-        raise typer.BadParameter(f"{query_image} does not exist", param_hint="--query-image")
+        raise CommandError("give exactly one of --query or --query-image")
+    if query is not None:
+        if not query.strip():
+            raise CommandError("the query text is empty", "--query")
+        return query, "--query"
+    try:
+        return load_image(query_image), "--query-image"  # by its content: a path never falls back to text
+    except InvalidInputError as error:
+        raise CommandError(str(error), "--query-image") from None
+
+
+def _check_counts(top_k: int, cascade: int) -> None:
+    if top_k < 1:
+        raise CommandError(f"must be at least 1, got {top_k}", "--top-k")
+    if cascade < 0:
+        raise CommandError(f"must be 0 (exact search) or a number of candidates, got {cascade}", "--cascade")
+
+
+def _parse_budgets(budget: str | None, max_budget: str | None, auto_margin: float | None) -> tuple[Any, Any]:
+    """(the --budget asked: a Budget, 'auto' or None for all vectors; the --max-budget or None)."""
+    from metaembed.budgets import AUTO, Budget, parse_budget_or_auto
+
     try:
         chosen = parse_budget_or_auto(budget) if budget else None
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--budget") from None
-    auto = chosen == AUTO
-    if not auto and (max_budget is not None or auto_margin is not None):
-        raise typer.BadParameter("--max-budget and --auto-margin only apply to --budget auto", param_hint="--budget")
+        raise CommandError(str(error), "--budget") from None
+    if chosen != AUTO and (max_budget is not None or auto_margin is not None):
+        raise CommandError("--max-budget and --auto-margin only apply to --budget auto", "--budget")
     try:
-        top = Budget.parse(max_budget) if max_budget else None
+        return chosen, Budget.parse(max_budget) if max_budget else None
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--max-budget") from None
-    opened = MultiVectorIndex.open(index, mode="r")
-    model_path = model or opened.properties.get("model")
-    if not model_path:
-        raise typer.BadParameter("the index records no model: pass --model", param_hint="--model")
-    encoder = MetaEmbed.from_pretrained(model_path)
+        raise CommandError(str(error), "--max-budget") from None
+
+
+def _check_model(encoder: Any, model_path: str, opened: Any, query_flag: str, *asked: Any) -> None:
+    """The model must make the index's vectors, take images when the query is one, and have the query budgets."""
     if encoder.embedding_dim != opened.dim:
-        raise typer.BadParameter(f"model {model_path} makes {encoder.embedding_dim}-dim vectors, the index has {opened.dim}",
-                                 param_hint="--model")
-    for asked, hint in ((top, "--max-budget"), (None if auto else chosen, "--budget")):
-        if asked is not None and asked.query > encoder.num_query_meta_tokens:
-            raise typer.BadParameter(
-                f"query budget {asked.query} is more than the model's {encoder.num_query_meta_tokens} query meta tokens",
-                param_hint=hint)
-    if auto:
-        top = top or Budget(encoder.num_query_meta_tokens, opened.max_document_vectors)
-        try:
-            vectors = encoder.encode_query([str(query_image) if query_image else query], budget=top.query)
-            results = opened.search(vectors, k=top_k, budget=AUTO, max_budget=top, auto_margin=auto_margin,
-                                    candidates=cascade or None)
-        except ValueError as error:
-            hints = {"auto_margin": "--auto-margin", "max_budget": "--max-budget", "candidates": "--cascade", "k must": "--top-k"}
-            hint = next((flag for word, flag in hints.items() if word in str(error)), "--budget")
-            raise typer.BadParameter(str(error), param_hint=hint) from None
-        used = results[0].budget
-        _print(results[0], top_k, as_json, f"auto -> {used} (up to {top})", {"requested_budget": AUTO, "max_budget": list(top)})
-        return
+        raise CommandError(f"model {model_path} makes {encoder.embedding_dim}-dim vectors, the index has {opened.dim}",
+                           "--model")
+    if query_flag == "--query-image" and not encoder.accepts_images:
+        raise CommandError(f"model {model_path} is text-only: it cannot encode an image query", "--query-image")
+    for budget, flag in zip(asked, ("--max-budget", "--budget")):
+        if budget is not None and budget.query > encoder.num_query_meta_tokens:
+            raise CommandError(
+                f"query budget {budget.query} is more than the model's {encoder.num_query_meta_tokens} query meta tokens",
+                flag)
+
+
+def _encode(encoder: Any, item: Any, query_budget: int, query_flag: str) -> Any:
+    from metaembed.inputs import InvalidInputError
+
     try:
-        chosen = chosen or Budget(encoder.num_query_meta_tokens, opened.max_document_vectors)
-        vectors = encoder.encode_query([str(query_image) if query_image else query], budget=chosen.query)
-        if cascade:
-            results = opened.cascade_search(vectors, k=top_k, budget=chosen, candidates=max(cascade, top_k))
-        else:
-            results = opened.search(vectors, k=top_k, budget=chosen)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--budget") from None
-    _print(results[0], top_k, as_json, str(chosen), {})
+        return encoder.encode_query([item], budget=query_budget)
+    except InvalidInputError as error:
+        raise CommandError(str(error), query_flag) from None
+
+
+_FLAG_WORDS = {"auto_margin": "--auto-margin", "max_budget": "--max-budget", "candidates": "--cascade", "k must": "--top-k"}
+
+
+def _flag_of(message: str) -> str:
+    """The flag a search error is about (its setting's name in the message), else --budget."""
+    return next((flag for word, flag in _FLAG_WORDS.items() if word in message), "--budget")
 
 
 def _print(result, top_k: int, as_json: bool, budget_text: str, extra: dict) -> None:

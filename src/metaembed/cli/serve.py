@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from metaembed.cli._errors import CommandError, load_model, open_index
+
 
 def serve(
     index: Path = typer.Option(..., help="Index folder written by `metaembed index`."),
@@ -20,7 +22,6 @@ def serve(
     """Serve search (text and/or image, any budget), add, delete, health and stats, and a web page at /."""
     import uvicorn
 
-    from metaembed import MetaEmbed, MultiVectorIndex
     from metaembed.serve import SearchService, ServiceSettings, create_app
 
     settings = ServiceSettings(
@@ -30,8 +31,12 @@ def serve(
         allowed_image_roots=list(image_root or []),
         budgets=trained_budgets(model),
     )
-    loaded_model = MetaEmbed.from_pretrained(model)
-    opened = MultiVectorIndex.open(index, mode="a")
+    opened = open_index(index, mode="a")  # first: a missing or locked index fails before the model loads
+    try:
+        loaded_model = load_model(model)
+    except BaseException:
+        opened.close()
+        raise
     settings.allowed_image_roots.extend(_corpus_roots(opened))
     app = create_app(SearchService(loaded_model, opened, settings))
     typer.echo(f"Serving {len(opened)} items on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
@@ -47,8 +52,11 @@ def trained_budgets(model: str) -> list | None:
         return None
     import yaml
 
-    groups = (yaml.safe_load(config.read_text()) or {}).get("groups")
-    return sorted({Budget.parse(group) for group in groups}) if groups else None
+    try:
+        groups = (yaml.safe_load(config.read_text()) or {}).get("groups")
+        return sorted({Budget.parse(group) for group in groups}) if groups else None
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as error:
+        raise CommandError(f"{config}: cannot read its budget groups: {error}", "--model") from None
 
 
 def _corpus_roots(index) -> list[Path]:

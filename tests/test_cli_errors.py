@@ -1,0 +1,117 @@
+"""User errors on the command line are one line ``error: FLAG: ...`` with exit status 2 and no traceback:
+a missing, corrupt or locked index, an empty query, a bad --top-k, an --query-image that is not an image."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from metaembed.cli import app
+from metaembed.index import MultiVectorIndex
+from metaembed.model import MetaEmbed
+
+TEXTS = ["a text editor", "gzip compresses files", "a json parser", "an image viewer", "a music player"]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_bert_path, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny text-only model and an index of five documents that records it."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    model = MetaEmbed.from_backbone(tiny_bert_path, num_query_meta_tokens=4, num_document_meta_tokens=8)
+    model.save_pretrained(str(root / "model"))
+    with MultiVectorIndex.create(root / "ix", model.embedding_dim, 8, properties={"model": str(root / "model")}) as index:
+        index.add([f"doc{i}" for i in range(len(TEXTS))], model.encode_document(TEXTS))
+    return root / "model", root / "ix"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def assert_user_error(result, starts: str, *contains: str) -> str:
+    """Exit 2, a last stderr line starting with ``starts`` and holding ``contains`` (the only error line: what is
+    above it is model-loading progress), no exception escaping."""
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith(starts), result.stderr
+    assert sum("error" in line.lower() for line in lines) == 1, result.stderr
+    for text in contains:
+        assert text in lines[-1], lines[-1]
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+def test_missing_corrupt_and_locked_index(built, tmp_path):
+    model, index = built
+    missing = tmp_path / "nothing"
+    assert_user_error(invoke("search", "--index", missing, "--query", "json"), "error: --index:", str(missing))
+    assert_user_error(invoke("serve", "--index", missing, "--model", model), "error: --index:", str(missing))
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "manifest.json").write_text('{"version": 1, "segm')  # torn
+    assert_user_error(invoke("search", "--index", corrupt, "--query", "json", "--model", model),
+                      "error: --index:", "manifest")
+
+    with MultiVectorIndex.open(index, mode="a"):  # another writer holds the lock
+        assert_user_error(invoke("serve", "--index", index, "--model", model), "error: --index:", "open for writing")
+
+
+def test_bad_model_names_model(built, tmp_path):
+    _, index = built
+    assert_user_error(invoke("search", "--index", index, "--query", "json", "--model", tmp_path / "no-model"),
+                      "error: --model:", "no-model")
+
+
+def test_query_and_top_k_errors_name_their_flag(built):
+    _, index = built
+    for empty in ("", "   "):
+        assert_user_error(invoke("search", "--index", index, "--query", empty), "error: --query:", "empty")
+    assert_user_error(invoke("search", "--index", index, "--query", "json", "--top-k", 0),
+                      "error: --top-k:", "at least 1, got 0")
+    assert_user_error(invoke("search", "--index", index, "--query", "json", "--top-k", -1, "--cascade", 5),
+                      "error: --top-k:", "got -1")
+    assert_user_error(invoke("search", "--index", index, "--query", "json", "--cascade", -2), "error: --cascade:")
+    assert_user_error(invoke("search", "--index", index, "--query", "json", "--budget", "2,9"),
+                      "error: --budget:", "r_c=9 is larger than the 8")
+    ok = invoke("search", "--index", index, "--query", "json", "--top-k", 2, "--cascade", 3, "--json")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_query_image_must_be_an_image(built, tmp_path):
+    _, index = built
+    assert_user_error(invoke("search", "--index", index, "--query-image", "/etc/passwd"),
+                      "error: --query-image:", "'/etc/passwd'", "not a readable image")
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a png")
+    assert_user_error(invoke("search", "--index", index, "--query-image", fake),
+                      "error: --query-image:", str(fake), "not a readable image")
+    assert_user_error(invoke("search", "--index", index, "--query-image", tmp_path / "gone.jpg"),
+                      "error: --query-image:", "gone.jpg", "does not exist")
+    real = tmp_path / "photo"  # an image by its content, whatever its name
+    Image.new("RGB", (8, 8), "red").save(real, format="PNG")
+    assert_user_error(invoke("search", "--index", index, "--query-image", real),
+                      "error: --query-image:", "text-only")
+
+
+def test_debug_shows_the_exception(tmp_path):
+    result = invoke("--debug", "search", "--index", tmp_path / "nothing", "--query", "json")
+    assert result.exit_code != 0 and not isinstance(result.exception, SystemExit)
+    assert "no index at" in str(result.exception)
+
+
+def test_console_script_prints_one_line(tmp_path):
+    """The installed ``metaembed`` command: one stderr line, exit status 2."""
+    metaembed = Path(sys.executable).parent / "metaembed"
+    completed = subprocess.run([str(metaembed), "search", "--index", str(tmp_path / "nothing"), "--query", "json"],
+                               capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines() == [
+        f"error: --index: no index at {tmp_path / 'nothing'} ({tmp_path / 'nothing' / 'manifest.json'} does not exist)"]

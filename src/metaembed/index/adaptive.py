@@ -22,7 +22,7 @@ from torch import Tensor
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
 from metaembed.index.search import SearchResult, default_compute_dtype, exact_search, rerank
-from metaembed.index.validation import parse_query_vectors
+from metaembed.index.validation import check_positive_int, parse_query_vectors
 
 if TYPE_CHECKING:
     from metaembed.index.embedded import MultiVectorIndex
@@ -130,14 +130,14 @@ def resolve_margin(index: "MultiVectorIndex", auto_margin: float | None) -> floa
 
 
 def prepare(index: "MultiVectorIndex", query_vectors: Any, k: int, max_budget: Any, candidates: int | None,
-            ladder: Iterable[Sequence[int]] | None) -> tuple[Tensor, list[Budget], int]:
+            ladder: Iterable[Sequence[int]] | None,
+            compute_dtype: torch.dtype = torch.float32) -> tuple[Tensor, list[Budget], int]:
     """Checked (queries, rungs, candidates) for an auto search or its calibration."""
-    queries = parse_query_vectors(query_vectors, index.dim)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    k = check_positive_int(k, "k")
+    if candidates is not None:
+        candidates = check_positive_int(candidates, "candidates")
+    queries = parse_query_vectors(query_vectors, index.dim, index.query_finite_dtypes(compute_dtype))
     rungs = auto_ladder(resolve_max_budget(index, max_budget, queries.shape[1]), ladder)
-    if candidates is not None and candidates < 1:
-        raise ValueError(f"candidates must be at least 1, got {candidates}")
     return queries, rungs, max(k, candidates or default_candidates(k))
 
 
@@ -146,9 +146,9 @@ def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, m
                 ladder: Iterable[Sequence[int]] | None = None, compute_dtype: torch.dtype | None = None,
                 normalize_by_query: bool = False) -> list[SearchResult]:
     """``index.search(..., budget="auto")``: top-k per query, each with the budget it stopped at and its cost."""
-    queries, rungs, candidates = prepare(index, query_vectors, k, max_budget, candidates, ladder)
-    margin = resolve_margin(index, auto_margin)
     dtype = compute_dtype or default_compute_dtype(index._storage_torch_dtype())
+    queries, rungs, candidates = prepare(index, query_vectors, k, max_budget, candidates, ladder, dtype)
+    margin = resolve_margin(index, auto_margin)
     outcome = climb(index, queries, rungs, candidates, margin, dtype)
     used = [rungs[j] for j in outcome.rung.tolist()]
     scores = outcome.scores[:, :k]

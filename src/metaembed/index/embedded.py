@@ -2,9 +2,10 @@
 
 Layout of the index folder::
 
-    manifest.json        the committed state: settings, segments (with file sizes and sha256), deletions
+    manifest.json        the committed state: settings, segments (with file sizes and sha256), deletions,
+                         sealed by its own sha256 (see :mod:`metaembed.index.manifest`)
     segments/seg-*/      immutable segments written by ``add`` (see :mod:`metaembed.index.segment`)
-    write.lock           flock held by the one writer
+    write.lock           flock held by the one writer; ``create`` takes it before it writes anything
 
 Every ``add`` writes a new segment, fsyncs it, then replaces the manifest atomically: a crash at any moment
 leaves the last committed state, and an ``add`` that returned is never lost. Re-adding an id replaces it
@@ -15,7 +16,6 @@ leaves the last committed state, and an ``add`` that returned is never lost. Re-
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import time
@@ -29,27 +29,28 @@ from torch import Tensor
 
 from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
 from metaembed.index.errors import CorruptIndexError, MissingIdsError
-from metaembed.index.files import WriterLock, verify_file, write_json_atomically
+from metaembed.index.files import WriterLock
+from metaembed.index.hnsw import build_first_vector_hnsw, hnsw_candidates
+from metaembed.index.manifest import (MANIFEST, create_manifest_locked, new_manifest, read_manifest,
+                                      read_manifest_locked, segment_record_problem, write_manifest)
 from metaembed.index.search import SearchResult, default_compute_dtype, exact_search, gather_documents, rerank
 from metaembed.index.segment import STORAGE_DTYPES, Segment, write_segment
-from metaembed.index.validation import check_query_budget, parse_query_vectors, validate_documents
+from metaembed.index.validation import (check_positive_int, check_properties, check_query_budget,
+                                        parse_query_vectors, validate_documents)
 
-FORMAT = "metaembed-multivector-index"
-VERSION = 1
-MANIFEST = "manifest.json"
 SEGMENTS = "segments"
 
 
 class MultiVectorIndex:
     """A folder of rank-major multi-vector segments; ``search`` runs exact MaxSim at any budget up to what is stored."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], mode: str, verify: bool) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], mode: str, verify: bool,
+                 lock: WriterLock | None = None) -> None:
+        """Use :meth:`create` or :meth:`open`; a writer passes the lock it read ``manifest`` under (without: read-only)."""
         self.path = path
         self.mode = mode
         self._verify = verify
-        self._lock = WriterLock(path) if mode == "a" else None
-        if self._lock is not None:
-            self._lock.acquire()
+        self._lock = lock
         self._hnsw: tuple[int, Any] | None = None
         try:
             self._load(manifest)
@@ -71,29 +72,30 @@ class MultiVectorIndex:
         path = Path(path)
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
-        if dim < 1 or max_document_vectors < 1:
-            raise ValueError(f"dim and max_document_vectors must be positive, got {dim} and {max_document_vectors}")
+        check_positive_int(dim, "dim")
+        check_positive_int(max_document_vectors, "max_document_vectors")
+        properties = check_properties(properties or {})
         if (path / MANIFEST).exists():
             raise FileExistsError(f"an index already exists at {path}; open it with MultiVectorIndex.open")
         (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format": FORMAT, "version": VERSION, "dim": dim, "max_document_vectors": max_document_vectors,
-            "dtype": dtype, "generation": 0, "segments": [], "deleted": {}, "properties": properties or {},
-            "updated": time.time(),
-        }
-        write_json_atomically(path / MANIFEST, manifest)
-        return cls(path, manifest, "a", verify=False)
+        manifest = new_manifest(dim, max_document_vectors, dtype, properties)
+        return cls(path, manifest, "a", verify=False, lock=create_manifest_locked(path, manifest))
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", verify: bool = True) -> "MultiVectorIndex":
         """Open an index to search (``mode="r"``) or to add and delete (``"a"``, takes the writer lock).
 
-        ``verify`` checks every file's sha256 against the manifest (sizes are always checked).
+        The manifest's own checksum, every file's size and the sha256 of each ids.json are always checked (also
+        with ``verify=False``, what the index command's other ranks open with); ``verify`` adds the sha256 of the
+        vectors, and metadata.json is checked when first read. A writer takes the lock before reading the manifest.
         """
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
-        return cls(path, read_manifest(path), mode, verify)
+        if mode == "r":
+            return cls(path, read_manifest(path), mode, verify)
+        lock, manifest = read_manifest_locked(path)
+        return cls(path, manifest, mode, verify, lock=lock)
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -162,10 +164,7 @@ class MultiVectorIndex:
     def set_properties(self, **updates: Any) -> None:
         """Merge ``updates`` into the manifest's properties in one atomic commit (e.g. a calibrated ``auto_margin``)."""
         self._require_writer()
-        try:
-            json.dumps(updates)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"properties must be JSON-serialisable: {error}") from None
+        check_properties(updates)
         manifest = copy.deepcopy(self.manifest)
         manifest["properties"] = {**manifest.get("properties", {}), **updates}
         self._commit(manifest)
@@ -219,11 +218,15 @@ class MultiVectorIndex:
         where = dict(self._where)
         names = [seg["name"] for seg in manifest["segments"]]
         for record in records:
-            for file_name, expected in record["files"].items():  # a staged segment must be intact before it is named
-                verify_file(self.path / SEGMENTS / record["name"] / file_name, expected)
+            problem = segment_record_problem(record, self.dtype)
+            if problem or record["name"] in names:
+                raise CorruptIndexError(f"staged segment record {str(record)[:200]} is damaged: "
+                                        f"{problem or 'its segment is already committed'}")
+            # a staged segment must be intact (and readable as this index's) before it is named
+            ids = Segment.open(self.path / SEGMENTS / record["name"], record, self.dim, self.max_document_vectors,
+                               self.dtype, verify=True).ids
             segment_index = len(names)
             names.append(record["name"])
-            ids = json.loads((self.path / SEGMENTS / record["name"] / "ids.json").read_text())
             for row, id_ in enumerate(ids):
                 if id_ in where:
                     old_segment, old_row = where[id_]
@@ -259,7 +262,7 @@ class MultiVectorIndex:
         manifest["updated"] = time.time()
         for name in manifest["deleted"]:
             manifest["deleted"][name] = sorted(set(manifest["deleted"][name]))
-        write_json_atomically(self.path / MANIFEST, manifest)
+        write_manifest(self.path, manifest)
         self._load(manifest)
 
     def _require_writer(self) -> None:
@@ -271,7 +274,8 @@ class MultiVectorIndex:
     ) -> tuple[list[str], Tensor, list[Any]]:
         if require_writer:
             self._require_writer()
-        return validate_documents(ids, vectors, metadata, self.dim, self.max_document_vectors)
+        return validate_documents(ids, vectors, metadata, self.dim, self.max_document_vectors,
+                                  storage_dtype=self._stored_float_dtype())
 
     # ------------------------------------------------------------------ searching
     def _check_document_budget(self, r_c: int | None) -> int:
@@ -286,8 +290,8 @@ class MultiVectorIndex:
             )
         return r_c
 
-    def _prepare_queries(self, query_vectors: Tensor, budget: Any) -> tuple[Tensor, int]:
-        query_vectors = parse_query_vectors(query_vectors, self.dim)
+    def _prepare_queries(self, query_vectors: Tensor, budget: Any, compute_dtype: torch.dtype) -> tuple[Tensor, int]:
+        query_vectors = parse_query_vectors(query_vectors, self.dim, self.query_finite_dtypes(compute_dtype))
         if budget is None:
             r_q, r_c = query_vectors.shape[1], self.max_document_vectors
         else:
@@ -328,10 +332,9 @@ class MultiVectorIndex:
                                           ("candidates", candidates), ("ladder", ladder)) if value is not None]
         if named:
             raise ValueError(f"{', '.join(named)} only apply to budget='auto' (use cascade_search for a fixed-budget rerank)")
-        queries, r_c = self._prepare_queries(query_vectors, budget)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+        k = check_positive_int(k, "k")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
+        queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
         scores, keys = exact_search(self._segments, self._live, queries, r_c, k, dtype, normalize_by_query)
         used = Budget(queries.shape[1], r_c)
         return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries))
@@ -350,12 +353,13 @@ class MultiVectorIndex:
     ) -> list[SearchResult]:
         """Two-stage search: the top ``candidates`` at ``first_stage_budget`` (exact, or ``first_stage="hnsw"``:
         usearch HNSW over each document's first vector), then exact MaxSim rerank at ``budget``."""
-        queries, r_c = self._prepare_queries(query_vectors, budget)
+        k, candidates = check_positive_int(k, "k"), check_positive_int(candidates, "candidates")
+        dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
+        queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
         first = Budget.parse(first_stage_budget)
         self._check_document_budget(first.document)
         if first.query > queries.shape[1]:
             raise ValueError(f"first-stage query budget {first.query} exceeds the query budget {queries.shape[1]}")
-        dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         if first_stage not in ("exact", "hnsw"):
             raise ValueError(f"first_stage must be 'exact' or 'hnsw', got {first_stage!r}")
         if first_stage == "hnsw" and first != Budget(1, 1):
@@ -367,7 +371,7 @@ class MultiVectorIndex:
                                               candidates, dtype, normalize_by_query)
             keys = keys.masked_fill(torch.isinf(first_scores), -1)  # deleted rows fill the list when few are live
         else:
-            keys = self._hnsw_candidates(queries[:, 0], candidates)
+            keys = hnsw_candidates(self.build_hnsw(), queries[:, 0], candidates)
         used = Budget(queries.shape[1], r_c)
         costs = ((keys >= 0).sum(dim=1) * used.query * r_c + len(self) * first.query * first.document).tolist()
         scores, keys = rerank(self._segments, self._offsets, queries, keys, r_c, k, dtype, normalize_by_query)
@@ -376,31 +380,21 @@ class MultiVectorIndex:
     def build_hnsw(self, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:
         """Build (or return the cached) usearch HNSW index over every live document's first vector."""
         generation = self.manifest["generation"]
-        if self._hnsw is not None and self._hnsw[0] == generation:
-            return self._hnsw[1]
-        from usearch.index import Index
-
-        index = Index(ndim=self.dim, metric="ip", dtype="bf16", connectivity=connectivity,
-                      expansion_add=expansion_add, expansion_search=expansion_search)
-        for s, segment in enumerate(self._segments):
-            rows = torch.nonzero(self._live[s]).flatten()
-            if len(rows):
-                first = segment.gather(rows, 1, torch.float32)[:, 0].numpy()
-                index.add((rows + self._offsets[s]).numpy().astype(np.uint64), first, threads=0)
-        self._hnsw = (generation, index)
-        return index
-
-    def _hnsw_candidates(self, first_query_vectors: Tensor, candidates: int) -> Tensor:
-        index = self.build_hnsw()
-        matches = index.search(first_query_vectors.float().numpy(), candidates, threads=0)
-        keys = torch.from_numpy(np.asarray(matches.keys, dtype=np.int64).reshape(len(first_query_vectors), -1))
-        counts = np.asarray(matches.counts) if hasattr(matches, "counts") else np.asarray([len(matches.keys)])  # 1 query
-        counts = torch.as_tensor(counts).reshape(-1, 1)
-        keys[torch.arange(keys.shape[1]).unsqueeze(0) >= counts] = -1
-        return keys
+        if self._hnsw is None or self._hnsw[0] != generation:
+            self._hnsw = (generation, build_first_vector_hnsw(self._segments, self._live, self._offsets, self.dim,
+                                                              connectivity, expansion_add, expansion_search))
+        return self._hnsw[1]
 
     def _storage_torch_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.dtype == "bfloat16" else torch.int8
+
+    def _stored_float_dtype(self) -> torch.dtype:
+        """The float type stored values must be finite in: bf16, or fp32 for int8 (its scales and dequantized values)."""
+        return torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
+
+    def query_finite_dtypes(self, compute_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+        """The dtypes query vectors must be finite in: the stored values' and ``compute_dtype``."""
+        return (self._stored_float_dtype(), compute_dtype)
 
     def _results(self, scores: Tensor, keys: Tensor, budgets: Sequence[Budget] | None = None,
                  costs: Sequence[int] | None = None) -> list[SearchResult]:
@@ -417,19 +411,3 @@ class MultiVectorIndex:
                 result.metadata.append(segment.metadata(row))
             results.append(result)
         return results
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """Read and check an index's manifest, naming the file in every error."""
-    manifest_path = Path(path) / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no index at {path} ({manifest_path} does not exist)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptIndexError(f"index manifest {manifest_path} is not valid JSON: {error}") from None
-    if manifest.get("format") != FORMAT:
-        raise CorruptIndexError(f"{manifest_path} is not a metaembed index manifest")
-    if manifest.get("version") != VERSION:
-        raise CorruptIndexError(f"{manifest_path} has format version {manifest.get('version')}, expected {VERSION}")
-    return manifest

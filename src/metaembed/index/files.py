@@ -12,6 +12,7 @@ from typing import Any
 from metaembed.index.errors import CorruptIndexError, IndexLockedError
 
 _CHUNK = 8 << 20
+_TMP_MARK = ".tmp-"
 
 
 def fsync_directory(folder: Path) -> None:
@@ -32,11 +33,41 @@ def write_bytes_durably(path: Path, data: bytes | memoryview) -> None:
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
-    """Replace ``path`` with ``value`` as JSON so a crash leaves either the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write_bytes_durably(tmp, json.dumps(value, ensure_ascii=False, indent=1).encode())
+    """Replace ``path`` with ``value`` as JSON so a crash leaves either the old or the new file, never a mix.
+
+    The new content goes to ``.NAME.tmp-PID`` first; a writer removes those a killed process left
+    (:func:`remove_stale_temp_files`)."""
+    data = json.dumps(value, ensure_ascii=False, indent=1).encode()  # fails (on a lone surrogate) before any file
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    write_bytes_durably(tmp, data)
     os.replace(tmp, path)
     fsync_directory(path.parent)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID`` files in ``folder`` whose process is gone (killed mid-write); returns them.
+
+    Call it holding the writer lock: only the writer writes such files, and a live PID's file is left alone."""
+    removed = []
+    for candidate in folder.glob(f".*{_TMP_MARK}*"):
+        pid = candidate.name.rpartition(_TMP_MARK)[2]
+        if candidate.is_file() and pid.isdigit() and not pid_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
 
 
 def file_checksum(path: Path) -> str:
@@ -96,3 +127,11 @@ class WriterLock:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def take_writer_lock(folder: Path) -> WriterLock:
+    """The writer lock of the index in ``folder`` (IndexLockedError if held), with killed writers' temp files removed."""
+    lock = WriterLock(folder)
+    lock.acquire()
+    remove_stale_temp_files(folder)
+    return lock

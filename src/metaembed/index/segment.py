@@ -8,6 +8,7 @@ vector), ``ids.json`` and ``metadata.json``. Files are written and fsync'd befor
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, write_bytes_durably
 
 STORAGE_DTYPES = ("bfloat16", "int8")
@@ -43,21 +45,28 @@ def encode_rank_major(vectors: Tensor, dtype: str) -> tuple[np.ndarray, np.ndarr
 def write_segment(
     segments_dir: Path, ids: list[str], vectors: Tensor, metadata: list[Any], dtype: str
 ) -> dict[str, Any]:
-    """Write a new segment folder durably and return its manifest record (name, count, file checksums)."""
-    name = f"seg-{uuid.uuid4().hex[:16]}"
-    folder = segments_dir / name
-    folder.mkdir(parents=True)
+    """Write a new segment folder durably and return its manifest record (name, count, file checksums).
+
+    Everything is encoded before the folder is made, and a write that fails anyway removes the folder, so a
+    failed add leaves no orphan segment behind."""
     data, scales = encode_rank_major(vectors, dtype)
     files = {"vectors.bin": memoryview(np.ascontiguousarray(data)).cast("B")}
     if scales is not None:
         files["scales.bin"] = memoryview(np.ascontiguousarray(scales)).cast("B")
     files["ids.json"] = json.dumps(ids, ensure_ascii=False).encode()
     files["metadata.json"] = json.dumps(metadata, ensure_ascii=False).encode()
-    for file_name, payload in files.items():
-        write_bytes_durably(folder / file_name, payload)
-    fsync_directory(folder)
-    fsync_directory(segments_dir)
-    return {"name": name, "count": len(ids), "files": {f: describe_file(folder / f) for f in files}}
+    name = f"seg-{uuid.uuid4().hex[:16]}"
+    folder = segments_dir / name
+    folder.mkdir(parents=True)
+    try:
+        for file_name, payload in files.items():
+            write_bytes_durably(folder / file_name, payload)
+        fsync_directory(folder)
+        fsync_directory(segments_dir)
+        return {"name": name, "count": len(ids), "files": {f: describe_file(folder / f) for f in files}}
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -77,23 +86,34 @@ class Segment:
 
     @classmethod
     def open(cls, folder: Path, record: dict[str, Any], dim: int, stored: int, dtype: str, verify: bool) -> "Segment":
-        """Open a segment, checking every file against the manifest (sizes always, sha256 when ``verify``)."""
+        """Open a segment, checking every file against the manifest: sizes always, and the sha256 of ids.json
+        always (it is read whole anyway), of the vectors when ``verify``, of metadata.json when first loaded."""
         for file_name, expected in record["files"].items():
-            verify_file(folder / file_name, expected, full=verify)
+            verify_file(folder / file_name, expected, full=verify or file_name == "ids.json")
         count = record["count"]
+        item_size = np.dtype(_NUMPY_STORAGE[dtype]).itemsize
+        _check_size(folder / "vectors.bin", record, stored * count * dim * item_size)
         vectors = _memmap(folder / "vectors.bin", _NUMPY_STORAGE[dtype], (stored, count, dim))
         if dtype == "bfloat16":
             vectors = vectors.view(torch.bfloat16)
-        scales = _memmap(folder / "scales.bin", np.float32, (stored, count)) if dtype == "int8" else None
-        ids = json.loads((folder / "ids.json").read_text())
-        if len(ids) != count:
-            raise ValueError(f"{folder / 'ids.json'} lists {len(ids)} ids, the manifest says {count}")
+        scales = None
+        if dtype == "int8":
+            _check_size(folder / "scales.bin", record, stored * count * 4)
+            scales = _memmap(folder / "scales.bin", np.float32, (stored, count))
+        ids = _read_json(folder / "ids.json")
+        if not isinstance(ids, list) or len(ids) != count or not all(isinstance(i, str) for i in ids):
+            raise CorruptIndexError(f"{folder / 'ids.json'} is not a list of {count} ids as the manifest says")
         return cls(folder, record, vectors, scales, ids)
 
     def metadata(self, row: int) -> Any:
-        """The JSON metadata stored with the document at ``row`` (loaded on first use)."""
+        """The JSON metadata stored with the document at ``row`` (loaded and checksummed on first use)."""
         if self._metadata is None:
-            self._metadata = json.loads((self.folder / "metadata.json").read_text())
+            path = self.folder / "metadata.json"
+            verify_file(path, self.record["files"]["metadata.json"])
+            metadata = _read_json(path)
+            if not isinstance(metadata, list) or len(metadata) != self.count:
+                raise CorruptIndexError(f"{path} is not a list of {self.count} entries as the manifest says")
+            self._metadata = metadata
         return self._metadata[row]
 
     def rank_block(self, rank: int, start: int, stop: int, dtype: torch.dtype) -> Tensor:
@@ -114,6 +134,21 @@ class Segment:
 
     def bytes_per_document(self) -> float:
         return sum(f["bytes"] for f in self.record["files"].values()) / max(1, self.count)
+
+
+def _check_size(path: Path, record: dict[str, Any], size: int) -> None:
+    recorded = record["files"][path.name]["bytes"]
+    if recorded != size:
+        raise CorruptIndexError(
+            f"index file {path} is recorded as {recorded} bytes, but {record['count']} documents need {size}"
+        )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # bad JSON or bad UTF-8
+        raise CorruptIndexError(f"index file {path} is not valid JSON: {error}") from None
 
 
 def _memmap(path: Path, np_dtype: Any, shape: tuple[int, ...]) -> Tensor:

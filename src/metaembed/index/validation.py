@@ -13,15 +13,21 @@ from torch import Tensor
 
 
 def validate_documents(
-    ids: Sequence[str], vectors: Any, metadata: Sequence[Any] | None, dim: int, max_document_vectors: int
+    ids: Sequence[str], vectors: Any, metadata: Sequence[Any] | None, dim: int, max_document_vectors: int,
+    storage_dtype: torch.dtype = torch.float32,
 ) -> tuple[list[str], Tensor, list[Any]]:
-    """Return (ids, vectors cut to max_document_vectors, metadata) or raise ValueError naming the problem."""
+    """Return (ids, vectors cut to max_document_vectors, metadata) or raise ValueError naming the problem.
+
+    Vectors must be finite in ``storage_dtype`` (3.39e38 is a float32 but overflows bf16); ids and metadata
+    must be encodable as UTF-8 JSON, so nothing fails once writing has begun."""
     if isinstance(ids, str):
         raise ValueError("ids must be a sequence of strings, got a single string")
     ids = list(ids)
     for position, id_ in enumerate(ids):
         if not isinstance(id_, str) or not id_:
             raise ValueError(f"id at position {position} must be a non-empty string, got {id_!r}")
+        if not _encodable(id_):
+            raise ValueError(f"id at position {position} is not valid Unicode (a lone surrogate?): {id_!r}")
     duplicates = sorted(i for i, count in Counter(ids).items() if count > 1)
     if duplicates:
         raise ValueError(f"duplicate ids in one add: {duplicates[:10]}")
@@ -37,10 +43,10 @@ def validate_documents(
     if r < max_document_vectors:
         raise ValueError(f"documents have {r} vectors, the index stores {max_document_vectors} per document")
     vectors = vectors[:, :max_document_vectors]
-    finite = torch.isfinite(vectors.float()).flatten(1).all(dim=1)
+    finite = finite_in(vectors, storage_dtype).flatten(1).all(dim=1)
     if not bool(finite.all()):
         bad = [ids[i] for i in torch.nonzero(~finite).flatten().tolist()]
-        raise ValueError(f"NaN or infinite values in the vectors of ids {bad[:10]}")
+        raise ValueError(f"NaN or infinite values (in {_name(storage_dtype)}) in the vectors of ids {bad[:10]}")
     if metadata is None:
         return ids, vectors, [None] * n
     metadata = list(metadata)
@@ -48,14 +54,54 @@ def validate_documents(
         raise ValueError(f"{len(metadata)} metadata entries for {n} ids")
     for id_, value in zip(ids, metadata):
         try:
-            json.dumps(value)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"metadata of id {id_!r} is not JSON-serialisable: {error}") from None
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as error:  # UnicodeEncodeError is a ValueError
+            raise ValueError(f"metadata of id {id_!r} is not JSON-serialisable as UTF-8: {error}") from None
     return ids, vectors, metadata
 
 
-def parse_query_vectors(query_vectors: Any, dim: int) -> Tensor:
-    """(n_q, R_q, D) (or one query (R_q, D)) finite query vectors, or a ValueError."""
+def finite_in(values: Tensor, dtype: torch.dtype) -> Tensor:
+    """Elementwise: is each value finite once stored as ``dtype`` (only float dtypes narrow the range)."""
+    if dtype.is_floating_point and values.dtype != dtype:
+        values = values.to(dtype)
+    return torch.isfinite(values)
+
+
+def check_properties(properties: Any) -> dict[str, Any]:
+    """``properties`` if it is a dict that can be written as UTF-8 JSON, else a ValueError."""
+    if not isinstance(properties, dict):
+        raise ValueError(f"properties must be a dict, got {type(properties).__name__}")
+    try:
+        json.dumps(properties, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"properties must be JSON-serialisable as UTF-8: {error}") from None
+    return properties
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1, or a ValueError naming the argument (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_query_vectors(query_vectors: Any, dim: int, finite_dtypes: Sequence[torch.dtype] = (torch.float32,)) -> Tensor:
+    """(n_q, R_q, D) (or one query (R_q, D)) query vectors finite in every dtype of ``finite_dtypes`` (the
+    index's storage and compute dtypes), or a ValueError."""
     if not isinstance(query_vectors, Tensor):
         query_vectors = torch.as_tensor(np.asarray(query_vectors))
     if query_vectors.ndim == 2:
@@ -64,8 +110,9 @@ def parse_query_vectors(query_vectors: Any, dim: int) -> Tensor:
         raise ValueError(f"query_vectors must have shape (n_queries, R_q, D), got {tuple(query_vectors.shape)}")
     if query_vectors.shape[-1] != dim:
         raise ValueError(f"query vectors have dimension {query_vectors.shape[-1]}, the index has {dim}")
-    if not bool(torch.isfinite(query_vectors).all()):
-        raise ValueError("query vectors contain NaN or infinite values")
+    for dtype in dict.fromkeys(finite_dtypes):
+        if not bool(finite_in(query_vectors, dtype).all()):
+            raise ValueError(f"query vectors contain NaN or infinite values (in {_name(dtype)})")
     return query_vectors
 
 

@@ -1,0 +1,173 @@
+"""The index manifest: the committed state of a MultiVectorIndex, sealed with a sha256 of its own content.
+
+Format version 2 stores ``"checksum"``: the sha256 of the manifest's canonical JSON without that key. Reading
+checks it, then the manifest's structure, so a damaged manifest is a :class:`CorruptIndexError` naming the
+file -- never documents silently brought back from the deleted list, nor a raw ``KeyError``. Version 1
+manifests (written before checksums) are still read, with the structure check only; the next commit by a
+writer rewrites them as version 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from metaembed.index.errors import CorruptIndexError, IndexLockedError
+from metaembed.index.files import WriterLock, take_writer_lock, write_json_atomically
+from metaembed.index.segment import STORAGE_DTYPES
+
+FORMAT = "metaembed-multivector-index"
+VERSION = 2
+LEGACY_VERSIONS = (1,)
+MANIFEST = "manifest.json"
+CHECKSUM = "checksum"
+SEGMENT_NAME = re.compile(r"seg-[0-9a-f]{16}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of an empty index (generation 0)."""
+    return {
+        "format": FORMAT, "version": VERSION, "dim": dim, "max_document_vectors": max_document_vectors,
+        "dtype": dtype, "generation": 0, "segments": [], "deleted": {}, "properties": properties,
+        "updated": time.time(),
+    }
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces), ``"checksum"`` itself left out."""
+    body = {key: value for key, value in manifest.items() if key != CHECKSUM}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Seal ``manifest`` (version and checksum, set in place) and replace the folder's manifest atomically."""
+    manifest["version"] = VERSION
+    manifest[CHECKSUM] = manifest_checksum(manifest)
+    write_json_atomically(folder / MANIFEST, manifest)
+
+
+def create_manifest_locked(folder: Path, manifest: dict[str, Any]) -> WriterLock:
+    """Take the writer lock of a new index folder, then write its first manifest; returns the lock, held.
+
+    The existence check happens under the lock, so of two racing creates exactly one writes a manifest and
+    the other gets IndexLockedError (the winner still holds the lock) or FileExistsError (it has let go)."""
+    try:
+        lock = take_writer_lock(folder)
+    except IndexLockedError as error:
+        raise IndexLockedError(f"cannot create an index at {folder}: {error}") from None
+    try:
+        if (folder / MANIFEST).exists():
+            raise FileExistsError(f"an index already exists at {folder} (created just now by another process)")
+        write_manifest(folder, manifest)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def read_manifest_locked(folder: Path) -> tuple[WriterLock, dict[str, Any]]:
+    """Take the writer lock, then read the manifest: a writer never starts from a state older than the last commit."""
+    require_manifest(folder)
+    lock = take_writer_lock(folder)
+    try:
+        return lock, read_manifest(folder)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def require_manifest(folder: Path) -> Path:
+    """The manifest's path; FileNotFoundError when there is no index at ``folder``."""
+    manifest_path = Path(folder) / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no index at {folder} ({manifest_path} does not exist)")
+    return manifest_path
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """Read an index's manifest and check its checksum and structure, naming the file in every error."""
+    manifest_path = require_manifest(folder)
+    try:
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise CorruptIndexError(f"index manifest {manifest_path} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CorruptIndexError(f"{manifest_path} is not a metaembed index manifest (or its 'format' is damaged)")
+    version = manifest.get("version")
+    if version == VERSION:
+        if manifest.get(CHECKSUM) != manifest_checksum(manifest):
+            raise CorruptIndexError(
+                f"index manifest {manifest_path} fails its checksum (the file is damaged or was edited by hand); "
+                "restore it from a backup or rebuild the index"
+            )
+    elif version not in LEGACY_VERSIONS:
+        raise CorruptIndexError(f"{manifest_path} has format version {version!r}, expected {VERSION}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise CorruptIndexError(f"index manifest {manifest_path} is damaged: {problem}")
+    return manifest
+
+
+def manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is structurally wrong with a parsed manifest, or None (settings, segment records, deletions)."""
+    for key in ("dim", "max_document_vectors"):
+        if not _is_int(manifest.get(key)) or manifest[key] < 1:
+            return f"{key!r} must be a positive integer, got {manifest.get(key)!r}"
+    if manifest.get("dtype") not in STORAGE_DTYPES:
+        return f"'dtype' must be one of {STORAGE_DTYPES}, got {manifest.get('dtype')!r}"
+    if not _is_int(manifest.get("generation")) or manifest["generation"] < 0:
+        return f"'generation' must be an integer >= 0, got {manifest.get('generation')!r}"
+    if not isinstance(manifest.get("properties"), dict):
+        return "'properties' must be an object"
+    segments = manifest.get("segments")
+    if not isinstance(segments, list):
+        return "'segments' must be a list"
+    counts: dict[str, int] = {}
+    for position, record in enumerate(segments):
+        problem = segment_record_problem(record, manifest["dtype"])
+        if problem:
+            return f"segment {position}: {problem}"
+        if record["name"] in counts:
+            return f"segment {record['name']!r} is listed twice"
+        counts[record["name"]] = record["count"]
+    return _deleted_problem(manifest.get("deleted"), counts)
+
+
+def segment_record_problem(record: Any, dtype: str) -> str | None:
+    """What is wrong with one segment record (name, count, file sizes and checksums), or None."""
+    if not isinstance(record, dict):
+        return "the record is not an object"
+    if not isinstance(record.get("name"), str) or not SEGMENT_NAME.fullmatch(record["name"]):
+        return f"bad segment name {record.get('name')!r}"
+    if not _is_int(record.get("count")) or record["count"] < 0:
+        return f"'count' must be an integer >= 0, got {record.get('count')!r}"
+    files = record.get("files")
+    expected = {"vectors.bin", "ids.json", "metadata.json"} | ({"scales.bin"} if dtype == "int8" else set())
+    if not isinstance(files, dict) or set(files) != expected:
+        return f"'files' must describe exactly {sorted(expected)}"
+    for file_name, description in files.items():
+        if (not isinstance(description, dict) or not _is_int(description.get("bytes")) or description["bytes"] < 0
+                or not isinstance(description.get("sha256"), str) or not _SHA256.fullmatch(description["sha256"])):
+            return f"the record of {file_name} needs 'bytes' (an integer) and 'sha256' (64 hex digits)"
+    return None
+
+
+def _deleted_problem(deleted: Any, counts: dict[str, int]) -> str | None:
+    if not isinstance(deleted, dict):
+        return "'deleted' must be an object"
+    for name, rows in deleted.items():
+        if name not in counts:
+            return f"'deleted' names segment {name!r}, which is not in 'segments'"
+        if not isinstance(rows, list) or not all(_is_int(row) and 0 <= row < counts[name] for row in rows):
+            return f"'deleted' rows of segment {name!r} must be row numbers below its count {counts[name]}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

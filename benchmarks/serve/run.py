@@ -7,7 +7,12 @@ Starts the real server (a subprocess, as a user would), waits for /health, then 
 that many threads posting /search with real query texts at every budget for a fixed time. Every answer is
 checked: HTTP 200 and, for a (query, budget) pair seen before, the same ids as the first answer (concurrent
 clients must get the answers a lone client gets). Reports throughput, latency percentiles and errors, with
-throughput as a ratio to the 1-client run of the same session. Writes benchmarks/results/serve.json and .md.
+throughput as a ratio to the 1-client run of the same session.
+
+Then the abuse row: one normal client alone (quiet), then the same client while abusers send, in a loop, an
+oversized query (1M characters), a 100 MB body to /items without the key, and an image bomb (a 13000 x 13000
+PNG of ~0.5 MB) to /search/upload; the normal client's p99 is compared with the quiet run's and every abusive
+request's answer is counted. Writes benchmarks/results/serve.json and .md.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -38,7 +46,9 @@ def free_port() -> int:
 def start_server(index: Path, model: str, port: int) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "metaembed"), "serve", "--index", str(index), "--model", model,
                "--port", str(port)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # A write key, as a public server would have: the abuse row's unauthenticated body must be refused by it.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "METAEMBED_API_KEY": secrets.token_hex(16)}
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -112,6 +122,78 @@ def run_clients(base: str, clients: int, seconds: float, queries: list[str], top
     }
 
 
+def bomb_png(side: int = 13_000) -> bytes:
+    """A side x side RGB PNG of zeros (~0.5 MB for 13000), built row by row: it decodes to side^2 x 3 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
+
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    packer, row = zlib.compressobj(9), b"\0" * (1 + 3 * side)
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def abusers(base: str, stop: threading.Event) -> tuple[list[threading.Thread], dict[str, Counter]]:
+    """Threads that each repeat one abusive request until ``stop``; answers counted by kind (status or error)."""
+    query = json.dumps({"query": "x" * 1_000_000}).encode()
+    body = b"{" * (100 * 1024 * 1024)
+    bomb = bomb_png()
+    kinds = {
+        "oversized query (1M chars)": lambda http: http.post("/search", content=query,
+                                                             headers={"content-type": "application/json"}),
+        "100 MB body without key": lambda http: http.post("/items", content=body,
+                                                          headers={"content-type": "application/json"}),
+        f"image bomb ({len(bomb) // 1024} KB PNG, 13000x13000)": lambda http: http.post(
+            "/search/upload", files={"image": ("bomb.png", bomb, "image/png")}),
+    }
+    answers: dict[str, Counter] = {kind: Counter() for kind in kinds}
+
+    def loop(kind: str) -> None:
+        while not stop.is_set():
+            try:
+                with httpx.Client(base_url=base, timeout=60) as http:
+                    answers[kind][str(kinds[kind](http).status_code)] += 1
+            except httpx.HTTPError as error:  # the server may close before a huge body is fully sent
+                answers[kind][type(error).__name__] += 1
+
+    return [threading.Thread(target=loop, args=(kind,), daemon=True) for kind in kinds], answers
+
+
+def abuse_row(base: str, seconds: float, queries: list[str], top_k: int,
+              reference: dict[tuple[str, str], list[str]], lock: threading.Lock) -> dict:
+    """One normal client quiet, then the same client while the abusers run: latency and the abusers' answers."""
+    quiet = run_clients(base, 1, seconds, queries, top_k, reference, lock)
+    stop = threading.Event()
+    threads, answers = abusers(base, stop)
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # every abuser under way before the measured client starts
+    loud = run_clients(base, 1, seconds, queries, top_k, reference, lock)
+    health_began = time.perf_counter()
+    health = httpx.get(f"{base}/health", timeout=60).status_code
+    health_ms = round(1000 * (time.perf_counter() - health_began), 1)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    return {"quiet": quiet, "under_abuse": loud, "health_under_abuse": {"status": health, "ms": health_ms},
+            "p99_ratio": round(loud["latency_ms"]["p99"] / quiet["latency_ms"]["p99"], 2),
+            "abuse_answers": {kind: dict(counter) for kind, counter in answers.items()}}
+
+
+def abuse_table(abuse: dict) -> str:
+    """The abuse row as Markdown: the normal client quiet and under abuse, then how each abuse was answered."""
+    lines = ["| normal client (1) | requests | errors | p50 ms | p90 ms | p99 ms | p99 vs quiet |", "|---|---|---|---|---|---|---|"]
+    for label, key in (("quiet", "quiet"), ("while abused", "under_abuse")):
+        run, latency = abuse[key], abuse[key]["latency_ms"]
+        ratio = "1.00x" if key == "quiet" else f"{abuse['p99_ratio']:.2f}x"
+        lines.append(f"| {label} | {run['requests']} | {run['errors']} | {latency['p50']} | {latency['p90']} | "
+                     f"{latency['p99']} | {ratio} |")
+    lines += ["", "| abusive request (looped) | answers |", "|---|---|"]
+    for kind, counts in abuse["abuse_answers"].items():
+        lines.append(f"| {kind} | {', '.join(f'{count} x {answer}' for answer, count in sorted(counts.items()))} |")
+    return "\n".join(lines)
+
+
 def table(results: dict) -> str:
     lines = ["| clients | requests | errors | throughput (req/s) | vs 1 client | p50 ms | p90 ms | p99 ms |",
              "|---|---|---|---|---|---|---|---|"]
@@ -133,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each client count's run")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "serve.json")
+    parser.add_argument("--no-abuse", action="store_true", help="skip the abuse row")
     args = parser.parse_args(argv)
     index = args.index or args.work_dir / "index"
     model = args.model or str(args.work_dir / "train" / "model")
@@ -153,18 +236,27 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{clients:>3} clients: {run['throughput_rps']} req/s, p50 {run['latency_ms']['p50']} ms, "
                   f"p99 {run['latency_ms']['p99']} ms, errors {run['errors']}", flush=True)
             runs.append(run)
+        abuse = None if args.no_abuse else abuse_row(base, args.seconds, queries, args.top_k, reference, lock)
+        if abuse is not None:
+            print(f"abuse: p99 {abuse['quiet']['latency_ms']['p99']} ms quiet, {abuse['under_abuse']['latency_ms']['p99']} "
+                  f"ms while abused ({abuse['p99_ratio']}x); {abuse['abuse_answers']}", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
     results = {
         "index": str(index), "model": model, "documents": stats.get("count"), "budgets": BUDGETS,
         "top_k": args.top_k, "query_texts": len(queries), "machine": f"{os.cpu_count()} CPU cores", "runs": runs,
+        "abuse": abuse,
         "notes": "Budgets rotate over the five paper budgets; each answer is compared with the first answer to the "
-                 "same (query, budget) in this session. Server and clients share the machine's cores.",
+                 "same (query, budget) in this session. Server and clients share the machine's cores. Abuse row: "
+                 "default server limits (10,000-character queries, body cap = upload limit + 1 MiB, 50M-pixel "
+                 "images); a text-only model refuses the image bomb on its modality before reading its header.",
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
     markdown = f"# Serve load test\n\n{stats.get('count')} documents, loopback, {args.seconds:.0f} s per row.\n\n{table(results)}\n"
+    if abuse is not None:
+        markdown += f"\n## Abuse\n\nOne normal client, quiet and while abusers loop the requests below.\n\n{abuse_table(abuse)}\n"
     args.results.with_suffix(".md").write_text(markdown)
     print(markdown)
 

@@ -6,10 +6,11 @@ call and a short preview) and what is wrong with it, before anything reaches the
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import IO, Any, Union
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -23,11 +24,22 @@ DEFAULT_MAX_IMAGE_SIDE = 2048
 """Images are downscaled so their longer side is at most this before the processor sees them: the
 processors resize far below it anyway, and this keeps a 10,000 x 10,000 upload from costing gigabytes."""
 
-_MAX_DECODED_PIXELS = 400_000_000
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+"""The most pixels an image file may decode to (width x height as its header declares, or as a JPEG decodes at
+its reduced scale): an 8,000 x 6,000 photo fits; a 500 KB PNG that claims 13,000 x 13,000 is refused before
+any pixel is decoded. Images already in memory are only downscaled."""
+
+CHARS_PER_TOKEN = 32
+"""Text is cut to this many characters per token an item may keep before tokenizing: far more than any real
+token needs, and a 50 MB string never reaches the tokenizer."""
 
 
 class InvalidInputError(ValueError):
     """An item that cannot be encoded; the message names the item and the problem."""
+
+
+class TooLargeError(InvalidInputError):
+    """An item beyond a size limit (an image's pixel budget, a server's query length)."""
 
 
 def describe_item(item: Any, limit: int = 60) -> str:
@@ -86,42 +98,89 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: str | Path | Image.Image, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> Image.Image:
-    """Open (if a path), fully decode, downscale to ``max_side`` and convert to RGB.
+def too_many_pixels(name: str, max_pixels: int | None, error: Exception | None = None,
+                    size: tuple[int, int] | None = None) -> TooLargeError:
+    """The error for an image over the pixel budget, from its size or from PIL's own bomb error."""
+    if size is not None:
+        declared = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+    else:  # PIL refused it in Image.open (beyond twice Image.MAX_IMAGE_PIXELS) and names only the pixel count
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        declared = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    limit = f"the {max_pixels:,}" if max_pixels is not None else "what PIL's Image.MAX_IMAGE_PIXELS allows"
+    return TooLargeError(f"image {name!r} is {declared}, more than {limit} an image may decode to "
+                         "(the max_image_pixels setting)")
 
-    Raises :class:`InvalidInputError` for a missing file, a file that is not an image, or a truncated one.
+
+def open_lazily(source: Path | IO[bytes], name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file or buffer from its header only (nothing decoded); errors name it, never the buffer."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise too_many_pixels(name, max_pixels, error) from None
+    except Exception:  # PIL raises several types, whose messages carry the buffer's repr
+        raise InvalidInputError(f"file {name!r} is not a readable image (no image format recognised)") from None
+
+
+def _open_image_file(path: Path, name: str, max_pixels: int | None) -> Image.Image:
+    """Open an image file lazily (its header only); errors name the file."""
+    if not path.is_file():
+        raise InvalidInputError(f"image file {name!r} does not exist")
+    return open_lazily(path, name, max_pixels)
+
+
+def is_decoded(image: Image.Image) -> bool:
+    """Whether an image's pixels are in memory already (not a file opened lazily, header only)."""
+    return not getattr(image, "tile", None)
+
+
+def check_pixel_budget(image: Image.Image, name: str, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                       max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> None:
+    """Refuse, before decoding, an image whose decode would exceed ``max_pixels``.
+
+    A JPEG is first set to decode at the smallest scale that still gives ``max_side`` (libjpeg's draft mode),
+    so its budget counts the pixels it will really decode (also when ``max_pixels`` is None: no budget). Costs
+    nothing for images already in memory.
+    """
+    if is_decoded(image):
+        return
+    if image.format == "JPEG":
+        # libjpeg decodes at 1/2, 1/4 or 1/8 scale: a huge JPEG never exists at full size in memory.
+        image.draft("RGB", (max_side, max_side))
+    if max_pixels is None:
+        return
+    width, height = image.size
+    if width * height > max_pixels:
+        raise too_many_pixels(name, max_pixels, size=(width, height))
+
+
+def load_image(source: str | Path | Image.Image, max_side: int = DEFAULT_MAX_IMAGE_SIDE,
+               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, name: str | None = None) -> Image.Image:
+    """Open (if a path), check the pixel budget, decode, downscale to ``max_side`` and convert to RGB.
+
+    ``max_pixels`` bounds what a file (or a lazily opened PIL image) may decode to, read from its header
+    before any pixel is decoded (see :func:`check_pixel_budget`); ``None`` lifts it. ``name`` is how errors
+    call the image (default: its path or a short description). Raises :class:`InvalidInputError` for a
+    missing file, a file that is not an image, or a truncated one, :class:`TooLargeError` beyond the budget.
     """
     if isinstance(source, Image.Image):
         image = source
-        name = describe_item(source)
+        name = name or describe_item(source)
     else:
         path = Path(source).expanduser()
-        name = str(path)
-        if not path.is_file():
-            raise InvalidInputError(f"image file {name!r} does not exist")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                previous_limit = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = _MAX_DECODED_PIXELS // 2
-                try:
-                    image = Image.open(path)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = previous_limit
-        except Image.DecompressionBombError as error:
-            raise InvalidInputError(f"image file {name!r} is too large to decode safely: {error}") from None
-        except (OSError, SyntaxError, ValueError) as error:
-            raise InvalidInputError(f"file {name!r} is not a readable image: {error}") from None
+        name = name or str(path)
+        image = _open_image_file(path, name, max_pixels)
+    check_pixel_budget(image, name, max_pixels, max_side)
     try:
-        if image.format == "JPEG":
-            # Let libjpeg decode at a reduced scale: a huge JPEG never exists at full size in memory.
-            image.draft("RGB", (max_side, max_side))
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
             image.load()
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    except Image.DecompressionBombError as error:
+        raise too_many_pixels(name, max_pixels, error) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidInputError(f"image {name!r} is truncated or corrupt: {error}") from None
     if image.width == 0 or image.height == 0:
@@ -132,14 +191,24 @@ def load_image(source: str | Path | Image.Image, max_side: int = DEFAULT_MAX_IMA
     return to_rgb(image)
 
 
+def cut_text(text: str, max_chars: int | None) -> str:
+    """``text`` cut to ``max_chars`` characters (``None``: whole), so tokenizing never sees more than a bound."""
+    return text if max_chars is None or len(text) <= max_chars else text[:max_chars]
+
+
 def prepare_item(
     item: Any,
     *,
     accepts_images: bool,
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
     base_dir: Path | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    max_text_chars: int | None = None,
 ) -> str | Image.Image | dict[str, Any]:
-    """Validate one item and convert it into a sentence-transformers input (str, RGB image, or text+image dict)."""
+    """Validate one item and convert it into a sentence-transformers input (str, RGB image, or text+image dict).
+
+    Text is cut to ``max_text_chars`` (see :data:`CHARS_PER_TOKEN`); an image file must fit ``max_image_pixels``.
+    """
     text: str | None = None
     image_source: Any = None
     if isinstance(item, dict):
@@ -166,6 +235,8 @@ def prepare_item(
 
     if text is not None and not text.strip():
         raise InvalidInputError("has empty text")
+    if text is not None:
+        text = cut_text(text, max_text_chars)
     if image_source is None:
         return text  # type: ignore[return-value]
     if not accepts_images:
@@ -174,14 +245,19 @@ def prepare_item(
         image_source = base_dir / image_source
     if not isinstance(image_source, (str, Path, Image.Image)):
         raise InvalidInputError(f"has an 'image' of type {type(image_source).__name__}, expected a path or PIL image")
-    image = load_image(image_source, max_side=max_image_side)
+    image = load_image(image_source, max_side=max_image_side, max_pixels=max_image_pixels)
     if text is None:
         return image
     return {"text": text, "image": image}
 
 
 def prepare_items(
-    items: Sequence[Any], *, accepts_images: bool, max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
+    items: Sequence[Any],
+    *,
+    accepts_images: bool,
+    max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    max_text_chars: int | None = None,
 ) -> list[str | Image.Image | dict[str, Any]]:
     """Validate a batch of items; the error names the first bad item by position and preview."""
     if isinstance(items, (str, dict, Path, Image.Image)):
@@ -189,7 +265,8 @@ def prepare_items(
     prepared = []
     for position, item in enumerate(items):
         try:
-            prepared.append(prepare_item(item, accepts_images=accepts_images, max_image_side=max_image_side))
+            prepared.append(prepare_item(item, accepts_images=accepts_images, max_image_side=max_image_side,
+                                         max_image_pixels=max_image_pixels, max_text_chars=max_text_chars))
         except InvalidInputError as error:
-            raise InvalidInputError(f"item {position} ({describe_item(item)}) {error}") from None
+            raise type(error)(f"item {position} ({describe_item(item)}) {error}") from None
     return prepared

@@ -16,6 +16,11 @@ def serve(
     port: int = typer.Option(8000, help="Port."),
     api_key: str = typer.Option(None, envvar="METAEMBED_API_KEY", help="Require this X-API-Key on write endpoints."),
     max_upload_mb: float = typer.Option(10.0, help="Largest accepted image upload, in MiB."),
+    max_body_mb: float = typer.Option(None, help="Largest request body on any route, in MiB (default: the upload "
+                                                 "limit + 1); checked from Content-Length and while reading."),
+    max_query_chars: int = typer.Option(10_000, help="Longest query text; longer ones get 413 before any work."),
+    max_image_pixels: int = typer.Option(50_000_000, help="Most pixels an image may declare in its header "
+                                                          "(width x height) before it is decoded."),
     media_dir: Path = typer.Option(None, help="Where uploaded images are kept (default: INDEX/media)."),
     image_root: list[Path] = typer.Option(None, help="Folders whose images may be served as thumbnails (repeatable)."),
 ) -> None:
@@ -27,6 +32,9 @@ def serve(
     settings = ServiceSettings(
         api_key=api_key,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1024 * 1024),
+        max_query_chars=max_query_chars,
+        max_image_pixels=max_image_pixels,
         media_dir=media_dir or index / "media",
         allowed_image_roots=list(image_root or []),
         budgets=trained_budgets(model),
@@ -37,6 +45,7 @@ def serve(
     except BaseException:
         opened.close()
         raise
+    loaded_model.max_image_pixels = max_image_pixels
     settings.allowed_image_roots.extend(_corpus_roots(opened))
     app = create_app(SearchService(loaded_model, opened, settings))
     typer.echo(f"Serving {len(opened)} items on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")

@@ -16,7 +16,7 @@ from sentence_transformers.base.modules import Dense, Normalize
 from torch import Tensor
 
 from metaembed.budgets import check_vector_budget
-from metaembed.inputs import DEFAULT_MAX_IMAGE_SIDE, prepare_items
+from metaembed.inputs import CHARS_PER_TOKEN, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, prepare_items
 from metaembed.model.meta_pooling import MetaTokenPooling
 from metaembed.model.meta_transformer import DOCUMENT_SIDE, QUERY_SIDE, MetaTransformer
 
@@ -33,6 +33,8 @@ class MetaEmbed(MultiVectorEncoder):
     """
 
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    """The most pixels an image file may decode to (``None``: no limit); see ``metaembed.inputs``."""
     # Our own modules are already imported: resolve them directly instead of behind trust_remote_code,
     # which exists to guard code downloaded with a checkpoint.
     _module_classes = {
@@ -122,6 +124,11 @@ class MetaEmbed(MultiVectorEncoder):
     def _processor_has_images(self) -> bool:
         return getattr(self.backbone.processor, "image_processor", None) is not None
 
+    def max_text_chars(self, side: str) -> int | None:
+        """Characters of an item's text kept before tokenizing: :data:`CHARS_PER_TOKEN` per token it may keep."""
+        tokens = self.backbone._max_real_tokens(None, self.backbone.num_meta_tokens(side))
+        return None if tokens is None else max(tokens, 1) * CHARS_PER_TOKEN
+
     # ------------------------------------------------------------------------------ training
     def activation_checkpointing_enable(
         self, activation_checkpointing_kwargs: dict[str, Any] | None = None, every_n_layers: int = 1, offload: bool = False
@@ -183,7 +190,8 @@ class MetaEmbed(MultiVectorEncoder):
         r = check_vector_budget(budget, available, side)
         if isinstance(items, (str, dict)) or not isinstance(items, Sequence):
             items = [items]
-        prepared = prepare_items(items, accepts_images=self.accepts_images, max_image_side=self.max_image_side)
+        prepared = prepare_items(items, accepts_images=self.accepts_images, max_image_side=self.max_image_side,
+                                 max_image_pixels=self.max_image_pixels, max_text_chars=self.max_text_chars(side))
         if not prepared:
             return torch.empty(0, r, self.embedding_dim)
         if prompt is None and prompt_name is None and side in self.prompts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,20 +13,37 @@ from typing import Any
 from PIL import Image
 
 from metaembed.budgets import AUTO, PAPER_BUDGETS, Budget, clip_budgets, parse_budget_or_auto
-from metaembed.inputs import InvalidInputError
+from metaembed.inputs import DEFAULT_MAX_IMAGE_PIXELS, InvalidInputError, TooLargeError
+
+MIB = 1024 * 1024
 
 
 @dataclass
 class ServiceSettings:
-    """What the server allows: upload size, result count, where uploaded images are kept, the write key."""
+    """What the server allows: sizes, result count, where uploaded images are kept, the write key."""
 
     api_key: str | None = None
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * MIB
+    max_body_bytes: int | None = None
+    """The largest request body, on every route (default: ``max_upload_bytes`` + 1 MiB, room for the form fields)."""
+    max_query_chars: int = 10_000
+    """The longest query text; longer ones get a 413 before any work."""
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    """The most pixels an uploaded image may declare (width x height in its header) before it is decoded."""
+    max_concurrent_decodes: int = 2
+    """Uploaded images decoded at once (in worker threads, off the event loop)."""
+    max_waiting_decodes: int = 8
+    """Uploads that may wait for a decoder; beyond that the server answers 503."""
     max_top_k: int = 100
     media_dir: Path | None = None
     allowed_image_roots: list[Path] = field(default_factory=list)
     budgets: list[Budget] | None = None
     """The budgets offered (the model's training groups); default: the paper's, clipped to model and index."""
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body in bytes."""
+        return self.max_body_bytes if self.max_body_bytes is not None else self.max_upload_bytes + MIB
 
 
 class SearchService:
@@ -48,6 +66,7 @@ class SearchService:
     # ------------------------------------------------------------------------------------ facts
     @property
     def stored_document_vectors(self) -> int:
+        """Vectors the index keeps per document: the largest r_c a search can use."""
         return int(self.index.max_document_vectors)
 
     def bytes_per_document(self, document_budget: int) -> int:
@@ -56,6 +75,7 @@ class SearchService:
         return int(document_budget * per_vector)
 
     def stats(self) -> dict[str, Any]:
+        """What /stats answers: count, dim, dtype, the budgets offered with their bytes, the auto setting."""
         from metaembed.index.adaptive import AUTO_MARGIN_PROPERTY, DEFAULT_AUTO_MARGIN
 
         with self._lock:
@@ -94,6 +114,7 @@ class SearchService:
         return self._check_budget(Budget.parse(value), "max_budget ")  # type: ignore[arg-type]
 
     def _check_budget(self, budget: Budget, name: str = "") -> Budget:
+        """``budget`` if the model's query tokens and the stored vectors can serve it."""
         if budget.query > self.model.num_query_meta_tokens:
             raise ValueError(f"{name}r_q={budget.query} exceeds the model's {self.model.num_query_meta_tokens} query meta tokens")
         if budget.document > self.stored_document_vectors:
@@ -102,15 +123,25 @@ class SearchService:
         return budget
 
     def check_top_k(self, top_k: int) -> int:
+        """``top_k`` if it lies between 1 and the server's largest result count."""
         if not 1 <= top_k <= self.settings.max_top_k:
             raise ValueError(f"top_k must be between 1 and {self.settings.max_top_k}, got {top_k}")
         return top_k
+
+    def check_query(self, text: str | None) -> str | None:
+        """``text`` if it fits the server's query length; :class:`TooLargeError` (413) before any work otherwise."""
+        limit = self.settings.max_query_chars
+        if text is not None and len(text) > limit:
+            raise TooLargeError(f"the query is {len(text):,} characters long; this server takes at most {limit:,} "
+                                "(the --max-query-chars setting)")
+        return text
 
     # ------------------------------------------------------------------------------------ search
     def search(self, text: str | None, image: Image.Image | None, budget: Budget | str, top_k: int,
                max_budget: Budget | None = None) -> dict[str, Any]:
         """Encode one query (text, image or both) at r_q and search the index at r_c; or ``budget="auto"`` up to
         ``max_budget``: the response's ``budget`` is then the one this query used."""
+        self.check_query(text)
         if text is not None and not text.strip():
             text = None
         if text is None and image is None:
@@ -156,18 +187,47 @@ class SearchService:
             self.bytes_per_document(b.document) * candidates for b in climbed)
 
     # ------------------------------------------------------------------------------------ writes
-    def store_upload(self, image: Image.Image, raw: bytes) -> str:
-        """Keep an uploaded image in the media folder (content-addressed) and return its path."""
+    def upload_path(self, raw: bytes) -> Path:
+        """Where an uploaded image is kept: the media folder, named by the content's hash."""
         if self.settings.media_dir is None:
             raise InvalidInputError("this server keeps no uploaded images (no media folder configured)")
-        self.settings.media_dir.mkdir(parents=True, exist_ok=True)
-        path = self.settings.media_dir / f"{hashlib.sha256(raw).hexdigest()[:32]}.png"
-        if not path.exists():
-            image.save(path)
-        return str(path)
+        return self.settings.media_dir / f"{hashlib.sha256(raw).hexdigest()[:32]}.png"
 
     def add(self, records: list[dict[str, Any]]) -> list[str]:
         """Encode and index records ``{"id", "text"?, "image"? (PIL), "metadata"?}``; replaces existing ids."""
+        ids, items, metadata = self._prepare(records)
+        with self._lock:
+            vectors = self.model.encode_document(items, budget=self.stored_document_vectors)
+            self.index.add(ids, vectors, metadata=metadata)
+        return ids
+
+    def add_upload(self, record: dict[str, Any], image: Image.Image, raw: bytes) -> list[str]:
+        """Index one record with an uploaded image, written to the media folder once the item is encoded.
+
+        Nothing stays written when encoding or indexing fails (a file this call created is removed again); the
+        file is written whole or not at all (a temporary file renamed into place).
+        """
+        path = self.upload_path(raw)
+        ids, items, metadata = self._prepare([{**record, "image": image, "image_path": str(path)}])
+        with self._lock:
+            vectors = self.model.encode_document(items, budget=self.stored_document_vectors)
+            created = not path.exists()
+            if created:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+                image.save(partial, format="PNG")
+                os.replace(partial, path)
+            try:
+                self.index.add(ids, vectors, metadata=metadata)
+            except BaseException:
+                if created:
+                    path.unlink(missing_ok=True)
+                raise
+        return ids
+
+    @staticmethod
+    def _prepare(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Ids, model items and metadata of records to add, checked (not empty, no duplicate ids)."""
         if not records:
             raise InvalidInputError("no items to add")
         ids = [str(record["id"]) for record in records]
@@ -183,12 +243,10 @@ class SearchService:
             if record.get("image_path"):
                 meta.setdefault("image", record["image_path"])
             metadata.append(meta)
-        with self._lock:
-            vectors = self.model.encode_document(items, budget=self.stored_document_vectors)
-            self.index.add(ids, vectors, metadata=metadata)
-        return ids
+        return ids, items, metadata
 
     def delete(self, ids: list[str]) -> list[str]:
+        """Remove ids from the index (``KeyError`` naming unknown ones)."""
         with self._lock:
             self.index.delete(ids)
         return ids

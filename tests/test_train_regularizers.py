@@ -10,7 +10,15 @@ from transformers import AutoModel
 
 from metaembed import MetaEmbed
 from metaembed.training import MMRLoss, TrainConfig, train
-from metaembed.training.regularizers import BackboneTeacher, anchor_loss, self_similarity
+import metaembed
+from metaembed.training.regularizers import (
+    BackboneTeacher,
+    anchor_loss,
+    distillation_loss,
+    late_interaction_scores,
+    self_similarity,
+    teacher_late_interaction,
+)
 
 QUERIES = ["text editor for programmers", "compress files", "parse json quickly"]
 DOCUMENTS = [
@@ -105,3 +113,66 @@ def test_training_with_the_anchor_moves_the_first_vector_towards_the_backbone(ti
             return anchor_loss(model.encode_document(DOCUMENTS), reference).item()
 
     assert distance(anchored) < distance(free)
+
+
+def test_late_interaction_scores_are_colbert_maxsim_over_real_tokens():
+    torch.manual_seed(0)
+    queries, documents = torch.randn(2, 4, 8), torch.randn(3, 6, 8)
+    query_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    document_mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    scores = late_interaction_scores(queries, query_mask, documents, document_mask)
+    assert scores.shape == (2, 3)
+    for q in range(2):
+        for c in range(3):
+            qt = F.normalize(queries[q][query_mask[q]], dim=-1)
+            dt = F.normalize(documents[c][document_mask[c]], dim=-1)
+            assert scores[q, c].item() == pytest.approx((qt @ dt.T).max(dim=1).values.mean().item(), abs=1e-6)
+    # a padded token that would win the max changes nothing
+    documents[1, 5] = queries[0, 0] * 10
+    torch.testing.assert_close(late_interaction_scores(queries, query_mask, documents, document_mask), scores)
+
+
+def test_teacher_scores_follow_the_students_document_layout():
+    """Row b's document column n sits at b * N + n, as MMRLoss stacks the student's documents."""
+    torch.manual_seed(1)
+    query = (torch.randn(2, 3, 8), torch.ones(2, 3, dtype=torch.bool))
+    positives = (torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool))
+    negatives = (torch.randn(2, 7, 8), torch.ones(2, 7, dtype=torch.bool))
+    scores = teacher_late_interaction([query, positives, negatives])
+    assert scores.shape == (2, 4)
+    for b in range(2):
+        for n, (hidden, mask) in enumerate((positives, negatives)):
+            expected = late_interaction_scores(query[0], query[1], hidden[b : b + 1], mask[b : b + 1])[:, 0]
+            torch.testing.assert_close(scores[:, b * 2 + n], expected)
+
+
+def test_distillation_loss_is_zero_only_when_the_rankings_agree():
+    teacher_scores = torch.tensor([[0.9, 0.5, 0.4], [0.2, 0.8, 0.3]])
+    same = distillation_loss(teacher_scores * 2, teacher_scores, temperature=0.06, teacher_temperature=0.03)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    flipped = distillation_loss(teacher_scores.flip(-1), teacher_scores, temperature=0.03, teacher_temperature=0.03)
+    assert flipped.item() > 1.0
+
+
+def test_mmr_loss_adds_the_weighted_distillation(model, teacher):
+    columns = [model.preprocess(QUERIES, task="query"), model.preprocess(DOCUMENTS, task="document")]
+    columns[0]["task"], columns[1]["task"] = "query", "document"
+    plain = MMRLoss(model, groups=["1,1", "4,8"])
+    distilled = MMRLoss(model, groups=["1,1", "4,8"], teacher=teacher, distill_weight=0.5, distill_temperature=0.05)
+    base = plain([dict(c) for c in columns])
+    total = distilled([dict(c) for c in columns])
+    logged = distilled.last_group_losses
+    assert set(logged) == {"loss_1x1", "loss_4x8", "loss_distill"}
+    # the expected term, from the teacher's own token states and the student's encoded vectors
+    teacher_scores = teacher_late_interaction(
+        [teacher.token_states(model.backbone.preprocess(items, task=task)) for items, task in
+         ((QUERIES, "query"), (DOCUMENTS, "document"))])
+    student = [metaembed.maxsim(model.encode_query(QUERIES), model.encode_document(DOCUMENTS), r_q, r_c) / r_q
+               for r_q, r_c in ((1, 1), (4, 8))]
+    expected = sum(distillation_loss(s, teacher_scores, 0.03, 0.05) for s in student) / len(student) / len(QUERIES)
+    assert logged["loss_distill"].item() == pytest.approx(expected.item(), rel=1e-3)
+    assert total.item() == pytest.approx((base + 0.5 * expected).item(), rel=1e-4)
+    with pytest.raises(ValueError, match="distill_weight > 0 needs the frozen backbone"):
+        MMRLoss(model, distill_weight=1.0)
+    with pytest.raises(ValueError, match="distill_temperature must be positive"):
+        TrainConfig(model="x", distill_weight=1.0, distill_temperature=0)

@@ -9,7 +9,8 @@
 Arms, each fine-tuned the same number of steps on the same data and evaluated on the test split at every
 budget: (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single-vector model
 (one meta token per side), (e) MMR plus the backbone anchor (each item's first vector pulled towards the
-frozen backbone's mean-pooled embedding, ``anchor_weight``); (d) the plain backbone as users have it (mean
+frozen backbone's mean-pooled embedding, ``anchor_weight``), (f) MMR plus late-interaction distillation (every
+group learns the frozen backbone's token-level MaxSim ranking of the batch's candidates, ``distill_weight``); (d) the plain backbone as users have it (mean
 pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
 with ``--cross-domain pydocs``, on the Python standard-library docs set it never saw.
 Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
@@ -55,6 +56,7 @@ ARMS = {
     "b_largest_group_only": dict(groups=["16,64"], num_query_meta_tokens=16, num_document_meta_tokens=64),
     "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
     "e_mmr_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
+    "f_mmr_distill": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
 }
 PLAIN = "d_untrained_mean_pooling"
 
@@ -166,6 +168,8 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                   ("a (16,64) - b (16,64)", ("a_mmr", "16,64"), ("b_largest_group_only", "16,64"))]
     if "a_mmr" in arms and "e_mmr_anchor" in arms:
         pairs += [(f"e ({b}) - a ({b})", ("e_mmr_anchor", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
+    if "a_mmr" in arms and "f_mmr_distill" in arms:
+        pairs += [(f"f ({b}) - a ({b})", ("f_mmr_distill", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
         if reference not in arms:
             continue
@@ -206,6 +210,21 @@ def vector_spread(query_vectors: torch.Tensor, doc_vectors: torch.Tensor, items:
         "document_mean_cosine": mean_vector_cosine(doc_vectors[:items]),
         "items": min(items, len(query_vectors), len(doc_vectors)),
     }
+
+
+def train_or_reuse(config: TrainConfig, reuse: bool) -> tuple[str, float | None, float | None]:
+    """(model path, final training loss, training seconds): trains, or with ``reuse`` takes the model an earlier
+    run saved in the same output folder from exactly these settings (loss and seconds then unknown: None)."""
+    saved = Path(config.output_dir) / "train_config.yaml"
+    model_path = Path(config.output_dir) / "model"
+    if reuse and saved.is_file() and model_path.is_dir():
+        if TrainConfig.from_yaml(saved).to_dict() == config.to_dict():
+            print(f"  reusing {model_path} (trained with the same settings)", flush=True)
+            return str(model_path), None, None
+        print(f"  {saved} has other settings: training again", flush=True)
+    start = time.perf_counter()
+    trained = train(config)
+    return trained.model_path, trained.training_loss, round(time.perf_counter() - start, 1)
 
 
 def encode_arm(model_path: str, queries: list[str], documents: list[str], text_tokens: int,
@@ -264,7 +283,7 @@ def plot(results: dict, path: Path) -> None:
         panels[1] = (results["cross_domain"]["arms"], "ndcg@10", "across domains: ")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, (arms, metric, prefix) in zip(axes, panels):
-        for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-")):
+        for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-"), ("f_mmr_distill", "D-")):
             if arm in arms:
                 values = [arms[arm]["budgets"][b][metric] for b in budgets]
                 axis.plot(range(len(budgets)), values, style, label=ARM_LABELS[arm])
@@ -290,6 +309,7 @@ ARM_LABELS = {
     "a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) only (16,64)",
     "c_single_vector": "(c) single vector", PLAIN: "(d) plain backbone (mean pooling, no training)",
     "e_mmr_anchor": "(e) MMR + backbone anchor",
+    "f_mmr_distill": "(f) MMR + late-interaction distillation",
 }
 
 
@@ -298,7 +318,7 @@ def _ndcg_table(arms: dict) -> list[str]:
     lines = ["| arm | " + " | ".join(f"({b})" for b in budgets) + " | train s |", "|---|" + "---|" * (len(budgets) + 1)]
     for arm, values in arms.items():
         cells = [f"{100 * values['budgets'][b]['ndcg@10']:.2f}" if b in values["budgets"] else "" for b in budgets]
-        lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + f" | {values.get('train_seconds', '')} |")
+        lines.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + f" | {values.get('train_seconds') or ('reused' if 'train_seconds' in values else '')} |")
     return lines
 
 
@@ -335,6 +355,8 @@ def markdown(results: dict) -> str:
         f"{settings['temperature']}, normalize_by_query {settings['normalize_by_query']}, "
         f"bf16 {settings['bf16_mixed_precision']}, attention dropout {settings['attention_dropout']}, "
         f"anchor weight of (e) {settings.get('anchor_weight_arm_e')}, diversity weight {settings.get('diversity_weight', 0.0)}, "
+        f"distillation weight of (f) {settings.get('distill_weight_arm_f', '-')} (teacher temperature "
+        f"{settings.get('distill_temperature_arm_f') or settings['temperature']}), "
         f"{settings['machine']}" + (f", {results['total_seconds'] / 60:.0f} min." if "total_seconds" in results else
                                     " (partial: the run had not finished)."),
         "",
@@ -391,6 +413,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--anchor-weight", type=float, default=1.0, help="arm (e): weight of the backbone anchor")
     parser.add_argument("--diversity-weight", type=float, default=0.0,
                         help="MMR arms (a, e): weight of the mean cosine between an item's own vectors (investigation)")
+    parser.add_argument("--distill-weight", type=float, default=1.0, help="arm (f): weight of the distillation term")
+    parser.add_argument("--distill-temperature", type=float, default=None,
+                        help="arm (f): the teacher's softmax temperature (default: --temperature)")
+    parser.add_argument("--anchor-in-distill", type=float, default=0.0,
+                        help="arm (f): also add the backbone anchor with this weight")
+    parser.add_argument("--reuse-trained", action="store_true",
+                        help="evaluate an arm's saved model instead of training it again when its saved training "
+                             "settings equal this run's (same data, steps, seed)")
     parser.add_argument("--words-per-half", type=int, default=30, help="two-topic passages: words kept of each description")
     parser.add_argument("--steps", type=int, default=None, help="default: 300 (single, ~40 min on 2 cores), 200 (two-topic, ~58 min)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -448,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
             "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
             "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
             "anchor_weight_arm_e": args.anchor_weight, "diversity_weight": args.diversity_weight,
+            "distill_weight_arm_f": args.distill_weight, "distill_temperature_arm_f": args.distill_temperature,
+            "anchor_weight_arm_f": args.anchor_in_distill,
         },
         "arms": {},
     }
@@ -466,20 +498,20 @@ def main(argv: list[str] | None = None) -> None:
             max_seq_length=args.max_length,  # text tokens; the meta tokens come on top
             save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16,
             attention_dropout=args.attention_dropout, **arm_settings,
-            anchor_weight=args.anchor_weight if arm == "e_mmr_anchor" else 0.0,
+            anchor_weight={"e_mmr_anchor": args.anchor_weight, "f_mmr_distill": args.anchor_in_distill}.get(arm, 0.0),
             diversity_weight=args.diversity_weight if arm in ("a_mmr", "e_mmr_anchor") else 0.0,
+            distill_weight=args.distill_weight if arm == "f_mmr_distill" else 0.0,
+            distill_temperature=args.distill_temperature if arm == "f_mmr_distill" else None,
         )
-        train_start = time.perf_counter()
-        trained = train(config)
-        train_seconds = time.perf_counter() - train_start
+        model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()
-        q, d = encode_arm(trained.model_path, query_texts, doc_texts, args.max_length, args.encode_batch_size)
+        q, d = encode_arm(model_path, query_texts, doc_texts, args.max_length, args.encode_batch_size)
         encode_seconds = time.perf_counter() - encode_start
         budgets = [Budget(1, 1)] if arm == "c_single_vector" else [Budget(*b) for b in PAPER_BUDGETS]
         metrics, per_query[arm] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
         results["arms"][arm] = {
-            "groups": arm_settings["groups"], "train_seconds": round(train_seconds, 1),
-            "encode_seconds": round(encode_seconds, 1), "final_training_loss": trained.training_loss,
+            "groups": arm_settings["groups"], "train_seconds": train_seconds,
+            "encode_seconds": round(encode_seconds, 1), "final_training_loss": training_loss,
             "budgets": metrics,
         }
         if data.half:
@@ -490,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
         del q, d
         if cross is not None:
             print(f"  {arm} across domains ...", flush=True)
-            q, d = encode_arm(trained.model_path, cross.query_texts, cross.doc_texts, args.max_length, args.encode_batch_size)
+            q, d = encode_arm(model_path, cross.query_texts, cross.doc_texts, args.max_length, args.encode_batch_size)
             metrics, cross_per_query[arm] = evaluate_budgets(q, d, budgets, cross.query_ids, cross.doc_ids, cross.qrels)
             results["cross_domain"]["arms"][arm] = {"budgets": metrics}
             del q, d
@@ -524,7 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     print("MMR loss cost ...", flush=True)
     cost_model = MetaEmbed.from_backbone(backbone, 16, 64)
     results["loss_cost"] = loss_cost(cost_model, batch=args.batch_size, repeats=10)
-    if {"a_mmr", "b_largest_group_only"} <= set(results["arms"]):
+    if {"a_mmr", "b_largest_group_only"} <= set(results["arms"]) and all(
+            results["arms"][arm]["train_seconds"] for arm in ("a_mmr", "b_largest_group_only")):
         results["loss_cost"]["training_seconds_ratio_a_over_b"] = round(
             results["arms"]["a_mmr"]["train_seconds"] / results["arms"]["b_largest_group_only"]["train_seconds"], 3
         )

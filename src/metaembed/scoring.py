@@ -4,9 +4,14 @@ Shapes used throughout:
     query_vectors:    (n_queries, R_q, D)
     document_vectors: (n_documents, R_c, D)
     scores:           (n_queries, n_documents), s(q, c) = sum_i max_j <q_i, c_j> over the budget prefixes.
+
+Ranking: equal scores rank by document id, *descending* — trec_eval's rule, which pytrec_eval, BEIR and MTEB
+share — so a run re-scored by any of them gives the numbers we report (:func:`tie_order`, :func:`top_k`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -15,6 +20,8 @@ from metaembed.budgets import check_vector_budget
 
 _BLOCK_ELEMENTS = 1 << 25
 """Upper bound on the (n_q * r_q) x (block * r_c) similarity block, about 128 MB in fp32."""
+TIE_WINDOW = 16
+"""Extra places looked at past the k-th, so equal scores straddling the cut are ordered by id, not by chance."""
 
 
 def compute_dtype(*tensors: Tensor, requested: torch.dtype | None = None) -> torch.dtype:
@@ -75,3 +82,27 @@ def maxsim(
     if normalize_by_query:
         scores /= r_q
     return scores
+
+
+def tie_order(ids: Sequence[str]) -> list[int]:
+    """Positions of ``ids`` in the order equal scores rank: by id, descending (trec_eval's rule).
+
+    Put a score matrix's columns in this order and :func:`top_k` ranks ties exactly as trec_eval does."""
+    return sorted(range(len(ids)), key=lambda position: str(ids[position]), reverse=True)
+
+
+def top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best (values, columns) of every row, best first; equal scores rank the lower column first.
+
+    Deterministic, unlike ``Tensor.topk``: ties inside the top k and ties straddling the k-th place alike."""
+    n = scores.shape[1]
+    k = min(k, n)
+    width = min(n, k + TIE_WINDOW)
+    while True:
+        values, columns = scores.topk(width, dim=1)
+        columns, order = columns.sort(dim=1)
+        values, by_value = values.gather(1, order).sort(dim=1, descending=True, stable=True)
+        columns = columns.gather(1, by_value)
+        if k == 0 or width == n or not bool((values[:, k - 1] == values[:, -1]).any()):
+            return values[:, :k], columns[:, :k]
+        width = min(n, width * 4)  # ties may continue past the window: look further

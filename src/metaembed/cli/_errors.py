@@ -8,6 +8,7 @@ an index that is missing, corrupt or locked, a bad input item, a file that canno
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import typer
 from typer.core import TyperGroup
 
 from metaembed.index.errors import IndexError_
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""What a Hugging Face hub id looks like (``name`` or ``owner/name``); anything else is a local path."""
 
 EXIT_USER_ERROR = 2
 """The exit status of a usage error (click's own, and ``eval``/``train``'s ``error:`` lines)."""
@@ -69,6 +73,8 @@ def load_model(model_path: str) -> Any:
     ``--model``."""
     from metaembed.model import MetaEmbed
 
+    if not Path(model_path).exists() and not _HUB_ID.fullmatch(model_path):
+        raise CommandError(f"no such model folder: {model_path}", "--model")
     try:
         return MetaEmbed.from_pretrained(model_path)
     except (OSError, ValueError) as error:

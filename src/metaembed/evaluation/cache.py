@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from metaembed.data.tasks import EvalItem
 
+_MODEL_FOLDER = re.compile(r"[0-9a-f]{32}")
+_ENTRY_FILE = re.compile(r"(query|document)-[0-9a-f]{32}.*\.(safetensors|tmp)")
+"""What the cache writes; :meth:`EncodingCache.clear` deletes these and nothing else in the folder."""
 _FULL_HASH_LIMIT = 1 << 24
 _SAMPLE_ELEMENTS = 1 << 20
 
@@ -113,3 +117,37 @@ class EncodingCache:
         )
         os.replace(temporary, path)
         return path
+
+    def _entry_files(self) -> dict[Path, list[Path]]:
+        """Model folder -> its cache files (only names this cache writes)."""
+        found: dict[Path, list[Path]] = {}
+        if not self.root.is_dir():
+            return found
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and _MODEL_FOLDER.fullmatch(folder.name):
+                files = sorted(p for p in folder.iterdir() if p.is_file() and _ENTRY_FILE.fullmatch(p.name))
+                if files:
+                    found[folder] = files
+        return found
+
+    def models(self) -> list[dict[str, Any]]:
+        """One row per model fingerprint: ``{"path", "entries", "bytes"}`` (an entry is one side of one data set)."""
+        return [{"path": str(folder), "entries": len(files), "bytes": sum(p.stat().st_size for p in files)}
+                for folder, files in self._entry_files().items()]
+
+    def summary(self) -> dict[str, Any]:
+        """``{"path", "models", "entries", "bytes"}`` for the whole cache."""
+        rows = self.models()
+        return {"path": str(self.root), "models": len(rows), "entries": sum(r["entries"] for r in rows),
+                "bytes": sum(r["bytes"] for r in rows)}
+
+    def clear(self) -> dict[str, Any]:
+        """Delete every cache entry (and model folders left empty); other files in the folder are kept. Returns
+        what was deleted, as :meth:`summary` counts it."""
+        deleted = self.summary()
+        for folder, files in self._entry_files().items():
+            for path in files:
+                path.unlink(missing_ok=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        return deleted

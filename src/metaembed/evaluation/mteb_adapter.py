@@ -7,6 +7,9 @@
 - :func:`local_retrieval_task` makes an MTEB retrieval task from local data (any folder ``metaembed eval``
   reads: BEIR, ViDoRe), since MTEB's own tasks fetch from the Hugging Face hub.
 
+Ties: MTEB ranks equal scores by document id, descending (pytrec_eval's rule), which is the rule of
+``metaembed eval`` and of the index's search too (:mod:`metaembed.scoring`), so the three rank a tie alike.
+
 Usage (no network needed for a local task)::
 
     import mteb

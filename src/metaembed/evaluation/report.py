@@ -1,5 +1,7 @@
-"""Write a sweep's results: results.json (everything), results.md (the table) and budget_curve.png
-(quality against budget, next to what each budget costs: index bytes per document and search latency)."""
+"""Write a sweep's results: results.json (everything), results.md (every metric, latency median and p90, the
+machine's load), budget_curve.png (:mod:`metaembed.evaluation.plot`); and the short table printed on a terminal
+(:func:`terminal_table`: the headline metric, its paired differences with intervals, bytes and latency, within
+100 columns). TREC runs and per-query metrics are written during the sweep (:mod:`metaembed.evaluation.runs`)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from metaembed.evaluation.plot import GROUP_ORDER, plot_budget_curve, short_name
+
 MAX_TASK_COLUMNS = 6
-_GROUP_ORDER = ("classification", "vqa", "retrieval", "grounding", "ind", "ood", "overall")
+TERMINAL_WIDTH = 100
 
 
 def _format(value: Any, scale: float = 100.0) -> str:
@@ -19,26 +23,55 @@ def _bytes(value: int) -> str:
     return f"{value / 1024:.1f} KiB" if value >= 1024 else f"{value} B"
 
 
-def _difference(comparison: dict[str, Any] | None) -> str:
+def _spread(entry: dict[str, Any], key: str) -> str:
+    """``0.33 / 0.41``: the median and p90 milliseconds of a latency figure."""
+    median, p90 = entry.get(key), entry.get(f"{key}_p90")
+    return _format(median, 1.0) + ("" if p90 is None else f" / {p90:.2f}")
+
+
+def _difference(comparison: dict[str, Any] | None, decimals: int = 2) -> str:
     """``+1.23 [+0.40, +2.10]`` in points, or ``-0.10 [-0.50, +0.30] noise`` when the interval spans zero."""
     if not comparison:
         return "—"
-    text = (f"{100 * comparison['difference']:+.2f} [{100 * comparison['ci95_low']:+.2f}, "
-            f"{100 * comparison['ci95_high']:+.2f}]")
+    text = (f"{100 * comparison['difference']:+.{decimals}f} [{100 * comparison['ci95_low']:+.{decimals}f}, "
+            f"{100 * comparison['ci95_high']:+.{decimals}f}]")
     return text + (" noise" if comparison["ci95_low"] <= 0 <= comparison["ci95_high"] else "")
+
+
+def _delta_columns(results: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(header, budget -> comparison) for the paired differences: vs the first budget and vs the first baseline."""
+    budgets = results["budget_list"]
+    comparisons = results.get("paired", {}).get("comparisons", {})
+    first_baseline = next(iter(results.get("baselines", {})), None)
+    columns: list[tuple[str, Any]] = []
+    if comparisons:
+        if len(budgets) > 1:
+            columns.append((f"Δ vs ({budgets[0]})", lambda b: comparisons.get(f"({b}) - ({budgets[0]})")))
+        if first_baseline:
+            label = first_baseline if len(first_baseline) <= 12 else "baseline"
+            columns.append((f"Δ vs {label}", lambda b: comparisons.get(f"({b}) - {first_baseline}")))
+    return columns
+
+
+def _headline_value(results: dict[str, Any], entry: dict[str, Any]) -> Any:
+    groups = entry.get("groups")
+    if groups and "overall" in groups:
+        return groups["overall"]["mean"]
+    return entry.get("overall", {}).get(results["headline"])
 
 
 def results_table(results: dict[str, Any]) -> str:
     """A Markdown table: one row per budget, then one per baseline; the headline metric per task (or MMEB
     group), the overall metrics, paired differences of the headline metric (vs the first budget and vs the
-    first baseline, 95% bootstrap intervals), and the cost columns. Quality values are percentages."""
+    first baseline, 95% bootstrap intervals), and the cost columns (latency: median / p90 ms). Quality values
+    are percentages."""
     headline = results["headline"]
     budgets = results["budget_list"]
     task_names = list(results["tasks"])
     first = results["budgets"][budgets[0]]
     columns: list[tuple[str, Any]] = []
     if "groups" in first:
-        for group in _GROUP_ORDER:
+        for group in GROUP_ORDER:
             if group in first["groups"]:
                 info = first["groups"][group]
                 columns.append((f"{group} ({info['n']}/{info['of']})", lambda e, g=group: e["groups"][g]["mean"]))
@@ -50,28 +83,20 @@ def results_table(results: dict[str, Any]) -> str:
         label = "mean " if len(task_names) > 1 else ""
         for metric in overall_metrics:
             columns.append((f"{label}{metric}", lambda e, m=metric: e["overall"].get(m)))
-    comparisons = results.get("paired", {}).get("comparisons", {})
-    baselines = results.get("baselines", {})
-    first_baseline = next(iter(baselines), None)
-    delta_columns = []
-    if comparisons:
-        delta_columns.append((f"Δ vs ({budgets[0]})", lambda b: comparisons.get(f"({b}) - ({budgets[0]})")))
-        if first_baseline:
-            delta_columns.append(("Δ vs baseline", lambda b: comparisons.get(f"({b}) - {first_baseline}")))
+    delta_columns = _delta_columns(results)
     header = ["budget (r_q,r_c)", *[name for name, _ in columns], *[name for name, _ in delta_columns],
-              "index bytes/doc", "ms/query (batched)", "ms/query (single)"]
+              "index bytes/doc", "ms/query batched (median / p90)", "ms/query single (median / p90)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
 
     def row(label: str, entry: dict[str, Any], deltas: list[str]) -> None:
-        cells = [label, *[_format(_safe(get, entry)) for _, get in columns], *deltas]
-        cells.append(_bytes(entry["index_bytes_per_document"]))
-        cells.append(_format(entry["latency_ms_per_query"], 1.0))
-        cells.append(_format(entry["latency_ms_single_query"], 1.0))
+        cells = [label, *[_format(_safe(get, entry)) for _, get in columns], *deltas,
+                 _bytes(entry["index_bytes_per_document"]), _spread(entry, "latency_ms_per_query"),
+                 _spread(entry, "latency_ms_single_query")]
         lines.append("| " + " | ".join(cells) + " |")
 
     for budget in budgets:
         row(f"({budget})", results["budgets"][budget], [_difference(get(budget)) for _, get in delta_columns])
-    for name, entry in baselines.items():
+    for name, entry in results.get("baselines", {}).items():
         row(f"baseline: {name}", entry, ["" for _ in delta_columns])
     return "\n".join(lines)
 
@@ -84,88 +109,105 @@ def _safe(get, entry: dict[str, Any]) -> Any:
         return None
 
 
+def _baseline_labels(results: dict[str, Any]) -> dict[str, str]:
+    """Short row labels for baselines: the name when it is short, else ``baseline N``."""
+    names = list(results.get("baselines", {}))
+    return {name: name if len(name) <= 12 else f"baseline {n}" for n, name in enumerate(names, start=1)}
+
+
+def _baseline_note(name: str, label: str, entry: dict[str, Any], limit: int) -> str:
+    source = entry.get("source") or name
+    about = f" ({entry['description']})" if entry.get("description") else ""
+    text = f"{label}: {short_name(source, max(20, limit - len(label) - len(about) - 2))}{about}"
+    return text[:limit]
+
+
+def terminal_table(results: dict[str, Any]) -> str:
+    """The table printed after a run, at most 100 columns wide: per budget and baseline the headline metric,
+    its paired differences with 95% intervals, index bytes per document and one-query latency; notes below
+    say what the rows and numbers are. Everything else is in results.md."""
+    budgets = results["budget_list"]
+    headline = results["headline"]
+    label = ("mean " if len(results["tasks"]) > 1 and "groups" not in results["budgets"][budgets[0]] else "") + headline
+    delta_columns = _delta_columns(results)
+    labels = _baseline_labels(results)
+    header = ["budget", label, *[name for name, _ in delta_columns], "bytes/doc", "ms/query"]
+    rows = [header]
+    for budget in budgets:
+        entry = results["budgets"][budget]
+        rows.append([f"({budget})", _format(_headline_value(results, entry)),
+                     *[_difference(get(budget), 1) for _, get in delta_columns],
+                     _bytes(entry["index_bytes_per_document"]), _format(entry.get("latency_ms_single_query"), 1.0)])
+    for name, entry in results.get("baselines", {}).items():
+        rows.append([labels[name], _format(_headline_value(results, entry)), *["" for _ in delta_columns],
+                     _bytes(entry["index_bytes_per_document"]), _format(entry.get("latency_ms_single_query"), 1.0)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {1, len(header) - 2, len(header) - 1}
+    lines = ["  ".join(cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    notes = [_baseline_note(name, labels[name], entry, TERMINAL_WIDTH) for name, entry in results.get("baselines", {}).items()]
+    notes += [f"no {name} baseline: {info.get('skipped')}"[:TERMINAL_WIDTH] for name, info in results.get("baselines_not_run", {}).items()]
+    paired = results.get("paired", {}).get("comparisons", {})
+    if paired:
+        queries = next(iter(paired.values()))["queries"]
+        notes.append(f"Δ: paired {headline} difference in points, 95% bootstrap interval over {queries} queries; noise: spans 0")
+    notes.append(f"ms/query: one query at a time, median of {_repeats(results, 'single')} timings (p90, batched: results.md)")
+    load_note = _load_note(results)
+    if load_note:
+        notes.append(load_note[:TERMINAL_WIDTH])
+    return "\n".join([*lines, *notes])
+
+
+def _repeats(results: dict[str, Any], kind: str) -> Any:
+    """How many timings a latency figure of the first budget is the median of."""
+    first = results["budgets"][results["budget_list"][0]]
+    return (first.get("latency_repeats") or {}).get(kind, "?")
+
+
+def _load_note(results: dict[str, Any]) -> str | None:
+    machine = results.get("machine") or {}
+    start, end, cpus = machine.get("load_average_start"), machine.get("load_average_end"), machine.get("cpu_count")
+    if not start:
+        return None
+    busy = cpus and max(start[0], (end or start)[0]) > cpus
+    return (f"machine load (1 min) {start[0]:.2f} at start, {(end or start)[0]:.2f} at end, on {cpus} CPUs"
+            + ("; busy: latencies are inflated" if busy else ""))
+
+
 def results_markdown(results: dict[str, Any]) -> str:
-    """results.md: what was evaluated, the table, and what was skipped."""
+    """results.md: what was evaluated, the table, baselines, latency conditions, per-query files, what was skipped."""
     model = results["model"]
     data = results.get("data", {})
+    settings = results.get("settings", {})
     lines = [
         f"# Budget sweep: {model['name']}",
         "",
         f"- data: `{data.get('path', '?')}` (format {data.get('format', '?')}, split {data.get('split', '-')})",
-        f"- model: R_q={model['num_query_meta_tokens']}, R_c={model['num_document_meta_tokens']}, D={model['embedding_dim']}, fingerprint `{model['fingerprint'][:16]}`",
+        f"- model: R_q={model['num_query_meta_tokens']}, R_c={model['num_document_meta_tokens']}, D={model['embedding_dim']}, fingerprint `{model['fingerprint'][:16]}`"
+        + (f", backbone `{model['backbone']}`" if model.get("backbone") else ""),
         f"- headline metric: {results['headline']} (values in %); index bytes assume a bf16 index (r_c x D x 2)",
-        "",
+        f"- latency: median / p90 ms per query over {_repeats(results, 'batched')} timed passes over all queries (batched) "
+        f"and {_repeats(results, 'single')} one-query searches (up to {settings.get('latency_queries', '?')} queries, each "
+        f"{settings.get('latency_repeats', '?')} times); {settings.get('torch_threads', '?')} torch threads",
     ]
+    load_note = _load_note(results)
+    if load_note:
+        lines.append(f"- {load_note}")
+    for name, entry in results.get("baselines", {}).items():
+        lines.append(f"- baseline `{name}`: `{entry.get('source', name)}`" + (f" ({entry['description']})" if entry.get("description") else ""))
+    for name, info in results.get("baselines_not_run", {}).items():
+        lines.append(f"- baseline `{name}` not run: {info.get('skipped')}")
+    lines.append("")
     for name, task in results["tasks"].items():
         lines.append(f"- task `{name}`: {task['num_queries']} queries, {task['num_documents']} documents" + (f", skipped {task['skipped']}" if task["skipped"] else ""))
     lines += ["", results_table(results), ""]
+    if results.get("runs"):
+        lines += ["Per query: `per_query.jsonl` (every metric of every query and system); TREC runs (ties ranked by "
+                  "document id, descending, as trec_eval does) and the qrels used:", ""]
+        for task, files in results["runs"].items():
+            lines.append(f"- `{task}`: " + ", ".join(f"`{path}`" for path in files.values()))
+        lines.append("")
     return "\n".join(lines)
-
-
-def plot_budget_curve(results: dict[str, Any], path: str | Path) -> Path:
-    """budget_curve.png: left, the headline metric against budget (overall and per task); right, index
-    bytes per document (bars) and single-query search latency (line) per budget."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    budgets = results["budget_list"]
-    headline = results["headline"]
-    positions = list(range(len(budgets)))
-    labels = [f"({b})" for b in budgets]
-    figure, (quality_axis, cost_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
-
-    entries = [results["budgets"][b] for b in budgets]
-    if "groups" in entries[0]:
-        for group in _GROUP_ORDER:
-            if group in entries[0]["groups"]:
-                values = [100 * e["groups"][group]["mean"] for e in entries]
-                quality_axis.plot(positions, values, marker="o", linewidth=3 if group == "overall" else 1.2, label=group)
-    else:
-        tasks = list(results["tasks"])
-        if len(tasks) > 1:
-            for name in tasks[:10]:
-                quality_axis.plot(positions, [100 * (e["tasks"][name].get(headline) or 0) for e in entries], marker=".", alpha=0.6, label=name)
-        quality_axis.plot(positions, [100 * (e["overall"].get(headline) or 0) for e in entries], marker="o", linewidth=3, color="black", label="mean" if len(tasks) > 1 else headline)
-        comparisons = results.get("paired", {}).get("comparisons", {})
-        if comparisons:  # 95% interval of each budget's difference from the first, drawn around its mean
-            first = 100 * (entries[0]["overall"].get(headline) or 0)
-            for position, budget in zip(positions[1:], budgets[1:]):
-                c = comparisons.get(f"({budget}) - ({budgets[0]})")
-                if c:
-                    quality_axis.vlines(position, first + 100 * c["ci95_low"], first + 100 * c["ci95_high"], color="black", alpha=0.5)
-        for (name, baseline), style in zip(results.get("baselines", {}).items(), ("--", ":", "-.")):
-            value = baseline["overall"].get(headline)
-            if value is not None:
-                quality_axis.axhline(100 * value, color="tab:green", linestyle=style, label=f"baseline: {_short_name(name, 30)}")
-    quality_axis.set_xticks(positions, labels)
-    quality_axis.set_xlabel("budget (r_q, r_c)")
-    quality_axis.set_ylabel(f"{headline} (%)")
-    quality_axis.set_title(f"quality against budget: {_short_name(results['model']['name'])}"
-                           + ("\n(bars: 95% interval of the difference from the first budget)" if results.get("paired") else ""),
-                           fontsize=10)
-    quality_axis.grid(alpha=0.3)
-    quality_axis.legend(fontsize=8)
-
-    kib = [e["index_bytes_per_document"] / 1024 for e in entries]
-    cost_axis.bar(positions, kib, color="tab:gray", alpha=0.6, label="index KiB / document (bf16)")
-    cost_axis.set_xticks(positions, labels)
-    cost_axis.set_xlabel("budget (r_q, r_c)")
-    cost_axis.set_ylabel("index KiB per document")
-    latency_axis = cost_axis.twinx()
-    latency_axis.plot(positions, [e["latency_ms_single_query"] or 0 for e in entries], marker="o", color="tab:red", label="search ms / query (single)")
-    latency_axis.plot(positions, [e["latency_ms_per_query"] or 0 for e in entries], marker="s", color="tab:orange", label="search ms / query (batched)")
-    latency_axis.set_ylabel("search latency (ms per query)")
-    handles = cost_axis.get_legend_handles_labels()
-    more = latency_axis.get_legend_handles_labels()
-    cost_axis.legend(handles[0] + more[0], handles[1] + more[1], fontsize=8, loc="upper left")
-    cost_axis.set_title("cost of each budget")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -178,16 +220,3 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
     markdown_path.write_text(results_markdown(results), encoding="utf-8")
     plot_path = plot_budget_curve(results, out_dir / "budget_curve.png")
     return {"json": json_path, "markdown": markdown_path, "plot": plot_path}
-
-
-def _short_name(name: str, limit: int = 40) -> str:
-    """A model name that fits a plot title: the last parts of a long path."""
-    if len(name) <= limit:
-        return name
-    parts = name.rstrip("/").split("/")
-    short = parts[-1]
-    for part in reversed(parts[:-1]):
-        if len(part) + len(short) + 5 > limit:
-            break
-        short = f"{part}/{short}"
-    return f".../{short}"

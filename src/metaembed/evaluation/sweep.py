@@ -2,9 +2,11 @@
 
 For each budget (r_q, r_c) and task, every query is scored against the whole corpus (or its own candidate
 list for MMEB) with :func:`metaembed.maxsim` on the first r_q / r_c vectors, ranked, and judged with
-:mod:`metaembed.evaluation.metrics`. The cost of a budget is reported next to its quality: index bytes
-per document (r_c * D * 2, a bf16 index) and measured search latency (batched, per query; and one query
-at a time, median).
+:mod:`metaembed.evaluation.metrics` (retrieval tasks: :mod:`metaembed.evaluation.retrieval`). The cost of a
+budget is reported next to its quality: index bytes per document (r_c * D * 2, a bf16 index) and measured
+search latency (batched, per query; and one query at a time), median and p90 over repeats, with the machine's
+load average. With ``SweepSettings.out_dir`` every ranking and per-query metric is written there as well
+(:mod:`metaembed.evaluation.runs`).
 
 Baselines: any single-vector sentence-transformers model (``SweepSettings.baselines``; by default in the
 quickstart, the backbone as users already have it: mean pooling, cosine) is scored on the same queries,
@@ -14,7 +16,7 @@ and the headline metric of every budget is compared, query by query, with (1,1) 
 
 from __future__ import annotations
 
-import statistics
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from metaembed.budgets import Budget
-from metaembed.data.tasks import CandidateTask, DataIssues, RetrievalTask, Task
+from metaembed.data.tasks import CandidateTask, DataIssues, Task
 from metaembed.evaluation.cache import EncodingCache, model_fingerprint
 from metaembed.evaluation.encoding import DOCUMENT, QUERY, encode_items
-from metaembed.evaluation.metrics import DEFAULT_METRICS, evaluate_run, max_cutoff
+from metaembed.evaluation.metrics import DEFAULT_METRICS
 from metaembed.evaluation.mmeb_groups import MMEB_SUBSETS, mmeb_group_means
+from metaembed.evaluation.retrieval import evaluate_retrieval_task, load_average, spread
+from metaembed.evaluation.runs import RunWriter
 from metaembed.evaluation.stats import paired_bootstrap
 from metaembed.scoring import maxsim
 
@@ -48,10 +52,15 @@ class SweepSettings:
     score_dtype: torch.dtype = torch.float32
     query_chunk: int = 256
     latency_queries: int = 16
+    """Queries timed one at a time (each ``latency_repeats`` times) for the single-query latency."""
+    latency_repeats: int = 3
+    """Timed passes over all queries for the batched latency (the first also gives the ranking)."""
     progress: bool = True
     baselines: dict[str, Any] = field(default_factory=dict)
     """Name -> a single-vector model with sentence-transformers' ``encode`` (text tasks only), scored beside the budgets."""
     bootstrap_resamples: int = 2000
+    out_dir: str | Path | None = None
+    """Where TREC runs (``runs/``) and ``per_query.jsonl`` are written as the sweep goes (None: not written)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,7 +71,11 @@ def model_budget_limits(model: Any) -> Budget:
 
 def check_budgets(budgets: Iterable[Budget | str | tuple[int, int]], model: Any, model_name: str = "the model") -> list[Budget]:
     """Parse budgets and stop, before any encoding, on one that the model cannot give."""
-    limits = model_budget_limits(model)
+    return check_budget_limits(budgets, model_budget_limits(model), model_name)
+
+
+def check_budget_limits(budgets: Iterable[Budget | str | tuple[int, int]], limits: Budget, model_name: str = "the model") -> list[Budget]:
+    """Parse budgets and stop on one larger than ``limits`` (R_q, R_c); the distinct budgets, in order."""
     parsed = [Budget.parse(budget) for budget in budgets]
     if not parsed:
         raise ValueError("no budgets given: pass at least one r_q,r_c pair, e.g. --budgets 1,1 16,64")
@@ -76,109 +89,6 @@ def check_budgets(budgets: Iterable[Budget | str | tuple[int, int]], model: Any,
                 f"tokens (its largest budget is ({limits})); nothing was evaluated"
             )
     return list(dict.fromkeys(parsed))
-
-
-def _timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    value = function(*args, **kwargs)
-    return value, time.perf_counter() - start
-
-
-def _search(queries: torch.Tensor, documents: torch.Tensor, budget: Budget, k: int, settings: SweepSettings) -> torch.Tensor:
-    """Top-k document indices per query at ``budget`` (queries scored in chunks)."""
-    k = min(k, documents.shape[0])
-    tops = []
-    for start in range(0, queries.shape[0], settings.query_chunk):
-        scores = maxsim(queries[start : start + settings.query_chunk], documents, budget.query, budget.document, dtype=settings.score_dtype)
-        tops.append(scores.topk(k, dim=1).indices)
-    return torch.cat(tops)
-
-
-def _single_query_latency(queries: torch.Tensor, documents: torch.Tensor, budget: Budget, k: int, settings: SweepSettings) -> float | None:
-    count = min(settings.latency_queries, queries.shape[0])
-    if count == 0:
-        return None
-    _search(queries[:1], documents, budget, k, settings)  # warm-up: first-call allocations are not search cost
-    timings = []
-    for index in range(count):
-        _, seconds = _timed(_search, queries[index : index + 1], documents, budget, k, settings)
-        timings.append(seconds)
-    return statistics.median(timings) * 1000.0
-
-
-def evaluate_retrieval_task(model: Any, task: RetrievalTask, budgets: Sequence[Budget], settings: SweepSettings, cache: EncodingCache | None) -> dict[str, Any]:
-    """Encode a retrieval task once and score it at every budget."""
-    issues = task.issues
-    corpus_ids = list(task.corpus)
-    documents, documents_cached = encode_items(
-        model, DOCUMENT, corpus_ids, [task.corpus[i] for i in corpus_ids], batch_size=settings.batch_size,
-        prompt=task.document_prompt, cache=cache, storage_dtype=settings.storage_dtype, issues=issues,
-        where=f"{task.source} corpus", progress=settings.progress,
-    )
-    if not documents.ids:
-        raise ValueError(f"{task.source}: no corpus item could be encoded; nothing to search")
-    usable_docs = set(documents.ids)
-    qrels: dict[str, dict[str, int]] = {}
-    for query_id, judged in task.qrels.items():
-        kept = {doc: grade for doc, grade in judged.items() if doc in usable_docs}
-        if not any(grade > 0 for grade in kept.values()):
-            issues.add("query_without_relevant", f"{task.source}: query {query_id!r} has no encodable relevant document; query skipped")
-            continue
-        qrels[query_id] = kept
-    query_ids = list(qrels)
-    queries, queries_cached = encode_items(
-        model, QUERY, query_ids, [task.queries[i] for i in query_ids], batch_size=settings.batch_size,
-        prompt=task.query_prompt, cache=cache, storage_dtype=settings.storage_dtype, issues=issues,
-        where=f"{task.source} queries", progress=settings.progress,
-    )
-    qrels = {q: qrels[q] for q in queries.ids}
-    if not qrels:
-        raise ValueError(f"{task.source}: no query could be encoded; nothing to evaluate")
-
-    k = max_cutoff(settings.metrics)
-    per_budget: dict[str, dict[str, Any]] = {}
-    per_query: dict[str, dict[str, float]] = {}
-
-    def score(name: str, query_vectors: torch.Tensor, document_vectors: torch.Tensor, budget: Budget) -> None:
-        single = _single_query_latency(query_vectors, document_vectors, budget, k, settings)
-        top, seconds = _timed(_search, query_vectors, document_vectors, budget, k, settings)
-        run = {query_id: [documents.ids[i] for i in row] for query_id, row in zip(queries.ids, top.tolist())}
-        means, by_query = evaluate_run(run, qrels, tuple(dict.fromkeys([*settings.metrics, task.headline])))
-        per_budget[name] = {
-            "metrics": means,
-            "latency_ms_per_query": seconds * 1000.0 / len(queries.ids),
-            "latency_ms_single_query": single,
-        }
-        per_query[name] = {query_id: values[task.headline] for query_id, values in by_query.items()}
-
-    for budget in budgets:
-        score(str(budget), queries.vectors, documents.vectors, budget)
-    baselines: dict[str, dict[str, Any]] = {}
-    for name, baseline in settings.baselines.items():
-        baseline_queries = encode_single_vector(baseline, [task.queries[i] for i in queries.ids], settings, f"{name}: queries")
-        baseline_documents = encode_single_vector(baseline, [task.corpus[i] for i in documents.ids], settings, f"{name}: corpus")
-        score(name, baseline_queries, baseline_documents, Budget(1, 1))
-        baselines[name] = {**per_budget.pop(name), "embedding_dim": int(baseline_documents.shape[-1])}
-    return {
-        "kind": task.kind, "headline": task.headline, "source": task.source,
-        "num_queries": len(queries.ids), "num_documents": len(documents.ids),
-        "cached": {"queries": queries_cached, "documents": documents_cached},
-        "budgets": per_budget,
-        "baselines": baselines,
-        "per_query_headline": per_query,
-    }
-
-
-def encode_single_vector(model: Any, items: Sequence[Any], settings: SweepSettings, where: str) -> torch.Tensor:
-    """(n, 1, D) unit vectors from a single-vector sentence-transformers model, for text items."""
-    texts = []
-    for item in items:
-        if getattr(item, "image", None) is not None or not getattr(item, "text", None):
-            raise ValueError(f"{where}: a single-vector text baseline cannot encode an item without text or with an image")
-        texts.append(item.text)
-    vectors = model.encode(texts, batch_size=settings.batch_size, convert_to_tensor=True, normalize_embeddings=True,
-                           show_progress_bar=settings.progress)
-    return vectors.float().cpu().unsqueeze(1)
 
 
 def paired_differences(task_results: dict[str, dict[str, Any]], budgets: Sequence[Budget], resamples: int) -> dict[str, Any]:
@@ -201,7 +111,8 @@ def paired_differences(task_results: dict[str, dict[str, Any]], budgets: Sequenc
     return comparisons
 
 
-def evaluate_candidate_task(model: Any, task: CandidateTask, budgets: Sequence[Budget], settings: SweepSettings, cache: EncodingCache | None) -> dict[str, Any]:
+def evaluate_candidate_task(model: Any, task: CandidateTask, budgets: Sequence[Budget], settings: SweepSettings,
+                            cache: EncodingCache | None, writer: RunWriter | None = None) -> dict[str, Any]:
     """Encode an MMEB-style task once (each distinct candidate once) and score precision@1 at every budget.
 
     Ties are broken as VLM2Vec does (argmax keeps the first index, the positive): the positive is
@@ -247,16 +158,23 @@ def evaluate_candidate_task(model: Any, task: CandidateTask, budgets: Sequence[B
 
     per_budget: dict[str, dict[str, Any]] = {}
     for budget in budgets:
-        hits = 0
-        start = time.perf_counter()
+        load = load_average()
+        by_query: dict[str, dict[str, float]] = {}
+        timings = []
         for query_row, usable in rows:
+            start = time.perf_counter()
             scores = maxsim(queries.vectors[query_row : query_row + 1], documents.vectors[usable], budget.query, budget.document, dtype=settings.score_dtype)[0]
-            hits += int(not bool((scores[1:] > scores[0]).any()))
-        seconds = time.perf_counter() - start
+            hit = float(not bool((scores[1:] > scores[0]).any()))
+            timings.append((time.perf_counter() - start) * 1000.0)
+            by_query[queries.ids[query_row]] = {"p@1": hit}
+        if writer is not None:
+            writer.write_per_query(task.name, str(budget), by_query)
+        median, p90 = spread(timings)
         per_budget[str(budget)] = {
-            "metrics": {"p@1": hits / len(rows)},
-            "latency_ms_per_query": seconds * 1000.0 / len(rows),
-            "latency_ms_single_query": seconds * 1000.0 / len(rows),
+            "metrics": {"p@1": sum(v["p@1"] for v in by_query.values()) / len(rows)},
+            "latency_ms_per_query": sum(timings) / len(timings), "latency_ms_per_query_p90": None,
+            "latency_ms_single_query": median, "latency_ms_single_query_p90": p90,
+            "latency_repeats": {"batched": 1, "single": len(timings)}, "load_average": load,
         }
     return {
         "kind": task.kind, "headline": task.headline, "source": task.source,
@@ -285,16 +203,18 @@ def run_budget_sweep(
     if not tasks:
         raise ValueError("no tasks to evaluate")
     cache = EncodingCache(settings.cache_dir) if settings.use_cache else None
+    writer = RunWriter(settings.out_dir, several_tasks=len(tasks) > 1) if settings.out_dir is not None else None
     dimension = int(getattr(model, "embedding_dim"))
     task_results: dict[str, dict[str, Any]] = {}
     issues = DataIssues(quiet=True)
+    load_at_start = load_average()
     for task in tqdm(tasks, desc="tasks", disable=not settings.progress or len(tasks) == 1):
         if task.name in task_results:
             raise ValueError(f"two tasks are named {task.name!r} ({task_results[task.name]['source']} and {task.source})")
         if isinstance(task, CandidateTask):
-            result = evaluate_candidate_task(model, task, budgets, settings, cache)
+            result = evaluate_candidate_task(model, task, budgets, settings, cache, writer)
         else:
-            result = evaluate_retrieval_task(model, task, budgets, settings, cache)
+            result = evaluate_retrieval_task(model, task, budgets, settings, cache, writer)
         if settings.baselines and isinstance(task, CandidateTask):
             task.issues.add("baseline_not_run", f"{task.source}: baselines are scored on retrieval tasks only")
         result["skipped"] = task.issues.as_dict()["counts"]
@@ -307,14 +227,11 @@ def run_budget_sweep(
     summary: dict[str, Any] = {}
     for budget in budgets:
         key = str(budget)
-        metric_names = sorted({m for r in task_results.values() for m in r["budgets"][key]["metrics"]})
-        overall = {m: _mean([r["budgets"][key]["metrics"].get(m) for r in task_results.values()]) for m in metric_names}
+        runs = [r["budgets"][key] for r in task_results.values()]
         entry: dict[str, Any] = {
-            "overall": overall,
+            **_pooled(runs),
             "tasks": {name: r["budgets"][key]["metrics"] for name, r in task_results.items()},
             "index_bytes_per_document": budget.document * dimension * BF16_BYTES,
-            "latency_ms_per_query": _mean([r["budgets"][key]["latency_ms_per_query"] for r in task_results.values()]),
-            "latency_ms_single_query": _mean([r["budgets"][key]["latency_ms_single_query"] for r in task_results.values()]),
             "score_flops_per_query_document": 2 * budget.query * budget.document * dimension,
         }
         if is_mmeb and any(name in MMEB_SUBSETS for name in task_results):
@@ -324,27 +241,23 @@ def run_budget_sweep(
     for name in settings.baselines:
         runs = [r["baselines"][name] for r in task_results.values() if name in r.get("baselines", {})]
         if runs:
-            metric_names = sorted({m for run in runs for m in run["metrics"]})
-            baselines[name] = {
-                "overall": {m: _mean([run["metrics"].get(m) for run in runs]) for m in metric_names},
-                "index_bytes_per_document": runs[0]["embedding_dim"] * BF16_BYTES,
-                "latency_ms_per_query": _mean([run["latency_ms_per_query"] for run in runs]),
-                "latency_ms_single_query": _mean([run["latency_ms_single_query"] for run in runs]),
-            }
+            baselines[name] = {**_pooled(runs), "index_bytes_per_document": runs[0]["embedding_dim"] * BF16_BYTES}
     paired = paired_differences(task_results, budgets, settings.bootstrap_resamples)
     return {
         "model": {
             "name": model_name, "fingerprint": model_fingerprint(model), "embedding_dim": dimension,
             "num_query_meta_tokens": model_budget_limits(model).query,
             "num_document_meta_tokens": model_budget_limits(model).document,
+            "backbone": getattr(model, "backbone_name_or_path", None),
         },
         "settings": {
             "metrics": list(settings.metrics), "batch_size": settings.batch_size,
             "storage_dtype": str(settings.storage_dtype).removeprefix("torch."),
             "score_dtype": str(settings.score_dtype).removeprefix("torch."),
             "cache_dir": str(cache.root) if cache else None, "latency_queries": settings.latency_queries,
-            "torch_threads": torch.get_num_threads(), **settings.extra,
+            "latency_repeats": settings.latency_repeats, "torch_threads": torch.get_num_threads(), **settings.extra,
         },
+        "machine": {"cpu_count": os.cpu_count(), "load_average_start": load_at_start, "load_average_end": load_average()},
         "headline": headline,
         "budget_list": [str(b) for b in budgets],
         "budgets": summary,
@@ -352,5 +265,20 @@ def run_budget_sweep(
         "paired": {"metric": headline, "comparisons": paired} if paired else {},
         "tasks": {name: {k: v for k, v in r.items() if k not in ("budgets", "baselines", "per_query_headline")}
                   for name, r in task_results.items()},
+        "runs": writer.files if writer is not None else {},
         "skipped": issues.as_dict(),
+    }
+
+
+_LATENCY_KEYS = ("latency_ms_per_query", "latency_ms_per_query_p90", "latency_ms_single_query", "latency_ms_single_query_p90")
+
+
+def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's results over the tasks: mean metrics, mean latency figures, every task's load average."""
+    metric_names = sorted({m for run in runs for m in run["metrics"]})
+    return {
+        "overall": {m: _mean([run["metrics"].get(m) for run in runs]) for m in metric_names},
+        **{key: _mean([run.get(key) for run in runs]) for key in _LATENCY_KEYS},
+        "latency_repeats": runs[0].get("latency_repeats"),
+        "load_average_1m": _mean([(run.get("load_average") or [None])[0] for run in runs]),
     }

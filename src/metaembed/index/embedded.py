@@ -33,7 +33,8 @@ from metaembed.index.files import WriterLock
 from metaembed.index.hnsw import build_first_vector_hnsw, hnsw_candidates
 from metaembed.index.manifest import (MANIFEST, create_manifest_locked, new_manifest, read_manifest,
                                       read_manifest_locked, segment_record_problem, write_manifest)
-from metaembed.index.search import SearchResult, default_compute_dtype, exact_search, gather_documents, rerank
+from metaembed.index.search import (SearchResult, default_compute_dtype, document_id, exact_search,
+                                    gather_documents, ranked_by_id_on_ties, rerank)
 from metaembed.index.segment import STORAGE_DTYPES, Segment, write_segment
 from metaembed.index.validation import (check_positive_int, check_properties, check_query_budget,
                                         parse_query_vectors, validate_documents)
@@ -335,7 +336,9 @@ class MultiVectorIndex:
         k = check_positive_int(k, "k")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
-        scores, keys = exact_search(self._segments, self._live, queries, r_c, k, dtype, normalize_by_query)
+        scores, keys = ranked_by_id_on_ties(
+            lambda width: exact_search(self._segments, self._live, queries, r_c, width, dtype, normalize_by_query),
+            k, sum(segment.count for segment in self._segments), lambda key: document_id(self._segments, self._offsets, key))
         used = Budget(queries.shape[1], r_c)
         return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries))
 
@@ -374,7 +377,9 @@ class MultiVectorIndex:
             keys = hnsw_candidates(self.build_hnsw(), queries[:, 0], candidates)
         used = Budget(queries.shape[1], r_c)
         costs = ((keys >= 0).sum(dim=1) * used.query * r_c + len(self) * first.query * first.document).tolist()
-        scores, keys = rerank(self._segments, self._offsets, queries, keys, r_c, k, dtype, normalize_by_query)
+        scores, keys = ranked_by_id_on_ties(
+            lambda width, found=keys: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype, normalize_by_query),
+            k, keys.shape[1], lambda key: document_id(self._segments, self._offsets, key))
         return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None)
 
     def build_hnsw(self, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +11,7 @@ from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16
 from metaembed.index.segment import Segment
-from metaembed.scoring import maxsim
+from metaembed.scoring import TIE_WINDOW, maxsim
 
 _RUNNING_MAX_ELEMENTS = 1 << 20
 """Documents per block are chosen so the running (query vectors x documents) maximum stays cache-sized (~4 MB)."""
@@ -144,3 +144,32 @@ def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor,
         rows = keys[mask] - offsets[s]
         out[mask] = segments[s].gather(rows, r_c, dtype)
     return out
+
+
+def document_id(segments: Sequence[Segment], offsets: Tensor, key: int) -> str:
+    """The document id stored under a global key (segment offset + row)."""
+    s = int(torch.searchsorted(offsets, key, right=True)) - 1
+    return segments[s].ids[key - int(offsets[s])]
+
+
+def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int, total: int,
+                         id_of_key: Callable[[int], str]) -> tuple[Tensor, Tensor]:
+    """Top-k (scores, keys) from ``search(width)`` with equal scores ranked by document id, descending
+    (trec_eval's rule, as ``metaembed eval`` ranks): a few places past k are fetched, and more while ties
+    reach the end of what was fetched."""
+    width = min(total, k + TIE_WINDOW)
+    while True:
+        scores, keys = search(max(width, 1))
+        last = scores[:, -1:] if scores.shape[1] else scores
+        straddle = scores.shape[1] > k and bool(((scores[:, k - 1 : k] == last) & torch.isfinite(last)).any())
+        if width >= total or not straddle:
+            break
+        width = min(total, width * 4)
+    ranked_scores = torch.full((scores.shape[0], min(k, scores.shape[1])), float("-inf"))
+    ranked_keys = torch.full(ranked_scores.shape, -1, dtype=torch.long)
+    for row, (row_scores, row_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
+        pairs = sorted(((s, key) for s, key in zip(row_scores, row_keys) if key >= 0),
+                       key=lambda pair: (pair[0], id_of_key(pair[1])), reverse=True)[:k]
+        for column, (score, key) in enumerate(pairs):
+            ranked_scores[row, column], ranked_keys[row, column] = score, key
+    return ranked_scores, ranked_keys

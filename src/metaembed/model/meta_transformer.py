@@ -30,6 +30,9 @@ from sentence_transformers.base.modules import Transformer
 from torch import Tensor, nn
 from transformers.utils import logging
 
+from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
+                                          write_backbone_record)
+
 logger = logging.get_logger(__name__)
 
 META_TOKENS_FILE = "meta_tokens.safetensors"
@@ -69,6 +72,8 @@ class MetaTransformer(Transformer):
         kwargs["unpad_inputs"] = False
         self.num_query_meta_tokens = num_query_meta_tokens
         self.num_document_meta_tokens = num_document_meta_tokens
+        self.backbone_name_or_path: str | None = recorded_backbone_name(model_name_or_path)
+        """The backbone this model was built from (saved in ``metaembed_config.json``; None for older checkpoints)."""
         super().__init__(model_name_or_path, **kwargs)
 
         embeddings = self.model.get_input_embeddings()
@@ -263,6 +268,7 @@ class MetaTransformer(Transformer):
             },
             os.path.join(output_path, META_TOKENS_FILE),
         )
+        write_backbone_record(output_path, self.backbone_name_or_path)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder=None, revision=None,
@@ -278,6 +284,15 @@ class MetaTransformer(Transformer):
         if weights_path is None:
             raise FileNotFoundError(f"{model_name_or_path!r} has no {META_TOKENS_FILE}: it is not a MetaEmbed checkpoint")
         module.load_meta_tokens(weights_path)
+        # The backbone it was built from, not the checkpoint's own folder (unknown for checkpoints saved before it was recorded).
+        try:
+            record_path = cls.load_file_path(
+                model_name_or_path, filename=METAEMBED_CONFIG_FILE, subfolder=subfolder, token=token,
+                cache_folder=cache_folder, revision=revision, local_files_only=local_files_only,
+            )
+        except OSError:
+            record_path = None
+        module.backbone_name_or_path = read_backbone_record(record_path)
         return module
 
     def load_meta_tokens(self, path: str) -> None:

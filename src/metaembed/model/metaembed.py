@@ -104,6 +104,11 @@ class MetaEmbed(MultiVectorEncoder):
         return self[0]
 
     @property
+    def backbone_name_or_path(self) -> str | None:
+        """The backbone this model was built from (hub id or absolute folder), saved with it; None if unrecorded."""
+        return self.backbone.backbone_name_or_path
+
+    @property
     def num_query_meta_tokens(self) -> int:
         return self.backbone.num_query_meta_tokens
 

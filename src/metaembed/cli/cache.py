@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-cache_app = typer.Typer(help="The encoding cache of `metaembed eval`: list it, or clear it.", no_args_is_help=False)
+cache_app = typer.Typer(help="The encoding cache of `metaembed eval`: with no command, list it (path, entries and size "
+                             "per model); `clear` empties it.", no_args_is_help=False)
 
 _CACHE_DIR_HELP = ("The cache folder (default: $METAEMBED_CACHE/encodings or ~/.cache/metaembed/encodings; "
                    "the quickstart's is metaembed-quickstart/cache).")

@@ -114,8 +114,8 @@ def eval_command(
     else:
         cache = EncodingCache(cache_dir).summary()
         typer.echo(f"encoding cache: {cache['path']} ({cache['entries']} entries, {cache['bytes'] / 2**20:.1f} MiB; "
-                   "`metaembed cache` lists it, `metaembed cache clear` empties it)")
-    typer.echo(f"wrote {out / 'results.json'}, results.md, budget_curve.png, per_query.jsonl and runs/ (TREC) in {out}")
+                   "see `metaembed cache`)")
+    typer.echo(f"wrote results.json, results.md, budget_curve.png, per_query.jsonl and runs/ (TREC) to {out}")
 
 
 def _looks_like_budget(value: str) -> bool:

@@ -174,6 +174,11 @@ def test_a_tie_ranks_alike_in_eval_index_search_and_mteb(model, tmp_path):
         assert index.search(query, k=2, budget=(4, 8))[0].ids == ["copy-b", "copy-a"]
         assert index.search(query, k=1, budget=(4, 8))[0].ids == ["copy-b"]  # a tie straddling the cut
         assert index.cascade_search(query, k=1, budget=(4, 8), candidates=2)[0].ids == ["copy-b"]
+    with MultiVectorIndex.create(tmp_path / "ix3", model.embedding_dim, 8) as index:
+        index.add(["copy-b", "copy-a", "copy-c"], model.encode_document(["a text editor"] * 3))
+        for margin in (float("inf"),):  # budget="auto" climbing to the last rung (rerank scores ties exactly)
+            assert index.search(query, k=3, budget="auto", max_budget=(4, 8), auto_margin=margin,
+                                candidates=3)[0].ids == ["copy-c", "copy-b", "copy-a"]
 
 
 def test_top_k_orders_ties_by_column_even_past_its_window():

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
-from metaembed.index.search import SearchResult, default_compute_dtype, exact_search, rerank
+from metaembed.index.search import (SearchResult, default_compute_dtype, document_id, exact_search, ranked_by_id_on_ties,
+                                     rerank)
 from metaembed.index.validation import check_positive_int, parse_query_vectors
 
 if TYPE_CHECKING:
@@ -151,7 +152,9 @@ def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, m
     margin = resolve_margin(index, auto_margin)
     outcome = climb(index, queries, rungs, candidates, margin, dtype)
     used = [rungs[j] for j in outcome.rung.tolist()]
-    scores = outcome.scores[:, :k]
+    # Equal scores rank by document id, as exact search and `metaembed eval` rank them.
+    scores, keys = ranked_by_id_on_ties(lambda width: (outcome.scores, outcome.keys), k, outcome.scores.shape[1],
+                                        lambda key: document_id(index._segments, index._offsets, key))
     if normalize_by_query:
         scores = scores / torch.tensor([[b.query] for b in used], dtype=scores.dtype)
-    return index._results(scores, outcome.keys[:, :k], budgets=used, costs=outcome.cost.tolist())
+    return index._results(scores, keys, budgets=used, costs=outcome.cost.tolist())

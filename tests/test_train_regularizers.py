@@ -67,14 +67,18 @@ def test_anchor_and_self_similarity_values():
         anchor_loss(a, torch.randn(2, 4))
 
 
-def test_mmr_loss_adds_the_weighted_terms(model, teacher):
+def plain_and_with_terms(model, **terms):
+    """The MMR loss of one (query, document) batch without and with ``terms``, and what the latter logged."""
     columns = [model.preprocess(QUERIES, task="query"), model.preprocess(DOCUMENTS, task="document")]
     columns[0]["task"], columns[1]["task"] = "query", "document"
-    plain = MMRLoss(model, groups=["1,1", "4,8"])
-    with_terms = MMRLoss(model, groups=["1,1", "4,8"], teacher=teacher, anchor_weight=0.5, diversity_weight=2.0)
-    base = plain([dict(c) for c in columns])
+    with_terms = MMRLoss(model, groups=["1,1", "4,8"], **terms)
+    base = MMRLoss(model, groups=["1,1", "4,8"])([dict(c) for c in columns])
     total = with_terms([dict(c) for c in columns])
-    logged = with_terms.last_group_losses
+    return base, total, with_terms.last_group_losses
+
+
+def test_mmr_loss_adds_the_weighted_terms(model, teacher):
+    base, total, logged = plain_and_with_terms(model, teacher=teacher, anchor_weight=0.5, diversity_weight=2.0)
     assert set(logged) == {"loss_1x1", "loss_4x8", "loss_anchor", "loss_self_similarity"}
     queries = model.encode_query(QUERIES)
     documents = model.encode_document(DOCUMENTS)
@@ -155,13 +159,7 @@ def test_distillation_loss_is_zero_only_when_the_rankings_agree():
 
 
 def test_mmr_loss_adds_the_weighted_distillation(model, teacher):
-    columns = [model.preprocess(QUERIES, task="query"), model.preprocess(DOCUMENTS, task="document")]
-    columns[0]["task"], columns[1]["task"] = "query", "document"
-    plain = MMRLoss(model, groups=["1,1", "4,8"])
-    distilled = MMRLoss(model, groups=["1,1", "4,8"], teacher=teacher, distill_weight=0.5, distill_temperature=0.05)
-    base = plain([dict(c) for c in columns])
-    total = distilled([dict(c) for c in columns])
-    logged = distilled.last_group_losses
+    base, total, logged = plain_and_with_terms(model, teacher=teacher, distill_weight=0.5, distill_temperature=0.05)
     assert set(logged) == {"loss_1x1", "loss_4x8", "loss_distill"}
     # the expected term, from the teacher's own token states and the student's encoded vectors
     teacher_scores = teacher_late_interaction(

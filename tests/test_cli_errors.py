@@ -1,5 +1,6 @@
 """User errors on the command line are one line ``error: FLAG: ...`` with exit status 2 and no traceback:
-a missing, corrupt or locked index, an empty query, a bad --top-k, an --query-image that is not an image."""
+a missing, corrupt or locked index, an empty query, a bad --top-k, an --query-image that is not an image; `index`
+with a missing model or corpus or settings the index cannot take; `python -m metaembed.training` likewise."""
 
 from __future__ import annotations
 
@@ -101,6 +102,30 @@ def test_query_image_must_be_an_image(built, tmp_path):
                       "error: --query-image:", "text-only")
 
 
+def test_index_errors_name_their_flag(built, tmp_path):
+    """``metaembed index``: a missing model or corpus, a bad --dtype or --document-budget, an --out built otherwise."""
+    model, index = built
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "a", "text": "a text editor"}\n')
+    out = tmp_path / "ix"
+    assert_user_error(invoke("index", "--model", tmp_path / "no-model", "--corpus", corpus, "--out", out),
+                      "error: --model:", "no such model folder", "no-model")
+    assert_user_error(invoke("index", "--model", model, "--corpus", tmp_path / "none.jsonl", "--out", out),
+                      "error: --corpus:", "none.jsonl", "does not exist")
+    assert_user_error(invoke("index", "--model", model, "--corpus", corpus, "--out", out, "--dtype", "fp8"),
+                      "error: --dtype:", "bfloat16 or int8")
+    assert_user_error(invoke("index", "--model", model, "--corpus", corpus, "--out", out, "--document-budget", 9),
+                      "error: --document-budget:", "more than the model's 8")
+    assert_user_error(invoke("index", "--model", model, "--corpus", corpus, "--out", index, "--document-budget", 4),
+                      "error: --out:", "was built with")
+
+
+def test_eval_bad_budget_is_one_line(built, tmp_path):
+    model, _ = built
+    assert_user_error(invoke("eval", "--model", model, "--data", tmp_path, "--out", tmp_path / "o", "--budgets", "1"),
+                      "error: --budgets:", "budget '1' must have two parts")
+
+
 def test_debug_shows_the_exception(tmp_path):
     result = invoke("--debug", "search", "--index", tmp_path / "nothing", "--query", "json")
     assert result.exit_code != 0 and not isinstance(result.exception, SystemExit)
@@ -115,3 +140,20 @@ def test_console_script_prints_one_line(tmp_path):
     assert completed.returncode == 2, completed.stderr
     assert completed.stderr.strip().splitlines() == [
         f"error: --index: no index at {tmp_path / 'nothing'} ({tmp_path / 'nothing' / 'manifest.json'} does not exist)"]
+
+
+@pytest.mark.parametrize("command", [
+    ["metaembed", "index", "--model", "{tmp}/no-model", "--corpus", "{tmp}/c.jsonl", "--out", "{tmp}/ix"],
+    ["metaembed", "serve", "--index", "{tmp}/nothing", "--model", "{tmp}/no-model"],
+    [sys.executable, "-m", "metaembed.training", "--loss", "huge"],
+])
+def test_commands_print_one_error_line_and_exit_2(command, tmp_path):
+    """Installed commands (and ``python -m metaembed.training``, which torchrun runs): one stderr line, exit 2."""
+    (tmp_path / "c.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    program = str(Path(sys.executable).parent / command[0]) if command[0] == "metaembed" else command[0]
+    argv = [program, *(part.format(tmp=tmp_path) for part in command[1:])]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in completed.stderr, lines

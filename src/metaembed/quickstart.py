@@ -125,7 +125,8 @@ class Quickstart:
         from metaembed.data.beir import load_beir
         from metaembed.evaluation import EncodingCache
         from metaembed.evaluation.encoding import DOCUMENT, encode_items
-        from metaembed.index import MultiVectorIndex
+        from metaembed.index import MultiVectorIndex, build_index
+        from metaembed.index.corpus import CorpusRecord
 
         self.stage(3, "Index: the test corpus at the full document budget")
         task = load_beir(beir_dir, split="test")
@@ -137,16 +138,15 @@ class Quickstart:
                 return index
             index.close()
             shutil.rmtree(self.index_dir)
+        # encoded through the evaluation's cache, so the next stage finds the corpus already encoded
         encoded, _ = encode_items(
             model, DOCUMENT, ids, [task.corpus[i] for i in ids], batch_size=self.settings.batch_size,
             prompt=task.document_prompt, cache=EncodingCache(self.cache_dir), where=f"{beir_dir} corpus",
         )
-        index = MultiVectorIndex.create(
-            self.index_dir, dim=model.embedding_dim, max_document_vectors=model.num_document_meta_tokens,
-            properties={"model": model_path, "corpus": str(beir_dir / "corpus.jsonl")},
-        )
-        metadata = [{"text": task.corpus[i].text, "title": i} for i in encoded.ids]
-        index.add(encoded.ids, encoded.vectors, metadata=metadata)
+        records = [CorpusRecord(i, task.corpus[i], {"text": task.corpus[i].text, "title": i}) for i in encoded.ids]
+        build_index(model, records, self.index_dir, model_name=model_path, vectors=encoded.vectors,
+                    chunk_size=max(len(records), 1), corpus_name=str(beir_dir / "corpus.jsonl"), progress=False)
+        index = MultiVectorIndex.open(self.index_dir, mode="r")
         self.console.print(f"Indexed {len(index)} documents x {model.num_document_meta_tokens} vectors in {self.index_dir}")
         return index
 

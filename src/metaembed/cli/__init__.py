@@ -2,7 +2,8 @@
 command(s) to the app, so a command lives in one file next to nothing else (``demo.py``, ``train.py``, ...).
 
 A user's mistake (a missing index, a bad argument, a file that is not an image) is reported by the command
-group as one line ``error: ...`` with exit status 2; ``metaembed --debug COMMAND ...`` shows the traceback."""
+group as one line ``error: ...`` with exit status 2; ``metaembed --debug COMMAND ...`` shows the traceback.
+Every command runs with transformers' own progress bars ("Loading weights") off; ours show."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import os
 import pkgutil
 
 import typer
+from typer.core import TyperCommand
 
 from metaembed.cli._errors import ErrorReportingGroup
+from metaembed.cli._progress import QuietLibraryCommand
 
 app = typer.Typer(
     cls=ErrorReportingGroup,
@@ -39,6 +42,9 @@ def _register_commands() -> None:
         register = getattr(module, "register", None)
         if register is not None:
             register(app)
+    for command in app.registered_commands:  # typer's plain command class becomes ours: their bars off
+        if command.cls in (None, TyperCommand):
+            command.cls = QuietLibraryCommand
 
 
 _register_commands()

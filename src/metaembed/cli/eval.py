@@ -27,7 +27,7 @@ def parse_budget_arguments(values: list[str]) -> list[Budget]:
             try:
                 budgets.append(Budget.parse(part))
             except ValueError as error:
-                raise typer.BadParameter(str(error), param_hint="--budgets") from None
+                raise CommandError(str(error), "--budgets") from None
     return budgets
 
 

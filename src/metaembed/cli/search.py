@@ -9,11 +9,13 @@ from typing import Any
 import typer
 
 from metaembed.cli._errors import CommandError, load_model, open_index
+from metaembed.index.provenance import recorded_model
 
 
 def search_command(
     index: Path = typer.Option(..., "--index", "-i", help="An index folder written by `metaembed index`."),
-    model: str = typer.Option(None, "--model", "-m", help="The MetaEmbed model (default: the one the index was built with)."),
+    model: str = typer.Option(None, "--model", "-m", help="The MetaEmbed model (default: the one the index was built "
+                              "with, which it records and this command prints)."),
     query: str = typer.Option(None, "--query", "-q", help="Query text."),
     query_image: Path = typer.Option(None, "--query-image", help="Query image file."),
     budget: str = typer.Option(None, "--budget", "-b", help="r_q,r_c, e.g. 4,8 (default: all query and stored document vectors), "
@@ -36,10 +38,13 @@ def search_command(
     chosen, top = _parse_budgets(budget, max_budget, auto_margin)
     auto = chosen == AUTO
     opened = open_index(index, mode="r")
-    model_path = model or opened.properties.get("model")
+    model_path = model or recorded_model(opened.properties, index)
     if not model_path:
         raise CommandError("the index records no model: pass --model", "--model")
     encoder = load_model(model_path)
+    if not as_json:
+        typer.echo(f"index {index}: {len(opened)} documents; model {model_path}"
+                   f"{'' if model else ' (the one the index was built with)'}")
     _check_model(encoder, model_path, opened, query_flag, top, None if auto else chosen)
     limit = top if auto else chosen
     limit = limit or Budget(encoder.num_query_meta_tokens, opened.max_document_vectors)
@@ -56,9 +61,10 @@ def search_command(
         raise CommandError(str(error), _flag_of(str(error))) from None
     if auto:
         used = results[0].budget
-        _print(results[0], top_k, as_json, f"auto -> {used} (up to {limit})", {"requested_budget": AUTO, "max_budget": list(limit)})
+        _print(results[0], top_k, as_json, f"auto -> {used} (up to {limit})",
+               {"model": model_path, "requested_budget": AUTO, "max_budget": list(limit)})
     else:
-        _print(results[0], top_k, as_json, str(limit), {})
+        _print(results[0], top_k, as_json, str(limit), {"model": model_path})
 
 
 def query_item(query: str | None, query_image: Path | None) -> tuple[Any, str]:

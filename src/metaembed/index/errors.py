@@ -15,6 +15,15 @@ class IndexLockedError(IndexError_):
     """Another writer holds the index's write lock."""
 
 
+class IndexSettingsError(IndexError_, ValueError):
+    """A build's settings that the index or the model cannot meet; ``.setting`` names the one at fault
+    (``index``: the folder holds an index built otherwise, ``document_budget``, ``dtype``)."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        self.setting = setting
+        super().__init__(message)
+
+
 class MissingIdsError(KeyError):
     """``delete`` was given ids that are not in the index; nothing was deleted. ``.ids`` lists them."""
 

@@ -1,6 +1,6 @@
-"""``python -m metaembed.training CONFIG.yaml [--flags]``: the train command, runnable under torchrun."""
+"""``python -m metaembed.training CONFIG.yaml [--flags]``: training, runnable under torchrun and accelerate."""
 
-from metaembed.cli.train import main
+from metaembed.training.flags import main
 
 if __name__ == "__main__":
     main()

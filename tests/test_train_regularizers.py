@@ -18,6 +18,7 @@ from metaembed.training.regularizers import (
     late_interaction_scores,
     self_similarity,
     teacher_late_interaction,
+    window_means,
 )
 
 QUERIES = ["text editor for programmers", "compress files", "parse json quickly"]
@@ -174,3 +175,27 @@ def test_mmr_loss_adds_the_weighted_distillation(model, teacher):
         MMRLoss(model, distill_weight=1.0)
     with pytest.raises(ValueError, match="distill_temperature must be positive"):
         TrainConfig(model="x", distill_weight=1.0, distill_temperature=0)
+
+
+def test_window_means_average_each_nested_window():
+    hidden = torch.arange(1.0, 9.0).view(1, 4, 2).repeat(1, 1, 1)  # tokens (1,2) (3,4) (5,6) (7,8)
+    mask = torch.tensor([[True, True, True, True]])
+    means = window_means(hidden, mask, 3)  # whole, first half, second half
+    expected = F.normalize(torch.tensor([[[4.0, 5.0], [2.0, 3.0], [6.0, 7.0]]]), dim=-1)
+    torch.testing.assert_close(means, expected)
+    left_padded = window_means(torch.cat([torch.zeros(1, 2, 2), hidden], dim=1),
+                               torch.tensor([[False, False, True, True, True, True]]), 3)
+    torch.testing.assert_close(left_padded, expected)  # padding never counts, wherever it sits
+
+
+def test_anchor_with_windows_pulls_every_vector_to_its_window(tiny_bert_path, teacher):
+    windowed = MetaEmbed.from_backbone(tiny_bert_path, 4, 8, meta_attention="document_windows", device="cpu").eval()
+    _, _, logged = plain_and_with_terms(windowed, teacher=teacher, anchor_weight=1.0)
+    queries, documents = windowed.encode_query(QUERIES), windowed.encode_document(DOCUMENTS)
+    hidden, mask = teacher.token_states(windowed.backbone.preprocess(DOCUMENTS, task="document"))
+    references = window_means(hidden, mask, 8)
+    assert references.shape == documents.shape
+    expected = (anchor_loss(queries, teacher(windowed.backbone.preprocess(QUERIES, task="query")))  # full: first vector
+                + anchor_loss(documents, references)) / 2
+    assert logged["loss_anchor"].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert anchor_loss(references, references).item() == pytest.approx(0.0, abs=1e-6)

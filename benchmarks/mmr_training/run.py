@@ -57,6 +57,10 @@ ARMS = {
     "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
     "e_mmr_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
     "f_mmr_distill": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
+    "g_mmr_windows": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64,
+                          meta_attention="document_windows"),
+    "h_mmr_windows_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
+                                 num_document_meta_tokens=64, meta_attention="document_windows"),
 }
 PLAIN = "d_untrained_mean_pooling"
 
@@ -170,6 +174,10 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
         pairs += [(f"e ({b}) - a ({b})", ("e_mmr_anchor", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     if "a_mmr" in arms and "f_mmr_distill" in arms:
         pairs += [(f"f ({b}) - a ({b})", ("f_mmr_distill", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
+    for windowed, other in (("g_mmr_windows", "a_mmr"), ("g_mmr_windows", "f_mmr_distill"),
+                            ("h_mmr_windows_anchor", "a_mmr"), ("h_mmr_windows_anchor", "g_mmr_windows")):
+        if other in arms and windowed in arms:
+            pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
         if reference not in arms:
             continue
@@ -283,7 +291,8 @@ def plot(results: dict, path: Path) -> None:
         panels[1] = (results["cross_domain"]["arms"], "ndcg@10", "across domains: ")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, (arms, metric, prefix) in zip(axes, panels):
-        for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-"), ("f_mmr_distill", "D-")):
+        for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-"), ("f_mmr_distill", "D-"),
+                           ("g_mmr_windows", "v-"), ("h_mmr_windows_anchor", "P-")):
             if arm in arms:
                 values = [arms[arm]["budgets"][b][metric] for b in budgets]
                 axis.plot(range(len(budgets)), values, style, label=ARM_LABELS[arm])
@@ -310,6 +319,8 @@ ARM_LABELS = {
     "c_single_vector": "(c) single vector", PLAIN: "(d) plain backbone (mean pooling, no training)",
     "e_mmr_anchor": "(e) MMR + backbone anchor",
     "f_mmr_distill": "(f) MMR + late-interaction distillation",
+    "g_mmr_windows": "(g) MMR, nested-window document meta tokens",
+    "h_mmr_windows_anchor": "(h) (g) + each vector anchored to its window's backbone mean",
 }
 
 
@@ -498,7 +509,8 @@ def main(argv: list[str] | None = None) -> None:
             max_seq_length=args.max_length,  # text tokens; the meta tokens come on top
             save_steps=10**9, logging_steps=max(1, args.steps // 20), seed=0, bf16=args.bf16,
             attention_dropout=args.attention_dropout, **arm_settings,
-            anchor_weight={"e_mmr_anchor": args.anchor_weight, "f_mmr_distill": args.anchor_in_distill}.get(arm, 0.0),
+            anchor_weight={"e_mmr_anchor": args.anchor_weight, "f_mmr_distill": args.anchor_in_distill,
+                           "h_mmr_windows_anchor": args.anchor_weight}.get(arm, 0.0),
             diversity_weight=args.diversity_weight if arm in ("a_mmr", "e_mmr_anchor") else 0.0,
             distill_weight=args.distill_weight if arm == "f_mmr_distill" else 0.0,
             distill_temperature=args.distill_temperature if arm == "f_mmr_distill" else None,

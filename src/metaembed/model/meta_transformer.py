@@ -30,6 +30,7 @@ from sentence_transformers.base.modules import Transformer
 from torch import Tensor, nn
 from transformers.utils import logging
 
+from metaembed.model.meta_windows import FULL, nested_window_attention, windowed_sides
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
 
@@ -54,7 +55,7 @@ class MetaTransformer(Transformer):
     R meta tokens of each row sit, for :class:`~metaembed.model.meta_pooling.MetaTokenPooling`.
     """
 
-    config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens"]
+    config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens", "meta_attention"]
 
     def __init__(
         self,
@@ -63,8 +64,12 @@ class MetaTransformer(Transformer):
         num_query_meta_tokens: int = 16,
         num_document_meta_tokens: int = 64,
         meta_token_init_seed: int = 0,
+        meta_attention: str = FULL,
         **kwargs: Any,
     ) -> None:
+        self._windowed_sides = windowed_sides(meta_attention)
+        self.meta_attention = meta_attention
+        """What meta tokens attend to: ``full`` (the paper) or nested windows (see metaembed.model.meta_windows)."""
         for name, value in (("num_query_meta_tokens", num_query_meta_tokens), ("num_document_meta_tokens", num_document_meta_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -103,6 +108,8 @@ class MetaTransformer(Transformer):
                 "images will be refused. (transformers 5 builds some VLM processors, e.g. Qwen2-VL's, with a "
                 "video processor that needs torchvision.)"
             )
+        if self._windowed_sides:
+            self._check_windows_supported(model_name_or_path)
         embeddings.register_forward_pre_hook(self._swap_meta_ids_for_lookup)
         embeddings.register_forward_hook(self._write_meta_embeddings)
 
@@ -248,9 +255,48 @@ class MetaTransformer(Transformer):
         params = self.model_forward_params if self.model_forward_params is not None else self._declared_forward_params
         return "position_ids" in params
 
+    # ----------------------------------------------------------------------------- nested windows
+    def _check_windows_supported(self, model_name_or_path: str) -> None:
+        """Nested windows need a text backbone whose attention takes an explicit 4-D mask."""
+        if hasattr(self.config, "vision_config"):
+            raise ValueError(
+                f"meta_attention={self.meta_attention!r}: {model_name_or_path!r} is a vision-language model, whose "
+                "attention masks and positions are built inside the model; nested windows work with text backbones only"
+            )
+        implementation = getattr(self.model.config, "_attn_implementation", None) or "eager"
+        if implementation not in ("sdpa", "eager"):
+            raise ValueError(
+                f"meta_attention={self.meta_attention!r} needs attn_implementation 'sdpa' or 'eager' (an explicit "
+                f"attention mask), but {model_name_or_path!r} uses {implementation!r}"
+            )
+
+    def reads_windows(self, side: str) -> bool:
+        """Whether this side's meta tokens read nested windows of the item (rather than all of it)."""
+        return side in self._windowed_sides
+
+    def _is_causal(self) -> bool:
+        """Whether the backbone's own tokens attend causally (a decoder LLM) rather than both ways."""
+        return any(getattr(module, "is_causal", False) is True for module in self.model.modules())
+
+    def _window_mask(self, features: dict[str, Any], meta_positions: Tensor) -> Tensor | None:
+        """The 4-D attention mask of nested windows for this batch, or None where its side reads the whole item."""
+        first_meta_id = features["input_ids"].gather(1, meta_positions[:, :1].to(features["input_ids"].device))
+        side = QUERY_SIDE if bool((first_meta_id < self.meta_token_id_base + self.num_query_meta_tokens).all()) else DOCUMENT_SIDE
+        if not self.reads_windows(side):
+            return None
+        allowed = nested_window_attention(features["attention_mask"], meta_positions, causal=self._is_causal())
+        if getattr(self.model.config, "_attn_implementation", "eager") == "sdpa":
+            return allowed
+        dtype = self.model.dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
     # ----------------------------------------------------------------------------------- forward
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         private = {key: features.pop(key) for key in _PRIVATE_FEATURES if key in features}
+        if self._windowed_sides and "meta_positions" in private and "attention_mask" not in kwargs:
+            window_mask = self._window_mask(features, private["meta_positions"])
+            if window_mask is not None:
+                kwargs["attention_mask"] = window_mask
         try:
             features = super().forward(features, **kwargs)
         finally:

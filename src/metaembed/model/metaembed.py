@@ -58,6 +58,7 @@ class MetaEmbed(MultiVectorEncoder):
         config_kwargs: dict[str, Any] | None = None,
         processing_kwargs: dict[str, Any] | None = None,
         meta_token_init_seed: int = 0,
+        meta_attention: str = "full",
         **kwargs: Any,
     ) -> "MetaEmbed":
         """A new MetaEmbed model over a Hugging Face backbone (hub id or local folder).
@@ -65,6 +66,8 @@ class MetaEmbed(MultiVectorEncoder):
         The query and document meta tokens are separate, freshly initialised parameters; ``projection_dim``
         adds a linear projection (no bias, no activation) before the L2 normalisation. ``prompts`` maps
         task names (``"query"``, ``"document"`` or your own) to instructions prepended to the text.
+        ``meta_attention`` is ``"full"`` (the paper: every meta token reads the whole item) or nested windows
+        (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py).
         Other keyword arguments go to ``MultiVectorEncoder``.
         """
         backbone = MetaTransformer(
@@ -72,6 +75,7 @@ class MetaEmbed(MultiVectorEncoder):
             num_query_meta_tokens=num_query_meta_tokens,
             num_document_meta_tokens=num_document_meta_tokens,
             meta_token_init_seed=meta_token_init_seed,
+            meta_attention=meta_attention,
             max_seq_length=max_seq_length,
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from metaembed.budgets import PAPER_BUDGETS, Budget
+from metaembed.model.meta_windows import windowed_sides
 from metaembed.training.data import BAD_ROW_POLICIES
 from metaembed.training.mmr_loss import DEFAULT_TEMPERATURE
 
@@ -27,6 +28,9 @@ class TrainConfig:
     num_query_meta_tokens: int = 16
     num_document_meta_tokens: int = 64
     projection_dim: int | None = None
+    meta_attention: str = "full"
+    """What meta tokens read: ``full`` (the paper: the whole item), ``document_windows`` or ``windows``
+    (nested windows: vector 1 the whole item, then halves, quarters, ...; see metaembed.model.meta_windows)."""
     max_seq_length: int | None = None
     """Most tokens an item keeps of its own (text, image placeholders); the meta tokens are appended beyond it.
     None: as many as the backbone's positions hold next to the meta tokens."""
@@ -113,6 +117,7 @@ class TrainConfig:
         """Check every value, naming the setting when one is wrong."""
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {self.on_bad_row!r}")
+        windowed_sides(self.meta_attention)  # names the setting and its choices when wrong
         if self.loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {self.loss!r}")
         self.bf16 = str(self.bf16).lower()

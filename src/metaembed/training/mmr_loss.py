@@ -34,6 +34,7 @@ from metaembed.training.regularizers import (
     mean_pooled,
     self_similarity,
     teacher_late_interaction,
+    window_means,
 )
 
 DEFAULT_TEMPERATURE = 0.03
@@ -254,7 +255,8 @@ class MMRLoss(nn.Module):
         references = teacher_scores = None
         if self.teacher is not None:
             states = [self.teacher.token_states(feature) for feature in features]
-            references = [mean_pooled(hidden, mask) for hidden, mask in states] if self.anchor_weight else None
+            references = [self._anchor_reference(hidden, mask, side) for (hidden, mask), side
+                          in zip(states, ["query"] + ["document"] * (len(states) - 1))] if self.anchor_weight else None
             if self.distill_weight:
                 teacher_scores = teacher_late_interaction(states)
         query_outputs = self.model(query_features, task=query_features.get("task", "query"))
@@ -268,6 +270,14 @@ class MMRLoss(nn.Module):
         score_chunk = getattr(self.loss, "score_mini_batch_size", None)
         total = self.loss_from_embeddings(queries, documents, score_chunk=score_chunk, teacher_scores=teacher_scores)
         return total + self._regularizers(queries, documents, references)
+
+    def _anchor_reference(self, hidden: Tensor, mask: Tensor, side: str) -> Tensor:
+        """What the anchor pulls an item towards: its mean-pooled backbone embedding (first vector), or with
+        nested-window meta tokens, the mean of each vector's window (every vector)."""
+        backbone = self.model[0]
+        if getattr(backbone, "reads_windows", None) is not None and backbone.reads_windows(side):
+            return window_means(hidden, mask, backbone.num_meta_tokens(side))
+        return mean_pooled(hidden, mask)
 
     def _regularizers(self, queries: Tensor, documents: Sequence[Tensor], references: list[Tensor] | None) -> Tensor:
         """The weighted anchor and diversity terms (0 when both are off); logged beside the group losses."""

@@ -4,6 +4,8 @@
   each item; the first meta vector of that item is pulled towards it (``1 - cos``). The (1,1) budget then
   starts from, and stays near, the plain single-vector model, and the later vectors are left to add what
   one general-purpose vector misses.
+  With nested-window meta tokens every vector is pulled towards the mean of its own window instead, so
+  each budget starts from the backbone's own view of the item's parts.
 - **Diversity**: the mean cosine between an item's own vectors. MMR on one-topic data collapses them
   onto one direction (mean cosine 0.94-0.98, see benchmarks/results/mmr_training_investigation.md), which
   makes every budget above (1,1) pay for nothing; this term penalises that.
@@ -22,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from metaembed.model.meta_windows import nested_window_bounds
 
 
 class BackboneTeacher(nn.Module):
@@ -59,12 +63,15 @@ class BackboneTeacher(nn.Module):
 
 
 def anchor_loss(vectors: Tensor, reference: Tensor) -> Tensor:
-    """Mean ``1 - cos`` between each item's first vector (batch, R, D) and its reference (batch, D)."""
+    """Mean ``1 - cos`` between each item's first vector (batch, R, D) and its reference (batch, D), or, for
+    nested-window meta tokens, between every vector and its own window's reference (batch, R, D)."""
     if vectors.shape[-1] != reference.shape[-1]:
         raise ValueError(
             f"the backbone anchor compares the first meta vector ({vectors.shape[-1]} dims) with the backbone's pooled "
             f"embedding ({reference.shape[-1]} dims): it needs a model without a projection (projection_dim None)"
         )
+    if reference.dim() == 3:
+        return 1 - F.cosine_similarity(vectors[:, : reference.shape[1]].float(), reference.float(), dim=-1).mean()
     return 1 - F.cosine_similarity(vectors[:, 0].float(), reference.float(), dim=-1).mean()
 
 
@@ -103,6 +110,16 @@ def mean_pooled(hidden: Tensor, mask: Tensor) -> Tensor:
     """(batch, hidden) unit vectors: token states averaged over the real tokens."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return F.normalize((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1), dim=-1)
+
+
+def window_means(hidden: Tensor, mask: Tensor, num_windows: int) -> Tensor:
+    """(batch, num_windows, hidden) unit vectors: the token states averaged over each nested window of the
+    item's real tokens (the windows nested-window meta tokens read; see metaembed.model.meta_windows)."""
+    own_index = mask.long().cumsum(dim=1) - 1  # (batch, seq): position among the real tokens
+    starts, stops = nested_window_bounds(num_windows, mask.sum(dim=1))  # (batch, R)
+    index = own_index.unsqueeze(1)
+    weights = (mask.unsqueeze(1) & (index >= starts.unsqueeze(2)) & (index < stops.unsqueeze(2))).to(hidden.dtype)
+    return F.normalize(weights @ hidden / weights.sum(dim=2, keepdim=True).clamp(min=1), dim=-1)
 
 
 def teacher_late_interaction(states: Sequence[tuple[Tensor, Tensor]]) -> Tensor:

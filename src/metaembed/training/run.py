@@ -115,6 +115,7 @@ def build_model(config: TrainConfig) -> MetaEmbed:
         projection_dim=config.projection_dim,
         max_seq_length=config.max_seq_length,
         meta_token_init_seed=config.seed,
+        meta_attention=config.meta_attention,
         config_kwargs=config_kwargs,
     )
 

@@ -17,7 +17,7 @@ from metaembed import MetaEmbed, MultiVectorIndex
 from metaembed.cli import app
 from metaembed.evaluation import BACKBONE, EncodingCache, SweepSettings, evaluate, terminal_table
 from metaembed.evaluation.plot import budget_curve_figure, quality_axis_limits
-from metaembed.model.saved_config import METAEMBED_CONFIG_FILE, read_saved_model_info
+from metaembed.model.saved_config import METAEMBED_CONFIG_FILE, module_folder, read_saved_model_info
 from metaembed.scoring import tie_order, top_k
 from tests.test_eval_sweep import write_beir
 
@@ -59,7 +59,7 @@ def test_model_records_its_backbone(model, model_dir, tiny_bert_path, tmp_path):
     assert (info.num_query_meta_tokens, info.num_document_meta_tokens, info.backbone) == (4, 8, model.backbone_name_or_path)
     old = tmp_path / "old"
     shutil.copytree(model_dir, old)
-    (old / METAEMBED_CONFIG_FILE).unlink()  # a checkpoint saved before the backbone was recorded
+    (module_folder(old) / METAEMBED_CONFIG_FILE).unlink()  # a checkpoint saved before the backbone was recorded
     assert MetaEmbed.from_pretrained(str(old)).backbone_name_or_path is None
     assert read_saved_model_info(old).backbone is None
     assert read_saved_model_info(tmp_path / "nothing") is None
@@ -87,7 +87,7 @@ def test_eval_scores_the_backbone_by_default_and_no_baseline_turns_it_off(model_
 def test_an_unloadable_backbone_is_one_line_and_the_run_goes_on(model_dir, tmp_path):
     moved = tmp_path / "model"
     shutil.copytree(model_dir, moved)
-    (moved / METAEMBED_CONFIG_FILE).write_text(json.dumps({"backbone": "no-such-owner/no-such-backbone"}))
+    (module_folder(moved) / METAEMBED_CONFIG_FILE).write_text(json.dumps({"backbone": "no-such-owner/no-such-backbone"}))
     result = invoke("eval", "--model", moved, "--data", write_beir(tmp_path / "set"), "--out", tmp_path / "o", "--no-cache", "--budgets", "1,1")
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if "backbone" in line and "baseline" in line]

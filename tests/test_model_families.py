@@ -104,7 +104,7 @@ def test_unmerged_lora_saves_its_adapter_and_loads_back(backbone, request, tmp_p
     adapted_q, adapted_d = model.encode_query(items), model.encode_document(items)
     assert not torch.allclose(adapted_d, plain, atol=1e-3)
     model.save_pretrained(str(tmp_path / "saved"))
-    saved = {path.name for path in (tmp_path / "saved").iterdir()}
+    saved = {path.name for path in (tmp_path / "saved" / "0_MetaTransformer").iterdir()}  # the backbone module's folder
     assert {"adapter_config.json", "adapter_model.safetensors", "meta_tokens.safetensors"} <= saved
     assert "model.safetensors" not in saved  # the frozen backbone is not copied
     loaded = MetaEmbed.from_pretrained(str(tmp_path / "saved"), device="cpu")

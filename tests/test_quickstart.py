@@ -46,8 +46,10 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
     assert (work / "eval" / "budget_curve.png").stat().st_size > 10_000
     with MultiVectorIndex.open(work / "index") as index:
         assert len(index) == 300 and index.max_document_vectors == 64
-    model_file = work / "train" / "model" / "model.safetensors"
+    model_file = work / "train" / "model" / "0_MetaTransformer" / "model.safetensors"
     assert model_file.is_file()
+    card = (work / "train" / "model" / "README.md").read_text()
+    assert "## Budget curve" in card and "\n| (16,64) | " in card  # the run's budget curve is in the model's card
     assert f"metaembed search --index {work / 'index'} --model {work / 'train' / 'model'}" in output
     assert f"metaembed serve --index {work / 'index'}" in output
     assert set(result["timings"]) == {"data", "train", "index", "evaluate", "total"}

@@ -199,6 +199,10 @@ class Quickstart:
         index = timed("index", self.build_index, model, model_path, paths.beir)
         results = timed("evaluate", self.evaluate, model, model_path, paths.beir)
         index.close()
+        if not self.settings.model:  # the model trained here: its card shows this run's budget curve
+            from metaembed.evaluation.report import budget_curve
+
+            model.attach_budget_curve(model_path, budget_curve(results))
         timings["total"] = round(time.perf_counter() - started, 1)
         self.stage(5, "Next")
         self.console.print(f"Done in {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}).")

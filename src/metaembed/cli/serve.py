@@ -45,6 +45,8 @@ def serve(
     except BaseException:
         opened.close()
         raise
+    if settings.budgets is None and loaded_model.training_record is not None:  # a hub id: its config came with it
+        settings.budgets = sorted(set(loaded_model.training_record.groups))
     loaded_model.max_image_pixels = max_image_pixels
     settings.allowed_image_roots.extend(_corpus_roots(opened))
     app = create_app(SearchService(loaded_model, opened, settings))
@@ -53,9 +55,20 @@ def serve(
 
 
 def trained_budgets(model: str) -> list | None:
-    """The MMR groups the model was trained with (its folder's train_config.yaml), if it has one."""
+    """The MMR groups a local model folder was trained with, from its own config (``metaembed_config.json``); for
+    checkpoints saved before the config held them, from the ``train_config.yaml`` that ``metaembed train`` wrote
+    next to them. None when neither says (the paper's budgets are offered)."""
     from metaembed.budgets import Budget
+    from metaembed.model.saved_config import METAEMBED_CONFIG_FILE, module_folder, read_training_record
 
+    folder = module_folder(model)
+    if folder is not None:
+        try:
+            record = read_training_record(folder / METAEMBED_CONFIG_FILE)
+        except ValueError as error:
+            raise CommandError(str(error), "--model") from None
+        if record is not None:
+            return sorted(set(record.groups))
     config = Path(model) / "train_config.yaml"
     if not config.is_file():
         return None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from metaembed.evaluation.plot import GROUP_ORDER, plot_budget_curve, short_name
+from metaembed.model.card import BudgetCurve
 
 MAX_TASK_COLUMNS = 6
 TERMINAL_WIDTH = 100
@@ -122,17 +123,16 @@ def _baseline_note(name: str, label: str, entry: dict[str, Any], limit: int) -> 
     return text[:limit]
 
 
-def terminal_table(results: dict[str, Any]) -> str:
-    """The table printed after a run, at most 100 columns wide: per budget and baseline the headline metric,
-    its paired differences with 95% intervals, index bytes per document and one-query latency; notes below
-    say what the rows and numbers are. Everything else is in results.md."""
+def compact_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the short table: per budget and baseline the headline metric, its paired
+    differences with 95% intervals, index bytes per document and one-query latency."""
     budgets = results["budget_list"]
     headline = results["headline"]
     label = ("mean " if len(results["tasks"]) > 1 and "groups" not in results["budgets"][budgets[0]] else "") + headline
     delta_columns = _delta_columns(results)
     labels = _baseline_labels(results)
     header = ["budget", label, *[name for name, _ in delta_columns], "bytes/doc", "ms/query"]
-    rows = [header]
+    rows = []
     for budget in budgets:
         entry = results["budgets"][budget]
         rows.append([f"({budget})", _format(_headline_value(results, entry)),
@@ -141,12 +141,15 @@ def terminal_table(results: dict[str, Any]) -> str:
     for name, entry in results.get("baselines", {}).items():
         rows.append([labels[name], _format(_headline_value(results, entry)), *["" for _ in delta_columns],
                      _bytes(entry["index_bytes_per_document"]), _format(entry.get("latency_ms_single_query"), 1.0)])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {1, len(header) - 2, len(header) - 1}
-    lines = ["  ".join(cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
-    notes = [_baseline_note(name, labels[name], entry, TERMINAL_WIDTH) for name, entry in results.get("baselines", {}).items()]
-    notes += [f"no {name} baseline: {info.get('skipped')}"[:TERMINAL_WIDTH] for name, info in results.get("baselines_not_run", {}).items()]
+    return header, rows
+
+
+def compact_notes(results: dict[str, Any], width: int = TERMINAL_WIDTH) -> list[str]:
+    """What the short table's rows and numbers are, one line each (at most ``width`` characters)."""
+    headline = results["headline"]
+    labels = _baseline_labels(results)
+    notes = [_baseline_note(name, labels[name], entry, width) for name, entry in results.get("baselines", {}).items()]
+    notes += [f"no {name} baseline: {info.get('skipped')}"[:width] for name, info in results.get("baselines_not_run", {}).items()]
     paired = results.get("paired", {}).get("comparisons", {})
     if paired:
         queries = next(iter(paired.values()))["queries"]
@@ -154,8 +157,32 @@ def terminal_table(results: dict[str, Any]) -> str:
     notes.append(f"ms/query: one query at a time, median of {_repeats(results, 'single')} timings (p90, batched: results.md)")
     load_note = _load_note(results)
     if load_note:
-        notes.append(load_note[:TERMINAL_WIDTH])
-    return "\n".join([*lines, *notes])
+        notes.append(load_note[:width])
+    return notes
+
+
+def terminal_table(results: dict[str, Any]) -> str:
+    """The table printed after a run, at most 100 columns wide (:func:`compact_table`); notes below say what
+    the rows and numbers are. Everything else is in results.md."""
+    header, body = compact_table(results)
+    rows = [header, *body]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {1, len(header) - 2, len(header) - 1}
+    lines = ["  ".join(cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    return "\n".join([*lines, *compact_notes(results)])
+
+
+def budget_curve(results: dict[str, Any]) -> BudgetCurve:
+    """The short table of a run and what was measured, for a model card (``MetaEmbed.attach_budget_curve``)."""
+    header, rows = compact_table(results)
+    data = results.get("data", {})
+    tasks = results["tasks"]
+    what = f"`{data['path']}`" if data.get("path") else ", ".join(f"`{name}`" for name in tasks)
+    split = f" ({data['split']} split)" if data.get("split") else ""
+    sizes = "; ".join(f"{task['num_queries']} queries, {task['num_documents']} documents" for task in tasks.values())
+    notes = [f"Measured on {what}{split}: {sizes}", *compact_notes(results, width=1000)]
+    return BudgetCurve(metric=results["headline"], header=header, rows=rows, notes=notes)
 
 
 def _repeats(results: dict[str, Any], kind: str) -> Any:

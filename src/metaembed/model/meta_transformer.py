@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers.base.modules import Transformer
+from sentence_transformers.util import load_dir_path
 from torch import Tensor, nn
 from transformers.utils import logging
 
@@ -56,6 +57,8 @@ class MetaTransformer(Transformer):
     """
 
     config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens", "meta_attention"]
+    save_in_root: bool = False
+    """Saved in its own folder (``0_MetaTransformer``), not at the top of the model's folder: see metaembed.model.loading."""
 
     def __init__(
         self,
@@ -319,6 +322,11 @@ class MetaTransformer(Transformer):
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder=None, revision=None,
              local_files_only: bool = False, **kwargs):
+        # Load from the module's own folder: transformers would apply ``subfolder`` to a LoRA adapter's base model too.
+        folder = load_dir_path(model_name_or_path, subfolder, token=token, cache_folder=cache_folder, revision=revision,
+                               local_files_only=local_files_only) if subfolder not in ("", ".") else None
+        if folder is not None:
+            model_name_or_path, subfolder = folder, ""
         module = super().load(
             model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
             local_files_only=local_files_only, **kwargs,

@@ -2,12 +2,15 @@
 
 Every query becomes R_q vectors and every document R_c vectors, L2-normalised; a budget keeps a prefix.
 Because it *is* a ``MultiVectorEncoder`` (modules.json, safetensors, hub loading, trainer, losses,
-evaluators), a checkpoint works wherever that ecosystem does; what is ours is the meta tokens and budgets.
+evaluators), it works wherever that ecosystem does; what is ours is the meta tokens and budgets, the saved
+folder's layout and loading (metaembed.model.loading) and its model card (metaembed.model.card).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,8 +20,20 @@ from torch import Tensor
 
 from metaembed.budgets import check_vector_budget
 from metaembed.inputs import CHARS_PER_TOKEN, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, prepare_items
+from metaembed.model.card import BudgetCurve, render_model_card
+from metaembed.model.loading import LOAD_OPTIONS, add_requirement, load_modules, write_folder_marker
 from metaembed.model.meta_pooling import MetaTokenPooling
 from metaembed.model.meta_transformer import DOCUMENT_SIDE, QUERY_SIDE, MetaTransformer
+from metaembed.model.saved_config import (TrainingRecord, module_folder, read_metaembed_config, read_training_record,
+                                          write_metaembed_config)
+
+
+def saved_by_version() -> str:
+    """The installed metaembed version (what a saved folder requires at least)."""
+    try:
+        return version("metaembed")
+    except PackageNotFoundError:
+        return "0.1.0"
 
 
 class MetaEmbed(MultiVectorEncoder):
@@ -35,11 +50,10 @@ class MetaEmbed(MultiVectorEncoder):
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
     """The most pixels an image file may decode to (``None``: no limit); see ``metaembed.inputs``."""
-    # Our own modules are already imported: resolve them directly instead of behind trust_remote_code,
-    # which exists to guard code downloaded with a checkpoint.
-    _module_classes = {
-        f"{cls.__module__}.{cls.__name__}": cls for cls in (MetaTransformer, MetaTokenPooling)
-    }
+    training_record: TrainingRecord | None = None
+    """How ``metaembed train`` trained this model (MMR groups, temperature, ...); saved in its config, None if untrained."""
+    budget_curve: BudgetCurve | None = None
+    """An evaluation run's budget curve, saved in its config and shown in its model card (see :meth:`attach_budget_curve`)."""
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -94,12 +108,83 @@ class MetaEmbed(MultiVectorEncoder):
         return cls(modules=modules, device=device, prompts=prompts, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str, **kwargs: Any) -> "MetaEmbed":
-        """Load a saved MetaEmbed model (a folder written by :meth:`save_pretrained`, or a hub id)."""
-        model = cls(path_or_hub_id, **kwargs)
-        if not isinstance(model[0], MetaTransformer):
-            raise ValueError(f"{path_or_hub_id!r} is a {type(model[0]).__name__} model, not a MetaEmbed checkpoint")
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str,
+        *,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn_name: str | None = None,
+        **kwargs: Any,
+    ) -> "MetaEmbed":
+        """Load a saved MetaEmbed model (a folder written by :meth:`save_pretrained`, or a hub id).
+
+        Only MetaEmbed's and sentence-transformers' module classes are built (see metaembed.model.loading).
+        The loading options of ``MultiVectorEncoder`` apply (``trust_remote_code``, which lets the *backbone's* own
+        remote code run, as in transformers; ``token``, ``cache_folder``, ``revision``, ``local_files_only``,
+        ``model_kwargs``, ``processor_kwargs``, ``config_kwargs``, ``backend``), as do its other arguments
+        (``device``, ...); ``prompts`` and the other settings override the saved ones.
+        ``FileNotFoundError`` if there is no saved model there, ``ValueError`` if it is another kind of model.
+        """
+        modules, settings, config_file = load_modules(
+            path_or_hub_id, **{name: kwargs[name] for name in LOAD_OPTIONS if name in kwargs}
+        )
+        model = cls(
+            modules=modules, prompts={**(settings.get("prompts") or {}), **(prompts or {})},
+            default_prompt_name=default_prompt_name or settings.get("default_prompt_name"),
+            similarity_fn_name=similarity_fn_name or settings.get("similarity_fn_name"), **kwargs,
+        )
+        model.training_record = read_training_record(config_file)
+        evaluation = read_metaembed_config(config_file).get("evaluation")
+        model.budget_curve = BudgetCurve.from_dict(evaluation) if isinstance(evaluation, dict) else None
         return model
+
+    # ------------------------------------------------------------------------------ saving
+    def save(
+        self,
+        path: str,
+        model_name: str | None = None,
+        create_model_card: bool = True,
+        train_datasets: list[str] | None = None,
+        safe_serialization: bool = True,
+    ) -> None:
+        """Save as a sentence-transformers folder (what ``save_pretrained`` calls), plus MetaEmbed's own files: the
+        model's config (backbone, training record, budget curve), the top-level ``config.json`` that keeps it from
+        loading as a plain model, and a MetaEmbed model card (README.md; ``model_name``: the id its usage lines load)."""
+        if path is None:
+            return
+        super().save(path, model_name=model_name, create_model_card=False, train_datasets=train_datasets,
+                     safe_serialization=safe_serialization)
+        folder = module_folder(path)
+        if folder is None:
+            raise ValueError(f"{path}: the saved modules.json does not start with MetaEmbed's module")
+        self._write_config(folder)
+        if folder.resolve() != Path(path).resolve():
+            write_folder_marker(path)
+        add_requirement(path, saved_by_version())
+        if create_model_card:
+            self.write_model_card(path, model_name)
+
+    def attach_budget_curve(self, path: str, curve: BudgetCurve) -> None:
+        """Attach an evaluation run's budget curve to this model, saved in ``path`` (this model's saved folder):
+        its config records the curve and its model card shows it. No weights are written."""
+        folder = module_folder(path)
+        if folder is None:
+            raise ValueError(f"{path}: not a saved MetaEmbed folder")
+        self.budget_curve = curve
+        self._write_config(folder)
+        self.write_model_card(path)
+
+    def write_model_card(self, path: str, model_name: str | None = None) -> Path:
+        """(Re)write ``README.md`` in ``path``; its usage lines load the model by ``model_name`` (default: ``path``)."""
+        card = Path(path, "README.md")
+        card.write_text(render_model_card(self, model_name or str(path), self.training_record, self.budget_curve),
+                        encoding="utf-8")
+        return card
+
+    def _write_config(self, folder: Path) -> None:
+        write_metaembed_config(folder, self.backbone_name_or_path, self.training_record,
+                               self.budget_curve.to_dict() if self.budget_curve else None)
 
     # ------------------------------------------------------------------------------ properties
     @property

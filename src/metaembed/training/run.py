@@ -26,12 +26,13 @@ from transformers.trainer_callback import PrinterCallback
 
 from metaembed.hardware import bf16_is_fast
 from metaembed.model import MetaEmbed
-from metaembed.model.meta_transformer import META_TOKENS_FILE
+from metaembed.model.saved_config import is_metaembed_folder, module_folder
 from metaembed.training.checkpoints import checkpoint_step, latest_complete_checkpoint, trim_metrics_log, whole_run_loss
 from metaembed.training.config import TrainConfig
 from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
 from metaembed.training.lora import apply_lora, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
+from metaembed.training.record import training_record
 from metaembed.training.regularizers import BackboneTeacher
 from metaembed.training.trainer import LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback, ProgressCallback
 
@@ -105,8 +106,9 @@ def build_model(config: TrainConfig) -> MetaEmbed:
     """A saved MetaEmbed folder is continued; anything else is a backbone that gets fresh meta tokens."""
     if not config.model:
         raise ValueError("set 'model': a backbone (hub id or folder) or a saved MetaEmbed folder")
-    config_kwargs = attention_dropout_kwargs(config.model, config.attention_dropout) or None
-    if Path(config.model, META_TOKENS_FILE).is_file():
+    saved = module_folder(config.model)  # a saved MetaEmbed folder keeps its backbone's files in this folder
+    config_kwargs = attention_dropout_kwargs(str(saved or config.model), config.attention_dropout) or None
+    if saved is not None:
         return MetaEmbed.from_pretrained(config.model, config_kwargs=config_kwargs)
     return MetaEmbed.from_backbone(
         config.model,
@@ -138,7 +140,7 @@ def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
 
 def build_teacher(model: MetaEmbed, config: TrainConfig) -> BackboneTeacher:
     """The backbone as it was before training (loaded again, frozen), for the anchor and distillation terms."""
-    if Path(config.model, META_TOKENS_FILE).is_file():
+    if is_metaembed_folder(config.model):
         raise ValueError(
             f"anchor_weight/distill_weight: {config.model!r} is a MetaEmbed checkpoint; the backbone teacher needs the "
             "plain backbone it came from"
@@ -239,6 +241,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
         )
         logger.info("LoRA on %d layers; meta tokens and projection trained in full", len(targets))
     loss = build_loss(model, config)
+    # saved with every checkpoint and the final model: the groups as trained (clipped to the meta tokens)
+    model.training_record = training_record(config, examples, loss.groups)
+    model.budget_curve = None  # an evaluation of the weights before this run no longer describes the model
     args = training_arguments(config, model)
 
     examples_per_step = config.batch_size * config.gradient_accumulation_steps * world_size()
@@ -271,6 +276,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     if trainer.is_world_process_zero():
         if config.lora and config.merge_lora:
             merge_lora(model.backbone.model)
+        model.training_record.settings["steps"] = output.global_step
         model.save_pretrained(str(final_dir))
         config.save_yaml(final_dir / CONFIG_FILE)
         _append_record(metrics_path, {"event": "end", "global_step": output.global_step, "training_loss": training_loss,

@@ -62,3 +62,23 @@ def test_replace_delete_and_errors(both):
         qdrant.add(["x", "x"], unit(2, 8, 16))
     reopened = QdrantMultiVectorIndex(qdrant.client, "docs")
     assert reopened.dim == 16 and reopened.max_document_vectors == 8
+
+
+def test_both_backends_are_one_multi_vector_store(both):
+    """Both backends implement MultiVectorStore: isinstance, and every protocol method takes its parameters
+    (same names, kinds and defaults; extra keyword-only options allowed)."""
+    import inspect
+
+    from metaembed.index import MultiVectorStore
+
+    members = ("__len__", "__contains__", "add", "delete", "search")
+    for backend in both:
+        assert isinstance(backend, MultiVectorStore)
+        assert isinstance(backend.dim, int) and isinstance(backend.max_document_vectors, int)
+        for name in members:
+            wanted = inspect.signature(getattr(MultiVectorStore, name)).parameters
+            have = inspect.signature(getattr(type(backend), name)).parameters
+            positional = [p for p in have.values() if p.kind is not p.KEYWORD_ONLY]
+            assert [(p.name, p.kind, p.default) for p in positional] == [(p.name, p.kind, p.default) for p in wanted.values()], (type(backend).__name__, name)
+            assert all(p.default is not p.empty for p in have.values() if p.kind is p.KEYWORD_ONLY), (type(backend).__name__, name)
+    assert not isinstance(object(), MultiVectorStore)

@@ -43,7 +43,7 @@ SEGMENTS = "segments"
 
 
 class MultiVectorIndex:
-    """A folder of rank-major multi-vector segments; ``search`` runs exact MaxSim at any budget up to what is stored."""
+    """A folder of rank-major multi-vector segments (a ``MultiVectorStore``); ``search`` runs exact MaxSim at any budget up to what is stored."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], mode: str, verify: bool,
                  lock: WriterLock | None = None) -> None:

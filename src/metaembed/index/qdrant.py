@@ -1,4 +1,4 @@
-"""QdrantMultiVectorIndex: the same add/search/delete interface as MultiVectorIndex, stored in Qdrant.
+"""QdrantMultiVectorIndex: a :class:`~metaembed.index.protocol.MultiVectorStore` like MultiVectorIndex, stored in Qdrant.
 
 One multivector field per stored document budget (``r1``, ``r4``, ..., ``r64``), each with Qdrant's MaxSim
 comparator, so a search at r_c = 8 reads and scores 8 vectors per document. Ids are the user's strings
@@ -34,7 +34,7 @@ def vector_name(r_c: int) -> str:
 
 
 class QdrantMultiVectorIndex:
-    """A Qdrant collection searched by MaxSim at any stored document budget."""
+    """A Qdrant collection searched by MaxSim at any stored document budget (a ``MultiVectorStore``)."""
 
     def __init__(self, client: Any, collection: str) -> None:
         self.client = client

@@ -61,6 +61,8 @@ ARMS = {
                           meta_attention="document_windows"),
     "h_mmr_windows_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
                                  num_document_meta_tokens=64, meta_attention="document_windows"),
+    "i_mmr_windows_distill": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
+                                  num_document_meta_tokens=64, meta_attention="document_windows"),
 }
 PLAIN = "d_untrained_mean_pooling"
 
@@ -175,7 +177,8 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
     if "a_mmr" in arms and "f_mmr_distill" in arms:
         pairs += [(f"f ({b}) - a ({b})", ("f_mmr_distill", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     for windowed, other in (("g_mmr_windows", "a_mmr"), ("g_mmr_windows", "f_mmr_distill"),
-                            ("h_mmr_windows_anchor", "a_mmr"), ("h_mmr_windows_anchor", "g_mmr_windows")):
+                            ("h_mmr_windows_anchor", "a_mmr"), ("h_mmr_windows_anchor", "g_mmr_windows"),
+                            ("i_mmr_windows_distill", "a_mmr"), ("i_mmr_windows_distill", "g_mmr_windows")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
@@ -292,7 +295,8 @@ def plot(results: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for axis, (arms, metric, prefix) in zip(axes, panels):
         for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-"), ("f_mmr_distill", "D-"),
-                           ("g_mmr_windows", "v-"), ("h_mmr_windows_anchor", "P-")):
+                           ("g_mmr_windows", "v-"), ("h_mmr_windows_anchor", "P-"),
+                           ("i_mmr_windows_distill", "X-")):
             if arm in arms:
                 values = [arms[arm]["budgets"][b][metric] for b in budgets]
                 axis.plot(range(len(budgets)), values, style, label=ARM_LABELS[arm])
@@ -321,6 +325,7 @@ ARM_LABELS = {
     "f_mmr_distill": "(f) MMR + late-interaction distillation",
     "g_mmr_windows": "(g) MMR, nested-window document meta tokens",
     "h_mmr_windows_anchor": "(h) (g) + each vector anchored to its window's backbone mean",
+    "i_mmr_windows_distill": "(i) (g) + late-interaction distillation",
 }
 
 
@@ -512,8 +517,8 @@ def main(argv: list[str] | None = None) -> None:
             anchor_weight={"e_mmr_anchor": args.anchor_weight, "f_mmr_distill": args.anchor_in_distill,
                            "h_mmr_windows_anchor": args.anchor_weight}.get(arm, 0.0),
             diversity_weight=args.diversity_weight if arm in ("a_mmr", "e_mmr_anchor") else 0.0,
-            distill_weight=args.distill_weight if arm == "f_mmr_distill" else 0.0,
-            distill_temperature=args.distill_temperature if arm == "f_mmr_distill" else None,
+            distill_weight=args.distill_weight if arm in ("f_mmr_distill", "i_mmr_windows_distill") else 0.0,
+            distill_temperature=args.distill_temperature if arm in ("f_mmr_distill", "i_mmr_windows_distill") else None,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()

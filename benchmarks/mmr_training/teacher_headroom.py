@@ -1,10 +1,12 @@
 """How much a fine-grained teacher could give: the plain backbone as one vector vs token by token.
 
-    .venv/bin/python benchmarks/mmr_training/teacher_headroom.py     # ~5 min on 2 cores
+    .venv/bin/python benchmarks/mmr_training/teacher_headroom.py     # ~6 min on 2 cores
 
 all-MiniLM-L6-v2, untrained, on the test splits `run.py --passages sources --cross-domain pydocs` builds
-(run that first: it writes the sets under --work-dir). Two scorings of the same token states: mean pooling +
-cosine (what users have) and ColBERT-style MaxSim over every token vector (the teacher of ``distill_weight``).
+(run that first: it writes the sets under --work-dir). Three scorings of the same token states: mean pooling +
+cosine (what users have), ColBERT-style MaxSim over every token vector (the teacher of ``distill_weight``), and
+MaxSim over the means of nested windows (whole item, halves, quarters, ...: what ``meta_attention:
+document_windows`` vectors read, and what the window anchor pulls them towards) at growing budgets.
 Writes benchmarks/results/teacher_headroom.json and .md.
 """
 
@@ -21,9 +23,11 @@ import torch  # noqa: E402
 
 from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
-from metaembed.training.regularizers import late_interaction_scores, mean_pooled  # noqa: E402
+import metaembed  # noqa: E402
+from metaembed.training.regularizers import late_interaction_scores, mean_pooled, window_means  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+WINDOW_BUDGETS = ((1, 1), (1, 4), (1, 16), (1, 64), (4, 8), (16, 64))
 SETS = {"Debian sources (test)": "debian-sources-1000-3000/beir", "Python docs (test)": "pydocs/beir"}
 
 
@@ -63,9 +67,13 @@ def main() -> None:
         mean_scores = mean_pooled(queries, query_mask) @ mean_pooled(documents, document_mask).T
         token_scores = torch.cat([late_interaction_scores(queries[i : i + 16], query_mask[i : i + 16], documents, document_mask)
                                   for i in range(0, len(query_ids), 16)])
+        query_windows, document_windows = window_means(queries, query_mask, 16), window_means(documents, document_mask, 64)
         results["ndcg@10"][name] = {
             "mean_pooling": round(ndcg10(mean_scores, query_ids, doc_ids, task.qrels), 4),
             "token_maxsim": round(ndcg10(token_scores, query_ids, doc_ids, task.qrels), 4),
+            "nested_window_means": {
+                f"{r_q},{r_c}": round(ndcg10(metaembed.maxsim(query_windows, document_windows, r_q, r_c), query_ids,
+                                             doc_ids, task.qrels), 4) for r_q, r_c in WINDOW_BUDGETS},
             "queries": len(query_ids), "documents": len(doc_ids),
         }
         print(name, results["ndcg@10"][name], flush=True)
@@ -74,6 +82,10 @@ def main() -> None:
     lines = ["# Teacher headroom", "", f"Untrained all-MiniLM-L6-v2, {args.max_length} text tokens, nDCG@10 (x100):", "",
              "| test set | mean pooling (one vector) | token MaxSim (teacher) |", "|---|---|---|"]
     lines += [f"| {name} ({v['queries']} q / {v['documents']} docs) | {100 * v['mean_pooling']:.2f} | {100 * v['token_maxsim']:.2f} |"
+              for name, v in results["ndcg@10"].items()]
+    lines += ["", "MaxSim over nested-window means (window r_q of the query, r_c of the document; (1,1) = mean pooling):", "",
+              "| test set | " + " | ".join(f"({q},{c})" for q, c in WINDOW_BUDGETS) + " |", "|---|" + "---|" * len(WINDOW_BUDGETS)]
+    lines += [f"| {name} | " + " | ".join(f"{100 * v['nested_window_means'][f'{q},{c}']:.2f}" for q, c in WINDOW_BUDGETS) + " |"
               for name, v in results["ndcg@10"].items()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

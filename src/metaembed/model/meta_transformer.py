@@ -279,7 +279,9 @@ class MetaTransformer(Transformer):
 
     def _is_causal(self) -> bool:
         """Whether the backbone's own tokens attend causally (a decoder LLM) rather than both ways."""
-        return any(getattr(module, "is_causal", False) is True for module in self.model.modules())
+        if getattr(self, "_causal", None) is None:  # found once: walking every module is not for each batch
+            self._causal = any(getattr(module, "is_causal", False) is True for module in self.model.modules())
+        return self._causal
 
     def _window_mask(self, features: dict[str, Any], meta_positions: Tensor) -> Tensor | None:
         """The 4-D attention mask of nested windows for this batch, or None where its side reads the whole item."""

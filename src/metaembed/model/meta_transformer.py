@@ -31,6 +31,7 @@ from sentence_transformers.util import load_dir_path
 from torch import Tensor, nn
 from transformers.utils import logging
 
+import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
 from metaembed.model.meta_windows import FULL, nested_window_attention, windowed_sides
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)

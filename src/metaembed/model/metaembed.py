@@ -26,6 +26,7 @@ from metaembed.model.meta_pooling import MetaTokenPooling
 from metaembed.model.meta_transformer import DOCUMENT_SIDE, QUERY_SIDE, MetaTransformer
 from metaembed.model.saved_config import (TrainingRecord, module_folder, read_metaembed_config, read_training_record,
                                           write_metaembed_config)
+from metaembed.model.vlm import composed_vlm_path
 
 
 def saved_by_version() -> str:
@@ -73,6 +74,7 @@ class MetaEmbed(MultiVectorEncoder):
         processing_kwargs: dict[str, Any] | None = None,
         meta_token_init_seed: int = 0,
         meta_attention: str = "full",
+        vision_tower: str | None = None,
         **kwargs: Any,
     ) -> "MetaEmbed":
         """A new MetaEmbed model over a Hugging Face backbone (hub id or local folder).
@@ -82,8 +84,12 @@ class MetaEmbed(MultiVectorEncoder):
         task names (``"query"``, ``"document"`` or your own) to instructions prepended to the text.
         ``meta_attention`` is ``"full"`` (the paper: every meta token reads the whole item) or nested windows
         (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py).
-        Other keyword arguments go to ``MultiVectorEncoder``.
+        ``vision_tower`` (a folder or hub id of a model with a feature grid, e.g. MobileNetV2) makes a
+        vision-language backbone of it and the language model ``name_or_path`` (see metaembed.model.vlm),
+        composed once into the cache folder. Other keyword arguments go to ``MultiVectorEncoder``.
         """
+        if vision_tower is not None:
+            name_or_path = composed_vlm_path(vision_tower, name_or_path)
         backbone = MetaTransformer(
             name_or_path,
             num_query_meta_tokens=num_query_meta_tokens,

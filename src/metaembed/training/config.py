@@ -10,9 +10,7 @@ from typing import Any
 import yaml
 
 from metaembed.budgets import PAPER_BUDGETS, Budget
-from metaembed.model.meta_windows import windowed_sides
-from metaembed.training.data import BAD_ROW_POLICIES
-from metaembed.training.mmr_loss import DEFAULT_TEMPERATURE
+from metaembed.training.defaults import DEFAULT_TEMPERATURE
 
 LOSS_MODES = ("plain", "cached")
 BF16_MODES = ("auto", "true", "false")
@@ -31,6 +29,11 @@ class TrainConfig:
     meta_attention: str = "full"
     """What meta tokens read: ``full`` (the paper: the whole item), ``document_windows`` or ``windows``
     (nested windows: vector 1 the whole item, then halves, quarters, ...; see metaembed.model.meta_windows)."""
+    vision_tower: str | None = None
+    """A vision tower with a feature grid (folder or hub id, e.g. MobileNetV2): makes ``model`` (a language model)
+    the language half of a composed vision-language backbone (see metaembed.model.vlm)."""
+    train_vision_tower: bool = False
+    """Train the vision tower's weights too; by default a VLM's vision tower stays frozen."""
     max_seq_length: int | None = None
     """Most tokens an item keeps of its own (text, image placeholders); the meta tokens are appended beyond it.
     None: as many as the backbone's positions hold next to the meta tokens."""
@@ -115,6 +118,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check every value, naming the setting when one is wrong."""
+        from metaembed.model.meta_windows import windowed_sides  # here, not at the top: the settings (and
+        from metaembed.training.data import BAD_ROW_POLICIES  # `metaembed train --help`) load without torch
+
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {self.on_bad_row!r}")
         windowed_sides(self.meta_attention)  # names the setting and its choices when wrong

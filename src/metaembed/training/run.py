@@ -27,10 +27,11 @@ from transformers.trainer_callback import PrinterCallback
 from metaembed.hardware import bf16_is_fast
 from metaembed.model import MetaEmbed
 from metaembed.model.saved_config import is_metaembed_folder, module_folder
+from metaembed.model.vlm import composed_vlm_path
 from metaembed.training.checkpoints import checkpoint_step, latest_complete_checkpoint, trim_metrics_log, whole_run_loss
 from metaembed.training.config import TrainConfig
 from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
-from metaembed.training.lora import apply_lora, merge_lora
+from metaembed.training.lora import apply_lora, is_vision_part, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
 from metaembed.training.record import training_record
 from metaembed.training.regularizers import BackboneTeacher
@@ -96,6 +97,10 @@ def attention_dropout_kwargs(model_name_or_path: str, probability: float | None)
     current = [getattr(text_config, key) for key in ATTENTION_DROPOUT_KEYS if hasattr(text_config, key)]
     if current and all(value == probability for value in current):
         return {}  # e.g. a VLM whose language model already has this attention dropout
+    if current and getattr(backbone_config, "text_config", None) is text_config:
+        # a VLM: its language model's config, given whole (a sub-config is replaced, not merged)
+        return {"text_config": {**text_config.to_dict(), **{key: probability for key in ATTENTION_DROPOUT_KEYS
+                                                               if hasattr(text_config, key)}}}
     raise ValueError(
         f"attention_dropout: {model_name_or_path!r} ({type(backbone_config).__name__}) has no top-level "
         f"attention-dropout setting ({', '.join(ATTENTION_DROPOUT_KEYS)}) to override; edit its config instead"
@@ -107,11 +112,14 @@ def build_model(config: TrainConfig) -> MetaEmbed:
     if not config.model:
         raise ValueError("set 'model': a backbone (hub id or folder) or a saved MetaEmbed folder")
     saved = module_folder(config.model)  # a saved MetaEmbed folder keeps its backbone's files in this folder
-    config_kwargs = attention_dropout_kwargs(str(saved or config.model), config.attention_dropout) or None
+    if saved is not None and config.vision_tower:
+        raise ValueError(f"vision_tower: {config.model!r} is a saved MetaEmbed model, which already has its backbone")
+    backbone = composed_vlm_path(config.vision_tower, config.model) if config.vision_tower else config.model
+    config_kwargs = attention_dropout_kwargs(str(saved or backbone), config.attention_dropout) or None
     if saved is not None:
         return MetaEmbed.from_pretrained(config.model, config_kwargs=config_kwargs)
     return MetaEmbed.from_backbone(
-        config.model,
+        backbone,
         num_query_meta_tokens=config.num_query_meta_tokens,
         num_document_meta_tokens=config.num_document_meta_tokens,
         projection_dim=config.projection_dim,
@@ -232,7 +240,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     torch.manual_seed(config.seed)
     model = build_model(config)
     for name, parameter in model.backbone.model.named_parameters():
-        if name.startswith("pooler."):  # BERT's pooler never reaches the meta-token vectors
+        if ".pooler." in f".{name}":  # BERT's pooler never reaches the meta-token vectors
+            parameter.requires_grad = False
+        if not config.train_vision_tower and is_vision_part(name):
             parameter.requires_grad = False
     if config.lora:
         targets = apply_lora(

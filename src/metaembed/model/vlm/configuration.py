@@ -1,0 +1,35 @@
+"""The configuration of a composed vision-language backbone: a pretrained vision tower's feature grid,
+a trained projector, and a pretrained language model (the LLaVA recipe, with any grid-shaped vision tower)."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+MODEL_TYPE = "metaembed_vlm"
+IMAGE_TOKEN = "<image>"
+
+
+@strict
+class MetaEmbedVLMConfig(PreTrainedConfig):
+    """``vision_config``: a model whose ``last_hidden_state`` is a (batch, channels, h, w) feature grid (e.g.
+    MobileNetV2); each of its h*w cells becomes one token of the language model (``text_config``), placed
+    where the processor put the ``<image>`` placeholders.
+
+    ``vision_channels``: the grid's channel count (the projector's input); ``image_token_id``: the
+    placeholder's id in the language model's (extended) vocabulary.
+    """
+
+    model_type = MODEL_TYPE
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="mobilenet_v2"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    vision_channels: int = 1280
+    image_token_id: int = 0
+    projector_hidden_act: str = "gelu"
+    tie_word_embeddings: bool = False

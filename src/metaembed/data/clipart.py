@@ -98,6 +98,13 @@ def stem_caption(stem: str) -> str:
     return " ".join(word for word in _words(stem) if not any(ch.isdigit() for ch in word))
 
 
+def clean_title(title: str) -> str:
+    """A title as a caption: underscores as spaces and an author credit prefix removed ("Clipart by Tobias
+    Jakobs - United States - US Virgin Islands" -> "United States - US Virgin Islands")."""
+    title = re.sub(r"^\s*clip\s*art by [^-]{1,60}-\s*", "", title.replace("_", " "), flags=re.IGNORECASE)
+    return " ".join(title.split())
+
+
 def _informative_description(description: str, title: str, shared: int) -> bool:
     words = description.split()
     lowered = description.lower()
@@ -137,7 +144,7 @@ def _item(path: Path, svg_root: Path, meta: SvgMetadata, titles: Counter, descri
     title_key = normalise_text(meta.title)
     specific = bool(title_key) and titles[title_key] <= max_title_share and re.search(r"[a-z]{3}", title_key) is not None
     counts["title_specific" if specific else "title_missing" if not title_key else "title_shared"] += 1
-    caption = meta.title if specific else stem_caption(path.stem)
+    caption = clean_title(meta.title) if specific else stem_caption(path.stem)
     if not re.search(r"[a-z]{3}", normalise_text(caption)):
         counts["no_caption"] += 1
         return None

@@ -31,13 +31,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from metaembed.data.clipart import PACKAGE, clipart_items
 from metaembed.data.debian_packages import default_cache_dir, unpack_package
+from metaembed.data.icons import THEME_APP_FOLDERS, icon_items
 from metaembed.data.image_text import (
     TASKS, ImageDataError, ImageTextItem, dedup_by_caption, families, split_families, write_beir_tasks, write_training,
 )
 from metaembed.data.images import RenderedImage, near_duplicate_pairs, rasterise_many, require_rsvg_convert
 
-SOURCES = {"openclipart": ("openclipart-svg",), "icons": ("papirus-icon-theme", "breeze-icon-theme")}
+SOURCES: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "openclipart": {PACKAGE: None},
+    "icons": {theme: (folder.as_posix(),) for theme, folder in THEME_APP_FOLDERS.items()},
+}
+"""Each source's Debian packages, and the folders of each it needs (None: all of it)."""
 FORMAT_VERSION = 1
 
 
@@ -62,14 +68,11 @@ def _paths(root: Path, reused: bool) -> ImageTextPaths:
 
 def collect_items(sources: tuple[str, ...], package_roots: dict[str, Path], lists_dir: Path | None) -> tuple[list[ImageTextItem], dict]:
     """Items of every source (captions only, nothing rendered) and per-source counts."""
-    from metaembed.data.clipart import clipart_items
-    from metaembed.data.icons import icon_items
-
     items: list[ImageTextItem] = []
     counts: dict[str, dict] = {}
     for source in sources:
         if source == "openclipart":
-            found, counted = clipart_items(package_roots["openclipart-svg"])
+            found, counted = clipart_items(package_roots[PACKAGE])
         elif source == "icons":
             found, counted = icon_items({name: package_roots[name] for name in SOURCES["icons"]}, lists_dir=lists_dir)
         else:
@@ -162,6 +165,9 @@ def build_image_text_sets(
     settings = {"format": FORMAT_VERSION, "seed": seed, "sources": list(sources), "max_images": max_images,
                 "num_test": num_test, "num_dev": num_dev, "corpus_size": corpus_size, "max_side": max_side,
                 "near_duplicate_correlation": near_duplicate_correlation, "max_eval_family": max_eval_family}
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown or not sources:
+        raise ValueError(f"unknown image sources {unknown}; use some of {sorted(SOURCES)}")
     if not force and _complete_with(Path(out_dir), settings):
         return _paths(Path(out_dir), reused=True)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -169,9 +175,9 @@ def build_image_text_sets(
     roots = {name: Path(path) for name, path in (package_roots or {}).items()}
     packages: dict[str, dict] = {}
     for source in sources:
-        for name in SOURCES.get(source, ()):
+        for name, members in SOURCES.get(source, {}).items():
             if name not in roots:
-                unpacked = unpack_package(name, cache)
+                unpacked = unpack_package(name, cache, members)
                 roots[name] = unpacked.root
                 packages[name] = {"download_s": unpacked.download_s, "unpack_s": unpacked.unpack_s, "reused": unpacked.reused}
     fetch_s = time.perf_counter() - begin

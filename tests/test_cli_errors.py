@@ -122,8 +122,8 @@ def test_index_errors_name_their_flag(built, tmp_path):
 
 def test_eval_bad_budget_is_one_line(built, tmp_path):
     model, _ = built
-    assert_user_error(invoke("eval", "--model", model, "--data", tmp_path, "--out", tmp_path / "o", "--budgets", "1"),
-                      "error: --budgets:", "budget '1' must have two parts")
+    assert_user_error(invoke("eval", "--model", model, "--data", tmp_path, "--out", tmp_path / "o", "--budget", "1"),
+                      "error: --budget:", "budget '1' must have two parts")
 
 
 def test_debug_shows_the_exception(tmp_path):
@@ -157,3 +157,21 @@ def test_commands_print_one_error_line_and_exit_2(command, tmp_path):
     assert completed.returncode == 2, completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in completed.stderr, lines
+
+
+
+def test_output_into_a_closed_pipe_is_quiet(monkeypatch):
+    """``metaembed ... | head``: when the reader leaves early, writing raises BrokenPipeError; that is no user
+    error (no ``error:`` line, not exit 2) but click's quiet exit, status 1."""
+    import metaembed.evaluation.cache
+
+    class ClosedPipe:
+        def __init__(self, *args) -> None:
+            pass
+
+        def models(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(metaembed.evaluation.cache, "EncodingCache", ClosedPipe)
+    result = invoke("cache")
+    assert result.exit_code == 1 and "error" not in result.output.lower(), result.output

@@ -57,7 +57,7 @@ def test_eval_command_takes_baselines(model, tiny_bert_path, tmp_path):
     model.save_pretrained(str(folder))
     data = write_beir(tmp_path / "beir")
     result = CliRunner().invoke(app, ["eval", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "o"),
-                                      "--budgets", "1,1", "--no-cache", "--baseline", tiny_bert_path])
+                                      "--budget", "1,1", "--no-cache", "--baseline", tiny_bert_path])
     assert result.exit_code == 0, result.output
     rows = result.stdout.splitlines()  # the backbone (by default), then the one asked for, labelled short
     assert any(row.startswith("backbone ") for row in rows) and any(row.startswith("baseline 2 ") for row in rows)

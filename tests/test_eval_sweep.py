@@ -181,7 +181,7 @@ def test_cli_eval_prints_table_and_writes_outputs(model_dir, tmp_path):
     root = write_beir(tmp_path / "set")
     out = tmp_path / "out"
     runner = CliRunner()
-    arguments = ["eval", "--model", model_dir, "--data", str(root), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--budgets", "1,1", "2,4", "4,8"]
+    arguments = ["eval", "--model", model_dir, "--data", str(root), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--budget", "1,1", "2,4", "4,8"]
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     rows = result.stdout.splitlines()
@@ -189,7 +189,7 @@ def test_cli_eval_prints_table_and_writes_outputs(model_dir, tmp_path):
     assert any(row.startswith("backbone ") for row in rows)  # the model's own backbone, scored by default
     assert json.loads((out / "results.json").read_text())["budget_list"] == ["1,1", "2,4", "4,8"]
 
-    too_big = runner.invoke(app, ["eval", "--model", model_dir, "--data", str(root), "--out", str(out), "--budgets", "8,8"])
+    too_big = runner.invoke(app, ["eval", "--model", model_dir, "--data", str(root), "--out", str(out), "--budget", "8,8"])
     assert too_big.exit_code == 2
     assert "budget (8,8) asks for 8 query vectors" in too_big.output and "largest budget is (4,8)" in too_big.output
 

@@ -67,7 +67,7 @@ def test_model_records_its_backbone(model, model_dir, tiny_bert_path, tmp_path):
 
 def test_eval_scores_the_backbone_by_default_and_no_baseline_turns_it_off(model_dir, tiny_bert_path, tmp_path):
     data = write_beir(tmp_path / "set")
-    result = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "a", "--no-cache", "--budgets", "1,1", "4,8")
+    result = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "a", "--no-cache", "--budget", "1,1", "4,8")
     assert result.exit_code == 0, result.output
     lines = table_lines(result.stdout)
     assert lines[0].split()[:3] == ["budget", "ndcg@10", "Δ"] and "Δ vs backbone" in lines[0]
@@ -78,7 +78,7 @@ def test_eval_scores_the_backbone_by_default_and_no_baseline_turns_it_off(model_
     assert saved["baselines"]["backbone"]["source"] == str(Path(tiny_bert_path).resolve())
     assert "(4,8) - backbone" in saved["paired"]["comparisons"]
 
-    off = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "b", "--no-cache", "--budgets", "1,1", "--no-baseline")
+    off = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "b", "--no-cache", "--budget", "1,1", "--no-baseline")
     assert off.exit_code == 0, off.output
     assert not any(line.startswith("backbone") for line in table_lines(off.stdout))
     assert json.loads((tmp_path / "b" / "results.json").read_text())["baselines"] == {}
@@ -88,7 +88,7 @@ def test_an_unloadable_backbone_is_one_line_and_the_run_goes_on(model_dir, tmp_p
     moved = tmp_path / "model"
     shutil.copytree(model_dir, moved)
     (module_folder(moved) / METAEMBED_CONFIG_FILE).write_text(json.dumps({"backbone": "no-such-owner/no-such-backbone"}))
-    result = invoke("eval", "--model", moved, "--data", write_beir(tmp_path / "set"), "--out", tmp_path / "o", "--no-cache", "--budgets", "1,1")
+    result = invoke("eval", "--model", moved, "--data", write_beir(tmp_path / "set"), "--out", tmp_path / "o", "--no-cache", "--budget", "1,1")
     assert result.exit_code == 0, result.output
     notes = [line for line in result.stderr.splitlines() if "backbone" in line and "baseline" in line]
     assert len(notes) == 1 and notes[0].startswith("note: no 'backbone' baseline (no-such-owner/no-such-backbone)"), result.stderr
@@ -211,12 +211,12 @@ def test_encoding_cache_is_shown_listed_and_cleared(model_dir, tmp_path):
     cache_dir = tmp_path / "cache"
     data = write_beir(tmp_path / "set")
     result = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--cache-dir", cache_dir,
-                    "--budgets", "1,1", "--no-baseline")
+                    "--budget", "1,1", "--no-baseline")
     assert result.exit_code == 0, result.output
     summary = EncodingCache(cache_dir).summary()
     assert summary["entries"] == 2 and summary["bytes"] > 0
     assert f"encoding cache: {cache_dir} (2 entries, " in result.stdout
-    no_cache = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--no-cache", "--budgets", "1,1", "--no-baseline")
+    no_cache = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--no-cache", "--budget", "1,1", "--no-baseline")
     assert "encoding cache: not used (--no-cache)" in no_cache.stdout
 
     listed = invoke("cache", "--cache-dir", cache_dir)
@@ -240,8 +240,8 @@ def test_errors_name_the_argument(model_dir, tmp_path, monkeypatch):
     missing = invoke("eval", "--model", tmp_path / "runs" / "no-model", "--data", data, "--out", tmp_path / "o")
     assert missing.exit_code == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: --model: no such model folder")
 
-    misspelt = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--budget", "1,1")
-    assert misspelt.exit_code == 2 and "No such option: --budget" in misspelt.output and "(Possible options: --budgets)" in misspelt.output
+    misspelt = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--budgit", "1,1")
+    assert misspelt.exit_code == 2 and "No such option: --budgit" in misspelt.output and "(Possible options: --budget)" in misspelt.output
     other = invoke("search", "--index", tmp_path, "--querry", "json")
     assert other.exit_code == 2 and "No such option: --querry" in other.output and "--query" in other.output
 
@@ -249,9 +249,9 @@ def test_errors_name_the_argument(model_dir, tmp_path, monkeypatch):
         raise AssertionError("weights were loaded before the budget was checked")
 
     monkeypatch.setattr(MetaEmbed, "from_pretrained", no_weights)
-    too_big = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--budgets", "1,1", "2,16")
+    too_big = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--budget", "1,1", "2,16")
     assert too_big.exit_code == 2, too_big.output
-    assert too_big.stderr.strip().splitlines()[-1].startswith("error: --budgets: budget (2,16) asks for 16 document vectors")
+    assert too_big.stderr.strip().splitlines()[-1].startswith("error: --budget: budget (2,16) asks for 16 document vectors")
     with pytest.raises(ValueError, match="has only 8 document meta tokens"):
         evaluate(str(model_dir), data, ["2,16"])
 

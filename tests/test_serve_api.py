@@ -45,6 +45,9 @@ def test_health_stats_and_page(client):
     assert stats["count"] == 4 and stats["stored_document_budget"] == 8 and stats["dim"] == 384
     assert [b["budget"] for b in stats["budgets"]] == [[1, 1], [2, 4], [4, 8]]
     assert [b["bytes_per_document"] for b in stats["budgets"]] == [384 * 2, 4 * 384 * 2, 8 * 384 * 2]
+    assert stats["model"]["embedding_dim"] == 384 and stats["model"]["trained_budgets"] is None  # an untrained model
+    assert (stats["model"]["query_meta_tokens"], stats["model"]["document_meta_tokens"]) == (4, 8)
+    assert stats["model"]["backbone"].endswith("model") and stats["index_model"] is None  # built by hand: none recorded
     page = client.get("/")
     assert page.status_code == 200 and 'id="budget"' in page.text
     assert "/search" in client.get("/openapi.json").json()["paths"]

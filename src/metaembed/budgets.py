@@ -39,6 +39,12 @@ class Budget(NamedTuple):
         return budget
 
 
+def split_budget_list(text: str) -> list[str]:
+    """The budgets of a list as written on the command line, ``"1,1 2,4"`` or ``"1,1;2,4"`` -> ``["1,1", "2,4"]``:
+    the one spelling of a budget list (``metaembed eval --budget``, ``metaembed train --groups``)."""
+    return text.replace(";", " ").split()
+
+
 def check_vector_budget(budget: int | None, available: int, side: str, what: str = "meta tokens") -> int:
     """Resolve an optional per-side budget against how many vectors exist, with a clear error when it cannot be met."""
     if budget is None:

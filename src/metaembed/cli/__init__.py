@@ -3,7 +3,11 @@ command(s) to the app, so a command lives in one file next to nothing else (``de
 
 A user's mistake (a missing index, a bad argument, a file that is not an image) is reported by the command
 group as one line ``error: ...`` with exit status 2; ``metaembed --debug COMMAND ...`` shows the traceback.
-Every command runs with transformers' own progress bars ("Loading weights") off; ours show."""
+Every command runs with transformers' own progress bars ("Loading weights") off; ours show. Commands spell their
+common flags alike (``-m/--model``, ``-i/--index``, ``-o/--out``, ``-b/--budget``: see ``_flags.py``).
+
+Importing this package (what ``metaembed --help`` does) loads neither torch nor sentence-transformers: a command
+imports the library parts it needs inside its function, when it runs."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import typer
 from typer.core import TyperCommand
 
 from metaembed.cli._errors import ErrorReportingGroup
-from metaembed.cli._progress import QuietLibraryCommand
+from metaembed.cli._flags import MetaembedCommand
 
 app = typer.Typer(
     cls=ErrorReportingGroup,
@@ -44,7 +48,7 @@ def _register_commands() -> None:
             register(app)
     for command in app.registered_commands:  # typer's plain command class becomes ours: their bars off
         if command.cls in (None, TyperCommand):
-            command.cls = QuietLibraryCommand
+            command.cls = MetaembedCommand
 
 
 _register_commands()

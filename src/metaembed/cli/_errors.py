@@ -51,6 +51,8 @@ class ErrorReportingGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader left (`metaembed eval --help | head`): click's own quiet exit
+            raise
         except USER_ERRORS as error:
             if ctx.params.get("debug"):
                 raise
@@ -66,6 +68,19 @@ def open_index(path: Path, mode: str = "r") -> Any:
         return MultiVectorIndex.open(path, mode=mode)
     except (IndexError_, OSError, ValueError) as error:
         raise CommandError(one_line(error), "--index") from None
+
+
+def index_model(model: str | None, opened: Any, index_path: Path) -> tuple[str, bool]:
+    """The model to use with an opened index: ``--model`` when given, else the one the index records (the model
+    that built it); and whether it is the recorded one. An index that records none needs ``--model``."""
+    if model:
+        return model, False
+    from metaembed.index.provenance import recorded_model
+
+    recorded = recorded_model(getattr(opened, "properties", {}), index_path)
+    if not recorded:
+        raise CommandError("the index records no model: pass --model", "--model")
+    return recorded, True
 
 
 def load_model(model_path: str) -> Any:

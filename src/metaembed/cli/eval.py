@@ -13,26 +13,29 @@ try:  # typer >= 0.2x ships its own click: its usage errors are the ones it form
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import NoSuchOption
 
-from metaembed.budgets import PAPER_BUDGETS, Budget
+from metaembed.budgets import PAPER_BUDGETS, Budget, split_budget_list
 from metaembed.cli._errors import CommandError, load_model
+from metaembed.cli._flags import command_class
 
 DEFAULT_BUDGETS = " ".join(f"{q},{c}" for q, c in PAPER_BUDGETS)
+RENAMED_FLAGS = {"--budgets": "--budget"}
+"""Old spellings (documented before the flags were made alike) that still work, hidden and deprecated."""
 
 
 def parse_budget_arguments(values: list[str]) -> list[Budget]:
-    """Budgets from ``--budgets 1,1 2,4``, ``--budgets "1,1 2,4"`` or repeated ``--budgets``; a clear error otherwise."""
+    """Budgets from ``--budget 1,1 2,4``, ``--budget "1,1 2,4"`` or repeated ``--budget``; a clear error otherwise."""
     budgets = []
     for value in values:
-        for part in value.replace(";", " ").split():
+        for part in split_budget_list(value):
             try:
                 budgets.append(Budget.parse(part))
             except ValueError as error:
-                raise CommandError(str(error), "--budgets") from None
+                raise CommandError(str(error), "--budget") from None
     return budgets
 
 
 def refuse_unknown_arguments(context: typer.Context, extra: list[str]) -> None:
-    """Extra arguments may only be budgets (``--budgets 1,1 2,4``); a misspelt option gets click's own
+    """Extra arguments may only be budgets (``--budget 1,1 2,4``); a misspelt option gets click's own
     "No such option ... Did you mean ...?" (this command takes unknown options in, to collect the budgets)."""
     for argument in extra:
         if _looks_like_budget(argument):
@@ -41,7 +44,7 @@ def refuse_unknown_arguments(context: typer.Context, extra: list[str]) -> None:
             names = [name for param in context.command.params for name in (*param.opts, *param.secondary_opts)]
             option = argument.split("=", 1)[0]
             raise NoSuchOption(option, possibilities=difflib.get_close_matches(option, names, n=1, cutoff=0.6), ctx=context)
-        raise CommandError(f"unexpected argument {argument!r} (budgets look like 4,8)", "--budgets")
+        raise CommandError(f"unexpected argument {argument!r} (budgets look like 4,8)", "--budget")
 
 
 def eval_command(
@@ -50,7 +53,8 @@ def eval_command(
     data: Path = typer.Option(..., "--data", "-d", help="A BEIR folder, an MMEB subset folder or root, a ViDoRe dataset, or a folder of them."),
     out: Path = typer.Option(..., "--out", "-o", help="Where results.json, results.md, budget_curve.png, per_query.jsonl and runs/ go."),
     format: str = typer.Option(None, "--format", "-f", help="beir, mmeb or vidore (detected when not given)."),
-    budgets: list[str] = typer.Option(None, "--budgets", "-b", help=f"Budgets r_q,r_c (space separated). Default: {DEFAULT_BUDGETS}, clipped to the model."),
+    budgets: list[str] = typer.Option(None, "--budget", "-b", help="Budgets r_q,r_c: several after one flag (--budget 1,1 2,4) "
+                                      f"or the flag repeated. Default: {DEFAULT_BUDGETS}, clipped to the model."),
     split: str = typer.Option(None, "--split", help="The qrels split (default: test)."),
     images: Path = typer.Option(None, "--images", help="The unpacked image folder of MMEB-eval."),
     subset: list[str] = typer.Option(None, "--subset", help="Evaluate only these datasets/subsets under --data (repeatable)."),
@@ -75,7 +79,7 @@ def eval_command(
     from metaembed.evaluation.sweep import SweepSettings, check_budget_limits, check_budgets
     from metaembed.model.saved_config import read_saved_model_info
 
-    # `--budgets 1,1 2,4`: the values after the first land in the extra arguments; take those that are budgets.
+    # `--budget 1,1 2,4`: the values after the first land in the extra arguments; take those that are budgets.
     extra = list(context.args)
     refuse_unknown_arguments(context, extra)
     chosen = parse_budget_arguments([*(budgets or []), *extra]) if (budgets or extra) else None
@@ -93,7 +97,7 @@ def eval_command(
         if chosen:
             chosen = check_budgets(chosen, loaded, model)
     except ValueError as error:
-        raise CommandError(str(error), "--budgets") from None
+        raise CommandError(str(error), "--budget") from None
     baselines = {} if no_baseline else {BACKBONE: BACKBONE}
     baselines.update({name: name for name in baseline or []})
     settings = SweepSettings(batch_size=batch_size, cache_dir=cache_dir, use_cache=not no_cache,
@@ -127,4 +131,5 @@ def _looks_like_budget(value: str) -> bool:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(eval_command)
+    app.command("eval", cls=command_class(RENAMED_FLAGS),
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(eval_command)

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import typer
 
+from metaembed.cli._flags import command_class
+
+RENAMED_FLAGS = {"--work-dir": "--out"}
+"""Old spellings that still work, hidden and deprecated."""
+
 
 def quickstart(
-    work_dir: Path = typer.Option(Path("metaembed-quickstart"), help="Working folder for data, model, index and results."),
-    model: str = typer.Option(None, help="Use this trained MetaEmbed checkpoint instead of training one."),
+    work_dir: Path = typer.Option(Path("metaembed-quickstart"), "--out", "-o",
+                                  help="Working folder for data, model, index and results (reused by a second run)."),
+    model: str = typer.Option(None, "--model", "-m", help="Use this trained MetaEmbed checkpoint instead of training one."),
     fresh: bool = typer.Option(False, "--fresh", help="Rebuild everything instead of reusing the working folder."),
     data: str = typer.Option("sources", help="'sources': a source package's binaries as one multi-facet document; "
                                              "'descriptions': one package's description per document."),
@@ -27,4 +33,4 @@ def quickstart(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("quickstart")(quickstart)
+    app.command("quickstart", cls=command_class(RENAMED_FLAGS))(quickstart)

@@ -8,8 +8,7 @@ from typing import Any
 
 import typer
 
-from metaembed.cli._errors import CommandError, load_model, open_index
-from metaembed.index.provenance import recorded_model
+from metaembed.cli._errors import CommandError, index_model, load_model, open_index
 
 
 def search_command(
@@ -38,13 +37,11 @@ def search_command(
     chosen, top = _parse_budgets(budget, max_budget, auto_margin)
     auto = chosen == AUTO
     opened = open_index(index, mode="r")
-    model_path = model or recorded_model(opened.properties, index)
-    if not model_path:
-        raise CommandError("the index records no model: pass --model", "--model")
+    model_path, recorded = index_model(model, opened, index)
     encoder = load_model(model_path)
     if not as_json:
         typer.echo(f"index {index}: {len(opened)} documents; model {model_path}"
-                   f"{'' if model else ' (the one the index was built with)'}")
+                   f"{' (the one the index was built with)' if recorded else ''}")
     _check_model(encoder, model_path, opened, query_flag, top, None if auto else chosen)
     limit = top if auto else chosen
     limit = limit or Budget(encoder.num_query_meta_tokens, opened.max_document_vectors)

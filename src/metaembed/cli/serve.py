@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-from metaembed.cli._errors import CommandError, load_model, open_index
+from metaembed.cli._errors import CommandError, index_model, load_model, open_index
 
 
 def serve(
-    index: Path = typer.Option(..., help="Index folder written by `metaembed index`."),
-    model: str = typer.Option(..., help="MetaEmbed model folder or hub id."),
+    index: Path = typer.Option(..., "--index", "-i", help="An index folder written by `metaembed index`."),
+    model: str = typer.Option(None, "--model", "-m", help="The MetaEmbed model folder or hub id (default: the one the "
+                              "index was built with, which it records and this command prints)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8000, help="Port."),
     api_key: str = typer.Option(None, envvar="METAEMBED_API_KEY", help="Require this X-API-Key on write endpoints."),
@@ -29,19 +30,20 @@ def serve(
 
     from metaembed.serve import SearchService, ServiceSettings, create_app
 
-    settings = ServiceSettings(
-        api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1024 * 1024),
-        max_query_chars=max_query_chars,
-        max_image_pixels=max_image_pixels,
-        media_dir=media_dir or index / "media",
-        allowed_image_roots=list(image_root or []),
-        budgets=trained_budgets(model),
-    )
     opened = open_index(index, mode="a")  # first: a missing or locked index fails before the model loads
     try:
-        loaded_model = load_model(model)
+        model_path, recorded = index_model(model, opened, index)
+        settings = ServiceSettings(
+            api_key=api_key,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1024 * 1024),
+            max_query_chars=max_query_chars,
+            max_image_pixels=max_image_pixels,
+            media_dir=media_dir or index / "media",
+            allowed_image_roots=list(image_root or []),
+            budgets=trained_budgets(model_path),
+        )
+        loaded_model = load_model(model_path)
     except BaseException:
         opened.close()
         raise
@@ -49,8 +51,9 @@ def serve(
         settings.budgets = sorted(set(loaded_model.training_record.groups))
     loaded_model.max_image_pixels = max_image_pixels
     settings.allowed_image_roots.extend(_corpus_roots(opened))
-    app = create_app(SearchService(loaded_model, opened, settings))
-    typer.echo(f"Serving {len(opened)} items on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    app = create_app(SearchService(loaded_model, opened, settings, model_name=model_path))
+    typer.echo(f"index {index}: {len(opened)} items; model {model_path}{' (the one the index was built with)' if recorded else ''}")
+    typer.echo(f"Serving on http://{host}:{port}/  (API docs: http://{host}:{port}/docs; the model and budgets: /stats)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

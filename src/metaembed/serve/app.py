@@ -101,7 +101,8 @@ def create_app(service: SearchService) -> FastAPI:
 
     @app.get("/stats")
     def stats() -> dict[str, Any]:
-        """Item count, vector size and type, and each offered budget's bytes per document."""
+        """Item count, vector size and type, the model serving and the one that built the index, and each offered
+        budget's bytes per document."""
         return service.stats()
 
     @app.post("/search")

@@ -53,8 +53,10 @@ class SearchService:
     re-entrant, and on 2 cores serial execution loses nothing in throughput.
     """
 
-    def __init__(self, model, index, settings: ServiceSettings | None = None) -> None:
+    def __init__(self, model, index, settings: ServiceSettings | None = None, model_name: str | None = None) -> None:
         self.model = model
+        self.model_name = model_name
+        """How the model was named when loaded (its folder or hub id), shown by /stats; None: not said."""
         self.index = index
         self.settings = settings or ServiceSettings()
         self._lock = threading.Lock()
@@ -74,14 +76,33 @@ class SearchService:
         per_vector = self.index.dim * 2 if self.index.dtype == "bfloat16" else self.index.dim + 4  # int8 + fp32 scale
         return int(document_budget * per_vector)
 
+    def model_facts(self) -> dict[str, Any]:
+        """The model /stats names: as loaded (folder or hub id), its backbone, vector size, meta tokens, the budget
+        groups it was trained with (None: untrained or not recorded) and whether it reads images."""
+        record = getattr(self.model, "training_record", None)
+        return {
+            "name": self.model_name,
+            "backbone": getattr(self.model, "backbone_name_or_path", None),
+            "embedding_dim": int(self.model.embedding_dim),
+            "query_meta_tokens": self.model.num_query_meta_tokens,
+            "document_meta_tokens": self.model.num_document_meta_tokens,
+            "trained_budgets": None if record is None else [list(b) for b in sorted(set(record.groups))],
+            "accepts_images": bool(self.model.accepts_images),
+        }
+
     def stats(self) -> dict[str, Any]:
-        """What /stats answers: count, dim, dtype, the budgets offered with their bytes, the auto setting."""
+        """What /stats answers: count, dim, dtype, the model serving and the model that built the index, the budgets
+        offered with their bytes, the auto setting."""
         from metaembed.index.adaptive import AUTO_MARGIN_PROPERTY, DEFAULT_AUTO_MARGIN
+        from metaembed.index.provenance import MODEL_PROPERTY
 
         with self._lock:
             count = len(self.index)
-            calibrated = getattr(self.index, "properties", {}).get(AUTO_MARGIN_PROPERTY)
+            properties = getattr(self.index, "properties", {})
+            calibrated = properties.get(AUTO_MARGIN_PROPERTY)
         return {
+            "model": self.model_facts(),
+            "index_model": properties.get(MODEL_PROPERTY),
             "count": count,
             "dim": int(self.index.dim),
             "dtype": str(self.index.dtype),

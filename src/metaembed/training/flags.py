@@ -1,5 +1,6 @@
 """Training settings from a YAML file and flags: every :class:`TrainConfig` setting is also a flag
-(``--batch-size 64``, ``--groups "1,1;2,4"``, ``--lora/--no-lora``).
+(``--batch-size 64``, ``--groups "1,1 2,4"``, ``--lora/--no-lora``); ``-m`` is short for ``--model``, and
+``-o``/``--out`` (the output folder of every ``metaembed`` command) for ``--output-dir``.
 
 ``python -m metaembed.training CONFIG.yaml [--flags]`` (what ``torchrun`` and ``accelerate launch`` run) and the
 ``metaembed train`` command both read their arguments here. Many GPUs (DDP; the MMR loss all-gathers documents so
@@ -22,6 +23,7 @@ from typing import Any, Optional
 
 import typer
 
+from metaembed.budgets import split_budget_list
 from metaembed.training.config import TrainConfig
 
 USER_ERRORS = (ValueError, OSError)
@@ -41,11 +43,11 @@ def _flag_type(annotation: Any) -> Any:
 
 
 def parse_flag_value(name: str, raw: Any, annotation: str) -> Any:
-    """Turn a flag's text into the field's type: ``--groups "1,1;2,4"``, ``--mmeb-subsets "A=1,B=2"``."""
+    """Turn a flag's text into the field's type: ``--groups "1,1 2,4"`` (or ``"1,1;2,4"``), ``--mmeb-subsets "A=1,B=2"``."""
     if not isinstance(raw, str):
         return raw
     if annotation.startswith("list[str]") and name == "groups":
-        return [part.strip() for part in raw.split(";") if part.strip()]
+        return split_budget_list(raw)
     if annotation.startswith("list[str]"):
         return [part.strip() for part in raw.split(",") if part.strip()]
     if annotation.startswith("list[float]"):
@@ -87,6 +89,11 @@ def train_from_flags(config: Path | None = None, **flags: Any) -> str:
     return f"trained {result.global_step} steps; model: {result.model_path}; metrics: {result.metrics_path}"
 
 
+EXTRA_NAMES: dict[str, tuple[str, ...]] = {"model": ("-m",), "output_dir": ("--out", "-o")}
+"""Names a setting's flag has besides ``--setting-name``: those every ``metaembed`` command gives its model and
+its output folder."""
+
+
 def _signature() -> inspect.Signature:
     parameters = [
         inspect.Parameter(
@@ -100,7 +107,7 @@ def _signature() -> inspect.Signature:
         if kind is Optional[bool]:
             option = typer.Option(None, f"{flag}/--no-{config_field.name.replace('_', '-')}", help=_help_for(config_field.name))
         else:
-            option = typer.Option(None, flag, help=_help_for(config_field.name))
+            option = typer.Option(None, flag, *EXTRA_NAMES.get(config_field.name, ()), help=_help_for(config_field.name))
         parameters.append(
             inspect.Parameter(config_field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
         )

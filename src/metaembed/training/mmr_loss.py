@@ -27,6 +27,7 @@ from sentence_transformers.util import all_gather, cat_padded_token_embeddings, 
 from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
+from metaembed.training.defaults import DEFAULT_TEMPERATURE
 from metaembed.training.regularizers import (
     BackboneTeacher,
     anchor_loss,
@@ -37,8 +38,6 @@ from metaembed.training.regularizers import (
     window_means,
 )
 
-DEFAULT_TEMPERATURE = 0.03
-"""The paper's temperature (second-hand, see PAPER.md); scores are divided by it before the softmax."""
 
 _SCORE_BLOCK_ELEMENTS = 1 << 26
 """Default bound on one query chunk's similarity block (queries x R_q x documents x R_c), ~256 MB fp32."""

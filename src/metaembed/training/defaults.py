@@ -1,0 +1,6 @@
+"""Training defaults that the settings and the code using them share, importable without torch: ``TrainConfig``
+(:mod:`metaembed.training.config`, which ``metaembed train --help`` reads) takes its defaults from here, and the
+loss (:mod:`metaembed.training.mmr_loss`) too."""
+
+DEFAULT_TEMPERATURE = 0.03
+"""The paper's temperature (second-hand, see PAPER.md); scores are divided by it before the softmax."""

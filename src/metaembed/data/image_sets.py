@@ -97,10 +97,10 @@ def _choose(items: list[ImageTextItem], max_images: int, seed: int) -> list[Imag
 def _render(items: list[ImageTextItem], *, max_side: int, cache_dir: Path, workers: int, progress: bool,
             near_duplicate_correlation: float) -> tuple[list[ImageTextItem], dict[int, RenderedImage], dict]:
     """Render, drop failures and exact pixel duplicates, link near-duplicates; returns kept items, their images, counts."""
-    if any(item.source.suffix.lower() == ".svg" for item in items):
-        require_rsvg_convert()
+    program = require_rsvg_convert(cache_dir) if any(item.source.suffix.lower() == ".svg" for item in items) else "rsvg-convert"
     with tqdm(total=len(items), desc="rendering images", unit="img", disable=not progress) as bar:
-        results = rasterise_many([item.source for item in items], max_side, cache_dir=cache_dir, workers=workers, progress=bar.update)
+        results = rasterise_many([item.source for item in items], max_side, cache_dir=cache_dir, workers=workers,
+                                 progress=bar.update, rsvg_convert=program)
     counts: Counter = Counter()
     failures: list[str] = []
     kept: list[ImageTextItem] = []

@@ -3,10 +3,10 @@
 Why: a CPU training run must read thousands of images fast, so every image is rendered once to a modest
 size (``max_side`` pixels on its longer side, transparency composited on white by
 :func:`metaembed.inputs.to_rgb`) and saved as PNG. SVG goes through librsvg's ``rsvg-convert`` (Debian
-``librsvg2-bin``): an established renderer, 30-40 ms per clip-art file on this machine, rendering at the
-target size directly (crisper than downscaling a pre-rendered PNG). PNG and other raster files are read with
-Pillow. A file that does not render (corrupt XML, a truncated PNG, a renderer error or time-out) or renders
-blank is reported, not raised: the builder counts it and goes on.
+``librsvg2-bin``, unpacked into the cache when it is not installed): an established renderer, 30-40 ms per
+clip-art file on this machine, rendering at the target size directly (crisper than downscaling a pre-rendered
+PNG). PNG and other raster files are read with Pillow. A file that does not render (corrupt XML, a truncated
+PNG, a renderer error or time-out) or renders blank is reported, not raised: the builder counts it and goes on.
 
 Renders are cached by the source file's bytes and the size (``cache_dir``), so a rebuild with another seed
 or split size does not render again. Duplicates: ``pixel_sha`` (exact, of the normalised pixels) and a content
@@ -58,18 +58,30 @@ class RenderedImage:
     size: tuple[int, int]
 
 
-def require_rsvg_convert() -> str:
-    """The ``rsvg-convert`` program, or a clear error saying how to install it."""
-    path = shutil.which(RSVG_CONVERT)
-    if path is None:
-        raise RasteriseError("rsvg-convert is not installed: `sudo apt-get install librsvg2-bin` (it renders the SVG files)")
-    return path
+def require_rsvg_convert(cache_dir: str | Path | None = None) -> str:
+    """The ``rsvg-convert`` program: the installed one, else the one of Debian's ``librsvg2-bin`` unpacked into
+    ``cache_dir`` without root (1.5 MB; it needs only libraries a desktop system has, librsvg2-2 among them),
+    else a clear error saying how to install it."""
+    installed = shutil.which(RSVG_CONVERT)
+    if installed is not None:
+        return installed
+    from metaembed.data.debian_packages import PackageFetchError, unpack_package
+
+    try:
+        program = unpack_package("librsvg2-bin", cache_dir, members=("usr/bin",)).root / "usr/bin" / RSVG_CONVERT
+        subprocess.run([str(program), "--version"], check=True, capture_output=True, timeout=30)
+        return str(program)
+    except (PackageFetchError, OSError, subprocess.SubprocessError) as error:
+        raise RasteriseError(
+            f"rsvg-convert is not installed and could not be unpacked from Debian's librsvg2-bin ({error}): "
+            "`sudo apt-get install librsvg2-bin` (it renders the SVG files)"
+        ) from None
 
 
-def _render_svg(path: Path, max_side: int, timeout: float) -> Image.Image:
+def _render_svg(path: Path, max_side: int, timeout: float, program: str) -> Image.Image:
     try:
         result = subprocess.run(
-            [RSVG_CONVERT, "--width", str(max_side), "--height", str(max_side), "--keep-aspect-ratio", "--format", "png", str(path)],
+            [program, "--width", str(max_side), "--height", str(max_side), "--keep-aspect-ratio", "--format", "png", str(path)],
             capture_output=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:
@@ -127,8 +139,10 @@ def describe(image: Image.Image, png: bytes | None = None) -> RenderedImage:
     return RenderedImage(png, digest, content_thumbnail(image), image.size)
 
 
-def rasterise(path: str | Path, max_side: int = 224, *, cache_dir: str | Path | None = None, timeout: float = 30.0) -> RenderedImage:
-    """One SVG or raster file -> :class:`RenderedImage` (cached by file bytes and size); RasteriseError if it fails."""
+def rasterise(path: str | Path, max_side: int = 224, *, cache_dir: str | Path | None = None, timeout: float = 30.0,
+              rsvg_convert: str = RSVG_CONVERT) -> RenderedImage:
+    """One SVG or raster file -> :class:`RenderedImage` (cached by file bytes and size); RasteriseError if it fails.
+    ``rsvg_convert``: the program that renders SVG (:func:`require_rsvg_convert` finds one)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -147,7 +161,7 @@ def rasterise(path: str | Path, max_side: int = 224, *, cache_dir: str | Path | 
             except RasteriseError:
                 cached.unlink(missing_ok=True)  # a damaged cache entry: render again
     try:
-        rendered = _render(path, max_side, timeout)
+        rendered = _render(path, max_side, timeout, rsvg_convert)
     except RasteriseError as error:
         if cached is not None and not error.transient:  # remembered: a rebuild does not try a broken file again
             _write_atomically(cached.with_suffix(".failed"), str(error).encode("utf-8"))
@@ -157,9 +171,9 @@ def rasterise(path: str | Path, max_side: int = 224, *, cache_dir: str | Path | 
     return rendered
 
 
-def _render(path: Path, max_side: int, timeout: float) -> RenderedImage:
+def _render(path: Path, max_side: int, timeout: float, rsvg_convert: str) -> RenderedImage:
     if path.suffix.lower() == ".svg":
-        image = _render_svg(path, max_side, timeout)
+        image = _render_svg(path, max_side, timeout, rsvg_convert)
     elif path.suffix.lower() in RASTER_SUFFIXES:
         image = _open_raster(path)
     else:
@@ -179,12 +193,12 @@ def _write_atomically(target: Path, data: bytes) -> None:
 
 def rasterise_many(
     paths: Sequence[Path], max_side: int, *, cache_dir: str | Path | None = None, workers: int = 2,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, rsvg_convert: str = RSVG_CONVERT,
 ) -> list[RenderedImage | RasteriseError]:
     """Rasterise files in parallel threads (rsvg-convert runs as its own process); one result or error per path."""
     def one(path: Path) -> RenderedImage | RasteriseError:
         try:
-            return rasterise(path, max_side, cache_dir=cache_dir)
+            return rasterise(path, max_side, cache_dir=cache_dir, rsvg_convert=rsvg_convert)
         except RasteriseError as error:
             return error
         finally:

@@ -14,9 +14,10 @@ and sentence-transformers' own (``Dense``, ``Normalize``). The ways to load it:
   not installed, the ``requirements`` in ``config_sentence_transformers.json`` say to install it.
 - ``SentenceTransformer(path)``, ``AutoModel.from_pretrained(path)``: refused. The backbone lives in the first
   module's folder, and the folder's top-level ``config.json`` (:func:`write_folder_marker`) declares model type
-  ``metaembed``, so nothing can quietly load the bare backbone and mean-pool it into one vector. Where metaembed
-  is imported, that config raises :class:`NotATransformersModelError`, which names the right loader; elsewhere
-  transformers says it does not know the model type ``metaembed``.
+  ``metaembed``, so nothing can quietly load the bare backbone and mean-pool it into one vector. Where this module
+  is imported (any use of ``metaembed.MetaEmbed`` or ``metaembed.model``; ``import metaembed`` alone is lazy and
+  imports nothing of the model), that config raises :class:`NotATransformersModelError`, which names the right
+  loader; elsewhere transformers says it does not know the model type ``metaembed``.
 """
 
 from __future__ import annotations

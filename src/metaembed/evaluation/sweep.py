@@ -78,7 +78,7 @@ def check_budget_limits(budgets: Iterable[Budget | str | tuple[int, int]], limit
     """Parse budgets and stop on one larger than ``limits`` (R_q, R_c); the distinct budgets, in order."""
     parsed = [Budget.parse(budget) for budget in budgets]
     if not parsed:
-        raise ValueError("no budgets given: pass at least one r_q,r_c pair, e.g. --budgets 1,1 16,64")
+        raise ValueError("no budgets given: pass at least one r_q,r_c pair, e.g. --budget 1,1 16,64")
     for budget in parsed:
         if budget.query > limits.query or budget.document > limits.document:
             side = "query" if budget.query > limits.query else "document"

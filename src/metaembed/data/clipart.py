@@ -8,7 +8,8 @@ Collection" x876, "card" x226); 21% have a description, many of them junk ("HASH
 address, "EPS converted from http://aiga.org"); 99% have keywords, padded with generic tags ("hash",
 "icons", the folder name). The PNG package (``openclipart-png``) has the same drawings with file names only,
 and those are the title cut to 24 characters plus the author's cut name (``medicina_dottore_archite_01``):
-worse captions, five times the download. So captions come from the SVG metadata, with the file name only
+of the 2,932 drawings with a title of their own, 1,964 (67%) have file names with words the title lacks
+(author, cut words). Worse captions, five times the download. So captions come from the SVG metadata, with the file name only
 where the title is a collection's:
 
 - ``caption`` (text -> image queries, image -> text documents): the title when at most
@@ -30,6 +31,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from metaembed.data.image_text import ImageTextItem, normalise_text
 
@@ -114,14 +117,14 @@ def _informative_description(description: str, title: str, shared: int) -> bool:
     )
 
 
-def clipart_items(package_root: str | Path, *, max_title_share: int = 2) -> tuple[list[ImageTextItem], Counter]:
+def clipart_items(package_root: str | Path, *, max_title_share: int = 2, progress: bool = False) -> tuple[list[ImageTextItem], Counter]:
     """Every drawing of an unpacked ``openclipart-svg`` (``package_root`` holds ``usr/share/...``) as an
     :class:`ImageTextItem`, in path order, and counts of what was read and skipped and why."""
     svg_root = Path(package_root) / SVG_ROOT
     files = sorted(svg_root.rglob("*.svg"))
     counts: Counter = Counter(files=len(files))
     records: list[tuple[Path, SvgMetadata]] = []
-    for path in files:
+    for path in tqdm(files, desc="reading clip-art metadata", unit="file", disable=not progress):
         try:
             records.append((path, read_svg_metadata(path)))
         except (ET.ParseError, OSError, UnicodeDecodeError):

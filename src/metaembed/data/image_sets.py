@@ -66,13 +66,14 @@ def _paths(root: Path, reused: bool) -> ImageTextPaths:
                           root / "dev.jsonl", root / "stats.json", reused)
 
 
-def collect_items(sources: tuple[str, ...], package_roots: dict[str, Path], lists_dir: Path | None) -> tuple[list[ImageTextItem], dict]:
+def collect_items(sources: tuple[str, ...], package_roots: dict[str, Path], lists_dir: Path | None,
+                  progress: bool = False) -> tuple[list[ImageTextItem], dict]:
     """Items of every source (captions only, nothing rendered) and per-source counts."""
     items: list[ImageTextItem] = []
     counts: dict[str, dict] = {}
     for source in sources:
         if source == "openclipart":
-            found, counted = clipart_items(package_roots[PACKAGE])
+            found, counted = clipart_items(package_roots[PACKAGE], progress=progress)
         elif source == "icons":
             found, counted = icon_items({name: package_roots[name] for name in SOURCES["icons"]}, lists_dir=lists_dir)
         else:
@@ -182,7 +183,7 @@ def build_image_text_sets(
                 packages[name] = {"download_s": unpacked.download_s, "unpack_s": unpacked.unpack_s, "reused": unpacked.reused}
     fetch_s = time.perf_counter() - begin
     begin = time.perf_counter()
-    items, source_counts = collect_items(tuple(sources), roots, Path(lists_dir) if lists_dir else None)
+    items, source_counts = collect_items(tuple(sources), roots, Path(lists_dir) if lists_dir else None, progress)
     return build_from_items(
         out_dir, items, settings=settings, cache_dir=cache, workers=workers, progress=progress,
         extra_stats={"sources": source_counts, "packages": packages},

@@ -18,6 +18,7 @@ from PIL import Image
 from metaembed.data.clipart import clean_title, read_svg_metadata, stem_caption
 from metaembed.data.debian_packages import default_cache_dir, unpack_package
 from metaembed.data.detect import load_tasks
+from metaembed.data.icons import mask_name
 from metaembed.data.image_sets import build_from_items, build_image_text_sets
 from metaembed.data.image_text import ImageTextItem, normalise_text
 from metaembed.data.images import content_thumbnail, near_duplicate_pairs
@@ -65,7 +66,7 @@ def png_items(root: Path) -> list[ImageTextItem]:
     return items
 
 
-SETTINGS = {"format": 1, "seed": 0, "max_images": 1000, "num_test": 10, "num_dev": 6, "corpus_size": 24,
+SETTINGS = {"format": 2, "seed": 0, "max_images": 1000, "num_test": 10, "num_dev": 6, "corpus_size": 24,
             "max_side": 48, "near_duplicate_correlation": 0.95, "max_eval_family": 8}
 
 
@@ -249,10 +250,14 @@ def test_build_image_text_sets_from_fixture_packages(tmp_path):
     assert stats["sources"]["icons"]["with_package"] == 3 and stats["sources"]["icons"]["no_package"] == 2
     assert stats["render"]["blank_image"] == 1
     assert stats["images_per_source"] == {"openclipart": 19, "icons": 3}
+    assert mask_name("Gamey is a game; gamey-data and gameyx are not gamey.", "gamey") == (
+        "This program is a game; gamey-data and gameyx are not this program.")
     rows = [json.loads(line) for line in (paths.tasks["text-to-image-text"] / "corpus.jsonl").read_text().splitlines()]
     texts = {row["text"] for row in rows}
     assert texts & {"Happy dog (animals, birds)", "Happy cat (animals, mammals)", "folder music open (computer, icons)",
                     "editorx (application icon)", "gamey (application icon)"}
+    queries = [json.loads(line)["text"] for line in (paths.tasks["text-to-image-text"] / "queries.jsonl").read_text().splitlines()]
+    assert not any(name in query.lower() for query in queries for name in ("editorx", "gamey", "painty"))  # names masked
     examples, _ = read_jsonl(paths.train_jsonl, check_images=True)
     assert examples and all(len(e.negatives) == 1 for e in examples)
     again = build_image_text_sets(tmp_path / "set", seed=3, num_test=5, num_dev=3, corpus_size=12, max_side=32,

@@ -4,7 +4,8 @@ Freedesktop icon themes name an application's icon after the application: ``papi
 ``Papirus/64x64/apps/darktable.svg``, ``breeze-icon-theme`` has ``breeze/apps/48/kate.svg``. Where that name
 is also a Debian package with a description (:mod:`metaembed.data.debian`'s apt lists), the icon gets the
 package's summary as its caption ("virtual lighttable and darkroom for photographers"), the package name
-as its document text, and the first paragraph of the long description as its text -> image+text query.
+as its document text, and the first paragraph of the long description, with the name masked ("this program
+is a simple text editor..."), as its text -> image+text query.
 Measured on bookworm: 1,072 Papirus names (897 distinct icon files: many names are links to one drawing)
 and 199 Breeze names are packages. Adwaita is left out: its application icons are a handful of
 monochrome "symbolic" glyphs, none named like a package.
@@ -16,6 +17,7 @@ keeps one of identical drawings).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +31,13 @@ THEME_APP_FOLDERS = {
 }
 """Where each theme keeps its application icons (SVG), inside the unpacked package."""
 MAX_QUERY_WORDS = 40
+
+
+def mask_name(text: str, name: str) -> str:
+    """``text`` with the package name (a whole word, any case) replaced by "this program": the image+text
+    document's text is the name, so a query naming it would be found by the name alone."""
+    masked = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", "this program", text, flags=re.IGNORECASE)
+    return masked[:1].upper() + masked[1:]
 
 
 def icon_items(theme_roots: dict[str, str | Path], *, lists_dir: str | Path | None = None) -> tuple[list[ImageTextItem], Counter]:
@@ -55,7 +64,7 @@ def icon_items(theme_roots: dict[str, str | Path], *, lists_dir: str | Path | No
             if len(description.summary.split()) < 2:
                 counts["summary_too_short"] += 1
                 continue
-            first = description.first_paragraph
+            first = mask_name(description.first_paragraph, path.stem)
             query = _cut_words(first, MAX_QUERY_WORDS) if len(first.split()) >= 4 else None
             counts["with_package"] += 1
             items.append(ImageTextItem(

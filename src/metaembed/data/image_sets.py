@@ -44,7 +44,8 @@ SOURCES: dict[str, dict[str, tuple[str, ...] | None]] = {
     "icons": {theme: (folder.as_posix(),) for theme, folder in THEME_APP_FOLDERS.items()},
 }
 """Each source's Debian packages, and the folders of each it needs (None: all of it)."""
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Bumped whenever captions, splits or the layout change, so a set built by older code is rebuilt, not reused."""
 
 
 @dataclass(frozen=True)

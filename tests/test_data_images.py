@@ -145,6 +145,13 @@ def test_build_is_idempotent_and_atomic(tmp_path, monkeypatch):
     items = png_items(tmp_path / "src")
     first = build_from_items(tmp_path / "set", items, settings=SETTINGS, cache_dir=tmp_path / "cache", progress=False)
     stamp = first.stats.stat().st_mtime_ns
+    again = build_from_items(tmp_path / "again", png_items(tmp_path / "src3"), settings=SETTINGS,
+                             cache_dir=tmp_path / "cache", progress=False)  # renders and failures from the cache
+    first_render, again_render = (json.loads(paths.stats.read_text())["render"] for paths in (first, again))
+    again_examples = again_render.pop("failure_examples")
+    assert first_render.pop("failure_examples") and again_examples
+    assert first_render == again_render and all(line.startswith(str(tmp_path / "src3")) for line in again_examples)
+    shutil.rmtree(tmp_path / "again")
 
     import metaembed.data.image_sets as image_sets
 
@@ -156,7 +163,7 @@ def test_build_is_idempotent_and_atomic(tmp_path, monkeypatch):
         build_from_items(tmp_path / "set", png_items(tmp_path / "src2"), settings={**SETTINGS, "seed": 1},
                          cache_dir=tmp_path / "cache", progress=False)
     assert json.loads(first.stats.read_text())["config"]["seed"] == 0 and first.stats.stat().st_mtime_ns == stamp
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "set", "src", "src2"]  # no partial folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "set", "src", "src2", "src3"]  # no partial folder left
 
 
 SVG = """<?xml version="1.0"?>

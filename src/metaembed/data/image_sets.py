@@ -97,7 +97,7 @@ def _choose(items: list[ImageTextItem], max_images: int, seed: int) -> list[Imag
 
 
 def _render(items: list[ImageTextItem], *, max_side: int, cache_dir: Path, workers: int, progress: bool,
-            near_duplicate_correlation: float) -> tuple[list[ImageTextItem], dict[int, RenderedImage], dict]:
+            near_duplicate_correlation: float) -> tuple[list[ImageTextItem], list[RenderedImage], dict]:
     """Render, drop failures and exact pixel duplicates, link near-duplicates; returns kept items, their images, counts."""
     program = require_rsvg_convert(cache_dir) if any(item.source.suffix.lower() == ".svg" for item in items) else "rsvg-convert"
     with tqdm(total=len(items), desc="rendering images", unit="img", disable=not progress) as bar:
@@ -110,7 +110,7 @@ def _render(items: list[ImageTextItem], *, max_side: int, cache_dir: Path, worke
     seen: set[str] = set()
     for item, result in zip(items, results):
         if not isinstance(result, RenderedImage):
-            counts["blank_image" if "blank" in str(result) else "render_failed"] += 1
+            counts[{"blank": "blank_image", "timeout": "render_timeout"}.get(result.kind, "render_failed")] += 1
             failures.append(str(result))
             continue
         if result.pixel_sha in seen:
@@ -126,7 +126,7 @@ def _render(items: list[ImageTextItem], *, max_side: int, cache_dir: Path, worke
     linked = {index for pair in pairs for index in pair}
     report = {**dict(counts), "near_duplicate_pairs": len(pairs), "near_duplicate_items": len(linked),
               "failure_examples": failures[:10]}
-    return kept, dict(enumerate(rendered)), report
+    return kept, rendered, report
 
 
 def _swap_into_place(partial: Path, out_dir: Path) -> None:
@@ -229,8 +229,8 @@ def build_from_items(
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        for index, image in rendered.items():
-            target = partial / kept[index].image
+        for item, image in zip(kept, rendered):
+            target = partial / item.image
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(image.png)
         tasks = write_beir_tasks(partial, kept, split)

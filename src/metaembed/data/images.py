@@ -38,12 +38,12 @@ FLAT_STD = 12.0
 
 
 class RasteriseError(RuntimeError):
-    """A file that could not be turned into an image; the message says why. ``transient`` (a time-out on a
-    busy machine) is not remembered in the render cache."""
+    """A file that could not be turned into an image; the message says why. ``kind``: "failed" (unreadable,
+    renderer error), "blank" (renders as one colour) or "timeout" (a busy machine: not remembered in the cache)."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, kind: str = "failed") -> None:
         super().__init__(message)
-        self.transient = transient
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _render_svg(path: Path, max_side: int, timeout: float, program: str) -> Imag
             capture_output=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:
-        raise RasteriseError(f"{path}: rsvg-convert took over {timeout:.0f} s", transient=True) from None
+        raise RasteriseError(f"{path}: rsvg-convert took over {timeout:.0f} s", kind="timeout") from None
     if result.returncode != 0 or not result.stdout:
         message = result.stderr.decode("utf-8", errors="replace").strip().splitlines()
         raise RasteriseError(f"{path}: rsvg-convert failed: {message[-1] if message else 'no output'}")
@@ -130,7 +130,7 @@ def describe(image: Image.Image, png: bytes | None = None) -> RenderedImage:
     (single-colour) images raise RasteriseError."""
     pixels = np.asarray(image)
     if int(pixels.max()) - int(pixels.min()) < 8:
-        raise RasteriseError("renders as a blank image")
+        raise RasteriseError("renders as a blank image", kind="blank")
     if png is None:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=6)
@@ -154,7 +154,10 @@ def rasterise(path: str | Path, max_side: int = 224, *, cache_dir: str | Path | 
         cached = Path(cache_dir) / f"raster-{max_side}" / key[:2] / f"{key}.png"
         failed = cached.with_suffix(".failed")
         if failed.is_file():
-            raise RasteriseError(failed.read_text(encoding="utf-8", errors="replace"))
+            kind, _, message = failed.read_text(encoding="utf-8", errors="replace").partition("\n")
+            if kind in ("failed", "blank"):
+                raise RasteriseError(f"{path}: {message}", kind=kind)
+            failed.unlink(missing_ok=True)  # not in this format: try the file again
         if cached.is_file():
             try:
                 return describe(to_rgb(_open_raster(cached)), png=cached.read_bytes())
@@ -163,8 +166,9 @@ def rasterise(path: str | Path, max_side: int = 224, *, cache_dir: str | Path | 
     try:
         rendered = _render(path, max_side, timeout, rsvg_convert)
     except RasteriseError as error:
-        if cached is not None and not error.transient:  # remembered: a rebuild does not try a broken file again
-            _write_atomically(cached.with_suffix(".failed"), str(error).encode("utf-8"))
+        if cached is not None and error.kind != "timeout":  # remembered: a rebuild does not try a broken file again
+            message = str(error).removeprefix(f"{path}: ")  # another file may have the same bytes
+            _write_atomically(cached.with_suffix(".failed"), f"{error.kind}\n{message}".encode("utf-8"))
         raise
     if cached is not None:
         _write_atomically(cached, rendered.png)
@@ -181,7 +185,7 @@ def _render(path: Path, max_side: int, timeout: float, rsvg_convert: str) -> Ren
     try:
         return describe(normalise(image, max_side))
     except RasteriseError as error:
-        raise RasteriseError(f"{path}: {error}") from None
+        raise RasteriseError(f"{path}: {error}", kind=error.kind) from None
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -28,12 +28,14 @@ constraints:
 	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > constraints.new
 	mv constraints.new constraints.txt
 
-# Debian's headless Chromium, for the web page's browser test (Playwright drives it; nothing is downloaded by Playwright).
+# Debian's headless Chromium, for the web page's browser test (Playwright drives it; nothing is downloaded by Playwright),
+# and librsvg's rsvg-convert, which renders the clip-art SVGs of the image-text sets (the builder can also unpack it
+# into the cache without root; the tests want it installed).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-		echo "installing Debian chromium for the browser test"; \
+	@{ command -v chromium && command -v rsvg-convert; } >/dev/null 2>&1 || { \
+		echo "installing Debian chromium (browser test) and librsvg2-bin (SVG rendering)"; \
 		apt-get update -qq -o Acquire::Languages=en && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver librsvg2-bin >/dev/null; }
 
 # The main job: Debian retrieval set -> MMR fine-tuning of MiniLM -> index -> every budget evaluated (~4 min on 2 cores).
 quickstart: setup

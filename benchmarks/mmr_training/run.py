@@ -43,10 +43,12 @@ from metaembed.data.debian_sources import build_debian_sources_retrieval_set  # 
 from metaembed.data.pydocs import build_pydocs_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.model.pretrained import minilm_path  # noqa: E402
-from metaembed.training import MMRLoss, TrainConfig, train  # noqa: E402
+from metaembed.training import MMRLoss, TrainConfig  # noqa: E402
 from metaembed.training.run import use_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+from arms import train_or_reuse  # noqa: E402
 from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
 from two_topic import build_two_topic_set, by_half_per_budget, write_two_topic_training  # noqa: E402
 
@@ -216,21 +218,6 @@ def vector_spread(query_vectors: torch.Tensor, doc_vectors: torch.Tensor, items:
         "document_mean_cosine": mean_vector_cosine(doc_vectors[:items]),
         "items": min(items, len(query_vectors), len(doc_vectors)),
     }
-
-
-def train_or_reuse(config: TrainConfig, reuse: bool) -> tuple[str, float | None, float | None]:
-    """(model path, final training loss, training seconds): trains, or with ``reuse`` takes the model an earlier
-    run saved in the same output folder from exactly these settings (loss and seconds then unknown: None)."""
-    saved = Path(config.output_dir) / "train_config.yaml"
-    model_path = Path(config.output_dir) / "model"
-    if reuse and saved.is_file() and model_path.is_dir():
-        if TrainConfig.from_yaml(saved).to_dict() == config.to_dict():
-            print(f"  reusing {model_path} (trained with the same settings)", flush=True)
-            return str(model_path), None, None
-        print(f"  {saved} has other settings: training again", flush=True)
-    start = time.perf_counter()
-    trained = train(config)
-    return trained.model_path, trained.training_loss, round(time.perf_counter() - start, 1)
 
 
 def encode_arm(model_path: str, queries: list[str], documents: list[str], text_tokens: int,

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from metaembed.user_cache import cache_folder
+
 
 class PackageFetchError(RuntimeError):
     """A package could not be downloaded or unpacked; the message says what to do."""
@@ -35,7 +37,7 @@ class UnpackedPackage:
 
 def default_cache_dir() -> Path:
     """``$METAEMBED_CACHE/debian-packages`` or ``~/.cache/metaembed/debian-packages``."""
-    return Path(os.environ.get("METAEMBED_CACHE") or Path.home() / ".cache" / "metaembed") / "debian-packages"
+    return cache_folder("debian-packages")
 
 
 def _reusable(target: Path, members: tuple[str, ...] | None) -> bool:

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from metaembed.data.tasks import EvalItem
+from metaembed.data.item import Item
+from metaembed.user_cache import cache_folder
 
 _MODEL_FOLDER = re.compile(r"[0-9a-f]{32}")
 _ENTRY_FILE = re.compile(r"(query|document)-[0-9a-f]{32}.*\.(safetensors|tmp)")
@@ -31,7 +32,7 @@ _SAMPLE_ELEMENTS = 1 << 20
 
 def default_cache_dir() -> Path:
     """``$METAEMBED_CACHE`` or ``~/.cache/metaembed``, plus ``encodings``."""
-    return Path(os.environ.get("METAEMBED_CACHE", Path.home() / ".cache" / "metaembed")) / "encodings"
+    return cache_folder("encodings")
 
 
 def _tensor_digest(tensor: torch.Tensor) -> bytes:
@@ -65,7 +66,7 @@ def model_fingerprint(model: Any) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(side: str, ids: Sequence[str], items: Sequence[EvalItem], prompt: str | None = None) -> str:
+def data_fingerprint(side: str, ids: Sequence[str], items: Sequence[Item], prompt: str | None = None) -> str:
     """A hex digest of one side's items, in order, and the prompt they are encoded with."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{side}|{prompt}|".encode())

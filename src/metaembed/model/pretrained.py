@@ -22,12 +22,10 @@ The two converted models are written once into the cache folder (``$METAEMBED_CA
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
+
+from metaembed.user_cache import cache_folder, write_folder_atomically
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MOBILENET_V2_HUB_ID = "google/mobilenet_v2_1.0_224"
@@ -39,34 +37,6 @@ MOBILENET_V2_FOLDER, SMOLLM2_FOLDER = "mobilenet_v2_imagenet-v1", "smollm2_135m_
 """Cache folder names; the suffix is bumped when a conversion changes, so old folders are not reused."""
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def cache_folder() -> Path:
-    """Where metaembed keeps what it builds for the user: ``$METAEMBED_CACHE`` or ``~/.cache/metaembed``."""
-    return Path(os.environ.get("METAEMBED_CACHE") or Path.home() / ".cache" / "metaembed")
-
-
-def write_folder_atomically(out: Path, write: Callable[[Path], None]) -> Path:
-    """Run ``write(staging)`` into a fresh staging folder beside ``out``, then rename it to ``out``.
-
-    Readers never see a half-written folder. If another process finished ``out`` first, its folder is
-    kept and ours is dropped (both hold the same conversion).
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would hide the finished folder from other users
-    try:
-        write(staging)
-        for written in staging.rglob("*"):  # some writers create 0600 files; this is a cache folder like any other
-            written.chmod(0o755 if written.is_dir() else 0o644)
-        try:
-            staging.rename(out)
-        except OSError:
-            if not out.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
 
 
 def _package_folder(module: str, pip_spec: str, hub_id: str) -> Path:

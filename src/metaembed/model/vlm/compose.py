@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +19,8 @@ from transformers.models.mobilenet_v2.image_processing_pil_mobilenet_v2 import M
 
 from metaembed.model.vlm.configuration import IMAGE_TOKEN, MetaEmbedVLMConfig
 from metaembed.model.vlm.modeling import MetaEmbedVLMModel
+from metaembed.user_cache import cache_folder as user_cache_folder
+from metaembed.user_cache import write_folder_atomically
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 COMPOSE_FORMAT = 1
@@ -34,11 +33,6 @@ CHAT_TEMPLATE = (
     "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
     "{%- endif -%}{%- if not loop.last %}\n{% endif -%}{%- endfor -%}"
 )
-
-
-def default_cache_folder() -> Path:
-    """Where composed backbones are kept: ``$METAEMBED_CACHE`` or ``~/.cache/metaembed``."""
-    return Path(os.environ.get("METAEMBED_CACHE") or Path.home() / ".cache" / "metaembed")
 
 
 def _image_processor(vision_tower: str):
@@ -122,18 +116,11 @@ def compose_vlm(vision_tower: str, language_model: str, out: str | Path, *, proj
         vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN,
         num_additional_image_tokens=0,
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def write(staging: Path) -> None:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder_atomically(Path(out), write, replace=True)
     return str(out)
 
 
@@ -142,7 +129,7 @@ def composed_vlm_path(vision_tower: str, language_model: str, *, projector_seed:
     """The composed backbone of these two towers in the cache folder, composed on first use."""
     key = json.dumps([_identity(vision_tower), _identity(language_model), projector_seed, COMPOSE_FORMAT])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    folder = Path(cache_folder or default_cache_folder()) / "composed-vlm" / digest
+    folder = (Path(cache_folder) if cache_folder else user_cache_folder()) / "composed-vlm" / digest
     if not (folder / "config.json").is_file():
         compose_vlm(vision_tower, language_model, folder, projector_seed=projector_seed)
     return str(folder)

@@ -32,15 +32,24 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(arg) for arg in args])
 
 
+def option_names() -> dict[str, list[list[str]]]:
+    """Each command's options, as lists of the names one option has; ``train``'s from its ``HfArgumentParser``."""
+    from metaembed.training.flags import train_parser
+
+    found = {name: [list(param.opts) for param in command.params] for name, command in commands().items()}
+    found["train"] = [list(action.option_strings) for action in train_parser()._actions]
+    return found
+
+
 def test_shared_flags_have_one_spelling_everywhere():
     seen = {flag: [] for flag in SHARED}
-    for name, command in commands().items():
-        for param in command.params:
+    for name, options in option_names().items():
+        for opts in options:
             for flag, short in SHARED.items():
-                if flag in param.opts:
-                    assert short in param.opts, f"{name}: {flag} has no {short} ({param.opts})"
+                if flag in opts:
+                    assert short in opts, f"{name}: {flag} has no {short} ({opts})"
                     seen[flag].append(name)
-            assert not set(param.opts) & set(OLD_SPELLINGS), f"{name} still shows {param.opts}"
+            assert not set(opts) & set(OLD_SPELLINGS), f"{name} still shows {opts}"
     assert {"eval", "index", "search", "serve", "train", "quickstart"} <= set(seen["--model"])
     assert {"search", "serve"} <= set(seen["--index"])
     assert {"eval", "index", "train", "quickstart"} <= set(seen["--out"])
@@ -85,22 +94,22 @@ def test_eval_budget_lists_are_read_alike(tmp_path):
 
 
 def test_train_groups_take_the_same_list_spelling():
-    from metaembed.training.flags import parse_flag_value
+    from metaembed.training.flags import config_from_args
 
-    for text in ("1,1 2,4 4,8", "1,1;2,4;4,8", " 1,1 ; 2,4  4,8 "):
-        assert parse_flag_value("groups", text, "list[str]") == ["1,1", "2,4", "4,8"]
+    for groups in (["1,1 2,4 4,8"], ["1,1;2,4;4,8"], [" 1,1 ; 2,4  4,8 "], ["1,1", "2,4", "4,8"], ["1,1;2,4", "4,8"]):
+        assert config_from_args(["--groups", *groups]).groups == ["1,1", "2,4", "4,8"]
 
 
 def test_train_takes_model_and_out_short_flags(monkeypatch, tmp_path):
-    from metaembed.cli import train as train_cli
-    from metaembed.training.flags import config_from_flags
+    import metaembed.training.flags as flags
 
-    def describe(config, **flags):
-        settings = config_from_flags(config, **flags)
+    def describe(args, prog="metaembed train"):
+        settings = flags.config_from_args(args, prog)
         return f"model={settings.model} out={settings.output_dir} groups={settings.groups}"
 
-    monkeypatch.setattr(train_cli, "train_from_flags", describe)
-    for args in (["-m", "bb", "-o", tmp_path], ["--model", "bb", "--out", tmp_path], ["--model", "bb", "--output-dir", tmp_path]):
+    monkeypatch.setattr(flags, "train_from_args", describe)
+    for args in (["-m", "bb", "-o", tmp_path], ["--model", "bb", "--out", tmp_path], ["--model", "bb", "--output-dir", tmp_path],
+                 ["--model", "bb", "--output_dir", tmp_path]):
         result = invoke("train", *args, "--groups", "1,1 2,4")
         assert result.exit_code == 0, result.output
         assert result.stdout.strip() == f"model=bb out={tmp_path} groups=['1,1', '2,4']"

@@ -1,7 +1,8 @@
 """Training MetaEmbed models with the Matryoshka Multi-Vector Retrieval (MMR) loss.
 
 Names are imported on first use (PEP 562): the settings (:class:`TrainConfig`, what ``metaembed train --help``
-lists) load without torch; the data readers, the loss and :func:`train` bring the model stack when asked for."""
+lists) load without torch; the data readers, the loss, the dev evaluator and :func:`train` bring the model stack
+when asked for."""
 
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ from metaembed._lazy import lazy_attributes
 _DATA = "metaembed.training.data"
 _LAZY: dict[str, str] = {
     "TrainConfig": "metaembed.training.config",
+    "BudgetSweepEvaluator": "metaembed.training.dev_evaluator",
     "BadRowError": _DATA,
     "ReadReport": _DATA,
     "TrainingExample": _DATA,
@@ -29,6 +31,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "DEFAULT_TEMPERATURE",
     "BadRowError",
+    "BudgetSweepEvaluator",
     "MMRLoss",
     "ReadReport",
     "TrainConfig",
@@ -56,6 +59,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
         to_dataset,
     )
     from metaembed.training.defaults import DEFAULT_TEMPERATURE
+    from metaembed.training.dev_evaluator import BudgetSweepEvaluator
     from metaembed.training.mmr_loss import MMRLoss, mmr_group_losses
     from metaembed.training.run import TrainResult, train
 

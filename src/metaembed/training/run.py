@@ -7,6 +7,7 @@ every process scores its queries against the global batch. See ``metaembed.cli.t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,20 +23,20 @@ from sentence_transformers.multi_vector_encoder.losses import (
     MultiVectorMultipleNegativesRankingLoss,
 )
 from transformers import AutoConfig, TrainerCallback
-from transformers.trainer_callback import PrinterCallback
 
+from metaembed.budgets import Budget
 from metaembed.hardware import bf16_is_fast
 from metaembed.model import MetaEmbed
 from metaembed.model.saved_config import is_metaembed_folder, module_folder
 from metaembed.model.vlm import composed_vlm_path
 from metaembed.training.checkpoints import checkpoint_step, latest_complete_checkpoint, trim_metrics_log, whole_run_loss
-from metaembed.training.config import TrainConfig
+from metaembed.training.config import TRAINING_ARGUMENT_NAMES, TrainConfig
 from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
 from metaembed.training.lora import apply_lora, is_vision_part, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
 from metaembed.training.record import training_record
 from metaembed.training.regularizers import BackboneTeacher
-from metaembed.training.trainer import LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback, ProgressCallback
+from metaembed.training.trainer import LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def world_size() -> int:
 
 
 def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEncoderTrainingArguments:
+    """The trainer's arguments: each setting of ``TRAINING_ARGUMENT_NAMES`` under its trainer name, what a
+    MetaEmbed run always sets, then ``config.training_args`` (any other field of the arguments)."""
     prompts = {}
     if model.prompts.get("query"):
         prompts["query"] = model.prompts["query"]
@@ -180,34 +183,24 @@ def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEnco
     learning_rate_mapping = {}
     if config.meta_token_learning_rate is not None:
         learning_rate_mapping[r"\.(query|document)_meta_tokens$"] = config.meta_token_learning_rate
-    return MultiVectorEncoderTrainingArguments(
-        output_dir=config.output_dir,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_epochs,
-        learning_rate=config.resolved_learning_rate,
-        learning_rate_mapping=learning_rate_mapping,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        lr_scheduler_type=config.lr_scheduler,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        data_seed=config.seed,
+    ours = {name: getattr(config, name) for name in TRAINING_ARGUMENT_NAMES if name != "resume"}
+    ours.update(
+        learning_rate=config.resolved_learning_rate,  # None: the LoRA-dependent default
         bf16=use_bf16(config),
-        activation_checkpointing=config.gradient_checkpointing,
+        report_to=reporting_integrations(config),
+        eval_steps=config.eval_steps or config.save_steps,
+        no_duplicates=BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER,
+    )  # warmup_ratio goes to warmup_steps as is: transformers 5 reads a float < 1 as a ratio of the total steps
+    arguments = {TRAINING_ARGUMENT_NAMES[name]: value for name, value in ours.items()}
+    arguments.update(
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER,
+        data_seed=config.seed,
+        learning_rate_mapping=learning_rate_mapping,
         prompts=prompts or None,
         save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
         logging_strategy="steps",
-        logging_steps=config.logging_steps,
         logging_first_step=True,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=config.dataloader_num_workers,
+        eval_strategy="steps" if config.dev_data else "no",
         dataloader_drop_last=world_size() > 1,
         ddp_backend=None if torch.cuda.is_available() else ("gloo" if world_size() > 1 else None),
         # Queries and documents are two forwards before one backward: DDP must not look for unused
@@ -215,6 +208,33 @@ def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEnco
         ddp_find_unused_parameters=False if world_size() > 1 else None,
         use_cpu=not torch.cuda.is_available(),
     )
+    check_training_args(config)
+    arguments.update(config.training_args)
+    return MultiVectorEncoderTrainingArguments(**arguments)
+
+
+def reporting_integrations(config: TrainConfig) -> str | list[str]:
+    """``report_to`` as the trainer takes it; a named integration that is not installed is a clear error now, not
+    after the model has loaded."""
+    names = [name.strip() for name in config.report_to.split(",") if name.strip()]
+    if names in ([], ["none"], ["all"]):
+        return names[0] if names else "none"
+    from transformers.integrations import get_available_reporting_integrations
+
+    available = get_available_reporting_integrations()
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise ValueError(f"report_to: {', '.join(missing)} is not installed here (installed: "
+                         f"{', '.join(available) or 'none'}); pip install it, or report_to: none")
+    return names
+
+
+def check_training_args(config: TrainConfig) -> None:
+    """Every name of ``config.training_args`` must be a ``MultiVectorEncoderTrainingArguments`` field."""
+    known = {f.name for f in dataclasses.fields(MultiVectorEncoderTrainingArguments)}
+    unknown = sorted(set(config.training_args) - known)
+    if unknown:
+        raise ValueError(f"training_args: {unknown} are not MultiVectorEncoderTrainingArguments settings")
 
 
 def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
@@ -230,6 +250,8 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     config.validate()
+    check_training_args(config)
+    reporting_integrations(config)
     output_dir = Path(config.output_dir)
     resume_from = resume_checkpoint(output_dir) if config.resume else None
 
@@ -255,6 +277,7 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     model.training_record = training_record(config, examples, loss.groups)
     model.budget_curve = None  # an evaluation of the weights before this run no longer describes the model
     args = training_arguments(config, model)
+    evaluator = dev_evaluator(config, loss.groups)
 
     examples_per_step = config.batch_size * config.gradient_accumulation_steps * world_size()
     metrics_path = output_dir / METRICS_FILE
@@ -263,10 +286,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
         args=args,
         train_dataset=dataset,
         loss=loss,
-        callbacks=[LogAtSaveCallback(), MetricsLogCallback(metrics_path, examples_per_step), ProgressCallback(examples_per_step),
-                   *(callbacks or [])],
+        evaluator=evaluator,
+        callbacks=[LogAtSaveCallback(), MetricsLogCallback(metrics_path, examples_per_step), *(callbacks or [])],
     )
-    trainer.remove_callback(PrinterCallback)  # our ProgressCallback and the JSONL log replace it
     trainer.lora_checkpoints = config.lora
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -279,6 +301,8 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
             "resumed_from": resume_from,
         })
     output = trainer.train(resume_from_checkpoint=resume_from)
+    if evaluator is not None and not evaluated_at(trainer.state.log_history, output.global_step):
+        trainer.evaluate()  # the final weights' dev curve: logged, and in the final model's card
     training_loss = whole_run_loss(trainer.state.log_history)
     training_loss = output.training_loss if training_loss is None else training_loss
 
@@ -294,6 +318,20 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return TrainResult(str(final_dir), str(metrics_path), output.global_step, training_loss, report)
+
+
+def dev_evaluator(config: TrainConfig, groups: list[Budget]) -> Any:
+    """The evaluator of ``dev_data`` at the trained groups (None without dev data)."""
+    if not config.dev_data:
+        return None
+    from metaembed.training.dev_evaluator import BudgetSweepEvaluator
+
+    return BudgetSweepEvaluator(config.dev_data, groups, split=config.dev_split, batch_size=config.batch_size)
+
+
+def evaluated_at(log_history: list[dict[str, Any]], step: int) -> bool:
+    """Whether the trainer's log holds an evaluation at ``step``."""
+    return any(record.get("step") == step and any(key.startswith("eval_") for key in record) for record in log_history)
 
 
 def resume_checkpoint(output_dir: Path) -> str:

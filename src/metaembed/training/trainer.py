@@ -1,6 +1,11 @@
 """The sentence-transformers multi-vector trainer (HF Trainer over accelerate / torch.distributed), taught
 three MetaEmbed things: decode JSON item cells (loading images per batch), log every MMR group's loss,
-and checkpoint LoRA runs as their trainable weights only."""
+and checkpoint LoRA runs as their trainable weights only.
+
+Progress and logs are the trainer's own: its progress bar (which also prints every log line) and ``report_to``
+(TensorBoard, W&B, ...). Two callbacks add what it has no setting for: :class:`MetricsLogCallback` keeps every
+log as a line of ``metrics.jsonl`` (with the throughput since the last log), which benchmarks and a resumed run
+read, and :class:`LogAtSaveCallback` logs at every checkpoint, so a resumed run logs each step once."""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers import MultiVectorEncoderTrainer
 from sentence_transformers.multi_vector_encoder.data_collator import MultiVectorEncoderDataCollator
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from metaembed.inputs import DEFAULT_MAX_IMAGE_SIDE, InvalidInputError
@@ -153,39 +157,3 @@ class LogAtSaveCallback(TrainerCallback):
         if control.should_save or control.should_training_stop:
             control.should_log = True
         return control
-
-
-class ProgressCallback(TrainerCallback):
-    """A tqdm bar over the optimisation steps showing the latest loss and the throughput."""
-
-    def __init__(self, examples_per_step: int) -> None:
-        self.examples_per_step = examples_per_step
-        self.bar = None
-        self._start: tuple[float, int] | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step", dynamic_ncols=True)
-            self._start = (time.perf_counter(), state.global_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
-            seconds = time.perf_counter() - self._start[0]
-            steps = state.global_step - self._start[1]
-            if seconds > 0 and steps:
-                self.bar.set_postfix_str(
-                    f"{steps * self.examples_per_step / seconds:.1f} ex/s" + self._loss_text(state), refresh=False
-                )
-
-    @staticmethod
-    def _loss_text(state) -> str:
-        for record in reversed(state.log_history):
-            if "loss" in record:
-                return f", loss {record['loss']:.4f}"
-        return ""
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, LlavaProcessor, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 from transformers.models.mobilenet_v2.image_processing_pil_mobilenet_v2 import MobileNetV2ImageProcessorPil
 
 from metaembed.model.vlm.configuration import IMAGE_TOKEN, MetaEmbedVLMConfig
@@ -93,7 +94,12 @@ def _start_image_tokens_among_word_embeddings(model: MetaEmbedVLMModel, pixels: 
 def compose_vlm(vision_tower: str, language_model: str, out: str | Path, *, projector_seed: int = 0) -> str:
     """Write a vision-language backbone made of ``vision_tower`` (a folder or hub id whose model gives a feature
     grid, e.g. MobileNetV2) and ``language_model`` (an encoder or decoder) to ``out``; return its path."""
-    vision = AutoModel.from_pretrained(vision_tower)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a classification checkpoint's head is left out on purpose: no load report
+    try:
+        vision = AutoModel.from_pretrained(vision_tower)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     language = AutoModel.from_pretrained(language_model)
     tokenizer = _with_image_token(AutoTokenizer.from_pretrained(language_model))
     if language.get_input_embeddings().weight.shape[0] < len(tokenizer):

@@ -15,7 +15,8 @@ from PIL import Image
 from metaembed import MetaEmbed, maxsim
 from metaembed.data.beir import DataFormatError
 from metaembed.data.detect import detect_format, load_tasks
-from metaembed.data.mmeb import load_mmeb_subset, strip_image_placeholder
+from metaembed.data.item import strip_image_placeholder
+from metaembed.data.mmeb import load_mmeb_subset
 from metaembed.data.vidore import load_vidore_beir, load_vidore_qa
 from metaembed.evaluation import MMEB_META_TASKS, MMEB_SUBSETS, SweepSettings, evaluate, mmeb_group_means
 

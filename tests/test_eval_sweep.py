@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from metaembed import MetaEmbed, maxsim
 from metaembed.data.beir import DataFormatError, load_beir
-from metaembed.data.tasks import EvalItem, RetrievalTask
+from metaembed.data.item import Item
+from metaembed.data.tasks import RetrievalTask
 from metaembed.evaluation import SweepSettings, evaluate, evaluate_run, run_budget_sweep
 from metaembed.evaluation.metrics import max_cutoff
 
@@ -146,10 +147,10 @@ def test_bad_qrels_rows_are_skipped_counted_and_named(model, tmp_path, capsys):
 
 
 def test_unreadable_images_in_the_corpus_are_skipped_and_counted(model, tmp_path):
-    good = {f"d{i}": EvalItem(text=t) for i, t in enumerate(DOCUMENTS)}
-    corpus = {**good, "broken-page": EvalItem(image=b"definitely not a PNG")}
+    good = {f"d{i}": Item(text=t) for i, t in enumerate(DOCUMENTS)}
+    corpus = {**good, "broken-page": Item(image=b"definitely not a PNG")}
     qrels = {"q0": {"d0": 1}, "q1": {"broken-page": 1}}
-    task = RetrievalTask("t", corpus, {q: EvalItem(text=QUERIES[q]) for q in qrels}, qrels, source="fixture")
+    task = RetrievalTask("t", corpus, {q: Item(text=QUERIES[q]) for q in qrels}, qrels, source="fixture")
     task.issues.quiet = True
     results = run_budget_sweep(model, [task], ["1,1"], SweepSettings(use_cache=False, progress=False))
     skipped = results["tasks"]["t"]["skipped"]

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from metaembed.cli import app
 from metaembed.index import IndexSettingsError, MultiVectorIndex, build_index, recorded_model
+from metaembed.data.item import Item
 from metaembed.index.corpus import CorpusRecord
 from metaembed.model import MetaEmbed
 
@@ -61,7 +62,7 @@ def test_build_index_records_absolute_paths_and_resumes(tiny, project):
 
 
 def test_build_index_takes_vectors_already_encoded(tiny, project):
-    records = [CorpusRecord(f"d{i}", text, {"n": i}) for i, text in enumerate(TEXTS)]
+    records = [CorpusRecord(f"d{i}", Item(text), {"n": i}) for i, text in enumerate(TEXTS)]
     vectors = torch.nn.functional.normalize(torch.randn(len(TEXTS), 8, tiny.embedding_dim), dim=-1)
     built = build_index(tiny, records, "pre", document_budget=2, vectors=vectors, progress=False)
     assert built.documents == 6 and built.model is None
@@ -105,7 +106,7 @@ def test_older_index_with_a_relative_model_path(tiny, project, tmp_path, monkeyp
     result = invoke("search", "--index", work / "index", "--query", "json", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["model"] == expected
-    resumed = build_index(tiny, [CorpusRecord("c", TEXTS[2], None)], work / "index", model_name=expected)
+    resumed = build_index(tiny, [CorpusRecord("c", Item(TEXTS[2]), None)], work / "index", model_name=expected)
     assert resumed.documents == 3  # the same model, recorded relatively before: the build resumes
 
 

@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from metaembed.cli import app
+from metaembed.data.item import Item
 from metaembed.index import MultiVectorIndex
 from metaembed.index.corpus import CorpusError, read_corpus
 from metaembed.model import MetaEmbed
@@ -109,7 +110,7 @@ def test_corpus_formats_and_errors(tmp_path):
     beir = tmp_path / "corpus.jsonl"
     beir.write_text('{"_id": "d1", "title": "T", "text": "body"}\n{"_id": 2, "text": "only text"}\n')
     records = read_corpus(beir)
-    assert [(r.id, r.item) for r in records] == [("d1", "T body"), ("2", "only text")]
+    assert [(r.id, r.item) for r in records] == [("d1", Item("T body")), ("2", Item("only text"))]
     assert records[0].metadata == {"title": "T", "text": "body"}
 
     from PIL import Image
@@ -118,17 +119,17 @@ def test_corpus_formats_and_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "pages" / "a.jpg")
     (tmp_path / "pages" / "notes.txt").write_text("skip")
     images = read_corpus(tmp_path / "pages")
-    assert [r.id for r in images] == ["a.jpg", "doc/p2.png"] and images[1].item.endswith("p2.png")
+    assert [r.id for r in images] == ["a.jpg", "doc/p2.png"] and images[1].item.image.name == "p2.png"
 
     items = tmp_path / "items.jsonl"
     items.write_text('{"id": "x", "text": "cat", "image": "pages/a.jpg"}\n')
-    assert read_corpus(items)[0].item == {"text": "cat", "image": str(tmp_path / "pages" / "a.jpg")}
+    assert read_corpus(items)[0].item == Item("cat", (tmp_path / "pages" / "a.jpg").resolve())
 
     bad_cases = {
         '{"id": "x", "text": "a"}\n{"id": "x", "text": "b"}\n': "line 2: id 'x' repeats line 1",
         '{"id": "x", "text": "a"}\n{oops\n': "line 2: not valid JSON",
         '{"text": "a"}\n': "line 1: missing 'id'",
-        '{"id": "x"}\n': "neither 'text' nor 'image'",
+        '{"id": "x"}\n': "item 'x' has neither 'text' nor 'image'",
         '{"id": "x", "image": "missing.png"}\n': "missing.png' of item 'x' does not exist",
     }
     for content, message in bad_cases.items():

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from metaembed.data.beir import DataFormatError, load_beir
+from metaembed.data.item import Item
 from metaembed.index.corpus import CorpusError, read_corpus
 from metaembed.inputs import PathOutsideFolderError, resolve_data_path
 from metaembed.training.data import BadRowError, read_jsonl
@@ -48,13 +49,13 @@ def test_index_corpus_refuses_escaping_images(layout):
         read_corpus(corpus)
     records = read_corpus(corpus, allow_outside_paths=True)
     assert [r.id for r in records] == ["a", "b"]
-    assert Path(records[1].item["image"]).resolve() == layout["secret"].resolve()
+    assert records[1].item.image == layout["secret"].resolve()
 
 
 def test_beir_corpus_image_field_is_read_and_checked(layout):
     corpus = write_jsonl(layout["data"] / "corpus.jsonl", [{"_id": "p1", "image": "img/inside.png"}])
     records = read_corpus(corpus)
-    assert records[0].item == str(layout["data"] / "img" / "inside.png")
+    assert records[0].item == Item(image=(layout["data"] / "img" / "inside.png").resolve())
     write_jsonl(corpus, [{"_id": "p1", "title": "t", "image": "/etc/../" + str(layout["secret"])}])
     with pytest.raises(CorpusError, match="leads outside the data folder"):
         read_corpus(corpus)

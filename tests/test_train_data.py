@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from metaembed.training import BadRowError, read_jsonl, read_mmeb_train, to_dataset
-from metaembed.training.data import TrainingItem, cells_to_items
+from metaembed.data.item import Item
+from metaembed.training.data import cells_to_items
 
 
 def write_lines(path: Path, lines: list) -> Path:
@@ -29,15 +30,16 @@ def test_jsonl_rows_images_and_instructions(tmp_path):
     examples, report = read_jsonl(path)
     assert report.rows_read == 2 and report.rows_kept == 2 and report.rows_skipped == 0
     first, second = examples
-    assert first.positive == TrainingItem("a picture", str((tmp_path / "img" / "red.png").resolve()))
-    assert first.negatives == [TrainingItem("blue")]
-    assert second.query == TrainingItem("Find: ", str((tmp_path / "img" / "red.png").resolve()))
-    assert second.positive == TrainingItem("Doc: red") and second.source.endswith("train.jsonl:2")
+    assert first.positive == Item("a picture", (tmp_path / "img" / "red.png").resolve())
+    assert first.negatives == [Item("blue")]
+    assert second.query == Item("Find: ", (tmp_path / "img" / "red.png").resolve())
+    assert second.positive == Item("Doc: red") and second.source.endswith("train.jsonl:2")
 
     dataset = to_dataset(examples, num_negatives=1, seed=0)
     assert dataset.column_names == ["query", "positive", "negative_1"]
-    # Row 2 has no hard negative: it borrows row 1's positive.
-    assert TrainingItem.from_cell(dataset[1]["negative_1"]) == first.positive
+    # Row 2 has no hard negative: it borrows row 1's positive (its image decoded by datasets).
+    borrowed = dataset[1]["negative_1"]
+    assert borrowed["text"] == "a picture" and borrowed["image"].size == (8, 8)
     items = cells_to_items(dataset["positive"], accepts_images=True, max_image_side=64)
     assert items[1] == "Doc: red"
     assert items[0]["text"] == "a picture" and items[0]["image"].size == (8, 8)
@@ -68,8 +70,8 @@ def test_bad_rows_are_skipped_counted_and_named(tmp_path):
     examples, report = read_jsonl(path, on_bad_row="skip")
     assert [example.query.text for example in examples] == ["ok", "last good"]
     assert report.rows_read == 8 and report.rows_kept == 2 and report.rows_skipped == 6
-    expected = {2: "missing 'positive'", 3: "query has empty text", 4: "missing.png' does not exist",
-                5: "not valid JSON", 6: "negative 0 has empty text", 7: "not a readable image"}
+    expected = {2: "missing 'positive'", 3: "'text' of query is empty", 4: "missing.png' does not exist",
+                5: "not valid JSON", 6: "'text' of negative 0 is empty", 7: "not a readable image"}
     for message, (line, problem) in zip(report.skipped, expected.items()):
         assert f"bad.jsonl:{line}: " in message and problem in message, message
     assert "skipped 6 bad rows" in report.summary()
@@ -116,8 +118,8 @@ def test_mmeb_layout_placeholders_and_subset_weights(tmp_path):
     coco = [e for e in examples if "MSCOCO" in e.source]
     assert len(voc) == 6 and len(coco) == 2  # 3:1 weights
     assert voc[0].query.text == "Represent the given image for classification"  # placeholder removed
-    assert voc[0].query.image.endswith(".jpg") and Path(voc[0].query.image).is_file()
-    assert coco[0].positive == TrainingItem("Represent the given image.", str((tmp_path / "images/0.jpg").resolve()))
-    assert coco[0].negatives == [TrainingItem("Represent the given image.", str((tmp_path / "images/1.jpg").resolve()))]
+    assert voc[0].query.image.suffix == ".jpg" and voc[0].query.image.is_file()
+    assert coco[0].positive == Item("Represent the given image.", (tmp_path / "images/0.jpg").resolve())
+    assert coco[0].negatives == [Item("Represent the given image.", (tmp_path / "images/1.jpg").resolve())]
     with pytest.raises(FileNotFoundError, match="MMEB subset 'Nope'"):
         read_mmeb_train(tmp_path, ["Nope"])

@@ -30,7 +30,8 @@ import metaembed  # noqa: E402
 from metaembed import MetaEmbed, MultiVectorIndex  # noqa: E402
 from metaembed.budgets import Budget  # noqa: E402
 from metaembed.data.beir import load_beir  # noqa: E402
-from metaembed.data.tasks import EvalItem, RetrievalTask  # noqa: E402
+from metaembed.data.item import Item
+from metaembed.data.tasks import RetrievalTask  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.evaluation.stats import paired_bootstrap  # noqa: E402
 from metaembed.index.adaptive import DEFAULT_AUTO_MARGIN, auto_ladder  # noqa: E402
@@ -38,7 +39,7 @@ from metaembed.index.adaptive import DEFAULT_AUTO_MARGIN, auto_ladder  # noqa: E
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def limit(dev: RetrievalTask, test: RetrievalTask, n_queries: int | None, n_docs: int | None) -> dict[str, EvalItem]:
+def limit(dev: RetrievalTask, test: RetrievalTask, n_queries: int | None, n_docs: int | None) -> dict[str, Item]:
     """Keep the first ``n_queries`` of each split, and the documents they judge plus the first others up to ``n_docs``."""
     for task in (dev, test):
         if n_queries:

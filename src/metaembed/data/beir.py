@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from metaembed.data.tasks import DataIssues, EvalItem, RetrievalTask
-from metaembed.inputs import PathOutsideFolderError, resolve_data_path
+from metaembed.data.item import Item
+from metaembed.data.rows import EmptyItemError, parse_beir_row
+from metaembed.data.tasks import DataIssues, RetrievalTask
+from metaembed.inputs import PathOutsideFolderError
 from metaembed.jsonl import numbered_lines, parse_json_object
 
 
@@ -27,40 +28,26 @@ def is_beir_folder(path: str | Path) -> bool:
     return (path / "corpus.jsonl").is_file() and (path / "queries.jsonl").is_file()
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_items(path: Path, root: Path, issues: DataIssues, use_title: bool, allow_outside: bool = False) -> dict[str, Item]:
+    """The items of a corpus or queries file (:func:`~metaembed.data.rows.parse_beir_row`); a malformed row stops
+    the read, a duplicate id or a row without text or image is skipped and counted."""
+    items: dict[str, Item] = {}
     for number, line in numbered_lines(path):
+        where = f"{path}:{number}"
         try:
-            row = parse_json_object(line)
+            item_id, item, _ = parse_beir_row(parse_json_object(line), base_dir=root, where=where, use_title=use_title,
+                                              allow_outside=allow_outside)
+        except EmptyItemError as error:
+            issues.add("empty_item", f"{where}: {error}; skipped")
+            continue
+        except PathOutsideFolderError as error:
+            raise DataFormatError(str(error)) from None
         except ValueError as error:
-            raise DataFormatError(f"{path}:{number}: {error}") from None
-        if "_id" not in row:
-            raise DataFormatError(f"{path}:{number}: missing '_id'")
-        yield number, row
-
-
-def _image_path(value: Any, root: Path, where: str, allow_outside: bool) -> Path:
-    try:
-        return resolve_data_path(str(value), root, where, allow_outside=allow_outside)
-    except PathOutsideFolderError as error:
-        raise DataFormatError(str(error)) from None
-
-
-def _read_items(path: Path, root: Path, issues: DataIssues, use_title: bool, allow_outside: bool = False) -> dict[str, EvalItem]:
-    items: dict[str, EvalItem] = {}
-    for number, row in _jsonl_rows(path):
-        item_id = str(row["_id"])
+            raise DataFormatError(f"{where}: {error}") from None
         if item_id in items:
-            issues.add("duplicate_id", f"{path}:{number}: duplicate _id {item_id!r}; the first one is kept")
+            issues.add("duplicate_id", f"{where}: duplicate _id {item_id!r}; the first one is kept")
             continue
-        text_parts = [str(row.get("title") or "").strip()] if use_title else []
-        text_parts.append(str(row.get("text") or "").strip())
-        text = " ".join(part for part in text_parts if part) or None
-        image = row.get("image")
-        image_path = _image_path(image, root, f"{path}:{number}", allow_outside) if image else None
-        if text is None and image_path is None:
-            issues.add("empty_item", f"{path}:{number}: item {item_id!r} has neither text nor image; skipped")
-            continue
-        items[item_id] = EvalItem(text=text, image=image_path)
+        items[item_id] = item
     return items
 
 
@@ -128,7 +115,7 @@ def load_beir(
 
 
 def build_qrels(
-    rows, corpus: dict[str, EvalItem], queries: dict[str, EvalItem], issues: DataIssues, where: str
+    rows, corpus: dict[str, Item], queries: dict[str, Item], issues: DataIssues, where: str
 ) -> dict[str, dict[str, int]]:
     """Check qrels rows against the corpus and queries: unknown ids and queries without a relevant
     document are skipped and counted; returns query -> document -> grade for the usable queries."""

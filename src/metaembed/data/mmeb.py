@@ -6,22 +6,21 @@ where the query has an image), ``qry_img_path`` (relative path or empty), ``tgt_
 separately unpacked folder (``image_root``); a relative path is looked up as ``image_root/path`` and then
 ``image_root/<subset>/path``.
 
-The ``<|image_1|>`` placeholder is removed and the item is passed as ``{"text": ..., "image": path}``:
-the backbone's own processor (chat template) inserts its native image token, so the same data works for
-every VLM family instead of assuming Phi-3-V's token.
+The ``<|image_1|>`` placeholder is removed (:func:`~metaembed.data.item.strip_image_placeholder`) and the item
+is passed as ``{"text": ..., "image": path}``: the backbone's own processor (chat template) inserts its native
+image token, so the same data works for every VLM family instead of assuming Phi-3-V's token.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from metaembed.data.beir import DataFormatError
+from metaembed.data.item import Item, strip_image_placeholder
 from metaembed.data.tables import parquet_files, read_rows
-from metaembed.data.tasks import CandidateTask, DataIssues, EvalItem
+from metaembed.data.tasks import CandidateTask, DataIssues
 
 MMEB_COLUMNS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")
-IMAGE_PLACEHOLDER = re.compile(r"<\|image_\d+\|>")
 
 
 def is_mmeb_subset(path: Path) -> bool:
@@ -33,21 +32,13 @@ def is_mmeb_subset(path: Path) -> bool:
     return all(column in pq.read_schema(files[0]).names for column in MMEB_COLUMNS)
 
 
-def strip_image_placeholder(text: str | None) -> str | None:
-    """Remove ``<|image_N|>`` placeholders and surrounding blank space; None when nothing is left."""
-    if text is None:
-        return None
-    cleaned = IMAGE_PLACEHOLDER.sub("", text).strip()
-    return cleaned or None
-
-
 def _resolve_image(relative: str, image_root: Path | None, subset: str, where: str) -> Path:
     if image_root is None:
         raise DataFormatError(f"{where}: the data has images ({relative!r}) but no image folder was given (--images DIR)")
-    direct = image_root / relative
+    direct = (image_root / relative).resolve()
     if direct.exists():
         return direct
-    nested = image_root / subset / relative
+    nested = (image_root / subset / relative).resolve()
     return nested if nested.exists() else direct  # a missing file is reported when it is encoded
 
 
@@ -60,15 +51,15 @@ def load_mmeb_subset(path: str | Path, image_root: str | Path | None = None, *, 
         raise DataFormatError(f"{root}: no {split}-*.parquet file (an MMEB subset folder has test-*.parquet)")
     images = Path(image_root) if image_root is not None else None
     issues = DataIssues()
-    queries: list[EvalItem] = []
-    candidates: list[list[EvalItem]] = []
+    queries: list[Item] = []
+    candidates: list[list[Item]] = []
     for number, row in enumerate(read_rows(files, split, list(MMEB_COLUMNS))):
         where = f"{root} row {number}"
 
-        def item(text: str | None, image: str | None) -> EvalItem | None:
+        def item(text: str | None, image: str | None) -> Item | None:
             text = strip_image_placeholder(text)
             image_path = _resolve_image(image, images, subset, where) if image else None
-            return EvalItem(text=text, image=image_path) if (text or image_path) else None
+            return Item(text=text, image=image_path) if (text or image_path) else None
 
         query = item(row["qry_text"], row["qry_img_path"])
         texts, image_paths = list(row["tgt_text"] or []), list(row["tgt_img_path"] or [])

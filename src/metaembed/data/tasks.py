@@ -1,61 +1,13 @@
-"""What an evaluation reader produces: items (text, image or both), retrieval tasks over a shared corpus,
+"""What an evaluation reader produces: retrieval tasks of :class:`~metaembed.data.item.Item` over a shared corpus,
 candidate-list tasks (MMEB), and the record of everything that was skipped and why."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
-from PIL import Image
-
-from metaembed.inputs import InvalidInputError
-
-ImageSource = Union[Path, bytes]
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One query or document: text, an image (a file path or the encoded bytes of an image file), or both."""
-
-    text: str | None = None
-    image: ImageSource | None = None
-
-    def __post_init__(self) -> None:
-        if self.text is None and self.image is None:
-            raise ValueError("an EvalItem needs text, an image, or both")
-
-    def to_model_input(self) -> str | Path | Image.Image | dict[str, Any]:
-        """The item as ``MetaEmbed.encode_*`` takes it; image bytes are decoded here (InvalidInputError if not an image)."""
-        image: Any = self.image
-        if isinstance(image, bytes):
-            try:
-                image = Image.open(io.BytesIO(image))
-                image.load()
-            except Exception as error:  # PIL raises many types for a corrupt file
-                raise InvalidInputError(f"embedded image bytes are not a readable image: {error}") from None
-        if image is None:
-            return self.text  # type: ignore[return-value]
-        if self.text is None:
-            return image
-        return {"text": self.text, "image": image}
-
-    def update_fingerprint(self, digest: "hashlib._Hash") -> None:
-        """Feed what determines this item's encoding into ``digest``: text, and the image's bytes or file identity."""
-        digest.update(b"T" + (self.text or "").encode("utf-8") + b"\x00")
-        if isinstance(self.image, bytes):
-            digest.update(b"B" + hashlib.blake2b(self.image, digest_size=16).digest())
-        elif self.image is not None:
-            path = Path(self.image)
-            try:
-                stat = path.stat()
-                identity = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-            except OSError:
-                identity = f"{path}|missing"
-            digest.update(b"P" + identity.encode("utf-8") + b"\x00")
+from metaembed.data.item import Item
 
 
 @dataclass
@@ -94,8 +46,8 @@ class RetrievalTask:
     """Queries searched against one shared corpus, judged by graded qrels (BEIR and ViDoRe)."""
 
     name: str
-    corpus: dict[str, EvalItem]
-    queries: dict[str, EvalItem]
+    corpus: dict[str, Item]
+    queries: dict[str, Item]
     qrels: dict[str, dict[str, int]]
     source: str
     headline: str = "ndcg@10"
@@ -113,8 +65,8 @@ class CandidateTask:
     """Each query ranks its own candidate list whose first entry is the positive (MMEB); metric: precision@1."""
 
     name: str
-    queries: list[EvalItem]
-    candidates: list[list[EvalItem]]
+    queries: list[Item]
+    candidates: list[list[Item]]
     source: str
     headline: str = "p@1"
     issues: DataIssues = field(default_factory=DataIssues)

@@ -18,7 +18,8 @@ from typing import Any
 
 from metaembed.data.beir import DataFormatError, build_qrels
 from metaembed.data.tables import find_table, is_saved_dataset, parquet_files, read_rows
-from metaembed.data.tasks import DataIssues, EvalItem, RetrievalTask
+from metaembed.data.item import Item
+from metaembed.data.tasks import DataIssues, RetrievalTask
 
 QA_COLUMNS = ("query", "image", "image_filename")
 
@@ -65,7 +66,7 @@ def _image_source(cell: Any, root: Path, where: str) -> bytes | Path | None:
     if isinstance(cell, (bytes, bytearray)):
         return bytes(cell)
     if isinstance(cell, str) and cell:
-        return root / cell
+        return (root / cell).resolve()
     return None
 
 
@@ -77,8 +78,8 @@ def load_vidore_qa(path: str | Path, split: str | None = "test", *, name: str | 
         raise DataFormatError(f"{root}: no ViDoRe QA table (parquet with columns {list(QA_COLUMNS)}) found")
     rows = read_rows(table, split, list(QA_COLUMNS))
     issues = DataIssues()
-    corpus: dict[str, EvalItem] = {}
-    queries: dict[str, EvalItem] = {}
+    corpus: dict[str, Item] = {}
+    queries: dict[str, Item] = {}
     query_id_of: dict[str, str] = {}
     qrel_rows = []
     for number, row in enumerate(rows):
@@ -93,13 +94,13 @@ def load_vidore_qa(path: str | Path, split: str | None = "test", *, name: str | 
             if image is None:
                 issues.add("empty_item", f"{where}: page {page!r} has no image; skipped")
                 continue
-            corpus[page] = EvalItem(image=image)
+            corpus[page] = Item(image=image)
         query = (row.get("query") or "").strip()
         if not query:
             continue  # pages without a question are corpus-only, as in the ViDoRe evaluation
         if query not in query_id_of:
             query_id_of[query] = f"q{len(query_id_of)}"
-            queries[query_id_of[query]] = EvalItem(text=query)
+            queries[query_id_of[query]] = Item(text=query)
         qrel_rows.append((number, query_id_of[query], page, 1))
     if not corpus:
         raise DataFormatError(f"{root}: the corpus is empty (no row with an image); nothing to search")
@@ -118,7 +119,7 @@ def load_vidore_beir(path: str | Path, split: str | None = "test", *, name: str 
     if missing:
         raise DataFormatError(f"{root}: no {missing} table(s); a ViDoRe BEIR folder has corpus/, queries/ and qrels/")
     issues = DataIssues()
-    corpus: dict[str, EvalItem] = {}
+    corpus: dict[str, Item] = {}
     for number, row in enumerate(read_rows(tables["corpus"], split, ["corpus-id"])):
         document_id = str(row["corpus-id"])
         image = _image_source(row.get("image"), root, f"{root}/corpus row {number}")
@@ -129,16 +130,16 @@ def load_vidore_beir(path: str | Path, split: str | None = "test", *, name: str 
         if document_id in corpus:
             issues.add("duplicate_id", f"{root}/corpus row {number}: duplicate corpus-id {document_id!r}; the first is kept")
             continue
-        corpus[document_id] = EvalItem(text=text, image=image)
+        corpus[document_id] = Item(text=text, image=image)
     if not corpus:
         raise DataFormatError(f"{root}/corpus: the corpus is empty; nothing to search")
-    queries: dict[str, EvalItem] = {}
+    queries: dict[str, Item] = {}
     for number, row in enumerate(read_rows(tables["queries"], split, ["query-id", "query"])):
         text = (row.get("query") or "").strip()
         if not text:
             issues.add("empty_item", f"{root}/queries row {number}: query {row['query-id']!r} is empty; skipped")
             continue
-        queries.setdefault(str(row["query-id"]), EvalItem(text=text))
+        queries.setdefault(str(row["query-id"]), Item(text=text))
     qrel_rows = [
         (number, str(row["query-id"]), str(row["corpus-id"]), int(row.get("score", 1) if row.get("score") is not None else 1))
         for number, row in enumerate(read_rows(tables["qrels"], split, ["query-id", "corpus-id"]))

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from metaembed.data.tasks import DataIssues, EvalItem
+from metaembed.data.item import Item
+from metaembed.data.tasks import DataIssues
 from metaembed.evaluation.cache import CachedEncoding, EncodingCache, data_fingerprint, model_fingerprint
 from metaembed.inputs import InvalidInputError
 
@@ -32,7 +33,7 @@ def encode_items(
     model: Any,
     side: str,
     ids: Sequence[str],
-    items: Sequence[EvalItem],
+    items: Sequence[Item],
     *,
     batch_size: int = 32,
     chunk_size: int | None = None,

@@ -46,7 +46,8 @@ from tqdm.auto import tqdm
 
 from metaembed.budgets import Budget, check_vector_budget
 from metaembed.data.detect import load_tasks
-from metaembed.data.tasks import EvalItem, RetrievalTask
+from metaembed.data.item import Item
+from metaembed.data.tasks import RetrievalTask
 from metaembed.evaluation.cache import CachedEncoding, EncodingCache
 from metaembed.evaluation.encoding import DOCUMENT, QUERY, encode_items
 from metaembed.evaluation.retrieval import search as search_vectors
@@ -212,8 +213,8 @@ def _digest(ids: Sequence[str]) -> str:
     return hashlib.blake2b("\x00".join(ids).encode("utf-8"), digest_size=16).hexdigest()
 
 
-def _dataset_items(dataset: Any, side: str, task_metadata: Any, batch_size: int, num_proc: int | None) -> list[EvalItem]:
-    """The items of an MTEB split as its own ``create_dataloader`` (the one its wrappers use) presents them, as EvalItems."""
+def _dataset_items(dataset: Any, side: str, task_metadata: Any, batch_size: int, num_proc: int | None) -> list[Item]:
+    """The items of an MTEB split as its own ``create_dataloader`` (the one its wrappers use) presents them, as Items."""
     from mteb._create_dataloaders import create_dataloader
     from mteb.types import PromptType
 
@@ -222,8 +223,8 @@ def _dataset_items(dataset: Any, side: str, task_metadata: Any, batch_size: int,
     return [_eval_item(item) for batch in loader for item in _batch_items(batch)]
 
 
-def _eval_item(item: Any) -> EvalItem:
-    """An EvalItem from a MetaEmbed item; a PIL image becomes PNG bytes, so the encoding cache can fingerprint it."""
+def _eval_item(item: Any) -> Item:
+    """An Item from a MetaEmbed item; a PIL image becomes PNG bytes, so the encoding cache can fingerprint it."""
     if isinstance(item, dict):
         text, image = item.get("text"), item.get("image")
     elif isinstance(item, str):
@@ -234,7 +235,7 @@ def _eval_item(item: Any) -> EvalItem:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         image = buffer.getvalue()
-    return EvalItem(text=text if text is not None else ("" if image is None else None), image=image)
+    return Item(text=text if text is not None else ("" if image is None else None), image=image)
 
 
 def _stack(embeddings: Any) -> torch.Tensor:

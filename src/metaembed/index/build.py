@@ -125,8 +125,8 @@ def _build(model: Any, records: list[CorpusRecord], out: Path, settings: dict[st
             positions = mine[start : start + chunk_size]
             chunk = [records[i] for i in positions]
             if vectors is None:
-                encoded = model.encode_document([r.item for r in chunk], budget=r_c, batch_size=batch_size,
-                                                show_progress_bar=False)
+                encoded = model.encode_document([r.item.to_model_input() for r in chunk], budget=r_c,
+                                                batch_size=batch_size, show_progress_bar=False)
             else:
                 encoded = vectors[positions, :r_c]
             ids, metadata = [r.id for r in chunk], [r.metadata for r in chunk]

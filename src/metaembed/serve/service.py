@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 from metaembed.budgets import AUTO, PAPER_BUDGETS, Budget, clip_budgets, parse_budget_or_auto
+from metaembed.data.item import Item
 from metaembed.inputs import DEFAULT_MAX_IMAGE_PIXELS, InvalidInputError, TooLargeError
 
 MIB = 1024 * 1024
@@ -167,7 +168,7 @@ class SearchService:
             text = None
         if text is None and image is None:
             raise InvalidInputError("the query is empty: give a text, an image or both")
-        item: Any = {"text": text, "image": image} if image is not None and text else (image or text)
+        item = Item(text=text, image=image).to_model_input()
         auto = budget == AUTO
         top = (max_budget or self.budgets[-1]) if auto else budget
         with self._lock:
@@ -247,7 +248,7 @@ class SearchService:
         return ids
 
     @staticmethod
-    def _prepare(records: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    def _prepare(records: list[dict[str, Any]]) -> tuple[list[str], list[Any], list[dict[str, Any]]]:
         """Ids, model items and metadata of records to add, checked (not empty, no duplicate ids)."""
         if not records:
             raise InvalidInputError("no items to add")
@@ -257,7 +258,9 @@ class SearchService:
         items, metadata = [], []
         for record in records:
             text, image = record.get("text"), record.get("image")
-            items.append({key: value for key, value in (("text", text), ("image", image)) if value is not None})
+            if text is None and image is None:
+                raise InvalidInputError(f"item {record['id']!r} has neither 'text' nor 'image'")
+            items.append(Item(text=text, image=image).to_model_input())
             meta = dict(record.get("metadata") or {})
             if text is not None:
                 meta.setdefault("text", text)

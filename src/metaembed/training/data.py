@@ -5,7 +5,8 @@ JSONL, one example per line::
     {"query": ITEM, "positive": ITEM, "negatives": [ITEM, ...],
      "query_instruction": "...", "document_instruction": "..."}
 
-ITEM is a string (text) or ``{"text": ..., "image": "relative/path.png"}``; image paths are relative to
+ITEM is a string (text) or ``{"text": ..., "image": "relative/path.png"}`` (read by
+:func:`metaembed.data.item.parse_json_item` into an :class:`~metaembed.data.item.Item`); image paths are relative to
 the JSONL file. ``negatives`` and the instructions are optional; an instruction is prepended to the
 text of that side's items (query; positive and negatives), exactly like a sentence-transformers prompt.
 
@@ -16,54 +17,36 @@ with its file and line number. ``on_bad_row="stop"`` raises :class:`BadRowError`
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from metaembed.inputs import resolve_data_path
+from metaembed.data.item import (
+    ImageCheck, Item, dataset_item_feature, parse_item, parse_json_item, strip_image_placeholder,
+)
 from metaembed.jsonl import numbered_lines, parse_json_object
 
 logger = logging.getLogger(__name__)
 
 BAD_ROW_POLICIES = ("stop", "skip")
 MMEB_COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path", "neg_text", "neg_image_path")
-MMEB_IMAGE_PLACEHOLDER = re.compile(r"<\|image_\d+\|>")
 
 
 class BadRowError(ValueError):
     """A training row that cannot be used; the message names the file, the line and the problem."""
 
 
-@dataclass(frozen=True)
-class TrainingItem:
-    """One side of an example: text, an (absolute) image path, or both."""
-
-    text: str | None = None
-    image: str | None = None
-
-    def to_cell(self) -> str:
-        """The JSON string a dataset cell holds (datasets need one type per column; items vary)."""
-        return json.dumps({"text": self.text, "image": self.image}, ensure_ascii=False)
-
-    @staticmethod
-    def from_cell(cell: str) -> "TrainingItem":
-        value = json.loads(cell)
-        return TrainingItem(text=value.get("text"), image=value.get("image"))
-
-
 @dataclass
 class TrainingExample:
-    query: TrainingItem
-    positive: TrainingItem
-    negatives: list[TrainingItem]
+    """One training row: a query, its positive document and hard negatives."""
+
+    query: Item
+    positive: Item
+    negatives: list[Item]
     source: str
     """Where the row came from, ``file:line``, for messages."""
 
@@ -94,63 +77,9 @@ def _check_policy(on_bad_row: str) -> None:
         raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
 
 
-def check_image(path: Path) -> None:
-    """Raise ValueError unless ``path`` is an image PIL can read (header and data checked, not decoded)."""
-    if not path.is_file():
-        raise ValueError(f"image {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as error:  # PIL raises many types for bad files
-        raise ValueError(f"image {str(path)!r} is not a readable image: {error}") from None
-
-
-def make_item(
-    text: Any, image: Any, *, base_dir: Path, instruction: str | None, check_images: bool, what: str,
-    allow_outside: bool = True,
-) -> TrainingItem:
-    """Validate one side of a row and resolve its image path (refused when it leaves ``base_dir`` and not
-    ``allow_outside``); ValueError names ``what`` is wrong."""
-    if text is not None and not isinstance(text, str):
-        raise ValueError(f"{what} text must be a string, got {type(text).__name__}")
-    if image is not None and not isinstance(image, str):
-        raise ValueError(f"{what} image must be a path string, got {type(image).__name__}")
-    if text is not None and not text.strip():
-        if image is None:
-            raise ValueError(f"{what} has empty text")
-        text = None
-    if image is not None and not image.strip():
-        image = None
-    if text is None and image is None:
-        raise ValueError(f"{what} is empty (no text and no image)")
-    image_path = None
-    if image is not None:
-        path = resolve_data_path(image, base_dir, what, allow_outside=allow_outside)
-        if check_images:
-            check_image(path)
-        image_path = str(path.resolve())
-    if instruction:
-        text = instruction + (text or "")
-    return TrainingItem(text=text, image=image_path)
-
-
-def _item_from_json(value: Any, **kwargs: Any) -> TrainingItem:
-    what = kwargs["what"]
-    if isinstance(value, str):
-        return make_item(value, None, **kwargs)
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"text", "image"}
-        if unknown:
-            raise ValueError(f"{what} has unknown keys {sorted(unknown)}; an item takes 'text' and/or 'image'")
-        return make_item(value.get("text"), value.get("image"), **kwargs)
-    if value is None:
-        raise ValueError(f"{what} is missing")
-    raise ValueError(f"{what} must be a string or an object with 'text'/'image', got {type(value).__name__}")
-
-
 def parse_jsonl_row(
     row: Any, *, base_dir: Path, check_images: bool = True, allow_outside_paths: bool = False
-) -> tuple[TrainingItem, TrainingItem, list[TrainingItem]]:
+) -> tuple[Item, Item, list[Item]]:
     """One JSONL row -> (query, positive, negatives), or ValueError saying what is wrong."""
     if not isinstance(row, Mapping):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
@@ -163,19 +92,25 @@ def parse_jsonl_row(
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{side}_instruction must be a string")
         instructions[side] = value
-    common = dict(base_dir=base_dir, check_images=check_images, allow_outside=allow_outside_paths)
+    common: dict[str, Any] = dict(base_dir=base_dir, check=_check(check_images), allow_outside=allow_outside_paths)
     if "positive" not in row:
         raise ValueError("missing 'positive'")
-    query = _item_from_json(row.get("query"), instruction=instructions["query"], what="query", **common)
-    positive = _item_from_json(row["positive"], instruction=instructions["document"], what="positive", **common)
+    query = parse_json_item(row.get("query"), what="query", **common).with_instruction(instructions["query"])
+    document = instructions["document"]
+    positive = parse_json_item(row["positive"], what="positive", **common).with_instruction(document)
     negatives_value = row.get("negatives") or []
     if not isinstance(negatives_value, list):
         raise ValueError("'negatives' must be a list")
     negatives = [
-        _item_from_json(value, instruction=instructions["document"], what=f"negative {index}", **common)
+        parse_json_item(value, what=f"negative {index}", **common).with_instruction(document)
         for index, value in enumerate(negatives_value)
     ]
     return query, positive, negatives
+
+
+def _check(check_images: bool) -> ImageCheck:
+    """The image check of :func:`~metaembed.data.item.resolve_image` for the ``check_images`` setting."""
+    return "readable" if check_images else "none"
 
 
 def read_jsonl(
@@ -214,14 +149,6 @@ def _handle_bad_row(report: ReadReport, source: str, problem: str, on_bad_row: s
 
 
 # ----------------------------------------------------------------------------------------- MMEB
-def strip_image_placeholder(text: str | None) -> str | None:
-    """Remove MMEB's ``<|image_1|>`` placeholder: the backbone's processor puts its own image token
-    (through its chat template) where its family expects the image, with the text after it."""
-    if text is None:
-        return None
-    return MMEB_IMAGE_PLACEHOLDER.sub("", text).strip()
-
-
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -267,12 +194,13 @@ def read_mmeb_subset(
             report.rows_read += 1
             source = f"{file}:row {index + 1}"
             row = {name: values[index] for name, values in columns.items()}
-            common = dict(base_dir=base_dir, instruction=None, check_images=check_images)
+            common: dict[str, Any] = dict(base_dir=base_dir, check=_check(check_images), allow_outside=True)
             try:
                 if not (row["pos_text"] or row["pos_image_path"]):
                     raise ValueError("missing positive (empty pos_text and pos_image_path)")
-                query = make_item(strip_image_placeholder(row["qry"]), row["qry_image_path"], what="query", **common)
-                positive = make_item(strip_image_placeholder(row["pos_text"]), row["pos_image_path"], what="positive", **common)
+                query = parse_item(strip_image_placeholder(row["qry"]), row["qry_image_path"], what="query", **common)
+                positive = parse_item(strip_image_placeholder(row["pos_text"]), row["pos_image_path"], what="positive",
+                                      **common)
                 negative_texts, negative_images = _as_list(row["neg_text"]), _as_list(row["neg_image_path"])
                 negatives = []
                 for position in range(max(len(negative_texts), len(negative_images))):
@@ -280,7 +208,8 @@ def read_mmeb_subset(
                     image = negative_images[position] if position < len(negative_images) else None
                     if not (text or image):
                         continue  # MMEB leaves negatives empty for most subsets
-                    negatives.append(make_item(strip_image_placeholder(text), image, what=f"negative {position}", **common))
+                    negatives.append(parse_item(strip_image_placeholder(text), image, what=f"negative {position}",
+                                                **common))
             except ValueError as error:
                 _handle_bad_row(report, source, str(error), on_bad_row)
                 continue
@@ -340,12 +269,14 @@ def negative_columns(count: int) -> list[str]:
 
 
 def to_dataset(examples: Sequence[TrainingExample], num_negatives: int = 1, seed: int = 0):
-    """A ``datasets.Dataset`` with columns query, positive, negative_1..k (JSON item cells).
+    """A ``datasets.Dataset`` with item columns query, positive, negative_1..k.
 
-    Rows with fewer than ``num_negatives`` hard negatives are completed with the positives of other,
-    randomly chosen rows (seeded), so every row has the same columns; the count is logged.
+    Each column is a struct of ``text`` (string) and ``image`` (a :class:`datasets.Image` feature holding the file's
+    path; reading a row decodes it with Pillow), see :func:`~metaembed.data.item.dataset_item_feature`. Rows with
+    fewer than ``num_negatives`` hard negatives are completed with the positives of other, randomly chosen rows
+    (seeded), so every row has the same columns; the count is logged.
     """
-    from datasets import Dataset
+    from datasets import Dataset, Features
 
     if not examples:
         raise ValueError("no training examples")
@@ -354,34 +285,27 @@ def to_dataset(examples: Sequence[TrainingExample], num_negatives: int = 1, seed
     if num_negatives and len(examples) < 2:
         raise ValueError("need at least 2 examples to fill missing negatives from other rows")
     generator = random.Random(seed)
-    columns: dict[str, list[str]] = {"query": [], "positive": [], **{name: [] for name in negative_columns(num_negatives)}}
+    names = ["query", "positive", *negative_columns(num_negatives)]
+    columns: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     filled = 0
     for index, example in enumerate(examples):
-        columns["query"].append(example.query.to_cell())
-        columns["positive"].append(example.positive.to_cell())
         negatives = list(example.negatives[:num_negatives])
         while len(negatives) < num_negatives:
             other = generator.randrange(len(examples) - 1)
             other += other >= index
             negatives.append(examples[other].positive)
             filled += 1
-        for name, negative in zip(negative_columns(num_negatives), negatives):
-            columns[name].append(negative.to_cell())
+        for name, item in zip(names, [example.query, example.positive, *negatives]):
+            columns[name].append(item.to_cell())
     if filled:
         logger.info("filled %d missing hard negatives with positives of other rows", filled)
-    return Dataset.from_dict(columns)
+    return Dataset.from_dict(columns, features=Features({name: dataset_item_feature() for name in names}))
 
 
-def cells_to_items(cells: Iterable[str], *, accepts_images: bool, max_image_side: int) -> list[Any]:
-    """Decode dataset cells into model inputs (str, RGB image, or text+image dict), loading images now."""
+def cells_to_items(cells: Iterable[Mapping[str, Any]], *, accepts_images: bool, max_image_side: int) -> list[Any]:
+    """Model inputs (str, RGB image, or text+image dict) of a batch's item cells (images decoded by ``datasets``),
+    checked and downscaled by :func:`metaembed.inputs.prepare_item`."""
     from metaembed.inputs import prepare_item
 
-    items = []
-    for cell in cells:
-        item = TrainingItem.from_cell(cell)
-        value: Any = item.text if item.image is None else ({"image": item.image} if item.text is None else {"text": item.text, "image": item.image})
-        if isinstance(value, str):
-            items.append(value)  # text stays text, even if it ends in ".png"
-        else:
-            items.append(prepare_item(value, accepts_images=accepts_images, max_image_side=max_image_side))
-    return items
+    return [prepare_item(Item.from_cell(cell).to_model_input(), accepts_images=accepts_images,
+                         max_image_side=max_image_side) for cell in cells]

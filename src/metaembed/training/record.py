@@ -52,4 +52,5 @@ def training_record(config: TrainConfig, examples: Sequence[Any], groups: Sequen
 
 
 def _item(item: Any) -> Item | None:
-    return example_item(getattr(item, "text", None), getattr(item, "image", None))
+    image = getattr(item, "image", None)
+    return example_item(getattr(item, "text", None), str(image) if isinstance(image, (str, Path)) else None)

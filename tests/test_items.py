@@ -134,13 +134,29 @@ def test_training_columns_are_text_and_a_real_image_feature(folder):
         assert dataset.features[name]["text"] == Value("string")
         assert isinstance(dataset.features[name]["image"], ImageFeature)
     assert dataset.features["query"] == dataset_item_feature()
-    cell = dataset[0]["positive"]  # text + image round-trips: the text, and the file's pixels decoded by Pillow
-    assert cell["text"] == "a picture" and isinstance(cell["image"], Image.Image)
-    assert cell["image"].tobytes() == Image.open(folder / "img" / "red.png").convert("RGB").tobytes()
+    # text + image round-trips: the text, and the image file, opened by the collator (not by datasets)
+    cell = dataset[0]["positive"]
+    assert cell["text"] == "a picture" and Path(cell["image"]["path"]) == (folder / "img" / "red.png").resolve()
     assert dataset[1]["positive"] == {"text": "words only", "image": None}
-    assert dataset[1]["query"]["text"] is None and dataset[1]["query"]["image"].size == (8, 6)
+    assert dataset[1]["query"]["text"] is None and Path(dataset[1]["query"]["image"]["path"]).name == "red.png"
     inputs = cells_to_items(dataset["positive"], accepts_images=True, max_image_side=4)
     assert inputs[0]["text"] == "a picture" and inputs[0]["image"].size == (4, 3) and inputs[1] == "words only"
+    assert inputs[0]["image"].getpixel((1, 1)) == Image.open(folder / "img" / "red.png").convert("RGB").getpixel((1, 1))
+
+
+def test_a_corrupt_or_huge_training_image_names_its_column_and_item(folder, tmp_path):
+    from metaembed.inputs import InvalidInputError
+    from metaembed.training.trainer import MetaEmbedDataCollator
+
+    broken = folder / "img" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    path = write_jsonl(folder / "bad.jsonl", [{"query": "red", "positive": {"image": "img/broken.png"}},
+                                              {"query": "blue", "positive": "words"}])
+    examples, _ = read_jsonl(path, check_images=False)
+    dataset = to_dataset(examples, num_negatives=0)
+    collator = MetaEmbedDataCollator(preprocess_fn=lambda *a, **k: {}, accepts_images=True)
+    with pytest.raises(InvalidInputError, match=r"training column 'positive': .*broken\.png"):
+        collator([dataset[0], dataset[1]])
 
 
 # ------------------------------------------------------------------------- same row, same item everywhere

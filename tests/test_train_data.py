@@ -37,9 +37,9 @@ def test_jsonl_rows_images_and_instructions(tmp_path):
 
     dataset = to_dataset(examples, num_negatives=1, seed=0)
     assert dataset.column_names == ["query", "positive", "negative_1"]
-    # Row 2 has no hard negative: it borrows row 1's positive (its image decoded by datasets).
+    # Row 2 has no hard negative: it borrows row 1's positive (its image file, opened by the collator).
     borrowed = dataset[1]["negative_1"]
-    assert borrowed["text"] == "a picture" and borrowed["image"].size == (8, 8)
+    assert borrowed["text"] == "a picture" and Path(borrowed["image"]["path"]) == (tmp_path / "img" / "red.png").resolve()
     items = cells_to_items(dataset["positive"], accepts_images=True, max_image_side=64)
     assert items[1] == "Doc: red"
     assert items[0]["text"] == "a picture" and items[0]["image"].size == (8, 8)

@@ -120,12 +120,14 @@ class Item:
 
 
 def dataset_item_feature() -> Any:
-    """The ``datasets`` feature of an item column: a struct of ``text`` (string) and ``image`` (:class:`datasets.Image`,
-    decoded with Pillow when a row is read)."""
+    """The ``datasets`` feature of an item column: a struct of ``text`` (string) and ``image`` (:class:`datasets.Image`).
+
+    Not decoded by ``datasets``: the training collator opens each image through :func:`metaembed.inputs.load_image`,
+    so the pixel budget holds and a corrupt file is an error naming the column and the item, as everywhere else."""
     from datasets import Image as ImageFeature
     from datasets import Value
 
-    return {"text": Value("string"), "image": ImageFeature()}
+    return {"text": Value("string"), "image": ImageFeature(decode=False)}
 
 
 def strip_image_placeholder(text: str | None) -> str | None:

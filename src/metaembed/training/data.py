@@ -272,7 +272,7 @@ def to_dataset(examples: Sequence[TrainingExample], num_negatives: int = 1, seed
     """A ``datasets.Dataset`` with item columns query, positive, negative_1..k.
 
     Each column is a struct of ``text`` (string) and ``image`` (a :class:`datasets.Image` feature holding the file's
-    path; reading a row decodes it with Pillow), see :func:`~metaembed.data.item.dataset_item_feature`. Rows with
+    path, opened by the collator), see :func:`~metaembed.data.item.dataset_item_feature`. Rows with
     fewer than ``num_negatives`` hard negatives are completed with the positives of other, randomly chosen rows
     (seeded), so every row has the same columns; the count is logged.
     """
@@ -303,8 +303,8 @@ def to_dataset(examples: Sequence[TrainingExample], num_negatives: int = 1, seed
 
 
 def cells_to_items(cells: Iterable[Mapping[str, Any]], *, accepts_images: bool, max_image_side: int) -> list[Any]:
-    """Model inputs (str, RGB image, or text+image dict) of a batch's item cells (images decoded by ``datasets``),
-    checked and downscaled by :func:`metaembed.inputs.prepare_item`."""
+    """Model inputs (str, RGB image, or text+image dict) of a batch's item cells, images opened, checked against
+    the pixel budget and downscaled by :func:`metaembed.inputs.prepare_item`."""
     from metaembed.inputs import prepare_item
 
     return [prepare_item(Item.from_cell(cell).to_model_input(), accepts_images=accepts_images,

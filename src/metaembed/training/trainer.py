@@ -1,5 +1,5 @@
 """The sentence-transformers multi-vector trainer (HF Trainer over accelerate / torch.distributed), taught
-three MetaEmbed things: decode JSON item cells (loading images per batch), log every MMR group's loss,
+three MetaEmbed things: turn item cells into model inputs (opening images per batch), log every MMR group's loss,
 and checkpoint LoRA runs as their trainable weights only.
 
 Progress and logs are the trainer's own: its progress bar (which also prints every log line) and ``report_to``
@@ -36,7 +36,7 @@ TRAINABLE_WEIGHTS_FILE = "trainable_weights.safetensors"
 
 @dataclass
 class MetaEmbedDataCollator(MultiVectorEncoderDataCollator):
-    """Decodes the JSON item cells of a batch (loading its images now, not at read time), then tokenizes."""
+    """Turns the item cells of a batch into model inputs (opening its images now, not at read time), then tokenizes."""
 
     accepts_images: bool = False
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE

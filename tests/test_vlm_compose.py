@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoModel, AutoProcessor, TrainerCallback
 
 from metaembed import MetaEmbed
 from metaembed.inputs import InvalidInputError
@@ -128,3 +128,33 @@ def test_training_moves_projector_and_language_model_never_the_vision_tower(tiny
         assert any(".projector." in key for key in saved)
         record = json.loads((Path(result.model_path) / "0_MetaTransformer" / "adapter_config.json").read_text())
         assert record["modules_to_save"] == ["projector"]
+
+
+class RecordLearningRates(TrainerCallback):
+    """The learning rate each trainable parameter starts with (its optimizer group's)."""
+
+    def __init__(self) -> None:
+        self.rates: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        rate_of = {id(p): group.get("initial_lr", group["lr"]) for group in optimizer.param_groups for p in group["params"]}
+        self.rates = {name: rate_of[id(p)] for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_projector_learning_rate_reaches_only_the_projector(tiny_composed_decoder_vlm_path, tmp_path, lora):
+    record = RecordLearningRates()
+    train(TrainConfig(
+        model=tiny_composed_decoder_vlm_path, train_jsonl=[str(write_image_pairs(tmp_path / "data"))],
+        output_dir=str(tmp_path / "run"), batch_size=4, max_steps=1, learning_rate=1e-4, projector_learning_rate=1e-2,
+        warmup_ratio=0.0, save_steps=100, lora=lora, lora_rank=4, num_query_meta_tokens=2, num_document_meta_tokens=4,
+    ), callbacks=[record])
+    projector = {name: rate for name, rate in record.rates.items() if ".projector." in name}
+    assert projector and set(projector.values()) == {1e-2}
+    others = {rate for name, rate in record.rates.items() if ".projector." not in name}
+    assert others == {1e-4}
+
+
+def test_learning_rates_must_be_positive():
+    with pytest.raises(ValueError, match="projector_learning_rate must be positive, got 0"):
+        TrainConfig(model="x", projector_learning_rate=0)

@@ -70,6 +70,7 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
         model=language_path, vision_tower=vision, train_jsonl=[str(data.train_jsonl)], output_dir=str(folder),
         max_steps=args.steps, batch_size=args.batch_size, num_negatives=1, learning_rate=args.learning_rate,
         warmup_ratio=0.1, max_seq_length=args.max_length, attention_dropout=0.0, seed=0, save_steps=10**6,
+        projector_learning_rate=args.projector_learning_rate,
         logging_steps=10, lora=args.lora, **ARMS[arm],
     )
     path, _, seconds = train_or_reuse(config, args.reuse_trained)
@@ -149,7 +150,7 @@ def markdown(results: dict) -> str:
     lines = ["# Multimodal MMR: MobileNetV2 + a language model, trained here on CPU", "",
              f"Data: {data['description']}. Test queries per task: {data['test_queries']}.", "",
              f"Settings: {settings['steps']} steps, batch {settings['batch_size']} + 1 hard negative, lr "
-             f"{settings['learning_rate']}, {settings['max_length']} own tokens per item, vision tower frozen, "
+             f"{settings['learning_rate']} (projector: {settings.get('projector_learning_rate') or 'the same'}), {settings['max_length']} own tokens per item, vision tower frozen, "
              f"{'LoRA' if settings['lora'] else 'language model and projector in full'}; machine: {results['machine']}.", ""]
     for language, entry in results["language_models"].items():
         lines += [f"## {LANGUAGE_MODELS[language][0]}", ""]
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--projector-learning-rate", type=float, default=None,
+                        help="the new projector's learning rate (default: --learning-rate)")
     parser.add_argument("--max-length", type=int, default=96, help="an item's own tokens (image cells + text)")
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--max-images", type=int, default=3000)

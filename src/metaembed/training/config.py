@@ -136,6 +136,9 @@ class TrainConfig:
     learning_rate: float | None = setting(None, help="Default 1e-4 with LoRA, 2e-5 for full fine-tuning.")
     meta_token_learning_rate: float | None = setting(None, help="Learning rate of the meta tokens (fresh "
                                                      "parameters); default: learning_rate.")
+    projector_learning_rate: float | None = setting(None, help="Learning rate of a composed vision-language "
+                                                    "backbone's projector (new, untrained layers; LLaVA aligns it "
+                                                    "at ~1e-3); default: learning_rate.")
     weight_decay: float = setting(0.0, help="AdamW weight decay.")
     warmup_ratio: float = setting(0.1, help="Share of the steps with a rising learning rate.")
     lr_scheduler: str = setting("linear", help="transformers' scheduler type (linear, cosine, constant, ...).")
@@ -221,6 +224,9 @@ class TrainConfig:
             raise ValueError(
                 "anchor_weight, diversity_weight and distill_weight need loss: plain (GradCache does not carry them)"
             )
+        for name in ("learning_rate", "meta_token_learning_rate", "projector_learning_rate"):
+            if getattr(self, name) is not None and not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.distill_temperature is not None and not self.distill_temperature > 0:
             raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if not self.temperature > 0:

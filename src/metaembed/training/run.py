@@ -183,6 +183,8 @@ def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEnco
     learning_rate_mapping = {}
     if config.meta_token_learning_rate is not None:
         learning_rate_mapping[r"\.(query|document)_meta_tokens$"] = config.meta_token_learning_rate
+    if config.projector_learning_rate is not None:  # also its trained copy under LoRA (projector.modules_to_save...)
+        learning_rate_mapping[r"\.projector\."] = config.projector_learning_rate
     ours = {name: getattr(config, name) for name in TRAINING_ARGUMENT_NAMES if name != "resume"}
     ours.update(
         learning_rate=config.resolved_learning_rate,  # None: the LoRA-dependent default

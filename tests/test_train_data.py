@@ -12,7 +12,7 @@ from PIL import Image
 
 from metaembed.training import BadRowError, read_jsonl, read_mmeb_train, to_dataset
 from metaembed.data.item import Item
-from metaembed.training.data import cells_to_items
+from metaembed.training.data import cells_to_items, task_of, to_task_datasets
 
 
 def write_lines(path: Path, lines: list) -> Path:
@@ -123,3 +123,33 @@ def test_mmeb_layout_placeholders_and_subset_weights(tmp_path):
     assert coco[0].negatives == [Item("Represent the given image.", (tmp_path / "images/1.jpg").resolve())]
     with pytest.raises(FileNotFoundError, match="MMEB subset 'Nope'"):
         read_mmeb_train(tmp_path, ["Nope"])
+
+
+def mixed_task_rows(tmp_path: Path) -> Path:
+    """Six rows of three tasks: text -> image, image -> text, text -> image+text (two each)."""
+    (tmp_path / "img").mkdir()
+    for index, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        Image.new("RGB", (8, 8), colour).save(tmp_path / "img" / f"{index}.png")
+    return write_lines(tmp_path / "train.jsonl", [
+        {"query": "red", "positive": {"image": "img/0.png"}},
+        {"query": {"image": "img/1.png"}, "positive": "green"},
+        {"query": "blue thing", "positive": {"text": "blue", "image": "img/2.png"}},
+        {"query": "green", "positive": {"image": "img/1.png"}},
+        {"query": {"image": "img/2.png"}, "positive": "blue"},
+        {"query": "red thing", "positive": {"text": "red", "image": "img/0.png"}},
+    ])
+
+
+def test_task_datasets_split_rows_by_modalities_and_fill_negatives_within_a_task(tmp_path):
+    examples, _ = read_jsonl(mixed_task_rows(tmp_path))
+    assert [task_of(e) for e in examples] == ["text->image", "image->text", "text->image+text"] * 2
+    datasets = to_task_datasets(examples, num_negatives=1, seed=0)
+    assert sorted(datasets) == ["image->text", "text->image", "text->image+text"]
+    assert datasets["text->image"]["query"] == [{"text": "red", "image": None}, {"text": "green", "image": None}]
+    # a missing negative is the positive of another row of the same task, never of another modality
+    assert datasets["image->text"]["negative_1"] == [{"text": "blue", "image": None}, {"text": "green", "image": None}]
+    assert [cell["text"] for cell in datasets["text->image+text"]["negative_1"]] == ["red", "blue"]
+    one_task = to_task_datasets([e for e in examples if task_of(e) == "text->image"], num_negatives=1)
+    assert one_task.column_names == ["query", "positive", "negative_1"] and len(one_task) == 2  # a plain dataset
+    with pytest.raises(ValueError, match=r"each task needs at least 2 rows, got \{'image->text': 1, 'text->image\+text': 1\}"):
+        to_task_datasets(examples[:4], num_negatives=1)

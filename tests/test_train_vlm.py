@@ -126,3 +126,43 @@ def test_tiny_qwen2_vl_learns_image_text_pairs_with_lora(tiny_qwen2_vl_path, tmp
     step_losses = [record["loss"] for record in map(json.loads, Path(result.metrics_path).read_text().splitlines())
                    if "loss" in record and "step" in record]
     assert len(step_losses) == 30 and all(torch.isfinite(torch.tensor(step_losses)))
+
+
+def test_batches_are_drawn_one_task_at_a_time(tiny_qwen2_path, tiny_mobilenet_v2_path, tmp_path, monkeypatch):
+    """Mixed data (text -> image, image -> text, text -> image+text): with batches_by_task every training batch holds
+    rows of one task; without it, batches mix them."""
+    from metaembed.training.trainer import MetaEmbedDataCollator
+
+    monkeypatch.setenv("METAEMBED_CACHE", str(tmp_path / "cache"))
+    write_image_pairs(tmp_path / "data")
+    rows = []
+    for index, name in enumerate(SHAPES):
+        image = {"image": f"images/{index}.png"}
+        rows += [{"query": f"a {name}", "positive": image}, {"query": image, "positive": f"a {name}"},
+                 {"query": f"the {name}", "positive": {"text": name, **image}}]
+    data = tmp_path / "data" / "mixed.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+
+    batches: list[set[tuple[str, str]]] = []
+    collate = MetaEmbedDataCollator.__call__
+
+    def recording(self, features):
+        def modality(cell):
+            return "image+text" if cell["image"] and cell["text"] else ("image" if cell["image"] else "text")
+
+        batches.append({(modality(row["query"]), modality(row["positive"])) for row in features})
+        return collate(self, features)
+
+    monkeypatch.setattr(MetaEmbedDataCollator, "__call__", recording)
+    for by_task in (True, False):
+        batches.clear()
+        train(TrainConfig(model=tiny_qwen2_path, vision_tower=tiny_mobilenet_v2_path, train_jsonl=[str(data)],
+                          output_dir=str(tmp_path / f"run-{by_task}"), batches_by_task=by_task, batch_size=4,
+                          max_steps=6, num_query_meta_tokens=1, num_document_meta_tokens=2, groups=["1,1", "1,2"],
+                          save_steps=1000, seed=0))
+        assert len(batches) >= 6  # the loader may draw one batch ahead
+        if by_task:
+            assert all(len(tasks) == 1 for tasks in batches), batches
+            assert set.union(*batches) == {("text", "image"), ("image", "text"), ("text", "image+text")}
+        else:
+            assert any(len(tasks) > 1 for tasks in batches), batches

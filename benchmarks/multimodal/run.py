@@ -8,7 +8,8 @@
 Arms, each trained the same steps on the same pairs (vision tower frozen, language model and projector in
 full, meta tokens in full): (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single
 vector per item from the same towers (one meta token per side: the CLIP-style baseline), (d) untrained (the
-composed model as built: pretrained towers, new projector and meta tokens). Every arm is evaluated with
+composed model as built: pretrained towers, new projector and meta tokens), (e) the language model alone as an
+ordinary single-vector model on the items' text (text -> image+text only: the baseline without images). Every arm is evaluated with
 ``metaembed eval``'s own sweep on the set's three tasks (text -> image, image -> text, text -> image+text),
 at every budget; paired bootstrap intervals over the queries compare budgets and arms.
 Writes benchmarks/results/multimodal.{json,md,png}.
@@ -48,16 +49,20 @@ ARMS = {
     "b_largest_group_only": dict(groups=["16,64"], num_query_meta_tokens=16, num_document_meta_tokens=64),
     "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
     "d_untrained": dict(num_query_meta_tokens=16, num_document_meta_tokens=64),
+    "e_text_only": {},
 }
 ARM_LABELS = {"a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) only (16,64)",
-              "c_single_vector": "(c) single vector (CLIP-style)", "d_untrained": "(d) untrained"}
+              "c_single_vector": "(c) single vector (CLIP-style)", "d_untrained": "(d) untrained",
+              "e_text_only": "(e) the language model alone on the text (mean pooling, cosine; images unseen)"}
+TEXT_ONLY_TASKS = ("text-to-image-text",)
+"""Tasks whose items all hold text, where the plain language model (arm e) can answer at all."""
 LANGUAGE_MODELS = {"minilm": ("all-MiniLM-L6-v2", pretrained.minilm_path),
                    "smollm2": ("SmolLM2-135M-Instruct", pretrained.smollm2_135m_path)}
 
 
 def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespace) -> tuple[str, float | None]:
     """(model folder, training seconds or None) of one arm over one language model."""
-    language_path = LANGUAGE_MODELS[language][1]()
+    language_path = args.language_model_path or LANGUAGE_MODELS[language][1]()
     vision = pretrained.mobilenet_v2_path()
     folder = work / "runs" / language / arm
     if arm == "d_untrained":
@@ -71,7 +76,8 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
         max_steps=args.steps, batch_size=args.batch_size, num_negatives=1, learning_rate=args.learning_rate,
         warmup_ratio=0.1, max_seq_length=args.max_length, attention_dropout=0.0, seed=0, save_steps=10**6,
         projector_learning_rate=args.projector_learning_rate,
-        logging_steps=10, lora=args.lora, **ARMS[arm],
+        logging_steps=10, lora=args.lora, batches_by_task=not args.mixed_batches,
+        dataloader_num_workers=args.dataloader_workers, **ARMS[arm],
     )
     path, _, seconds = train_or_reuse(config, args.reuse_trained)
     return path, seconds
@@ -92,6 +98,33 @@ def evaluate_arm(model_path: str, arm: str, data, out: Path, args: argparse.Name
             "per_query_ndcg": per_query}
 
 
+def evaluate_text_only(language_path: str, data, args: argparse.Namespace) -> dict:
+    """Arm (e): the plain language model as an ordinary single-vector model (mean pooling, cosine) on the text of
+    each item, images ignored: the baseline a user has without any image model, on the tasks where it applies."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from metaembed.data.beir import load_beir
+    from metaembed.evaluation.metrics import evaluate_run
+
+    model = SentenceTransformer(language_path)
+    tasks: dict[str, dict] = {}
+    per_query: dict[str, dict[str, dict[str, float]]] = {}
+    for name in TEXT_ONLY_TASKS:
+        task = load_beir(Path(data.beir) / name)
+        document_ids, query_ids = list(task.corpus), list(task.queries)
+        documents = model.encode([task.corpus[i].text for i in document_ids], batch_size=args.eval_batch_size,
+                                 convert_to_tensor=True, normalize_embeddings=True)
+        queries = model.encode([task.queries[i].text for i in query_ids], batch_size=args.eval_batch_size,
+                               convert_to_tensor=True, normalize_embeddings=True)
+        top = torch.topk(queries @ documents.T, k=min(100, len(document_ids)), dim=1).indices.tolist()
+        run = {query_id: [document_ids[j] for j in ranked] for query_id, ranked in zip(query_ids, top)}
+        means, values = evaluate_run(run, task.qrels, metrics=METRICS)
+        tasks[name] = {"1,1": {m: round(means[m], 4) for m in METRICS}}
+        per_query[name] = {"1,1": {query_id: metrics["ndcg@10"] for query_id, metrics in values.items()}}
+    return {"tasks": tasks, "per_query_ndcg": per_query}
+
+
 def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Per task: paired nDCG@10 differences (first - second) with 95% bootstrap intervals."""
     pairs = []
@@ -102,16 +135,20 @@ def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
     if {"a_mmr", "b_largest_group_only"} <= set(arms):
         pairs += [("a (1,1) - b (1,1)", ("a_mmr", "1,1"), ("b_largest_group_only", "1,1")),
                   ("a (16,64) - b (16,64)", ("a_mmr", "16,64"), ("b_largest_group_only", "16,64"))]
+    if "e_text_only" in arms:
+        pairs += [(f"a ({b}) - e", ("a_mmr", b), ("e_text_only", "1,1")) for b in ("1,1", "16,64") if "a_mmr" in arms]
+        pairs += [("c (1,1) - e", ("c_single_vector", "1,1"), ("e_text_only", "1,1"))] if "c_single_vector" in arms else []
     if "c_single_vector" in arms:
         for arm in ("a_mmr", "b_largest_group_only"):
             if arm in arms:
                 pairs += [(f"{arm[0]} ({b}) - c (1,1)", (arm, b), ("c_single_vector", "1,1")) for b in ("1,1", "16,64")]
     out: dict[str, dict[str, dict]] = {}
-    tasks = next(iter(arms.values()))["per_query_ndcg"].keys()
+    tasks = max((arm["per_query_ndcg"].keys() for arm in arms.values()), key=len)
     for task in tasks:
         out[task] = {name: paired_bootstrap(arms[first[0]]["per_query_ndcg"][task][first[1]],
                                             arms[second[0]]["per_query_ndcg"][task][second[1]])
-                     for name, first, second in pairs}
+                     for name, first, second in pairs
+                     if task in arms[first[0]]["per_query_ndcg"] and task in arms[second[0]]["per_query_ndcg"]}
     return out
 
 
@@ -132,9 +169,10 @@ def plot(results: dict, path: Path) -> None:
                 if arm in arms:
                     axis.plot(range(len(BUDGETS)), [arms[arm]["tasks"][task][b]["ndcg@10"] for b in BUDGETS], style,
                               label=ARM_LABELS[arm])
-            if "c_single_vector" in arms:
-                axis.axhline(arms["c_single_vector"]["tasks"][task]["1,1"]["ndcg@10"], color="tab:green", linestyle="--",
-                             label=ARM_LABELS["c_single_vector"])
+            for arm, colour in (("c_single_vector", "tab:green"), ("e_text_only", "tab:gray")):
+                if arm in arms and task in arms[arm]["tasks"]:
+                    axis.axhline(arms[arm]["tasks"][task]["1,1"]["ndcg@10"], color=colour, linestyle="--",
+                                 label=ARM_LABELS[arm].split(" (")[0] if arm == "e_text_only" else ARM_LABELS[arm])
             axis.set_xticks(range(len(BUDGETS)), [f"({b})" for b in BUDGETS], fontsize=7)
             axis.set_title(f"{LANGUAGE_MODELS[language][0]}: {task}", fontsize=9)
             axis.set_ylabel("nDCG@10")
@@ -147,10 +185,12 @@ def plot(results: dict, path: Path) -> None:
 
 def markdown(results: dict) -> str:
     settings, data = results["settings"], results["data"]
-    lines = ["# Multimodal MMR: MobileNetV2 + a language model, trained here on CPU", "",
+    lines = ["# Multimodal MMR: MobileNetV2 + a language model", "",
              f"Data: {data['description']}. Test queries per task: {data['test_queries']}.", "",
+             *([f"Note: {results['note']}", ""] if results.get("note") else []),
              f"Settings: {settings['steps']} steps, batch {settings['batch_size']} + 1 hard negative, lr "
-             f"{settings['learning_rate']} (projector: {settings.get('projector_learning_rate') or 'the same'}), {settings['max_length']} own tokens per item, vision tower frozen, "
+             f"{settings['learning_rate']} (projector: {settings.get('projector_learning_rate') or 'the same'}), {settings['max_length']} own tokens per item, "
+             f"{'batches mixing the tasks' if settings.get('mixed_batches') else 'each batch from one task'}, vision tower frozen, "
              f"{'LoRA' if settings['lora'] else 'language model and projector in full'}; machine: {results['machine']}.", ""]
     for language, entry in results["language_models"].items():
         lines += [f"## {LANGUAGE_MODELS[language][0]}", ""]
@@ -158,6 +198,8 @@ def markdown(results: dict) -> str:
             lines += [f"### {task}: nDCG@10 / Recall@1 / Recall@10 (x100)", "",
                       "| arm | " + " | ".join(f"({b})" for b in BUDGETS) + " | train s |", "|---|" + "---|" * (len(BUDGETS) + 1)]
             for arm, values in entry["arms"].items():
+                if task not in values["tasks"]:
+                    continue
                 cells = []
                 for budget in BUDGETS:
                     m = values["tasks"][task].get(budget)
@@ -171,6 +213,15 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine() -> str:
+    """Where the run ran, for the report."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA, bf16 mixed precision), {os.cpu_count()} CPU threads"
+    return f"{torch.get_num_threads()} CPU threads, no GPU"
+
+
 def write_results(results: dict, path: Path) -> None:
     """JSON, the Markdown tables and the plot."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +233,8 @@ def write_results(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--language-models", nargs="+", default=["minilm"], choices=sorted(LANGUAGE_MODELS))
-    parser.add_argument("--arms", nargs="+", default=["d_untrained", "a_mmr", "c_single_vector", "b_largest_group_only"],
+    parser.add_argument("--arms", nargs="+",
+                        default=["e_text_only", "d_untrained", "a_mmr", "c_single_vector", "b_largest_group_only"],
                         choices=list(ARMS))
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -191,6 +243,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="the new projector's learning rate (default: --learning-rate)")
     parser.add_argument("--max-length", type=int, default=96, help="an item's own tokens (image cells + text)")
     parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--note", default="", help="a line on how this run was made, kept in the results")
+    parser.add_argument("--dataloader-workers", type=int, default=0, help="processes that open and resize images")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the arms and stop (a later --reuse-trained run evaluates them); arms run in parallel "
+                             "processes this way")
+    parser.add_argument("--mixed-batches", action="store_true",
+                        help="batches mix the three tasks (default: each batch from one task, batches_by_task)")
+    parser.add_argument("--language-model-path", default=None,
+                        help="a folder or hub id for the (one) language model, instead of the offline default")
     parser.add_argument("--max-images", type=int, default=3000)
     parser.add_argument("--test-queries", type=int, default=500)
     parser.add_argument("--dev-queries", type=int, default=200)
@@ -211,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     stats = json.loads(data.stats.read_text())
     results: dict = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": f"{os.cpu_count()} CPU threads, no GPU",
+        "machine": machine(),
+        **({"note": args.note} if args.note else {}),
         "data": {"description": "Debian openclipart-svg drawings (SVG title/description/keywords) and application icons "
                                 "(papirus/breeze) with their package descriptions; split by family, deduplicated by pixels "
                                 "and captions (metaembed.data.image_sets)",
@@ -222,19 +284,29 @@ def main(argv: list[str] | None = None) -> None:
         arms: dict[str, dict] = {}
         for arm in args.arms:
             print(f"== {language} / {arm}", flush=True)
-            path, seconds = arm_model(arm, language, data, args.work, args)
+            if args.train_only:
+                if arm not in ("d_untrained", "e_text_only"):
+                    arm_model(arm, language, data, args.work, args)
+                continue
             start = time.perf_counter()
-            arms[arm] = evaluate_arm(path, arm, data, args.work / "eval" / language / arm, args)
+            if arm == "e_text_only":
+                seconds = None
+                arms[arm] = evaluate_text_only(args.language_model_path or LANGUAGE_MODELS[language][1](), data, args)
+            else:
+                path, seconds = arm_model(arm, language, data, args.work, args)
+                start = time.perf_counter()
+                arms[arm] = evaluate_arm(path, arm, data, args.work / "eval" / language / arm, args)
             arms[arm]["train_seconds"] = seconds
             arms[arm]["eval_seconds"] = round(time.perf_counter() - start, 1)
-            results["tasks"] = list(arms[arm]["tasks"])
+            results["tasks"] = list(max((a["tasks"] for a in arms.values()), key=len))
             # written after every arm, so a long run that is stopped keeps what it measured
             results["language_models"][language] = {
                 "arms": {name: {k: v for k, v in values.items() if k != "per_query_ndcg"} for name, values in arms.items()},
                 "comparisons": comparisons(arms),
             }
             write_results(results, args.results)
-    print(markdown(results))
+    if not args.train_only:
+        print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,13 @@ class Item:
             parts.append(describe_item(self.image))
         return " + ".join(parts)
 
+    @property
+    def modality(self) -> str:
+        """``"text"``, ``"image"`` or ``"image+text"``: what the item holds."""
+        if self.image is None:
+            return "text"
+        return "image" if self.text is None else "image+text"
+
     def with_instruction(self, instruction: str | None) -> "Item":
         """This item with ``instruction`` put before its text (an image alone gets the instruction as its text)."""
         return replace(self, text=instruction + (self.text or "")) if instruction else self

@@ -19,6 +19,7 @@ _LAZY: dict[str, str] = {
     "read_mmeb_subset": _DATA,
     "read_mmeb_train": _DATA,
     "to_dataset": _DATA,
+    "to_task_datasets": _DATA,
     "DEFAULT_TEMPERATURE": "metaembed.training.defaults",
     "MMRLoss": "metaembed.training.mmr_loss",
     "mmr_group_losses": "metaembed.training.mmr_loss",
@@ -41,6 +42,7 @@ __all__ = [
     "read_mmeb_subset",
     "read_mmeb_train",
     "to_dataset",
+    "to_task_datasets",
     "train",
 ]
 
@@ -54,6 +56,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
         read_mmeb_subset,
         read_mmeb_train,
         to_dataset,
+        to_task_datasets,
     )
     from metaembed.training.defaults import DEFAULT_TEMPERATURE
     from metaembed.training.dev_evaluator import BudgetSweepEvaluator

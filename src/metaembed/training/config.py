@@ -151,6 +151,10 @@ class TrainConfig:
     attention_dropout: float | None = setting(None, help="Override the backbone's attention-dropout probability "
                                               "(None keeps it). 0 lets PyTorch's fused attention run on CPU: with "
                                               "dropout it falls back to the unfused path (3x slower MiniLM steps).")
+    batches_by_task: bool = setting(True, help="Draw every batch from one task (the query's and the positive's "
+                                    "modalities: text->image, image->text, ...; sentence-transformers' proportional "
+                                    "multi-dataset sampler), so in-batch negatives are never told apart by modality "
+                                    "alone. No effect on data of one task.")
     no_duplicates: bool = setting(True, help="Batches never hold the same text twice (no false in-batch negatives).")
     dataloader_num_workers: int = setting(0, help="Worker processes that load batches.")
     training_args: dict[str, Any] | str | None = setting(

@@ -302,6 +302,33 @@ def to_dataset(examples: Sequence[TrainingExample], num_negatives: int = 1, seed
     return Dataset.from_dict(columns, features=Features({name: dataset_item_feature() for name in names}))
 
 
+def task_of(example: TrainingExample) -> str:
+    """The example's task as its modalities name it, ``"text->image"``, ``"image->text"``, ...: rows of one task share
+    a batch when batches are drawn by task."""
+    return f"{example.query.modality}->{example.positive.modality}"
+
+
+def to_task_datasets(examples: Sequence[TrainingExample], num_negatives: int = 1, seed: int = 0):
+    """One dataset per task (:func:`task_of`), as a ``datasets.DatasetDict`` keyed by task, or a plain dataset when the
+    data holds one task. sentence-transformers' multi-dataset batch sampler then draws every batch from one task, so
+    in-batch negatives share the positive's modality (a text query's image positive never competes with texts,
+    which a model can tell apart by modality alone). Missing negatives are filled within the task."""
+    from datasets import DatasetDict
+
+    by_task: dict[str, list[TrainingExample]] = {}
+    for example in examples:
+        by_task.setdefault(task_of(example), []).append(example)
+    if len(by_task) == 1:
+        return to_dataset(examples, num_negatives=num_negatives, seed=seed)
+    too_small = {task: len(rows) for task, rows in by_task.items() if len(rows) < 2}
+    if too_small and num_negatives:
+        raise ValueError(f"batches_by_task: each task needs at least 2 rows, got {too_small}; "
+                         "add rows or set batches_by_task to false")
+    logger.info("batches drawn by task: %s", ", ".join(f"{task} {len(rows)} rows" for task, rows in sorted(by_task.items())))
+    return DatasetDict({task: to_dataset(rows, num_negatives=num_negatives, seed=seed)
+                        for task, rows in sorted(by_task.items())})
+
+
 def cells_to_items(cells: Iterable[Mapping[str, Any]], *, accepts_images: bool, max_image_side: int) -> list[Any]:
     """Model inputs (str, RGB image, or text+image dict) of a batch's item cells, images opened, checked against
     the pixel budget and downscaled by :func:`metaembed.inputs.prepare_item`."""

@@ -31,7 +31,9 @@ from metaembed.model.saved_config import is_metaembed_folder, module_folder
 from metaembed.model.vlm import composed_vlm_path
 from metaembed.training.checkpoints import checkpoint_step, latest_complete_checkpoint, trim_metrics_log, whole_run_loss
 from metaembed.training.config import TRAINING_ARGUMENT_NAMES, TrainConfig
-from metaembed.training.data import ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset
+from metaembed.training.data import (
+    ReadReport, TrainingExample, read_jsonl, read_mmeb_train, to_dataset, to_task_datasets,
+)
 from metaembed.training.lora import apply_lora, is_vision_part, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
 from metaembed.training.record import training_record
@@ -259,7 +261,8 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
 
     examples, report = load_examples(config)
     logger.info("training data: %s", report.summary())
-    dataset = to_dataset(examples, num_negatives=config.num_negatives, seed=config.seed)
+    make_dataset = to_task_datasets if config.batches_by_task else to_dataset
+    dataset = make_dataset(examples, num_negatives=config.num_negatives, seed=config.seed)
 
     torch.manual_seed(config.seed)
     model = build_model(config)

@@ -72,8 +72,12 @@ class MetaEmbedVLMModel(MetaEmbedVLMPreTrainedModel):
         return self
 
     def get_image_features(self, pixel_values: Tensor) -> Tensor:
-        """(images, cells, hidden): one projected token per cell of the vision tower's last feature grid."""
-        grid = self.vision_tower(pixel_values=pixel_values.to(self.vision_tower.dtype)).last_hidden_state
+        """(images, cells, hidden): one projected token per cell of the vision tower's last feature grid.
+
+        The pixels go in channels-last: MobileNetV2's depthwise convolutions run 1.5x faster so on a 2-core CPU
+        (64 images: 2.6 s instead of 4.0 s; the same features within 3e-5)."""
+        pixels = pixel_values.to(self.vision_tower.dtype, memory_format=torch.channels_last)
+        grid = self.vision_tower(pixel_values=pixels).last_hidden_state
         if grid.dim() != 4:
             raise ValueError(
                 f"the vision tower ({type(self.vision_tower).__name__}) returned a last_hidden_state of shape "

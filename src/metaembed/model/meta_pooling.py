@@ -13,6 +13,8 @@ class MetaTokenPooling(Module):
 
     The attention mask becomes all ones over the R vectors, so sentence-transformers' encode loop and
     losses see exactly R vectors per item, in meta-token order (vector 1 first: budgets are prefixes).
+    When the features carry ``own_token_mask`` (batch, seq) (a model with ``first_vector="mean"``), vector 1 is
+    the mean of the item's own token states (the backbone's mean pooling) and the meta tokens follow it.
     """
 
     config_keys: list[str] = []
@@ -21,8 +23,14 @@ class MetaTokenPooling(Module):
         hidden = features["token_embeddings"]
         positions = features.pop("meta_positions").to(hidden.device)
         index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        features["token_embeddings"] = hidden.gather(1, index)
-        features["attention_mask"] = torch.ones(positions.shape, dtype=torch.long, device=hidden.device)
+        vectors = hidden.gather(1, index)
+        own = features.pop("own_token_mask", None)
+        if own is not None:
+            weights = own.to(device=hidden.device, dtype=hidden.dtype).unsqueeze(-1)
+            mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+            vectors = torch.cat([mean.unsqueeze(1), vectors], dim=1)
+        features["token_embeddings"] = vectors
+        features["attention_mask"] = torch.ones(vectors.shape[:2], dtype=torch.long, device=hidden.device)
         return features
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:

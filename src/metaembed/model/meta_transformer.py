@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
-from metaembed.model.meta_windows import FULL, nested_window_attention, windowed_sides
+from metaembed.model.meta_windows import FULL, meta_blind_attention, nested_window_attention, windowed_sides
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
 
@@ -40,6 +40,10 @@ logger = logging.get_logger(__name__)
 
 META_TOKENS_FILE = "meta_tokens.safetensors"
 QUERY_SIDE, DOCUMENT_SIDE = "query", "document"
+FIRST_VECTORS = ("meta", "mean")
+"""What an item's first vector is: ``meta`` (the paper: the first meta token's state) or ``mean`` (the mean of the
+item's own token states, which never read the meta tokens: the backbone's own mean-pooled embedding, so the
+(1,1) budget starts where the backbone stands; the meta tokens give vectors 2..R)."""
 
 # Features computed here for our own pooling; they must never reach the backbone's forward.
 _PRIVATE_FEATURES = ("meta_positions",)
@@ -57,7 +61,8 @@ class MetaTransformer(Transformer):
     R meta tokens of each row sit, for :class:`~metaembed.model.meta_pooling.MetaTokenPooling`.
     """
 
-    config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens", "meta_attention"]
+    config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens", "meta_attention",
+                              "first_vector"]
     save_in_root: bool = False
     """Saved in its own folder (``0_MetaTransformer``), not at the top of the model's folder: see metaembed.model.loading."""
 
@@ -69,8 +74,13 @@ class MetaTransformer(Transformer):
         num_document_meta_tokens: int = 64,
         meta_token_init_seed: int = 0,
         meta_attention: str = FULL,
+        first_vector: str = "meta",
         **kwargs: Any,
     ) -> None:
+        if first_vector not in FIRST_VECTORS:
+            raise ValueError(f"first_vector must be one of {', '.join(FIRST_VECTORS)}, got {first_vector!r}")
+        self.first_vector = first_vector
+        """``meta`` (the paper) or ``mean`` (vector 1 is the backbone's mean pooling; see FIRST_VECTORS)."""
         self._windowed_sides = windowed_sides(meta_attention)
         self.meta_attention = meta_attention
         """What meta tokens attend to: ``full`` (the paper) or nested windows (see metaembed.model.meta_windows)."""
@@ -112,7 +122,7 @@ class MetaTransformer(Transformer):
                 "images will be refused. (transformers 5 builds some VLM processors, e.g. Qwen2-VL's, with a "
                 "video processor that needs torchvision.)"
             )
-        if self._windowed_sides:
+        if self._windowed_sides or (first_vector == "mean" and not self._is_causal()):
             self._check_windows_supported(model_name_or_path)
         embeddings.register_forward_pre_hook(self._swap_meta_ids_for_lookup)
         embeddings.register_forward_hook(self._write_meta_embeddings)
@@ -127,7 +137,12 @@ class MetaTransformer(Transformer):
         return torch.arange(start, start + count, dtype=torch.long)
 
     def num_meta_tokens(self, side: str) -> int:
+        """This side's vectors: its meta tokens (one fewer appended with ``first_vector="mean"``)."""
         return self.num_query_meta_tokens if side == QUERY_SIDE else self.num_document_meta_tokens
+
+    def num_appended_meta_tokens(self, side: str) -> int:
+        """Meta tokens appended to an item of this side: one per vector, less the mean vector when it is first."""
+        return self.num_meta_tokens(side) - (self.first_vector == "mean")
 
     # ------------------------------------------------------------------------------ embedding hook
     def _swap_meta_ids_for_lookup(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -197,7 +212,7 @@ class MetaTransformer(Transformer):
     def preprocess(self, inputs, prompt: str | None = None, processing_kwargs=None, **kwargs) -> dict[str, Any]:
         """Tokenize/process like the backbone does, then append this side's meta tokens to every row."""
         side = side_of_task(kwargs.get("task"))
-        num_meta = self.num_meta_tokens(side)
+        num_meta = self.num_appended_meta_tokens(side)
         kwargs["max_length"] = self._max_real_tokens(kwargs.get("max_length"), num_meta)
         features = super().preprocess(inputs, prompt=prompt, processing_kwargs=processing_kwargs, **kwargs)
         if not features:
@@ -206,7 +221,7 @@ class MetaTransformer(Transformer):
             raise ValueError(
                 "meta tokens need a token sequence: this backbone's processor returned no input_ids/attention_mask"
             )
-        return self._append_meta_tokens(features, self.meta_token_ids(side))
+        return self._append_meta_tokens(features, self.meta_token_ids(side)[:num_meta])
 
     def _append_meta_tokens(self, features: dict[str, Any], meta_ids: Tensor) -> dict[str, Any]:
         input_ids: Tensor = features["input_ids"]
@@ -261,16 +276,19 @@ class MetaTransformer(Transformer):
 
     # ----------------------------------------------------------------------------- nested windows
     def _check_windows_supported(self, model_name_or_path: str) -> None:
-        """Nested windows need a text backbone whose attention takes an explicit 4-D mask."""
+        """Nested windows, and a mean first vector over a bidirectional backbone, need a text backbone whose attention
+        takes an explicit 4-D mask."""
+        setting = f"meta_attention={self.meta_attention!r}" if self._windowed_sides else "first_vector='mean'"
         if hasattr(self.config, "vision_config"):
             raise ValueError(
-                f"meta_attention={self.meta_attention!r}: {model_name_or_path!r} is a vision-language model, whose "
-                "attention masks and positions are built inside the model; nested windows work with text backbones only"
+                f"{setting}: {model_name_or_path!r} is a vision-language model, whose attention masks and positions "
+                "are built inside the model; this works with text backbones only"
+                + ("" if self._windowed_sides else " (or a decoder, whose meta tokens come last)")
             )
         implementation = getattr(self.model.config, "_attn_implementation", None) or "eager"
         if implementation not in ("sdpa", "eager"):
             raise ValueError(
-                f"meta_attention={self.meta_attention!r} needs attn_implementation 'sdpa' or 'eager' (an explicit "
+                f"{setting} needs attn_implementation 'sdpa' or 'eager' (an explicit "
                 f"attention mask), but {model_name_or_path!r} uses {implementation!r}"
             )
 
@@ -284,13 +302,19 @@ class MetaTransformer(Transformer):
             self._causal = any(getattr(module, "is_causal", False) is True for module in self.model.modules())
         return self._causal
 
-    def _window_mask(self, features: dict[str, Any], meta_positions: Tensor) -> Tensor | None:
-        """The 4-D attention mask of nested windows for this batch, or None where its side reads the whole item."""
+    def _attention_mask(self, features: dict[str, Any], meta_positions: Tensor) -> Tensor | None:
+        """The 4-D attention mask this batch needs: nested windows where its side reads them, else (first_vector
+        'mean', bidirectional backbone) the item's own tokens blind to the meta tokens; None for the plain mask."""
+        if meta_positions.shape[1] == 0:
+            return None
         first_meta_id = features["input_ids"].gather(1, meta_positions[:, :1].to(features["input_ids"].device))
         side = QUERY_SIDE if bool((first_meta_id < self.meta_token_id_base + self.num_query_meta_tokens).all()) else DOCUMENT_SIDE
-        if not self.reads_windows(side):
+        if self.reads_windows(side):
+            allowed = nested_window_attention(features["attention_mask"], meta_positions, causal=self._is_causal())
+        elif self.first_vector == "mean" and not self._is_causal():
+            allowed = meta_blind_attention(features["attention_mask"], meta_positions)
+        else:
             return None
-        allowed = nested_window_attention(features["attention_mask"], meta_positions, causal=self._is_causal())
         if getattr(self.model.config, "_attn_implementation", "eager") == "sdpa":
             return allowed
         dtype = self.model.dtype
@@ -299,10 +323,15 @@ class MetaTransformer(Transformer):
     # ----------------------------------------------------------------------------------- forward
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         private = {key: features.pop(key) for key in _PRIVATE_FEATURES if key in features}
-        if self._windowed_sides and "meta_positions" in private and "attention_mask" not in kwargs:
-            window_mask = self._window_mask(features, private["meta_positions"])
-            if window_mask is not None:
-                kwargs["attention_mask"] = window_mask
+        special_mask = self._windowed_sides or self.first_vector == "mean"
+        if special_mask and "meta_positions" in private and "attention_mask" not in kwargs:
+            mask = self._attention_mask(features, private["meta_positions"])
+            if mask is not None:
+                kwargs["attention_mask"] = mask
+        if self.first_vector == "mean" and "meta_positions" in private:
+            own = features["attention_mask"].bool().clone()
+            own.scatter_(1, private["meta_positions"].to(own.device), False)
+            private["own_token_mask"] = own
         try:
             features = super().forward(features, **kwargs)
         finally:

@@ -82,3 +82,19 @@ def nested_window_attention(attention_mask: Tensor, meta_positions: Tensor, *, c
         own_rows = own_rows & (positions.view(1, 1, seq) <= positions.view(1, seq, 1))
     itself = torch.eye(seq, dtype=torch.bool, device=device).unsqueeze(0)
     return (meta_rows | own_rows | itself).unsqueeze(1)
+
+
+def meta_blind_attention(attention_mask: Tensor, meta_positions: Tensor) -> Tensor:
+    """A boolean (batch, 1, seq, seq) mask, True where allowed, for a bidirectional backbone: the item's own tokens
+    attend to own tokens only, so their states are exactly the backbone's; meta tokens attend to every real token
+    (own and meta); padding only to itself. (A decoder needs no such mask: its meta tokens come last.)"""
+    batch, seq = attention_mask.shape
+    device = attention_mask.device
+    is_meta = torch.zeros(batch, seq, dtype=torch.bool, device=device)
+    is_meta.scatter_(1, meta_positions.to(device), True)
+    real = attention_mask.bool()
+    is_own = real & ~is_meta
+    own_rows = is_own.unsqueeze(2) & is_own.unsqueeze(1)
+    meta_rows = is_meta.unsqueeze(2) & real.unsqueeze(1)
+    itself = torch.eye(seq, dtype=torch.bool, device=device).unsqueeze(0)
+    return (own_rows | meta_rows | itself).unsqueeze(1)

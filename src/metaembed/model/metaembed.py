@@ -74,6 +74,7 @@ class MetaEmbed(MultiVectorEncoder):
         processing_kwargs: dict[str, Any] | None = None,
         meta_token_init_seed: int = 0,
         meta_attention: str = "full",
+        first_vector: str = "meta",
         vision_tower: str | None = None,
         **kwargs: Any,
     ) -> "MetaEmbed":
@@ -84,6 +85,9 @@ class MetaEmbed(MultiVectorEncoder):
         task names (``"query"``, ``"document"`` or your own) to instructions prepended to the text.
         ``meta_attention`` is ``"full"`` (the paper: every meta token reads the whole item) or nested windows
         (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py).
+        ``first_vector="mean"`` makes each item's first vector the backbone's own mean pooling (the item's tokens
+        never read the meta tokens), so the (1,1) budget starts exactly where the backbone stands and the meta
+        tokens add vectors 2..R; ``"meta"`` (default) is the paper's.
         ``vision_tower`` (a folder or hub id of a model with a feature grid, e.g. MobileNetV2) makes a
         vision-language backbone of it and the language model ``name_or_path`` (see metaembed.model.vlm),
         composed once into the cache folder. Other keyword arguments go to ``MultiVectorEncoder``.
@@ -96,6 +100,7 @@ class MetaEmbed(MultiVectorEncoder):
             num_document_meta_tokens=num_document_meta_tokens,
             meta_token_init_seed=meta_token_init_seed,
             meta_attention=meta_attention,
+            first_vector=first_vector,
             max_seq_length=max_seq_length,
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,
@@ -226,7 +231,7 @@ class MetaEmbed(MultiVectorEncoder):
 
     def max_text_chars(self, side: str) -> int | None:
         """Characters of an item's text kept before tokenizing: :data:`CHARS_PER_TOKEN` per token it may keep."""
-        tokens = self.backbone._max_real_tokens(None, self.backbone.num_meta_tokens(side))
+        tokens = self.backbone._max_real_tokens(None, self.backbone.num_appended_meta_tokens(side))
         return None if tokens is None else max(tokens, 1) * CHARS_PER_TOKEN
 
     # ------------------------------------------------------------------------------ training

@@ -82,6 +82,9 @@ class TrainConfig:
     meta_attention: str = setting("full", help="What meta tokens read: full (the paper: the whole item), "
                                   "document_windows or windows (nested windows: vector 1 the whole item, then halves, "
                                   "quarters, ...; see metaembed.model.meta_windows).")
+    first_vector: str = setting("meta", help="An item's first vector: meta (the paper: the first meta token) or mean "
+                                "(the backbone's own mean pooling: the item's tokens never read the meta tokens, so "
+                                "(1,1) starts where the backbone stands; the meta tokens give vectors 2..R).")
     vision_tower: str | None = setting(None, help="A vision tower with a feature grid (folder or hub id, e.g. "
                                        "MobileNetV2): makes 'model' (a language model) the language half of a composed "
                                        "vision-language backbone (see metaembed.model.vlm).")
@@ -197,6 +200,8 @@ class TrainConfig:
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {self.on_bad_row!r}")
         windowed_sides(self.meta_attention)  # names the setting and its choices when wrong
+        if self.first_vector not in ("meta", "mean"):
+            raise ValueError(f"first_vector must be meta or mean, got {self.first_vector!r}")
         if self.loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {self.loss!r}")
         self.bf16 = str(self.bf16).lower()

@@ -129,6 +129,7 @@ def build_model(config: TrainConfig) -> MetaEmbed:
         max_seq_length=config.max_seq_length,
         meta_token_init_seed=config.seed,
         meta_attention=config.meta_attention,
+        first_vector=config.first_vector,
         config_kwargs=config_kwargs,
     )
 

@@ -10,7 +10,10 @@ Arms, each fine-tuned the same number of steps on the same data and evaluated on
 budget: (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single-vector model
 (one meta token per side), (e) MMR plus the backbone anchor (each item's first vector pulled towards the
 frozen backbone's mean-pooled embedding, ``anchor_weight``), (f) MMR plus late-interaction distillation (every
-group learns the frozen backbone's token-level MaxSim ranking of the batch's candidates, ``distill_weight``); (d) the plain backbone as users have it (mean
+group learns the frozen backbone's token-level MaxSim ranking of the batch's candidates, ``distill_weight``), (j) MMR plus
+the diversity term (an item's own vectors' mean cosine, ``diversity_weight``), (k) MMR with ``first_vector="mean"``
+(vector 1 is the backbone's own mean pooling, the item's tokens never read the meta tokens), (l) (k) plus the
+diversity term of (j); (d) the plain backbone as users have it (mean
 pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
 with ``--cross-domain pydocs``, on the Python standard-library docs set it never saw.
 Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
@@ -66,6 +69,12 @@ ARMS = {
                                  num_document_meta_tokens=64, meta_attention="document_windows"),
     "i_mmr_windows_distill": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
                                   num_document_meta_tokens=64, meta_attention="document_windows"),
+    "j_mmr_diversity": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
+                            num_document_meta_tokens=64),
+    "k_mmr_mean_first": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
+                             num_document_meta_tokens=64, first_vector="mean"),
+    "l_mmr_mean_first_diversity": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
+                                       num_document_meta_tokens=64, first_vector="mean"),
 }
 PLAIN = "d_untrained_mean_pooling"
 
@@ -308,6 +317,9 @@ ARM_LABELS = {
     "g_mmr_windows": "(g) MMR, nested-window document meta tokens",
     "h_mmr_windows_anchor": "(h) (g) + each vector anchored to its window's backbone mean",
     "i_mmr_windows_distill": "(i) (g) + late-interaction distillation",
+    "j_mmr_diversity": "(j) MMR + diversity term (mean cosine between an item's own vectors)",
+    "k_mmr_mean_first": "(k) MMR, first vector = the backbone's mean pooling (first_vector: mean)",
+    "l_mmr_mean_first_diversity": "(l) (k) + the diversity term of (j)",
 }
 
 
@@ -352,7 +364,7 @@ def markdown(results: dict) -> str:
         f"{settings['steps']} steps of batch {settings['batch_size']} (+1 hard negative), temperature "
         f"{settings['temperature']}, normalize_by_query {settings['normalize_by_query']}, "
         f"bf16 {settings['bf16_mixed_precision']}, attention dropout {settings['attention_dropout']}, "
-        f"anchor weight of (e) {settings.get('anchor_weight_arm_e')}, diversity weight {settings.get('diversity_weight', 0.0)}, "
+        f"anchor weight of (e) {settings.get('anchor_weight_arm_e')}, diversity weight {settings.get('diversity_weight', 0.0)} (of (j) {settings.get('diversity_weight_arm_j', '-')}), "
         f"distillation weight of (f) {settings.get('distill_weight_arm_f', '-')} (teacher temperature "
         f"{settings.get('distill_temperature_arm_f') or settings['temperature']}), "
         f"{settings['machine']}" + (f", {results['total_seconds'] / 60:.0f} min." if "total_seconds" in results else
@@ -411,6 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--anchor-weight", type=float, default=1.0, help="arm (e): weight of the backbone anchor")
     parser.add_argument("--diversity-weight", type=float, default=0.0,
                         help="MMR arms (a, e): weight of the mean cosine between an item's own vectors (investigation)")
+    parser.add_argument("--diversity-weight-j", type=float, default=0.5, help="arms (j), (l): weight of the diversity term")
     parser.add_argument("--distill-weight", type=float, default=1.0, help="arm (f): weight of the distillation term")
     parser.add_argument("--distill-temperature", type=float, default=None,
                         help="arm (f): the teacher's softmax temperature (default: --temperature)")
@@ -476,6 +489,7 @@ def main(argv: list[str] | None = None) -> None:
             "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
             "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
             "anchor_weight_arm_e": args.anchor_weight, "diversity_weight": args.diversity_weight,
+            "diversity_weight_arm_j": args.diversity_weight_j,
             "distill_weight_arm_f": args.distill_weight, "distill_temperature_arm_f": args.distill_temperature,
             "anchor_weight_arm_f": args.anchor_in_distill,
         },
@@ -498,7 +512,9 @@ def main(argv: list[str] | None = None) -> None:
             attention_dropout=args.attention_dropout, **arm_settings,
             anchor_weight={"e_mmr_anchor": args.anchor_weight, "f_mmr_distill": args.anchor_in_distill,
                            "h_mmr_windows_anchor": args.anchor_weight}.get(arm, 0.0),
-            diversity_weight=args.diversity_weight if arm in ("a_mmr", "e_mmr_anchor") else 0.0,
+            diversity_weight={"a_mmr": args.diversity_weight, "e_mmr_anchor": args.diversity_weight,
+                              "j_mmr_diversity": args.diversity_weight_j,
+                              "l_mmr_mean_first_diversity": args.diversity_weight_j}.get(arm, 0.0),
             distill_weight=args.distill_weight if arm in ("f_mmr_distill", "i_mmr_windows_distill") else 0.0,
             distill_temperature=args.distill_temperature if arm in ("f_mmr_distill", "i_mmr_windows_distill") else None,
         )

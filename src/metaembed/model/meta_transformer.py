@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
-from metaembed.model.meta_windows import FULL, meta_blind_attention, nested_window_attention, windowed_sides
+from metaembed.model.meta_windows import (FIRST_VECTORS, FULL, meta_blind_attention, nested_window_attention,
+                                         windowed_sides)
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
 
@@ -40,10 +41,6 @@ logger = logging.get_logger(__name__)
 
 META_TOKENS_FILE = "meta_tokens.safetensors"
 QUERY_SIDE, DOCUMENT_SIDE = "query", "document"
-FIRST_VECTORS = ("meta", "mean")
-"""What an item's first vector is: ``meta`` (the paper: the first meta token's state) or ``mean`` (the mean of the
-item's own token states, which never read the meta tokens: the backbone's own mean-pooled embedding, so the
-(1,1) budget starts where the backbone stands; the meta tokens give vectors 2..R)."""
 
 # Features computed here for our own pooling; they must never reach the backbone's forward.
 _PRIVATE_FEATURES = ("meta_positions",)

@@ -26,6 +26,11 @@ META_ATTENTION_MODES = (FULL, DOCUMENT_WINDOWS, WINDOWS)
 """``full``: the paper's (every meta token sees the whole item); ``document_windows``: nested windows for
 documents, full for queries; ``windows``: nested windows on both sides."""
 
+FIRST_VECTORS = ("meta", "mean")
+"""What an item's first vector is: ``meta`` (the paper: the first meta token's state) or ``mean`` (the mean of the
+item's own token states, which never read the meta tokens (:func:`meta_blind_attention`): the backbone's own
+mean-pooled embedding, so the (1,1) budget starts where the backbone stands; the meta tokens give vectors 2..R)."""
+
 
 def windowed_sides(mode: str) -> tuple[str, ...]:
     """The sides ("query", "document") whose meta tokens read nested windows under ``mode``."""

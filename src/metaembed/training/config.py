@@ -194,14 +194,14 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every value, naming the setting when one is wrong; lists and mappings given as text (flags) are
         read here: ``groups`` "1,1 2,4" or "1,1;2,4", ``mmeb_subsets`` "A=1,B=2", ``training_args`` JSON."""
-        from metaembed.model.meta_windows import windowed_sides  # here, not at the top: the settings (and
+        from metaembed.model.meta_windows import FIRST_VECTORS, windowed_sides  # here, not at the top: the settings (and
         from metaembed.training.data import BAD_ROW_POLICIES  # `metaembed train --help`) load without torch
 
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {self.on_bad_row!r}")
         windowed_sides(self.meta_attention)  # names the setting and its choices when wrong
-        if self.first_vector not in ("meta", "mean"):
-            raise ValueError(f"first_vector must be meta or mean, got {self.first_vector!r}")
+        if self.first_vector not in FIRST_VECTORS:
+            raise ValueError(f"first_vector must be {' or '.join(FIRST_VECTORS)}, got {self.first_vector!r}")
         if self.loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {self.loss!r}")
         self.bf16 = str(self.bf16).lower()

@@ -56,11 +56,11 @@ def test_a_single_vector_model_with_a_mean_first_vector_is_mean_pooling(tiny_ber
 
 
 def test_bad_settings_are_named(tiny_bert_path, tiny_composed_vlm_path):
-    with pytest.raises(ValueError, match="first_vector must be one of meta, mean, got 'first'"):
+    with pytest.raises(ValueError, match="first_vector must be one of meta, mean, auto, got 'first'"):
         MetaEmbed.from_backbone(tiny_bert_path, 2, 2, first_vector="first")
     with pytest.raises(ValueError, match="first_vector='mean'.*vision-language model.*or a decoder"):
         MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 2, first_vector="mean")
-    with pytest.raises(ValueError, match="first_vector must be meta or mean"):
+    with pytest.raises(ValueError, match="first_vector must be meta, mean or auto"):
         TrainConfig(model=tiny_bert_path, train_jsonl=["x.jsonl"], first_vector="avg").validate()
 
 

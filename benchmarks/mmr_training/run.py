@@ -57,24 +57,30 @@ from two_topic import build_two_topic_set, by_half_per_budget, write_two_topic_t
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ndcg@10", "recall@1", "recall@10", "mrr@10")
+PAPER_GROUPS = [str(Budget(*b)) for b in PAPER_BUDGETS]
+
+
+def model_settings(groups: list[str] = PAPER_GROUPS, query: int = 16, document: int = 64, first_vector: str = "meta",
+        meta_residual: bool = False, **settings) -> dict:
+    """One arm's model settings. Each arm names its layout (default: the paper's), since training's own default
+    (first_vector auto, with the residual) would otherwise change what an older arm means."""
+    return dict(groups=groups, num_query_meta_tokens=query, num_document_meta_tokens=document,
+                first_vector=first_vector, meta_residual=meta_residual, **settings)
+
+
 ARMS = {
-    "a_mmr": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
-    "b_largest_group_only": dict(groups=["16,64"], num_query_meta_tokens=16, num_document_meta_tokens=64),
-    "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
-    "e_mmr_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
-    "f_mmr_distill": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64),
-    "g_mmr_windows": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16, num_document_meta_tokens=64,
-                          meta_attention="document_windows"),
-    "h_mmr_windows_anchor": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
-                                 num_document_meta_tokens=64, meta_attention="document_windows"),
-    "i_mmr_windows_distill": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
-                                  num_document_meta_tokens=64, meta_attention="document_windows"),
-    "j_mmr_diversity": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
-                            num_document_meta_tokens=64),
-    "k_mmr_mean_first": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
-                             num_document_meta_tokens=64, first_vector="mean"),
-    "l_mmr_mean_first_diversity": dict(groups=[str(Budget(*b)) for b in PAPER_BUDGETS], num_query_meta_tokens=16,
-                                       num_document_meta_tokens=64, first_vector="mean"),
+    "a_mmr": model_settings(),
+    "b_largest_group_only": model_settings(groups=["16,64"]),
+    "c_single_vector": model_settings(groups=["1,1"], query=1, document=1),
+    "e_mmr_anchor": model_settings(),
+    "f_mmr_distill": model_settings(),
+    "g_mmr_windows": model_settings(meta_attention="document_windows"),
+    "h_mmr_windows_anchor": model_settings(meta_attention="document_windows"),
+    "i_mmr_windows_distill": model_settings(meta_attention="document_windows"),
+    "j_mmr_diversity": model_settings(),
+    "k_mmr_mean_first": model_settings(first_vector="mean"),
+    "l_mmr_mean_first_diversity": model_settings(first_vector="mean"),
+    "m_mmr_mean_residual": model_settings(first_vector="mean", meta_residual=True),
 }
 PLAIN = "d_untrained_mean_pooling"
 
@@ -320,6 +326,7 @@ ARM_LABELS = {
     "j_mmr_diversity": "(j) MMR + diversity term (mean cosine between an item's own vectors)",
     "k_mmr_mean_first": "(k) MMR, first vector = the backbone's mean pooling (first_vector: mean)",
     "l_mmr_mean_first_diversity": "(l) (k) + the diversity term of (j)",
+    "m_mmr_mean_residual": "(m) (k), every meta vector = the mean + a learned map of its state (meta_residual)",
 }
 
 

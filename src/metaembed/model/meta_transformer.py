@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
-from metaembed.model.meta_windows import (FIRST_VECTORS, FULL, meta_blind_attention, nested_window_attention,
-                                         windowed_sides)
+from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, FIRST_VECTORS, FULL, meta_blind_attention,
+                                         nested_window_attention, windowed_sides)
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
 
@@ -74,10 +74,12 @@ class MetaTransformer(Transformer):
         first_vector: str = "meta",
         **kwargs: Any,
     ) -> None:
-        if first_vector not in FIRST_VECTORS:
-            raise ValueError(f"first_vector must be one of {', '.join(FIRST_VECTORS)}, got {first_vector!r}")
+        if first_vector not in (*FIRST_VECTORS, AUTO_FIRST_VECTOR):
+            raise ValueError(f"first_vector must be one of {', '.join((*FIRST_VECTORS, AUTO_FIRST_VECTOR))}, "
+                             f"got {first_vector!r}")
         self.first_vector = first_vector
-        """``meta`` (the paper) or ``mean`` (vector 1 is the backbone's mean pooling; see FIRST_VECTORS)."""
+        """``meta`` (the paper) or ``mean`` (vector 1 is the backbone's mean pooling; see FIRST_VECTORS); ``auto``
+        becomes one of them once the backbone is loaded."""
         self._windowed_sides = windowed_sides(meta_attention)
         self.meta_attention = meta_attention
         """What meta tokens attend to: ``full`` (the paper) or nested windows (see metaembed.model.meta_windows)."""
@@ -91,6 +93,8 @@ class MetaTransformer(Transformer):
         self.backbone_name_or_path: str | None = recorded_backbone_name(model_name_or_path)
         """The backbone this model was built from (saved in ``metaembed_config.json``; None for older checkpoints)."""
         super().__init__(model_name_or_path, **kwargs)
+        if self.first_vector == AUTO_FIRST_VECTOR:
+            self.first_vector = "mean" if self._supports_mean_first_vector() else "meta"
 
         embeddings = self.model.get_input_embeddings()
         hidden_size = embeddings.weight.shape[1]
@@ -272,9 +276,18 @@ class MetaTransformer(Transformer):
         return "position_ids" in params
 
     # ----------------------------------------------------------------------------- nested windows
+    def _attention_implementation(self) -> str:
+        return getattr(self.model.config, "_attn_implementation", None) or "eager"
+
+    def _takes_explicit_mask(self) -> bool:
+        """Whether this backbone takes the explicit 4-D attention mask that nested windows (and a mean first vector
+        over a bidirectional backbone) need: a text backbone with ``sdpa`` or ``eager`` attention."""
+        return not hasattr(self.config, "vision_config") and self._attention_implementation() in ("sdpa", "eager")
+
     def _check_windows_supported(self, model_name_or_path: str) -> None:
-        """Nested windows, and a mean first vector over a bidirectional backbone, need a text backbone whose attention
-        takes an explicit 4-D mask."""
+        """Nested windows, and a mean first vector over a bidirectional backbone, need :meth:`_takes_explicit_mask`."""
+        if self._takes_explicit_mask():
+            return
         setting = f"meta_attention={self.meta_attention!r}" if self._windowed_sides else "first_vector='mean'"
         if hasattr(self.config, "vision_config"):
             raise ValueError(
@@ -282,12 +295,15 @@ class MetaTransformer(Transformer):
                 "are built inside the model; this works with text backbones only"
                 + ("" if self._windowed_sides else " (or a decoder, whose meta tokens come last)")
             )
-        implementation = getattr(self.model.config, "_attn_implementation", None) or "eager"
-        if implementation not in ("sdpa", "eager"):
-            raise ValueError(
-                f"{setting} needs attn_implementation 'sdpa' or 'eager' (an explicit "
-                f"attention mask), but {model_name_or_path!r} uses {implementation!r}"
-            )
+        raise ValueError(
+            f"{setting} needs attn_implementation 'sdpa' or 'eager' (an explicit "
+            f"attention mask), but {model_name_or_path!r} uses {self._attention_implementation()!r}"
+        )
+
+    def _supports_mean_first_vector(self) -> bool:
+        """Whether ``first_vector="mean"`` works here: a decoder (its meta tokens come last) or a backbone that
+        takes the explicit mask keeping its own tokens blind to the meta tokens."""
+        return self._is_causal() or self._takes_explicit_mask()
 
     def reads_windows(self, side: str) -> bool:
         """Whether this side's meta tokens read nested windows of the item (rather than all of it)."""
@@ -312,7 +328,7 @@ class MetaTransformer(Transformer):
             allowed = meta_blind_attention(features["attention_mask"], meta_positions)
         else:
             return None
-        if getattr(self.model.config, "_attn_implementation", "eager") == "sdpa":
+        if self._attention_implementation() == "sdpa":
             return allowed
         dtype = self.model.dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)

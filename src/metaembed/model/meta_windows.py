@@ -31,6 +31,10 @@ FIRST_VECTORS = ("meta", "mean")
 item's own token states, which never read the meta tokens (:func:`meta_blind_attention`): the backbone's own
 mean-pooled embedding, so the (1,1) budget starts where the backbone stands; the meta tokens give vectors 2..R)."""
 
+AUTO_FIRST_VECTOR = "auto"
+"""A setting, not a layout: ``mean`` where the backbone supports it (a text model, or a decoder), else ``meta``
+(a vision-language model over a bidirectional encoder). A built model always records the layout it chose."""
+
 
 def windowed_sides(mode: str) -> tuple[str, ...]:
     """The sides ("query", "document") whose meta tokens read nested windows under ``mode``."""

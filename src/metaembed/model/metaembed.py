@@ -75,6 +75,7 @@ class MetaEmbed(MultiVectorEncoder):
         meta_token_init_seed: int = 0,
         meta_attention: str = "full",
         first_vector: str = "meta",
+        meta_residual: bool | None = False,
         vision_tower: str | None = None,
         **kwargs: Any,
     ) -> "MetaEmbed":
@@ -87,11 +88,16 @@ class MetaEmbed(MultiVectorEncoder):
         (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py).
         ``first_vector="mean"`` makes each item's first vector the backbone's own mean pooling (the item's tokens
         never read the meta tokens), so the (1,1) budget starts exactly where the backbone stands and the meta
-        tokens add vectors 2..R; ``"meta"`` (default) is the paper's.
+        tokens add vectors 2..R; ``"meta"`` (default) is the paper's; ``"auto"`` is ``"mean"`` where the backbone
+        supports it (what training uses by default). ``meta_residual=True`` (with ``"mean"``) makes each meta vector
+        that mean plus a zero-initialised linear map of its meta token's state, so every budget starts at the
+        backbone's mean pooling (see MetaTokenPooling); ``None``: on exactly when the first vector is the mean.
         ``vision_tower`` (a folder or hub id of a model with a feature grid, e.g. MobileNetV2) makes a
         vision-language backbone of it and the language model ``name_or_path`` (see metaembed.model.vlm),
         composed once into the cache folder. Other keyword arguments go to ``MultiVectorEncoder``.
         """
+        if meta_residual and first_vector == "meta":
+            raise ValueError("meta_residual=True adds to the item's mean: it needs first_vector='mean'")
         if vision_tower is not None:
             name_or_path = composed_vlm_path(vision_tower, name_or_path)
         backbone = MetaTransformer(
@@ -107,11 +113,16 @@ class MetaEmbed(MultiVectorEncoder):
             config_kwargs=config_kwargs,
             processing_kwargs=processing_kwargs,
         )
-        modules: list[torch.nn.Module] = [backbone, MetaTokenPooling()]
+        if meta_residual is None:
+            meta_residual = backbone.first_vector == "mean"
+        elif meta_residual and backbone.first_vector != "mean":  # "auto" chose the paper's layout for this backbone
+            raise ValueError(f"meta_residual=True adds to the item's mean, but {name_or_path!r} cannot have a mean "
+                             "first vector (first_vector='auto' chose 'meta')")
+        hidden = backbone.query_meta_tokens.shape[1]
+        modules: list[torch.nn.Module] = [backbone, MetaTokenPooling(residual_dim=hidden if meta_residual else None)]
         if projection_dim is not None:
             if projection_dim < 1:
                 raise ValueError(f"projection_dim must be positive, got {projection_dim}")
-            hidden = backbone.query_meta_tokens.shape[1]
             modules.append(
                 Dense(hidden, projection_dim, bias=False, activation_function=None, module_input_name="token_embeddings")
             )

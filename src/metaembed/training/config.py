@@ -82,9 +82,14 @@ class TrainConfig:
     meta_attention: str = setting("full", help="What meta tokens read: full (the paper: the whole item), "
                                   "document_windows or windows (nested windows: vector 1 the whole item, then halves, "
                                   "quarters, ...; see metaembed.model.meta_windows).")
-    first_vector: str = setting("meta", help="An item's first vector: meta (the paper: the first meta token) or mean "
-                                "(the backbone's own mean pooling: the item's tokens never read the meta tokens, so "
-                                "(1,1) starts where the backbone stands; the meta tokens give vectors 2..R).")
+    first_vector: str = setting("auto", help="An item's first vector: mean (the backbone's own mean pooling: the "
+                                "item's tokens never read the meta tokens, so (1,1) starts where the backbone stands; "
+                                "the meta tokens give vectors 2..R), meta (the paper: the first meta token), or auto "
+                                "(mean where the backbone supports it; meta for a vision-language model over a "
+                                "bidirectional encoder).")
+    meta_residual: bool | None = setting(None, help="Every meta vector is the item's mean plus a learned, zero-"
+                                         "initialised linear map of its meta token's state, so every budget starts "
+                                         "where the backbone's mean pooling stands (None: on with a mean first vector).")
     vision_tower: str | None = setting(None, help="A vision tower with a feature grid (folder or hub id, e.g. "
                                        "MobileNetV2): makes 'model' (a language model) the language half of a composed "
                                        "vision-language backbone (see metaembed.model.vlm).")
@@ -194,14 +199,18 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every value, naming the setting when one is wrong; lists and mappings given as text (flags) are
         read here: ``groups`` "1,1 2,4" or "1,1;2,4", ``mmeb_subsets`` "A=1,B=2", ``training_args`` JSON."""
-        from metaembed.model.meta_windows import FIRST_VECTORS, windowed_sides  # here, not at the top: the settings (and
-        from metaembed.training.data import BAD_ROW_POLICIES  # `metaembed train --help`) load without torch
+        # imported here, not at the top: the settings (and `metaembed train --help`) load without torch
+        from metaembed.model.meta_windows import AUTO_FIRST_VECTOR, FIRST_VECTORS, windowed_sides
+        from metaembed.training.data import BAD_ROW_POLICIES
 
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {self.on_bad_row!r}")
         windowed_sides(self.meta_attention)  # names the setting and its choices when wrong
-        if self.first_vector not in FIRST_VECTORS:
-            raise ValueError(f"first_vector must be {' or '.join(FIRST_VECTORS)}, got {self.first_vector!r}")
+        if self.first_vector not in (*FIRST_VECTORS, AUTO_FIRST_VECTOR):
+            raise ValueError(f"first_vector must be {', '.join(FIRST_VECTORS)} or {AUTO_FIRST_VECTOR}, "
+                             f"got {self.first_vector!r}")
+        if self.meta_residual and self.first_vector == "meta":
+            raise ValueError("meta_residual adds to the item's mean: it needs first_vector: mean (or auto)")
         if self.loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {self.loss!r}")
         self.bf16 = str(self.bf16).lower()

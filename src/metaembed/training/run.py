@@ -130,6 +130,7 @@ def build_model(config: TrainConfig) -> MetaEmbed:
         meta_token_init_seed=config.seed,
         meta_attention=config.meta_attention,
         first_vector=config.first_vector,
+        meta_residual=config.meta_residual,
         config_kwargs=config_kwargs,
     )
 
@@ -186,6 +187,7 @@ def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEnco
     learning_rate_mapping = {}
     if config.meta_token_learning_rate is not None:
         learning_rate_mapping[r"\.(query|document)_meta_tokens$"] = config.meta_token_learning_rate
+        learning_rate_mapping[r"\.meta_residual\.weight$"] = config.meta_token_learning_rate  # also fresh
     if config.projector_learning_rate is not None:  # also its trained copy under LoRA (projector.modules_to_save...)
         learning_rate_mapping[r"\.projector\."] = config.projector_learning_rate
     ours = {name: getattr(config, name) for name in TRAINING_ARGUMENT_NAMES if name != "resume"}

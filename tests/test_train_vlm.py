@@ -25,6 +25,8 @@ LANGUAGE_PROJECTION = re.compile(
     r"^0\.model\.language_model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.lora_[AB]\.default\.weight$"
 )
 META_TOKENS = ("0.query_meta_tokens", "0.document_meta_tokens")
+FRESH = (*META_TOKENS, "1.meta_residual.weight")
+"""What a decoder VLM trains in full under LoRA with training's default layout (mean first vector + residual map)."""
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,7 +88,9 @@ class InspectTraining(TrainerCallback):
 
 def test_tiny_qwen2_vl_learns_image_text_pairs_with_lora(tiny_qwen2_vl_path, tmp_path):
     data = write_image_pairs(tmp_path / "data")
-    initial = MetaEmbed.from_backbone(tiny_qwen2_vl_path, 2, 4, meta_token_init_seed=0)
+    initial = MetaEmbed.from_backbone(tiny_qwen2_vl_path, 2, 4, meta_token_init_seed=0, first_vector="auto",
+                                      meta_residual=None)  # training's default layout
+    assert initial.backbone.first_vector == "mean"  # a decoder: its meta tokens come last
     initial_weights = {name: value.detach().clone() for name, value in initial.state_dict().items()}
     before = pair_loss(initial, tmp_path / "data")
     inspect = InspectTraining()
@@ -96,15 +100,17 @@ def test_tiny_qwen2_vl_learns_image_text_pairs_with_lora(tiny_qwen2_vl_path, tmp
         lora=True, lora_rank=4, lora_alpha=8, num_query_meta_tokens=2, num_document_meta_tokens=4, num_negatives=1,
     ), callbacks=[inspect])
 
-    # LoRA on every attention/MLP projection of the language model, nothing in the vision tower; meta tokens in full.
+    # LoRA on every attention/MLP projection of the language model, nothing in the vision tower; meta tokens and
+    # the residual map in full.
     lora = [name for name in inspect.trainable if "lora_" in name]
-    assert set(inspect.trainable) == set(lora) | set(META_TOKENS)
+    assert set(inspect.trainable) == set(lora) | set(FRESH)
     assert lora and all(LANGUAGE_PROJECTION.match(name) for name in lora), lora
     layers = {name.split(".layers.")[1].split(".")[0] for name in lora}
     assert len(lora) == len(layers) * 7 * 2  # q, k, v, o, gate, up, down; A and B
-    # Gradients reach the meta tokens and the adapters (B starts at zero, so A's first gradient is zero).
-    for name in META_TOKENS:
-        assert inspect.first_gradients[name] > 0, name
+    # Gradients reach the map and the adapters' B at once; the map and B start at zero, so the meta tokens' and A's
+    # first gradients are zero (both move later: checked on the saved model below).
+    assert inspect.first_gradients["1.meta_residual.weight"] > 0
+    assert all(inspect.first_gradients[name] == 0 for name in META_TOKENS)
     assert all(inspect.first_gradients[name] > 0 for name in lora if "lora_B" in name)
     assert all(value.abs().max() > 0 for value in inspect.final_lora_b.values())
 
@@ -114,13 +120,13 @@ def test_tiny_qwen2_vl_learns_image_text_pairs_with_lora(tiny_qwen2_vl_path, tmp
     assert after < 0.5 * before and after < 0.75 * math.log(len(SHAPES)), (before, after)
     final = trained.state_dict()
     assert set(final) == set(initial_weights)  # adapters merged: a plain MetaEmbed folder
-    for name in META_TOKENS:
+    for name in FRESH:
         assert not torch.allclose(final[name], initial_weights[name]), name
     for name, value in initial_weights.items():
         projection = LANGUAGE_PROJECTION.match(name.replace(".weight", ".lora_A.default.weight"))
         if projection:  # the merged adapters moved the projections
             assert not torch.allclose(final[name], value), name
-        elif name not in META_TOKENS:  # the vision tower, embeddings, norms and biases stayed frozen
+        elif name not in FRESH:  # the vision tower, embeddings, norms and biases stayed frozen
             torch.testing.assert_close(final[name], value, msg=name)
 
     step_losses = [record["loss"] for record in map(json.loads, Path(result.metrics_path).read_text().splitlines())

@@ -81,7 +81,9 @@ ARMS = {
     "k_mmr_mean_first": model_settings(first_vector="mean"),
     "l_mmr_mean_first_diversity": model_settings(first_vector="mean"),
     "m_mmr_mean_residual": model_settings(first_vector="mean", meta_residual=True),
+    "n_mmr_mean_residual_distill": model_settings(first_vector="mean", meta_residual=True),
 }
+DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill")
 PLAIN = "d_untrained_mean_pooling"
 
 
@@ -327,6 +329,7 @@ ARM_LABELS = {
     "k_mmr_mean_first": "(k) MMR, first vector = the backbone's mean pooling (first_vector: mean)",
     "l_mmr_mean_first_diversity": "(l) (k) + the diversity term of (j)",
     "m_mmr_mean_residual": "(m) (k), every meta vector = the mean + a learned map of its state (meta_residual)",
+    "n_mmr_mean_residual_distill": "(n) (m) + late-interaction distillation (as (f))",
 }
 
 
@@ -368,7 +371,8 @@ def markdown(results: dict) -> str:
         "",
         f"all-MiniLM-L6-v2. Data: {settings['data']}. {settings['training_rows']} training rows, "
         f"{settings['test_queries']} test queries over {settings['corpus_passages']} passages; "
-        f"{settings['steps']} steps of batch {settings['batch_size']} (+1 hard negative), temperature "
+        f"{settings['steps']} steps of batch {settings['batch_size']} (+1 hard negative), learning rate "
+        f"{settings['learning_rate']} (meta tokens and residual map {settings['meta_token_learning_rate']}), temperature "
         f"{settings['temperature']}, normalize_by_query {settings['normalize_by_query']}, "
         f"bf16 {settings['bf16_mixed_precision']}, attention dropout {settings['attention_dropout']}, "
         f"anchor weight of (e) {settings.get('anchor_weight_arm_e')}, diversity weight {settings.get('diversity_weight', 0.0)} (of (j) {settings.get('diversity_weight_arm_j', '-')}), "
@@ -522,8 +526,8 @@ def main(argv: list[str] | None = None) -> None:
             diversity_weight={"a_mmr": args.diversity_weight, "e_mmr_anchor": args.diversity_weight,
                               "j_mmr_diversity": args.diversity_weight_j,
                               "l_mmr_mean_first_diversity": args.diversity_weight_j}.get(arm, 0.0),
-            distill_weight=args.distill_weight if arm in ("f_mmr_distill", "i_mmr_windows_distill") else 0.0,
-            distill_temperature=args.distill_temperature if arm in ("f_mmr_distill", "i_mmr_windows_distill") else None,
+            distill_weight=args.distill_weight if arm in DISTILLED else 0.0,
+            distill_temperature=args.distill_temperature if arm in DISTILLED else None,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()

@@ -76,6 +76,12 @@ def test_index_then_search(model_path, corpus, tmp_path):
     assert too_big.exit_code != 0 and "r_c=7 is larger than the 6" in flat(too_big.output)
     too_many = invoke("search", "--index", out, "--query", "pdf", "--budget", "5,4")
     assert too_many.exit_code != 0 and "more than the model's 4 query meta tokens" in flat(too_many.output)
+    threaded = invoke("search", "--index", out, "--query", "a pdf reader", "--budget", "2,4", "--top-k", 3, "--json",
+                      "--threads", 2)
+    assert threaded.exit_code == 0, threaded.output
+    assert [hit["id"] for hit in json.loads(threaded.stdout.strip().splitlines()[-1])["hits"]] == direct.ids
+    no_threads = invoke("search", "--index", out, "--query", "pdf", "--threads", 0)
+    assert no_threads.exit_code != 0 and "--threads must be at least 1, got 0" in flat(no_threads.output)
 
 
 def test_interrupted_index_resumes_where_it_left_off(model_path, corpus, tmp_path, monkeypatch):

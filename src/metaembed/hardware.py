@@ -1,8 +1,11 @@
-"""What the machine computes fast: the one place that decides when bf16 pays off (search and training)."""
+"""What the machine computes fast: the one place that decides when bf16 pays off (search and training), and how
+many threads torch runs on."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -24,3 +27,20 @@ def bf16_is_fast(device: str | torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_native_bf16()
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run torch on at most ``threads`` threads in the calling thread for the block (None: leave it as it is).
+
+    Also for small operations: waking a thread pool costs more than they do, and on a busy machine a parallel
+    region waits for its slowest, possibly descheduled, thread."""
+    before = torch.get_num_threads()
+    if threads is None or threads >= before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

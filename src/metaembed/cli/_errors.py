@@ -60,12 +60,15 @@ class ErrorReportingGroup(TyperGroup):
             raise typer.Exit(EXIT_USER_ERROR) from None
 
 
-def open_index(path: Path, mode: str = "r") -> Any:
-    """``MultiVectorIndex.open`` whose missing, corrupt or locked index is a :class:`CommandError` naming ``--index``."""
+def open_index(path: Path, mode: str = "r", threads: int | None = None) -> Any:
+    """``MultiVectorIndex.open`` whose missing, corrupt or locked index is a :class:`CommandError` naming ``--index``
+    (a bad ``threads`` names ``--threads``)."""
     from metaembed.index import MultiVectorIndex
 
+    if threads is not None and threads < 1:
+        raise CommandError(f"--threads must be at least 1, got {threads}", "--threads")
     try:
-        return MultiVectorIndex.open(path, mode=mode)
+        return MultiVectorIndex.open(path, mode=mode, threads=threads)
     except (IndexError_, OSError, ValueError) as error:
         raise CommandError(one_line(error), "--index") from None
 

@@ -27,6 +27,8 @@ def search_command(
     cascade: int = typer.Option(0, "--cascade", help="Rerank this many first-stage candidates found at (1,1) instead of exact "
                                 "search (0: exact); with --budget auto, how many (1,1) candidates escalated queries rerank "
                                 "(0: max(100, 10 k))."),
+    threads: int = typer.Option(None, "--threads", help="Threads a search uses, each on its own blocks of documents "
+                                "(default: torch's thread count)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
 ) -> None:
     """Print the top-k documents for a text or image query."""
@@ -36,7 +38,7 @@ def search_command(
     _check_counts(top_k, cascade)
     chosen, top = _parse_budgets(budget, max_budget, auto_margin)
     auto = chosen == AUTO
-    opened = open_index(index, mode="r")
+    opened = open_index(index, mode="r", threads=threads)
     model_path, recorded = index_model(model, opened, index)
     encoder = load_model(model_path)
     if not as_json:

@@ -23,6 +23,8 @@ def serve(
     max_image_pixels: int = typer.Option(50_000_000, help="Most pixels an image may declare in its header "
                                                           "(width x height) before it is decoded."),
     media_dir: Path = typer.Option(None, help="Where uploaded images are kept (default: INDEX/media)."),
+    threads: int = typer.Option(None, "--threads", help="Threads a search uses, each on its own blocks of documents "
+                                "(default: torch's thread count)."),
     image_root: list[Path] = typer.Option(None, help="Folders whose images may be served as thumbnails (repeatable)."),
 ) -> None:
     """Serve search (text and/or image, any budget), add, delete, health and stats, and a web page at /."""
@@ -30,7 +32,7 @@ def serve(
 
     from metaembed.serve import SearchService, ServiceSettings, create_app
 
-    opened = open_index(index, mode="a")  # first: a missing or locked index fails before the model loads
+    opened = open_index(index, mode="a", threads=threads)  # first: a missing or locked index fails before the model loads
     try:
         model_path, recorded = index_model(model, opened, index)
         settings = ServiceSettings(

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
-from metaembed.index.search import (SearchResult, default_compute_dtype, document_id, exact_search, ranked_by_id_on_ties,
+from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search, ranked_by_id_on_ties,
                                      rerank)
 from metaembed.index.validation import check_positive_int, parse_query_vectors
 
@@ -84,7 +84,7 @@ def climb(index: "MultiVectorIndex", queries: Tensor, ladder: Sequence[Budget], 
     ``margin=inf`` takes every query to the last rung (a cascade at the max budget)."""
     first = ladder[0]
     scores, keys = exact_search(index._segments, index._live, queries[:, : first.query], first.document, candidates,
-                                compute_dtype)
+                                compute_dtype, threads=index.search_threads())
     keys = keys.masked_fill(torch.isinf(scores), -1)  # fewer live documents than candidates: deleted rows are no candidates
     n_candidates = (keys >= 0).sum(dim=1)
     rung = torch.zeros(len(queries), dtype=torch.long)
@@ -145,7 +145,7 @@ def prepare(index: "MultiVectorIndex", query_vectors: Any, k: int, max_budget: A
 def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, max_budget: Any = None,
                 auto_margin: float | None = None, candidates: int | None = None,
                 ladder: Iterable[Sequence[int]] | None = None, compute_dtype: torch.dtype | None = None,
-                normalize_by_query: bool = False) -> list[SearchResult]:
+                normalize_by_query: bool = False, arrays: bool = False) -> list[SearchResult] | SearchArrays:
     """``index.search(..., budget="auto")``: top-k per query, each with the budget it stopped at and its cost."""
     dtype = compute_dtype or default_compute_dtype(index._storage_torch_dtype())
     queries, rungs, candidates = prepare(index, query_vectors, k, max_budget, candidates, ladder, dtype)
@@ -157,4 +157,4 @@ def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, m
                                         lambda key: document_id(index._segments, index._offsets, key))
     if normalize_by_query:
         scores = scores / torch.tensor([[b.query] for b in used], dtype=scores.dtype)
-    return index._results(scores, keys, budgets=used, costs=outcome.cost.tolist())
+    return index._results(scores, keys, budgets=used, costs=outcome.cost.tolist(), arrays=arrays, k=k)

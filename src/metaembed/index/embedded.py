@@ -33,8 +33,8 @@ from metaembed.index.files import WriterLock
 from metaembed.index.hnsw import build_first_vector_hnsw, hnsw_candidates
 from metaembed.index.manifest import (MANIFEST, create_manifest_locked, new_manifest, read_manifest,
                                       read_manifest_locked, segment_record_problem, write_manifest)
-from metaembed.index.search import (SearchResult, default_compute_dtype, document_id, exact_search,
-                                    gather_documents, ranked_by_id_on_ties, rerank)
+from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search,
+                                    gather_documents, ranked_by_id_on_ties, rerank, resolve_threads)
 from metaembed.index.segment import STORAGE_DTYPES, Segment, write_segment
 from metaembed.index.validation import (check_positive_int, check_properties, check_query_budget,
                                         parse_query_vectors, validate_documents)
@@ -46,10 +46,11 @@ class MultiVectorIndex:
     """A folder of rank-major multi-vector segments (a ``MultiVectorStore``); ``search`` runs exact MaxSim at any budget up to what is stored."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], mode: str, verify: bool,
-                 lock: WriterLock | None = None) -> None:
+                 lock: WriterLock | None = None, threads: int | None = None) -> None:
         """Use :meth:`create` or :meth:`open`; a writer passes the lock it read ``manifest`` under (without: read-only)."""
         self.path = path
         self.mode = mode
+        self.threads = threads
         self._verify = verify
         self._lock = lock
         self._hnsw: tuple[int, Any] | None = None
@@ -68,8 +69,10 @@ class MultiVectorIndex:
         max_document_vectors: int,
         dtype: str = "bfloat16",
         properties: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> "MultiVectorIndex":
-        """Create an empty index at ``path`` storing up to ``max_document_vectors`` vectors of size ``dim`` per document."""
+        """Create an empty index at ``path`` storing up to ``max_document_vectors`` vectors of size ``dim`` per document
+        (``threads``: as for :meth:`open`)."""
         path = Path(path)
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
@@ -80,11 +83,14 @@ class MultiVectorIndex:
             raise FileExistsError(f"an index already exists at {path}; open it with MultiVectorIndex.open")
         (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
         manifest = new_manifest(dim, max_document_vectors, dtype, properties)
-        return cls(path, manifest, "a", verify=False, lock=create_manifest_locked(path, manifest))
+        return cls(path, manifest, "a", verify=False, lock=create_manifest_locked(path, manifest), threads=threads)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r", verify: bool = True) -> "MultiVectorIndex":
+    def open(cls, path: str | Path, mode: str = "r", verify: bool = True, threads: int | None = None) -> "MultiVectorIndex":
         """Open an index to search (``mode="r"``) or to add and delete (``"a"``, takes the writer lock).
+
+        ``threads``: how many threads a search uses (default: torch's thread count); each works on its own blocks of
+        documents. Settable later as ``index.threads``.
 
         The manifest's own checksum, every file's size and the sha256 of each ids.json are always checked (also
         with ``verify=False``, what the index command's other ranks open with); ``verify`` adds the sha256 of the
@@ -94,9 +100,9 @@ class MultiVectorIndex:
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
         if mode == "r":
-            return cls(path, read_manifest(path), mode, verify)
+            return cls(path, read_manifest(path), mode, verify, threads=threads)
         lock, manifest = read_manifest_locked(path)
-        return cls(path, manifest, mode, verify, lock=lock)
+        return cls(path, manifest, mode, verify, lock=lock, threads=threads)
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -156,6 +162,36 @@ class MultiVectorIndex:
     def ids(self) -> list[str]:
         """Every live id, in storage order."""
         return list(self._where)
+
+    @property
+    def threads(self) -> int | None:
+        """Threads a search uses (None: torch's thread count at search time)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, threads: int | None) -> None:
+        self._threads = None if threads is None else resolve_threads(threads)
+
+    def search_threads(self) -> int:
+        """The thread count the next search runs on."""
+        return resolve_threads(self._threads)
+
+    def ids_of(self, keys: Any) -> list[list[str | None]]:
+        """String ids of a (n_q, k) array of document keys (as :class:`SearchArrays` returns), None for key -1."""
+        rows = np.asarray(keys, dtype=np.int64)
+        if rows.ndim != 2:
+            raise ValueError(f"keys must be a 2-d (n_queries, k) array, got shape {rows.shape}")
+        total = int(sum(segment.count for segment in self._segments))
+        bad = (rows < -1) | (rows >= total)
+        if bad.any():
+            raise ValueError(f"document key {int(rows[bad][0])} is not in this index (keys run from 0 to {total - 1}; -1 = none)")
+        return [[None if key < 0 else document_id(self._segments, self._offsets, key) for key in row]
+                for row in rows.tolist()]
+
+    def key_of(self, id_: str) -> int:
+        """The integer key of a stored document id (what :class:`SearchArrays` reports); MissingIdsError if absent."""
+        s, row = self._locate(id_)
+        return int(self._offsets[s]) + row
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -315,8 +351,11 @@ class MultiVectorIndex:
         auto_margin: float | None = None,
         candidates: int | None = None,
         ladder: Sequence[tuple[int, int]] | None = None,
-    ) -> list[SearchResult]:
+        arrays: bool = False,
+    ) -> list[SearchResult] | SearchArrays:
         """Exact top-k by MaxSim for each query (n_q, R_q, D) at ``budget=(r_q, r_c)`` (default: all vectors).
+        A list of per-query :class:`SearchResult`, or with ``arrays=True`` one :class:`SearchArrays` (integer keys
+        and scores, no id or metadata look-ups).
 
         ``budget="auto"``: per-query test-time scaling up to ``max_budget`` (default: all vectors), escalating
         while the rank-1/rank-2 gap of score / r_q is below ``auto_margin`` (default: the index's calibrated
@@ -328,7 +367,7 @@ class MultiVectorIndex:
 
             return auto_search(self, query_vectors, k, max_budget=max_budget, auto_margin=auto_margin,
                                candidates=candidates, ladder=ladder, compute_dtype=compute_dtype,
-                               normalize_by_query=normalize_by_query)
+                               normalize_by_query=normalize_by_query, arrays=arrays)
         named = [name for name, value in (("max_budget", max_budget), ("auto_margin", auto_margin),
                                           ("candidates", candidates), ("ladder", ladder)) if value is not None]
         if named:
@@ -336,11 +375,13 @@ class MultiVectorIndex:
         k = check_positive_int(k, "k")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
+        threads = self.search_threads()
         scores, keys = ranked_by_id_on_ties(
-            lambda width: exact_search(self._segments, self._live, queries, r_c, width, dtype, normalize_by_query),
+            lambda width: exact_search(self._segments, self._live, queries, r_c, width, dtype, normalize_by_query, threads),
             k, sum(segment.count for segment in self._segments), lambda key: document_id(self._segments, self._offsets, key))
         used = Budget(queries.shape[1], r_c)
-        return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries))
+        return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries),
+                             arrays=arrays, k=k)
 
     def cascade_search(
         self,
@@ -353,9 +394,11 @@ class MultiVectorIndex:
         first_stage: str = "exact",
         compute_dtype: torch.dtype | None = None,
         normalize_by_query: bool = False,
-    ) -> list[SearchResult]:
+        arrays: bool = False,
+    ) -> list[SearchResult] | SearchArrays:
         """Two-stage search: the top ``candidates`` at ``first_stage_budget`` (exact, or ``first_stage="hnsw"``:
-        usearch HNSW over each document's first vector), then exact MaxSim rerank at ``budget``."""
+        usearch HNSW over each document's first vector), then exact MaxSim rerank at ``budget``
+        (``arrays``: as for :meth:`search`)."""
         k, candidates = check_positive_int(k, "k"), check_positive_int(candidates, "candidates")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
@@ -371,7 +414,7 @@ class MultiVectorIndex:
         if exact_first:
             # exact first stage, or every document a candidate (an approximate HNSW walk could only miss some)
             first_scores, keys = exact_search(self._segments, self._live, queries[:, : first.query], first.document,
-                                              candidates, dtype, normalize_by_query)
+                                              candidates, dtype, normalize_by_query, self.search_threads())
             keys = keys.masked_fill(torch.isinf(first_scores), -1)  # deleted rows fill the list when few are live
         else:
             keys = hnsw_candidates(self.build_hnsw(), queries[:, 0], candidates)
@@ -380,7 +423,8 @@ class MultiVectorIndex:
         scores, keys = ranked_by_id_on_ties(
             lambda width, found=keys: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype, normalize_by_query),
             k, keys.shape[1], lambda key: document_id(self._segments, self._offsets, key))
-        return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None)
+        return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None,
+                             arrays=arrays, k=k)
 
     def build_hnsw(self, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:
         """Build (or return the cached) usearch HNSW index over every live document's first vector."""
@@ -402,15 +446,26 @@ class MultiVectorIndex:
         return (self._stored_float_dtype(), compute_dtype)
 
     def _results(self, scores: Tensor, keys: Tensor, budgets: Sequence[Budget] | None = None,
-                 costs: Sequence[int] | None = None) -> list[SearchResult]:
+                 costs: Sequence[int] | None = None, arrays: bool = False, k: int = 0) -> list[SearchResult] | SearchArrays:
+        """Ranked (n_q, <= k) scores and keys as per-query results (ids and metadata), or as :class:`SearchArrays`
+        (padded to k columns)."""
+        keys = keys.masked_fill(torch.isinf(scores) | (keys < 0), -1)
+        if arrays:
+            short = max(0, k - scores.shape[1])
+            scores = torch.nn.functional.pad(scores.float(), (0, short), value=float("-inf"))
+            keys = torch.nn.functional.pad(keys, (0, short), value=-1)
+            return SearchArrays(scores.float().numpy().copy(), keys.numpy().astype(np.int64),
+                                budgets=list(budgets) if budgets else [], costs=list(costs) if costs else None)
+        segment_of = (torch.searchsorted(self._offsets, keys.clamp_min(0), right=True) - 1).tolist() if len(self._offsets) else []
+        offsets = self._offsets.tolist()
         results = []
         for q, (query_scores, query_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
             result = SearchResult([], [], [], budget=budgets[q] if budgets else None, cost=costs[q] if costs else None)
-            for score, key in zip(query_scores, query_keys):
-                if key < 0 or math.isinf(score):
+            for column, (score, key) in enumerate(zip(query_scores, query_keys)):
+                if key < 0:
                     continue
-                s = int(torch.searchsorted(self._offsets, key, right=True)) - 1
-                segment, row = self._segments[s], key - int(self._offsets[s])
+                s = segment_of[q][column]
+                segment, row = self._segments[s], key - offsets[s]
                 result.ids.append(segment.ids[row])
                 result.scores.append(score)
                 result.metadata.append(segment.metadata(row))

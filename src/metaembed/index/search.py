@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from metaembed.hardware import cpu_has_native_bf16
+from metaembed.hardware import cpu_has_native_bf16, torch_threads
 from metaembed.index.segment import Segment
 from metaembed.scoring import TIE_WINDOW, maxsim
 
 _RUNNING_MAX_ELEMENTS = 1 << 20
 """Documents per block are chosen so the running (query vectors x documents) maximum stays cache-sized (~4 MB)."""
+_CHUNKS_PER_THREAD = 4
+"""Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them."""
+_MIN_CHUNK_DOCUMENTS = 1024
+"""Smallest block worth a task of its own."""
 
 
 @dataclass
@@ -40,6 +47,24 @@ class SearchResult:
         ]
 
 
+@dataclass
+class SearchArrays:
+    """The top-k of a batch of queries as arrays, best first, for callers that want no per-query objects.
+
+    ``keys`` are the index's integer document keys (stable while the index lives: segments are only appended;
+    ``MultiVectorIndex.ids_of`` / ``key_of`` translate them); rows with fewer than k documents end in key -1
+    and score -inf."""
+
+    scores: np.ndarray
+    """(n_q, k) float32 MaxSim scores."""
+    keys: np.ndarray
+    """(n_q, k) int64 document keys, -1 where a query has fewer than k results."""
+    budgets: list[tuple[int, int]]
+    """The (r_q, r_c) each query was scored at."""
+    costs: list[int] | None = None
+    """Dot products spent per query (None if unknown: HNSW)."""
+
+
 def default_compute_dtype(storage_dtype: torch.dtype) -> torch.dtype:
     """bf16 for bf16 storage on CPUs with native bf16 matmul (and on GPUs), fp32 otherwise. Never fp16."""
     if storage_dtype == torch.bfloat16 and cpu_has_native_bf16():
@@ -63,6 +88,8 @@ def segment_block_scores(segment: Segment, queries: Tensor, start: int, stop: in
     best = flat @ segment.rank_block(0, start, stop, compute_dtype).T  # (n_q * r_q, n)
     for rank in range(1, r_c):
         torch.maximum(best, flat @ segment.rank_block(rank, start, stop, compute_dtype).T, out=best)
+    if r_q == 1:
+        return best.float()
     return best.view(n_q, r_q, stop - start).float().sum(dim=1)
 
 
@@ -80,6 +107,20 @@ def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: in
     return scores, keys.gather(1, positions)
 
 
+def document_chunks(counts: Sequence[int], block: int, threads: int) -> list[tuple[int, int, int, int]]:
+    """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
+    each, and small enough that each of ``threads`` threads gets a few (down to a floor)."""
+    total = sum(counts)
+    if threads > 1:
+        share = -(-total // (threads * _CHUNKS_PER_THREAD))
+        block = min(block, max(_MIN_CHUNK_DOCUMENTS, share))
+    chunks, offset = [], 0
+    for s, count in enumerate(counts):
+        chunks.extend((s, start, min(start + block, count), offset) for start in range(0, count, block))
+        offset += count
+    return chunks
+
+
 def exact_search(
     segments: Sequence[Segment],
     live: Sequence[Tensor],
@@ -88,25 +129,78 @@ def exact_search(
     k: int,
     compute_dtype: torch.dtype,
     normalize_by_query: bool = False,
+    threads: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Top-k (scores, keys) of every query over every live document, keys = segment offset + row."""
+    """Top-k (scores, keys) of every query over every live document, keys = segment offset + row.
+
+    With ``threads`` > 1 the document blocks go to that many single-threaded workers (the caller and threads - 1
+    helpers), each pulling the next block when done with its own: a few large tasks instead of many small parallel
+    ones, so a thread whose core is busy elsewhere holds up only the block it has (2 threads on a loaded machine
+    are not slower than 1)."""
     n_q, r_q, _ = queries.shape
     queries = queries.to(compute_dtype).contiguous()
-    best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
-    block = block_documents(n_q * r_q)
-    offset = 0
-    for segment, alive in zip(segments, live):
-        for start in range(0, segment.count, block):
-            stop = min(start + block, segment.count)
-            scores = segment_block_scores(segment, queries, start, stop, r_c, compute_dtype)
+    chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads)
+
+    def scan(pending: Iterator[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor]:
+        best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
+        for s, start, stop, offset in pending:
+            scores = segment_block_scores(segments[s], queries, start, stop, r_c, compute_dtype)
             if normalize_by_query:
                 scores /= r_q
-            dead = ~alive[start:stop]
+            dead = ~live[s][start:stop]
             if dead.any():
                 scores[:, dead] = float("-inf")
             best = merge_top_k(best, scores, torch.arange(offset + start, offset + stop), k)
-        offset += segment.count
+        return best
+
+    if threads <= 1 or len(chunks) <= 1:
+        with torch_threads(threads):  # one block: torch's own threads, up to ``threads``
+            return scan(iter(chunks))
+    pending = _SharedIterator(chunks)
+    helpers = [search_pool(threads - 1).submit(scan, pending) for _ in range(threads - 1)]
+    with torch_threads(1):  # the calling thread is the first worker
+        best = scan(pending)
+    for helper in helpers:
+        if not helper.cancel():  # a helper that never started (its pool busy with another search) has nothing
+            best = merge_top_k(best, *helper.result(), k)
     return best
+
+
+class _SharedIterator:
+    """An iterator several threads pull from, each item handed out once."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items = iter(items)
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> "_SharedIterator":
+        return self
+
+    def __next__(self) -> Any:
+        with self._lock:
+            return next(self._items)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def search_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` helper workers, each running torch on one thread (made once, reused)."""
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="metaembed-search",
+                                                 initializer=torch.set_num_threads, initargs=(1,))
+        return _POOLS[threads]
+
+
+def resolve_threads(threads: int | None) -> int:
+    """Search threads: ``threads``, or torch's thread count when None."""
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None (torch's thread count), got {threads!r}")
+    return threads
 
 
 def rerank(
@@ -156,7 +250,7 @@ def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int,
                          id_of_key: Callable[[int], str]) -> tuple[Tensor, Tensor]:
     """Top-k (scores, keys) from ``search(width)`` with equal scores ranked by document id, descending
     (trec_eval's rule, as ``metaembed eval`` ranks): a few places past k are fetched, and more while ties
-    reach the end of what was fetched."""
+    reach the end of what was fetched. Only rows with equal scores look ids up; the others keep their order."""
     width = min(total, k + TIE_WINDOW)
     while True:
         scores, keys = search(max(width, 1))
@@ -165,11 +259,16 @@ def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int,
         if width >= total or not straddle:
             break
         width = min(total, width * 4)
-    ranked_scores = torch.full((scores.shape[0], min(k, scores.shape[1])), float("-inf"))
-    ranked_keys = torch.full(ranked_scores.shape, -1, dtype=torch.long)
-    for row, (row_scores, row_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
-        pairs = sorted(((s, key) for s, key in zip(row_scores, row_keys) if key >= 0),
+    keep = min(k, scores.shape[1])
+    ranked_scores = scores[:, :keep].clone()
+    ranked_keys = keys[:, :keep].clone()
+    invalid = ranked_keys < 0
+    ranked_scores[invalid], ranked_keys[invalid] = float("-inf"), -1
+    tied = ((scores[:, 1:] == scores[:, :-1]) & torch.isfinite(scores[:, 1:])).any(dim=1)
+    for row in torch.nonzero(tied).flatten().tolist():
+        pairs = sorted(((s, key) for s, key in zip(scores[row].tolist(), keys[row].tolist()) if key >= 0),
                        key=lambda pair: (pair[0], id_of_key(pair[1])), reverse=True)[:k]
+        ranked_scores[row], ranked_keys[row] = float("-inf"), -1
         for column, (score, key) in enumerate(pairs):
             ranked_scores[row, column], ranked_keys[row, column] = score, key
     return ranked_scores, ranked_keys

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metaembed.hardware import torch_threads
+
 
 def validate_documents(
     ids: Sequence[str], vectors: Any, metadata: Sequence[Any] | None, dim: int, max_document_vectors: int,
@@ -67,6 +69,18 @@ def finite_in(values: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.isfinite(values)
 
 
+def all_finite_in(values: Tensor, dtype: torch.dtype) -> bool:
+    """Whether every value is finite once stored as ``dtype``, in one reduction: NaN survives ``amax`` and rounding is
+    monotonic, so the largest magnitude alone decides (cheap enough for every query)."""
+    if values.numel() == 0:
+        return True
+    with torch_threads(1):
+        largest = values.detach().abs().amax()
+    if dtype.is_floating_point and largest.dtype != dtype:
+        largest = largest.to(dtype)
+    return bool(torch.isfinite(largest))
+
+
 def check_properties(properties: Any) -> dict[str, Any]:
     """``properties`` if it is a dict that can be written as UTF-8 JSON, else a ValueError."""
     if not isinstance(properties, dict):
@@ -111,7 +125,7 @@ def parse_query_vectors(query_vectors: Any, dim: int, finite_dtypes: Sequence[to
     if query_vectors.shape[-1] != dim:
         raise ValueError(f"query vectors have dimension {query_vectors.shape[-1]}, the index has {dim}")
     for dtype in dict.fromkeys(finite_dtypes):
-        if not bool(finite_in(query_vectors, dtype).all()):
+        if not all_finite_in(query_vectors, dtype):
             raise ValueError(f"query vectors contain NaN or infinite values (in {_name(dtype)})")
     return query_vectors
 

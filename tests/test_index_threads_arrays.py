@@ -1,0 +1,133 @@
+"""Search on several threads (blocks of documents pulled by single-threaded workers) gives the one-thread results; array results (integer keys + scores) match the per-query objects; query checks stay exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import metaembed.index.search as search_module
+from metaembed.index import MissingIdsError, MultiVectorIndex
+from metaembed.index.search import SearchArrays, document_chunks
+from metaembed.scoring import maxsim
+
+
+def unit(*shape: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 16 documents, so a 300-document index is split into many tasks."""
+    monkeypatch.setattr(search_module, "_MIN_CHUNK_DOCUMENTS", 16)
+
+
+@pytest.fixture
+def index(tmp_path):
+    documents = unit(300, 8, 16, seed=1)
+    index = MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=8)
+    index.add([f"d{i:03d}" for i in range(130)], documents[:130], [{"n": i} for i in range(130)])
+    index.add([f"d{i:03d}" for i in range(130, 300)], documents[130:], [{"n": i} for i in range(130, 300)])
+    index.delete([f"d{i:03d}" for i in range(0, 300, 7)])
+    yield index
+    index.close()
+
+
+def test_chunks_cover_every_row_once_and_split_for_threads():
+    chunks = document_chunks([5000, 0, 2500], block=100_000, threads=2)
+    covered = [(s, row) for s, start, stop, _ in chunks for row in range(start, stop)]
+    assert covered == [(0, r) for r in range(5000)] + [(2, r) for r in range(2500)]
+    assert {offset for s, _, _, offset in chunks if s == 2} == {5000}
+    assert len(chunks) >= 2 * 2  # a few blocks per thread (7500 / 8 -> the 1024-document floor)
+    assert max(stop - start for _, start, stop, _ in chunks) == 1024
+    assert document_chunks([5000], block=100_000, threads=1) == [(0, 0, 5000, 0)]  # one thread: one block
+
+
+@pytest.mark.parametrize("budget", [(1, 1), (4, 8), (8, 8)])
+def test_threads_give_the_one_thread_results(index, small_blocks, budget):
+    queries = unit(7, 8, 16, seed=2)
+    index.threads = 1
+    one = index.search(queries, k=12, budget=budget)
+    for threads in (2, 3):
+        index.threads = threads
+        many = index.search(queries, k=12, budget=budget)
+        assert [r.ids for r in many] == [r.ids for r in one]
+        # the same sums, up to float rounding (matmul kernels differ by block shape)
+        np.testing.assert_allclose([r.scores for r in many], [r.scores for r in one], rtol=0, atol=1e-5)
+    # and both are the brute-force MaxSim ranking over the live documents
+    live = index.ids
+    brute = maxsim(queries, index.get_vectors(live), *budget)
+    top = brute.topk(12, dim=1)
+    assert [r.ids for r in one] == [[live[j] for j in row] for row in top.indices.tolist()]
+    torch.testing.assert_close(torch.tensor([r.scores for r in one]), top.values, atol=2e-3, rtol=0)
+
+
+def test_threads_setting_is_checked_and_reaches_cascade_and_auto(index, small_blocks):
+    queries = unit(3, 4, 16, seed=3)
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            index.threads = bad
+    index.threads = 1
+    cascade_one = index.cascade_search(queries, k=5, budget=(4, 8), candidates=40)
+    auto_one = index.search(queries, k=5, budget="auto")
+    index.threads = 2
+    assert [r.ids for r in index.cascade_search(queries, k=5, budget=(4, 8), candidates=40)] == [r.ids for r in cascade_one]
+    assert [r.ids for r in index.search(queries, k=5, budget="auto")] == [r.ids for r in auto_one]
+    index.threads = None
+    assert index.search_threads() == torch.get_num_threads()
+
+
+def test_open_takes_threads(index):
+    with MultiVectorIndex.open(index.path, threads=2) as reader:
+        assert reader.threads == 2 and reader.search_threads() == 2
+    with pytest.raises(ValueError, match="threads must be"):
+        MultiVectorIndex.open(index.path, threads=0)
+
+
+def test_array_results_match_objects(index):
+    queries = unit(4, 8, 16, seed=4)
+    objects = index.search(queries, k=6, budget=(2, 4))
+    arrays = index.search(queries, k=6, budget=(2, 4), arrays=True)
+    assert isinstance(arrays, SearchArrays)
+    assert arrays.scores.shape == arrays.keys.shape == (4, 6)
+    assert arrays.scores.dtype == np.float32 and arrays.keys.dtype == np.int64
+    assert index.ids_of(arrays.keys) == [r.ids for r in objects]
+    np.testing.assert_allclose(arrays.scores, np.array([r.scores for r in objects]), rtol=0, atol=1e-6)
+    assert arrays.budgets == [(2, 4)] * 4 and arrays.costs == [r.cost for r in objects]
+    assert all(index.key_of(i) == key for r, row in zip(objects, arrays.keys) for i, key in zip(r.ids, row))
+    with pytest.raises(MissingIdsError):
+        index.key_of("d000")  # deleted
+
+
+def test_keys_stay_valid_after_adds_and_deletes(index):
+    key = index.key_of("d150")
+    index.add(["new"], unit(1, 8, 16, seed=5))
+    index.delete(["d151"])
+    assert index.key_of("d150") == key
+    assert index.ids_of([[key, -1]]) == [["d150", None]]
+
+
+def test_array_results_pad_short_rows_and_cover_cascade_and_auto(tmp_path):
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=4) as small:
+        small.add(["a", "b", "c"], unit(3, 4, 16, seed=6))
+        small.delete(["b"])
+        queries = unit(2, 4, 16, seed=7)
+        for arrays in (small.search(queries, k=5, arrays=True),
+                       small.cascade_search(queries, k=5, candidates=3, arrays=True),
+                       small.search(queries, k=5, budget="auto", arrays=True)):
+            assert arrays.keys.shape == (2, 5)
+            assert (arrays.keys[:, 2:] == -1).all() and np.isneginf(arrays.scores[:, 2:]).all()
+            assert {frozenset(row) for row in small.ids_of(arrays.keys[:, :2])} == {frozenset({"a", "c"})}
+        with pytest.raises(ValueError, match="document key 9 is not in this index"):
+            small.ids_of([[9]])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), -3.4e38])  # -3.4e38: finite in fp32, not in bf16
+def test_query_check_is_exact_in_the_stored_dtype(index, bad):
+    queries = unit(2, 3, 16, seed=8)
+    queries[1, 2, 5] = bad
+    with pytest.raises(ValueError, match="NaN or infinite values \\(in bfloat16\\)"):
+        index.search(queries, k=3)
+    queries[1, 2, 5] = 3.3e38  # finite in bf16 too: accepted (the score is huge, not an error)
+    assert len(index.search(queries, k=3)) == 2

@@ -76,14 +76,60 @@ def _small_index(path):
         index.add([f"d{i}" for i in range(20)], unit(20, 4, 16), [{"i": i} for i in range(20)])
 
 
-def test_bit_flip_is_reported_with_the_file(tmp_path):
-    _small_index(tmp_path / "ix")
+def _flip_a_bit(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x04
+    path.write_bytes(data)
+
+
+def test_bit_flip_is_reported_with_the_file_before_any_result_uses_it(tmp_path):
+    """Opening checks sizes and ids; each rank of the vectors is checked when first read: a search that does not
+    read the damaged rank works, every reader of it gets a CorruptIndexError naming the file and the part."""
+    _small_index(tmp_path / "ix")  # 20 documents x 4 vectors x 16 dims in bf16: 640 bytes per rank
+    queries = unit(2, 4, 16)
+    before = [r.ids for r in MultiVectorIndex.open(tmp_path / "ix").search(queries, k=5, budget=(2, 2))]
     vectors = _segment_file(tmp_path / "ix", "vectors.bin")
-    data = bytearray(vectors.read_bytes())
-    data[100] ^= 0x04
-    vectors.write_bytes(data)
-    with pytest.raises(CorruptIndexError, match=f"{vectors}.*checksum"):
-        MultiVectorIndex.open(tmp_path / "ix")
+    _flip_a_bit(vectors, 2 * 640 + 100)  # in rank 2: the third vector of some document
+    index = MultiVectorIndex.open(tmp_path / "ix")  # fast: nothing read yet
+    assert [r.ids for r in index.search(queries, k=5, budget=(2, 2))] == before
+    damaged = f"{vectors} fails its xxh3_128 checksum in part 2"
+    for read in (lambda: index.search(queries, k=5, budget=(2, 3)), lambda: index.get_vectors(["d1"], 4),
+                 lambda: index.cascade_search(queries, k=5, budget=(2, 4)), index.verify,
+                 lambda: MultiVectorIndex.open(tmp_path / "ix").verify()):
+        with pytest.raises(CorruptIndexError, match=damaged):
+            read()
+    trusted = MultiVectorIndex.open(tmp_path / "ix", verify=False)  # what the index command's other ranks do
+    assert len(trusted.search(queries, k=5, budget=(2, 4))) == 2
+
+
+def test_segments_with_whole_file_sha256_records_still_open_and_are_checked(tmp_path):
+    """Indexes written before per-rank checksums record one sha256 per file: still read, checked whole on first use."""
+    from metaembed.index import manifest as manifest_module
+    from metaembed.index.files import file_checksum
+
+    _small_index(tmp_path / "ix")
+    manifest_path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    folder = tmp_path / "ix" / "segments" / manifest["segments"][0]["name"]
+    manifest["segments"][0]["files"] = {name: {"bytes": (folder / name).stat().st_size,
+                                               "sha256": file_checksum(folder / name, "sha256")}
+                                        for name in manifest["segments"][0]["files"]}
+    manifest["checksum"] = manifest_module.manifest_checksum(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    queries = unit(2, 4, 16)
+    expected = [r.ids for r in MultiVectorIndex.open(tmp_path / "ix").search(queries, k=3)]
+    _flip_a_bit(folder / "vectors.bin", 3 * 640 + 7)
+    with pytest.raises(CorruptIndexError, match=f"{folder / 'vectors.bin'} fails its sha256 checksum"):
+        MultiVectorIndex.open(tmp_path / "ix").search(queries, k=3, budget=(1, 1))  # whole file, even at (1, 1)
+    _flip_a_bit(folder / "vectors.bin", 3 * 640 + 7)
+    assert [r.ids for r in MultiVectorIndex.open(tmp_path / "ix").search(queries, k=3)] == expected
+
+
+def test_new_files_record_per_rank_checksums(tmp_path):
+    _small_index(tmp_path / "ix")
+    record = json.loads((tmp_path / "ix" / "manifest.json").read_text())["segments"][0]["files"]
+    assert record["vectors.bin"]["part_bytes"] == 640 and len(record["vectors.bin"]["parts"]) == 4
+    assert set(record["ids.json"]) == {"bytes", "xxh3_128"}
 
 
 def test_truncated_file_is_reported_with_the_file(tmp_path):

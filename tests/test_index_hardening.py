@@ -65,7 +65,7 @@ def test_every_bit_flip_of_the_manifest_is_caught_or_harmless(tmp_path):
 
 
 def test_a_damaged_manifest_is_named_even_without_verify(tmp_path):
-    """verify=False (what the distributed index command's other ranks open with) skips the vectors' sha256,
+    """verify=False (what the distributed index command's other ranks open with) skips the vectors' checksums,
     never the manifest's or ids.json's."""
     path = tmp_path / "ix"
     _index_300_with_15_deleted(path)
@@ -83,7 +83,7 @@ def test_a_damaged_manifest_is_named_even_without_verify(tmp_path):
     record = json.loads(original)["segments"][0]
     ids_file = path / "segments" / record["name"] / "ids.json"
     ids_file.write_text(ids_file.read_text().replace('"d1"', '"x1"'))  # same size: only a checksum sees it
-    with pytest.raises(CorruptIndexError, match=f"{ids_file} fails its sha256"):
+    with pytest.raises(CorruptIndexError, match=f"{ids_file} fails its xxh3_128 checksum"):
         MultiVectorIndex.open(path, verify=False)
 
 

@@ -19,8 +19,9 @@ def unit(*shape: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 16 documents, so a 300-document index is split into many tasks."""
-    monkeypatch.setattr(search_module, "_MIN_CHUNK_DOCUMENTS", 16)
+    """Tasks of any size, so a 300-document index is split into many."""
+    monkeypatch.setattr(search_module, "_MIN_TASK_MACS", 1)
+    monkeypatch.setattr(search_module, "_MIN_TASK_VECTORS", 1)
 
 
 @pytest.fixture
@@ -35,12 +36,20 @@ def index(tmp_path):
 
 
 def test_chunks_cover_every_row_once_and_split_for_threads():
-    chunks = document_chunks([5000, 0, 2500], block=100_000, threads=2)
+    chunks = document_chunks([50_000, 0, 25_000], block=100_000, threads=2, macs_per_document=1 << 20,
+                             vectors_per_document=64)
     covered = [(s, row) for s, start, stop, _ in chunks for row in range(start, stop)]
-    assert covered == [(0, r) for r in range(5000)] + [(2, r) for r in range(2500)]
-    assert {offset for s, _, _, offset in chunks if s == 2} == {5000}
-    assert len(chunks) >= 2 * 2  # a few blocks per thread (7500 / 8 -> the 1024-document floor)
-    assert max(stop - start for _, start, stop, _ in chunks) == 1024
+    assert covered == [(0, r) for r in range(50_000)] + [(2, r) for r in range(25_000)]
+    assert {offset for s, _, _, offset in chunks if s == 2} == {50_000}
+    assert max(stop - start for _, start, stop, _ in chunks) == 75_000 // 8  # a few blocks per thread
+    # never less than ~2 ms of work per task: 2**26 multiply-adds at 10**5 per document -> 672 documents
+    small = document_chunks([5_000], block=100_000, threads=2, macs_per_document=100_000, vectors_per_document=1)
+    assert max(stop - start for _, start, stop, _ in small) == 672 and len(small) == 8
+    # ... or 2**14 vectors read: one (1,1) query over 20,000 documents -> blocks of 16384
+    lone = document_chunks([20_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
+    assert [stop - start for _, start, stop, _ in lone] == [16384, 3616]
+    tiny = document_chunks([5_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
+    assert tiny == [(0, 0, 5_000, 0)]  # not worth splitting
     assert document_chunks([5000], block=100_000, threads=1) == [(0, 0, 5000, 0)]  # one thread: one block
 
 

@@ -92,9 +92,12 @@ class MultiVectorIndex:
         ``threads``: how many threads a search uses (default: torch's thread count); each works on its own blocks of
         documents. Settable later as ``index.threads``.
 
-        The manifest's own checksum, every file's size and the sha256 of each ids.json are always checked (also
-        with ``verify=False``, what the index command's other ranks open with); ``verify`` adds the sha256 of the
-        vectors, and metadata.json is checked when first read. A writer takes the lock before reading the manifest.
+        Opening takes about as long as reading the ids: the manifest's own checksum, every file's size and the
+        checksum of each ids.json are always checked (also with ``verify=False``, what the index command's other
+        ranks open with). With ``verify`` (the default) the vectors are checked too, each rank of each segment the
+        first time a search or gather reads it (a (1, 1) search checks only the first vectors), so no result is ever
+        computed from unchecked bytes; :meth:`verify` checks everything now. metadata.json is checked when first
+        read. A writer takes the lock before reading the manifest.
         """
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
@@ -114,9 +117,12 @@ class MultiVectorIndex:
         self.max_document_vectors: int = manifest["max_document_vectors"]
         self.dtype: str = manifest["dtype"]
         segments_dir = self.path / SEGMENTS
+        # segments never change once written: keep those already open (and what of them is already checked)
+        opened = {segment.record["name"]: segment for segment in getattr(self, "_segments", [])}
         self._segments = [
-            Segment.open(segments_dir / record["name"], record, self.dim, self.max_document_vectors, self.dtype,
-                         self._verify)
+            opened[record["name"]] if record["name"] in opened and opened[record["name"]].record == record
+            else Segment.open(segments_dir / record["name"], record, self.dim, self.max_document_vectors, self.dtype,
+                              self._verify)
             for record in manifest["segments"]
         ]
         self._live: list[Tensor] = []
@@ -131,6 +137,14 @@ class MultiVectorIndex:
                 self._where[segment.ids[row]] = (s, row)
         counts = [segment.count for segment in self._segments]
         self._offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]) if counts else [], dtype=torch.long)
+
+    def verify(self) -> None:
+        """Check every stored byte against the manifest now (what searches otherwise check on first read), e.g.
+        after copying an index; CorruptIndexError names the first damaged file."""
+        for segment in self._segments:
+            segment.require_ranks(self.max_document_vectors)
+            if segment.count:
+                segment.metadata(0)
 
     def refresh(self) -> bool:
         """Reload the manifest if a writer committed since; returns whether anything changed."""
@@ -260,8 +274,10 @@ class MultiVectorIndex:
                 raise CorruptIndexError(f"staged segment record {str(record)[:200]} is damaged: "
                                         f"{problem or 'its segment is already committed'}")
             # a staged segment must be intact (and readable as this index's) before it is named
-            ids = Segment.open(self.path / SEGMENTS / record["name"], record, self.dim, self.max_document_vectors,
-                               self.dtype, verify=True).ids
+            staged = Segment.open(self.path / SEGMENTS / record["name"], record, self.dim, self.max_document_vectors,
+                                  self.dtype, verify=True)
+            staged.require_ranks(self.max_document_vectors)
+            ids = staged.ids
             segment_index = len(names)
             names.append(record["name"])
             for row, id_ in enumerate(ids):

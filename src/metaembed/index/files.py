@@ -1,4 +1,10 @@
-"""Durable file primitives: fsync'd writes, atomic replace, checksums and a single-writer lock."""
+"""Durable file primitives: fsync'd writes, atomic replace, checksums and a single-writer lock.
+
+Checksums: files written now record xxh3-128 (``"xxh3_128"``; ~10 GB/s here against sha256's ~0.9 GB/s), which
+detects damage (bit flips, torn or overwritten writes) as well as sha256 does; it is not a defence against someone
+forging data on purpose, which a local index does not try to be. Large files also record one digest per part
+(``"parts"`` of ``"part_bytes"`` each), so a reader checks only the parts it reads. Records of older indexes
+(``"sha256"``, whole files) are still checked as written."""
 
 from __future__ import annotations
 
@@ -9,7 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from metaembed.index.errors import CorruptIndexError, IndexLockedError
+
+FAST_HASH = "xxh3_128"
+HASHES = ("xxh3_128", "sha256")
+"""Checksum algorithms a file record may use, preferred first."""
 
 _CHUNK = 8 << 20
 _TMP_MARK = ".tmp-"
@@ -70,22 +82,43 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def file_checksum(path: Path) -> str:
-    """sha256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
+def _new_digest(algorithm: str) -> Any:
+    return xxhash.xxh3_128() if algorithm == FAST_HASH else hashlib.sha256()
+
+
+def file_checksum(path: Path, algorithm: str = FAST_HASH) -> str:
+    """Hex digest of a file's bytes (``"xxh3_128"`` or ``"sha256"``), streamed."""
+    digest = _new_digest(algorithm)
     with open(path, "rb", buffering=0) as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def describe_file(path: Path) -> dict[str, Any]:
-    """What the manifest records about a data file: its size and checksum."""
-    return {"bytes": path.stat().st_size, "sha256": file_checksum(path)}
+def bytes_checksum(data: Any) -> str:
+    """xxh3-128 hex digest of a buffer (bytes, memoryview, or a contiguous numpy array)."""
+    return xxhash.xxh3_128(data).hexdigest()
+
+
+def describe_file(path: Path, part_bytes: int | None = None) -> dict[str, Any]:
+    """What the manifest records about a data file: its size and checksum, and with ``part_bytes`` one checksum per
+    consecutive part of that many bytes (the vectors of one rank), so a reader can check just what it reads."""
+    record: dict[str, Any] = {"bytes": path.stat().st_size, FAST_HASH: file_checksum(path)}
+    if part_bytes:
+        with open(path, "rb", buffering=0) as handle:
+            record["part_bytes"] = part_bytes
+            record["parts"] = [bytes_checksum(handle.read(part_bytes)) for _ in range(-(-record["bytes"] // part_bytes))]
+    return record
+
+
+def record_algorithm(expected: dict[str, Any]) -> str:
+    """The checksum algorithm a file record uses."""
+    return next(name for name in HASHES if name in expected)
 
 
 def verify_file(path: Path, expected: dict[str, Any], full: bool = True) -> None:
-    """Check a file against its manifest record; raise CorruptIndexError naming the file when it differs."""
+    """Check a file against its manifest record (size; with ``full`` its checksum too); raise CorruptIndexError
+    naming the file when it differs."""
     if not path.is_file():
         raise CorruptIndexError(f"index file {path} is missing")
     size = path.stat().st_size
@@ -93,8 +126,18 @@ def verify_file(path: Path, expected: dict[str, Any], full: bool = True) -> None
         raise CorruptIndexError(
             f"index file {path} is {size} bytes, the manifest says {expected['bytes']} (truncated or overwritten)"
         )
-    if full and file_checksum(path) != expected["sha256"]:
-        raise CorruptIndexError(f"index file {path} fails its sha256 checksum (the data on disk is damaged)")
+    if full:
+        algorithm = record_algorithm(expected)
+        if file_checksum(path, algorithm) != expected[algorithm]:
+            raise CorruptIndexError(f"index file {path} fails its {algorithm} checksum (the data on disk is damaged)")
+
+
+def verify_part(path: Path, expected: dict[str, Any], part: int, data: Any) -> None:
+    """Check part ``part`` of a file, already read as ``data``, against its record's per-part checksum."""
+    if bytes_checksum(data) != expected["parts"][part]:
+        raise CorruptIndexError(f"index file {path} fails its {FAST_HASH} checksum in part {part} "
+                                f"(bytes {part * expected['part_bytes']}-{(part + 1) * expected['part_bytes'] - 1}): "
+                                "the data on disk is damaged")
 
 
 class WriterLock:

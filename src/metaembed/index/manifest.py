@@ -27,6 +27,8 @@ MANIFEST = "manifest.json"
 CHECKSUM = "checksum"
 SEGMENT_NAME = re.compile(r"seg-[0-9a-f]{16}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_XXH3 = re.compile(r"[0-9a-f]{32}")
+_CHECKSUMS = {"xxh3_128": _XXH3, "sha256": _SHA256}
 
 
 def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: dict[str, Any]) -> dict[str, Any]:
@@ -152,9 +154,25 @@ def segment_record_problem(record: Any, dtype: str) -> str | None:
     if not isinstance(files, dict) or set(files) != expected:
         return f"'files' must describe exactly {sorted(expected)}"
     for file_name, description in files.items():
-        if (not isinstance(description, dict) or not _is_int(description.get("bytes")) or description["bytes"] < 0
-                or not isinstance(description.get("sha256"), str) or not _SHA256.fullmatch(description["sha256"])):
-            return f"the record of {file_name} needs 'bytes' (an integer) and 'sha256' (64 hex digits)"
+        problem = _file_record_problem(description)
+        if problem:
+            return f"the record of {file_name} {problem}"
+    return None
+
+
+def _file_record_problem(description: Any) -> str | None:
+    """What is wrong with one file's record (size, checksum, optional per-part checksums), or None."""
+    if not isinstance(description, dict) or not _is_int(description.get("bytes")) or description["bytes"] < 0:
+        return "needs 'bytes' (an integer >= 0)"
+    if not any(isinstance(description.get(name), str) and pattern.fullmatch(description[name])
+               for name, pattern in _CHECKSUMS.items()):
+        return "needs 'xxh3_128' (32 hex digits) or 'sha256' (64 hex digits)"
+    if "parts" in description:
+        part_bytes, parts = description.get("part_bytes"), description["parts"]
+        if (not _is_int(part_bytes) or part_bytes < 1 or not isinstance(parts, list)
+                or len(parts) != -(-description["bytes"] // part_bytes)
+                or not all(isinstance(part, str) and _XXH3.fullmatch(part) for part in parts)):
+            return "has damaged 'parts' (one 32-hex-digit checksum per 'part_bytes' bytes)"
     return None
 
 

@@ -20,8 +20,10 @@ _RUNNING_MAX_ELEMENTS = 1 << 20
 """Documents per block are chosen so the running (query vectors x documents) maximum stays cache-sized (~4 MB)."""
 _CHUNKS_PER_THREAD = 4
 """Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them."""
-_MIN_CHUNK_DOCUMENTS = 1024
-"""Smallest block worth a task of its own."""
+_MIN_TASK_MACS = 1 << 26
+"""Multiply-adds worth a task of its own: ~2 ms on one core, well above the cost of handing a task over."""
+_MIN_TASK_VECTORS = 1 << 14
+"""Document vectors worth a task of its own (read, converted, multiplied: ~2 ms on one core when queries are few)."""
 
 
 @dataclass
@@ -107,13 +109,17 @@ def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: in
     return scores, keys.gather(1, positions)
 
 
-def document_chunks(counts: Sequence[int], block: int, threads: int) -> list[tuple[int, int, int, int]]:
+def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_document: int = 1,
+                    vectors_per_document: int = 1) -> list[tuple[int, int, int, int]]:
     """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
-    each, and small enough that each of ``threads`` threads gets a few (down to a floor)."""
+    each, and small enough that each of ``threads`` threads gets a few, but never under ~2 ms of work: the
+    multiply-adds (``macs_per_document``, for the whole batch of queries) or the vectors read (``vectors_per_document``
+    = r_c) of a block reach their floor."""
     total = sum(counts)
     if threads > 1:
         share = -(-total // (threads * _CHUNKS_PER_THREAD))
-        block = min(block, max(_MIN_CHUNK_DOCUMENTS, share))
+        floor = min(-(-_MIN_TASK_MACS // max(1, macs_per_document)), -(-_MIN_TASK_VECTORS // max(1, vectors_per_document)))
+        block = min(block, max(floor, share))
     chunks, offset = [], 0
     for s, count in enumerate(counts):
         chunks.extend((s, start, min(start + block, count), offset) for start in range(0, count, block))
@@ -139,7 +145,8 @@ def exact_search(
     are not slower than 1)."""
     n_q, r_q, _ = queries.shape
     queries = queries.to(compute_dtype).contiguous()
-    chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads)
+    chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads,
+                             macs_per_document=n_q * r_q * r_c * queries.shape[-1], vectors_per_document=r_c)
 
     def scan(pending: Iterator[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor]:
         best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
@@ -153,8 +160,8 @@ def exact_search(
             best = merge_top_k(best, scores, torch.arange(offset + start, offset + stop), k)
         return best
 
-    if threads <= 1 or len(chunks) <= 1:
-        with torch_threads(threads):  # one block: torch's own threads, up to ``threads``
+    if threads <= 1 or len(chunks) <= 1:  # too little work to share: one thread, no parallel regions to wait on
+        with torch_threads(1):
             return scan(iter(chunks))
     pending = _SharedIterator(chunks)
     helpers = [search_pool(threads - 1).submit(scan, pending) for _ in range(threads - 1)]

@@ -3,12 +3,19 @@
 A segment folder holds ``vectors.bin`` (shape (R, n, D): every document's vector 1, then every document's
 vector 2, ...; raw bf16 bits as uint16, or int8), ``scales.bin`` (int8 only: fp32 (R, n), one scale per
 vector), ``ids.json`` and ``metadata.json``. Files are written and fsync'd before the manifest names them.
+
+Verification: the manifest records a checksum of every file and, for ``vectors.bin`` and ``scales.bin``, one per
+rank (the first vectors of every document, then the second, ...). Opening checks sizes and ``ids.json`` only; the
+vectors of rank r are checked the first time anything reads them (a search at r_c > r, a gather), so opening costs
+no more than reading the ids, a search at (1, 1) checks only the first rank, and no score is computed from bytes
+that were not checked. Segments written before per-rank checksums are checked whole on first use.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -20,7 +27,7 @@ import torch
 from torch import Tensor
 
 from metaembed.index.errors import CorruptIndexError
-from metaembed.index.files import describe_file, fsync_directory, verify_file, write_bytes_durably
+from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
 
 STORAGE_DTYPES = ("bfloat16", "int8")
 _NUMPY_STORAGE = {"bfloat16": np.uint16, "int8": np.int8}
@@ -63,7 +70,10 @@ def write_segment(
             write_bytes_durably(folder / file_name, payload)
         fsync_directory(folder)
         fsync_directory(segments_dir)
-        return {"name": name, "count": len(ids), "files": {f: describe_file(folder / f) for f in files}}
+        per_rank = {"vectors.bin": data[0].nbytes if len(data) else None,
+                    "scales.bin": scales[0].nbytes if scales is not None and len(scales) else None}
+        return {"name": name, "count": len(ids),
+                "files": {f: describe_file(folder / f, per_rank.get(f)) for f in files}}
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -79,6 +89,11 @@ class Segment:
     scales: Tensor | None  # (R, n) fp32 for int8
     ids: list[str]
     _metadata: list[Any] | None = None
+    verified_ranks: int = 0
+    """Ranks whose bytes have been checked against the manifest (all of them when opened without ``verify``)."""
+
+    def __post_init__(self) -> None:
+        self._verifying = threading.Lock()
 
     @property
     def count(self) -> int:
@@ -86,10 +101,11 @@ class Segment:
 
     @classmethod
     def open(cls, folder: Path, record: dict[str, Any], dim: int, stored: int, dtype: str, verify: bool) -> "Segment":
-        """Open a segment, checking every file against the manifest: sizes always, and the sha256 of ids.json
-        always (it is read whole anyway), of the vectors when ``verify``, of metadata.json when first loaded."""
+        """Open a segment, checking every file's size against the manifest and the checksum of ids.json (it is read
+        whole anyway); with ``verify``, each rank of the vectors is checked on first read (:meth:`require_ranks`),
+        metadata.json when first loaded."""
         for file_name, expected in record["files"].items():
-            verify_file(folder / file_name, expected, full=verify or file_name == "ids.json")
+            verify_file(folder / file_name, expected, full=file_name == "ids.json")
         count = record["count"]
         item_size = np.dtype(_NUMPY_STORAGE[dtype]).itemsize
         _check_size(folder / "vectors.bin", record, stored * count * dim * item_size)
@@ -103,7 +119,28 @@ class Segment:
         ids = _read_json(folder / "ids.json")
         if not isinstance(ids, list) or len(ids) != count or not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{folder / 'ids.json'} is not a list of {count} ids as the manifest says")
-        return cls(folder, record, vectors, scales, ids)
+        return cls(folder, record, vectors, scales, ids, verified_ranks=0 if verify else stored)
+
+    def require_ranks(self, r_c: int) -> None:
+        """Check the first ``r_c`` ranks of the vectors (and scales) against the manifest, once each; a
+        CorruptIndexError names the file and the damaged part. Cheap when already checked."""
+        if r_c <= self.verified_ranks:
+            return
+        with self._verifying:
+            if r_c <= self.verified_ranks:  # another thread checked them meanwhile
+                return
+            files = [(name, tensor) for name, tensor in (("vectors.bin", self.vectors), ("scales.bin", self.scales))
+                     if tensor is not None]
+            records = {name: self.record["files"][name] for name, _ in files}
+            if any("parts" not in record for record in records.values()):  # no per-rank checksums: whole files, once
+                for name, _ in files:
+                    verify_file(self.folder / name, records[name])
+                self.verified_ranks = self.vectors.shape[0]
+                return
+            for name, tensor in files:
+                for rank in range(self.verified_ranks, r_c):
+                    verify_part(self.folder / name, records[name], rank, _raw_bytes(tensor[rank]))
+            self.verified_ranks = r_c
 
     def metadata(self, row: int) -> Any:
         """The JSON metadata stored with the document at ``row`` (loaded and checksummed on first use)."""
@@ -119,6 +156,7 @@ class Segment:
     def rank_block(self, rank: int, start: int, stop: int, dtype: torch.dtype) -> Tensor:
         """Vector number ``rank`` of documents ``start:stop`` as (n, D) in ``dtype``: a contiguous slice of the
         rank-major file (no copy when ``dtype`` is the bf16 storage type)."""
+        self.require_ranks(rank + 1)
         view = self.vectors[rank, start:stop]
         if self.scales is None:
             return view if view.dtype == dtype else view.to(dtype)
@@ -126,6 +164,7 @@ class Segment:
 
     def gather(self, rows: Tensor, r_c: int, dtype: torch.dtype) -> Tensor:
         """Selected documents (by row) at budget r_c as (len(rows), r_c, D)."""
+        self.require_ranks(r_c)
         picked = self.vectors[:r_c].index_select(1, rows)
         if self.scales is not None:
             scales = self.scales[:r_c].index_select(1, rows)
@@ -142,6 +181,13 @@ def _check_size(path: Path, record: dict[str, Any], size: int) -> None:
         raise CorruptIndexError(
             f"index file {path} is recorded as {recorded} bytes, but {record['count']} documents need {size}"
         )
+
+
+def _raw_bytes(tensor: Tensor) -> memoryview:
+    """The bytes of a contiguous slice of a memory-mapped file, as stored (no conversion)."""
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.uint16)
+    return memoryview(tensor.numpy()).cast("B")
 
 
 def _read_json(path: Path) -> Any:

@@ -75,3 +75,83 @@ def test_hnsw_first_stage_finds_the_exact_top_hits(setup):
     for q, (result, truth) in enumerate(zip(cascade, exact)):
         assert result.scores == pytest.approx(full[q, [int(i[1:]) for i in result.ids]].tolist(), abs=1e-5)
         assert len(set(result.ids) & set(truth.ids)) >= 8  # approximate: 60 of 200 candidates by first vector
+
+
+# ------------------------------------------------------------------------------------ the HNSW graph, saved
+def _graph_files(path):
+    return sorted(p.name for p in (path / "hnsw").glob("*.usearch"))
+
+
+def test_a_writer_saves_the_graph_and_readers_open_it_instead_of_rebuilding(setup, monkeypatch):
+    index, _, queries = setup
+    graph = index.build_hnsw()
+    record = index.manifest["hnsw"]
+    assert record["documents"] == len(graph) == 200 and record["settings"]["connectivity"] == 16
+    assert _graph_files(index.path) == [record["file"]]
+    expected = [r.ids for r in index.cascade_search(queries, k=10, budget=(4, 8), candidates=60, first_stage="hnsw")]
+
+    import metaembed.index.embedded as embedded
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("a reader rebuilt the graph the manifest names")
+
+    monkeypatch.setattr(embedded, "build_first_vector_hnsw", no_rebuild)
+    with MultiVectorIndex.open(index.path) as reader:
+        found = reader.cascade_search(queries, k=10, budget=(4, 8), candidates=60, first_stage="hnsw")
+        assert [r.ids for r in found] == expected
+
+
+def test_adds_and_deletes_update_the_saved_graph_in_the_same_commit(setup):
+    index, _, queries = setup
+    index.build_hnsw()
+    first_file = index.manifest["hnsw"]["file"]
+    near = queries[:1].repeat(1, 2, 1)  # a document made of query 0's own vectors: its best match at every budget
+    index.add(["new", "d5"], torch.cat([near, unit(1, 8, 32, seed=9)]))  # one new id, one replaced
+    index.delete(["d7"])
+    record = index.manifest["hnsw"]
+    assert record["file"] != first_file and record["documents"] == len(index) == 200
+    assert len(_graph_files(index.path)) == 2  # the current graph and the previous one (a reader may still open it)
+    with MultiVectorIndex.open(index.path) as reader:
+        graph = reader.build_hnsw()
+        assert len(graph) == len(reader) and reader.key_of("new") in graph
+        assert reader.key_of("d5") in graph and 7 not in graph  # d7's key is gone; d5's old key (5) replaced
+        assert 5 not in graph
+        hits = reader.cascade_search(queries[:1], k=5, budget=(4, 8), candidates=20, first_stage="hnsw")[0]
+        assert hits.ids[0] == "new"
+        every = reader.cascade_search(queries, k=200, budget=(1, 1), candidates=200, first_stage="hnsw")
+        assert all("d7" not in r.ids for r in every)
+
+
+def test_a_damaged_graph_is_named_and_a_failed_commit_loses_nothing(setup, monkeypatch):
+    index, _, queries = setup
+    index.build_hnsw()
+    record = index.manifest["hnsw"]
+    import metaembed.index.embedded as embedded
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(embedded, "write_manifest", crash)
+    with pytest.raises(OSError, match="disk full"):
+        index.add(["lost"], unit(1, 8, 32, seed=4))
+    monkeypatch.undo()
+    with MultiVectorIndex.open(index.path) as reader:
+        assert "lost" not in reader and reader.manifest["hnsw"] == record
+        assert len(reader.build_hnsw()) == 200
+    path = index.path / "hnsw" / record["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(data)
+    with MultiVectorIndex.open(index.path) as reader:
+        with pytest.raises(metaembed.index.CorruptIndexError, match=f"{path} fails its xxh3_128 checksum"):
+            reader.cascade_search(queries, k=5, budget=(2, 4), candidates=20, first_stage="hnsw")
+
+
+def test_other_settings_rebuild_for_a_writer_and_stay_in_memory_for_a_reader(setup):
+    index, _, queries = setup
+    index.build_hnsw()
+    with MultiVectorIndex.open(index.path) as reader:
+        reader.build_hnsw(connectivity=8)
+        assert reader.manifest["hnsw"]["settings"]["connectivity"] == 16  # a reader never writes
+    index.build_hnsw(connectivity=8)
+    assert index.manifest["hnsw"]["settings"] == {"connectivity": 8, "expansion_add": 128, "expansion_search": 256}

@@ -30,7 +30,8 @@ from torch import Tensor
 from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
 from metaembed.index.errors import CorruptIndexError, MissingIdsError
 from metaembed.index.files import WriterLock
-from metaembed.index.hnsw import build_first_vector_hnsw, hnsw_candidates
+from metaembed.index.hnsw import (DEFAULT_SETTINGS, add_first_vectors, build_first_vector_hnsw, hnsw_candidates,
+                                  load_graph, remove_keys, remove_stale_graphs, save_graph)
 from metaembed.index.manifest import (MANIFEST, create_manifest_locked, new_manifest, read_manifest,
                                       read_manifest_locked, segment_record_problem, write_manifest)
 from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search,
@@ -53,7 +54,8 @@ class MultiVectorIndex:
         self.threads = threads
         self._verify = verify
         self._lock = lock
-        self._hnsw: tuple[int, Any] | None = None
+        self._hnsw: tuple[Any, Any] | None = None  # (saved file name, or ("memory", generation, settings)), graph
+        self._pending_graph: tuple[str, Any] | None = None
         try:
             self._load(manifest)
         except BaseException:
@@ -315,8 +317,15 @@ class MultiVectorIndex:
         manifest["updated"] = time.time()
         for name in manifest["deleted"]:
             manifest["deleted"][name] = sorted(set(manifest["deleted"][name]))
+        previous_graph = self.manifest.get("hnsw")
+        self._pending_graph = None
+        self._update_saved_graph(manifest)
         write_manifest(self.path, manifest)
         self._load(manifest)
+        if self._pending_graph is not None:
+            self._hnsw, self._pending_graph = self._pending_graph, None
+        if manifest.get("hnsw") != previous_graph:  # keep the previous file: a reader may be about to open it
+            remove_stale_graphs(self.path, [r["file"] for r in (manifest.get("hnsw"), previous_graph) if r])
 
     def _require_writer(self) -> None:
         if self._lock is None:
@@ -442,13 +451,64 @@ class MultiVectorIndex:
         return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None,
                              arrays=arrays, k=k)
 
-    def build_hnsw(self, connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:
-        """Build (or return the cached) usearch HNSW index over every live document's first vector."""
-        generation = self.manifest["generation"]
-        if self._hnsw is None or self._hnsw[0] != generation:
-            self._hnsw = (generation, build_first_vector_hnsw(self._segments, self._live, self._offsets, self.dim,
-                                                              connectivity, expansion_add, expansion_search))
-        return self._hnsw[1]
+    def build_hnsw(self, connectivity: int | None = None, expansion_add: int | None = None,
+                   expansion_search: int | None = None) -> Any:
+        """The usearch HNSW graph over every live document's first vector (the cascade's ``first_stage="hnsw"``).
+
+        The graph the manifest names when there is one (saved by a writer; checked before use), else built now: by a
+        writer, saved with the index in the same crash-safe way as a segment, so other processes open it instead of
+        rebuilding it and every later add or delete updates it; by a read-only opener, in memory for this process.
+        Settings (HNSW M, ef_construction, ef_search; default 16, 128, 256) that differ from the saved graph's make a
+        writer rebuild it and a reader build its own."""
+        asked = {name: value for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add),
+                                                 ("expansion_search", expansion_search)) if value is not None}
+        record = self.manifest.get("hnsw")
+        if record and all(record["settings"][name] == value for name, value in asked.items()):
+            if self._hnsw is None or self._hnsw[0] != record["file"]:
+                self._hnsw = (record["file"], load_graph(self.path, record, view=self._lock is None))
+            return self._hnsw[1]
+        settings = {**DEFAULT_SETTINGS, **(record["settings"] if record else {}), **asked}
+        graph = build_first_vector_hnsw(self._segments, self._live, self._offsets, self.dim, settings)
+        if self._lock is None:
+            key = ("memory", self.manifest["generation"], tuple(sorted(settings.items())))
+            if self._hnsw is None or self._hnsw[0] != key:
+                self._hnsw = (key, graph)
+            return self._hnsw[1]
+        manifest = copy.deepcopy(self.manifest)
+        manifest["hnsw"] = save_graph(graph, self.path, settings)
+        self._commit(manifest)
+        self._hnsw = (manifest["hnsw"]["file"], graph)
+        return graph
+
+    def _update_saved_graph(self, manifest: dict[str, Any]) -> None:
+        """Bring the saved HNSW graph (if any) in line with the live documents of ``manifest`` before it is committed:
+        first vectors of new segments added, newly deleted keys removed, written to a new file the manifest names."""
+        record = self.manifest.get("hnsw")
+        if not record or manifest.get("hnsw") != record:
+            return
+        known = {segment["name"] for segment in self.manifest["segments"]}
+        additions, removals, offset = [], [], 0
+        for segment in manifest["segments"]:
+            deleted = set(manifest["deleted"].get(segment["name"], []))
+            if segment["name"] in known:
+                removals += [offset + row for row in deleted - set(self.manifest["deleted"].get(segment["name"], []))]
+            else:
+                additions.append((segment, [row for row in range(segment["count"]) if row not in deleted], offset))
+            offset += segment["count"]
+        if not additions and not removals:
+            return
+        if self._hnsw is not None and self._hnsw[0] == record["file"]:
+            graph = self._hnsw[1]
+        else:
+            graph = load_graph(self.path, record, view=False)
+        self._hnsw = None  # changed in place below: only the committed state may be cached
+        for segment, rows, offset in additions:
+            opened = Segment.open(self.path / SEGMENTS / segment["name"], segment, self.dim, self.max_document_vectors,
+                                  self.dtype, verify=False)  # just written or checked by commit_segments
+            add_first_vectors(graph, opened, torch.tensor(rows, dtype=torch.long), offset)
+        remove_keys(graph, removals)
+        manifest["hnsw"] = save_graph(graph, self.path, record["settings"])
+        self._pending_graph = (manifest["hnsw"]["file"], graph)
 
     def _storage_torch_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.dtype == "bfloat16" else torch.int8

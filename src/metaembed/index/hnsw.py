@@ -1,31 +1,115 @@
 """The approximate first stage of ``cascade_search(first_stage="hnsw")``: a usearch HNSW graph over each live
-document's first vector, searched by inner product."""
+document's first vector, searched by inner product, keyed by the index's integer document keys.
+
+A writer saves the graph in the index folder (``hnsw/first-vector-*.usearch``) and names it in the manifest, so it
+is built once, not per process; every later commit that adds or deletes documents updates it (new first vectors
+added, deleted keys removed) and names the new file in the same atomic manifest commit. The file is written and
+fsync'd before the manifest names it, and checked against its recorded size and xxh3-128 before it is used.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from metaembed.index.errors import CorruptIndexError
+from metaembed.index.files import describe_file, fsync_directory, verify_file
 from metaembed.index.segment import Segment
+
+GRAPH_FOLDER = "hnsw"
+DEFAULT_SETTINGS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 256}
+"""usearch's HNSW settings when none are given: M, ef_construction, ef_search."""
+
+
+def new_graph(dim: int, settings: dict[str, int]) -> Any:
+    """An empty usearch index over bf16 vectors of size ``dim``, inner product."""
+    from usearch.index import Index
+
+    return Index(ndim=dim, metric="ip", dtype="bf16", connectivity=settings["connectivity"],
+                 expansion_add=settings["expansion_add"], expansion_search=settings["expansion_search"])
+
+
+def add_first_vectors(graph: Any, segment: Segment, rows: Tensor, offset: int) -> None:
+    """Add the first vectors of ``rows`` of a segment under keys ``offset + row``."""
+    if len(rows):
+        first = segment.gather(rows, 1, torch.float32)[:, 0].numpy()
+        graph.add((rows + offset).numpy().astype(np.uint64), first, threads=0)
 
 
 def build_first_vector_hnsw(segments: Sequence[Segment], live: Sequence[Tensor], offsets: Tensor, dim: int,
-                            connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 256) -> Any:
+                            settings: dict[str, int]) -> Any:
     """A usearch index over every live document's first vector, keyed by global key (segment offset + row)."""
+    graph = new_graph(dim, settings)
+    for s, segment in enumerate(segments):
+        add_first_vectors(graph, segment, torch.nonzero(live[s]).flatten(), int(offsets[s]))
+    return graph
+
+
+def remove_keys(graph: Any, keys: Sequence[int]) -> None:
+    """Remove documents (by key) from the graph; keys it does not hold are ignored."""
+    present = [key for key in keys if key in graph]
+    if present:
+        graph.remove(np.asarray(present, dtype=np.uint64))
+
+
+def save_graph(graph: Any, index_folder: Path, settings: dict[str, int]) -> dict[str, Any]:
+    """Write the graph to a new file durably; returns the manifest record naming it (file, size, checksum, settings)."""
+    folder = index_folder / GRAPH_FOLDER
+    folder.mkdir(exist_ok=True)
+    name = f"first-vector-{uuid.uuid4().hex[:16]}.usearch"
+    path = folder / name
+    try:
+        graph.save(str(path))
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        fsync_directory(folder)
+        return {"file": name, **describe_file(path), "documents": len(graph), "settings": dict(settings)}
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def load_graph(index_folder: Path, record: dict[str, Any], view: bool) -> Any:
+    """The saved graph a manifest names, checked against its record first (memory-mapped when ``view``)."""
     from usearch.index import Index
 
-    index = Index(ndim=dim, metric="ip", dtype="bf16", connectivity=connectivity,
-                  expansion_add=expansion_add, expansion_search=expansion_search)
-    for s, segment in enumerate(segments):
-        rows = torch.nonzero(live[s]).flatten()
-        if len(rows):
-            first = segment.gather(rows, 1, torch.float32)[:, 0].numpy()
-            index.add((rows + offsets[s]).numpy().astype(np.uint64), first, threads=0)
-    return index
+    path = index_folder / GRAPH_FOLDER / record["file"]
+    verify_file(path, record)
+    graph = Index.restore(str(path), view=view)
+    if graph is None or len(graph) != record["documents"]:
+        raise CorruptIndexError(f"HNSW graph {path} does not hold the {record['documents']} documents the manifest says")
+    graph.expansion_search = record["settings"]["expansion_search"]
+    return graph
+
+
+def remove_stale_graphs(index_folder: Path, keep: Sequence[str]) -> None:
+    """Delete graph files other than ``keep`` (the current and the previous one, which readers may still open)."""
+    folder = index_folder / GRAPH_FOLDER
+    if folder.is_dir():
+        for path in folder.glob("first-vector-*.usearch"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
+def graph_record_problem(record: Any) -> str | None:
+    """What is wrong with the manifest's ``"hnsw"`` record, or None."""
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
+            or not record["file"].startswith("first-vector-") or "/" in record["file"]:
+        return "'hnsw' must name a first-vector-*.usearch file"
+    if not isinstance(record.get("documents"), int) or record["documents"] < 0:
+        return "'hnsw' needs 'documents' (an integer >= 0)"
+    settings = record.get("settings")
+    if not isinstance(settings, dict) or set(settings) != set(DEFAULT_SETTINGS) \
+            or not all(isinstance(v, int) and v > 0 for v in settings.values()):
+        return f"'hnsw' settings must give positive integers for {sorted(DEFAULT_SETTINGS)}"
+    return None
 
 
 def hnsw_candidates(index: Any, first_query_vectors: Tensor, candidates: int) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 
 from metaembed.index.errors import CorruptIndexError, IndexLockedError
 from metaembed.index.files import WriterLock, take_writer_lock, write_json_atomically
+from metaembed.index.hnsw import graph_record_problem
 from metaembed.index.segment import STORAGE_DTYPES
 
 FORMAT = "metaembed-multivector-index"
@@ -138,6 +139,10 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
         if record["name"] in counts:
             return f"segment {record['name']!r} is listed twice"
         counts[record["name"]] = record["count"]
+    if "hnsw" in manifest:
+        problem = graph_record_problem(manifest["hnsw"]) or _file_record_problem(manifest["hnsw"])
+        if problem:
+            return problem if problem.startswith("'hnsw'") else f"the record of the HNSW graph {problem}"
     return _deleted_problem(manifest.get("deleted"), counts)
 
 

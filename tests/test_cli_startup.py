@@ -7,6 +7,7 @@ transformers before anything could load a folder."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -40,13 +41,22 @@ print(json.dumps({{"after_help": after_help, "helps": helps, "registered": "meta
 """
 
 
-@pytest.fixture(scope="module")
-def fresh_process() -> dict:
-    """What a fresh interpreter imported while building the command line and printing every command's help."""
+def _run_fresh(cache) -> dict:
     code = _FRESH_PROCESS.format(heavy=HEAVY, commands=COMMANDS)
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "METAEMBED_CACHE": str(cache), "COLUMNS": "100"}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def fresh_process(tmp_path_factory) -> dict:
+    """What a fresh interpreter imported while building the command line and printing every command's help (an
+    empty user cache), and what a second one imported (the train help cached by the first)."""
+    cache = tmp_path_factory.mktemp("user_cache")
+    first = _run_fresh(cache)
+    first["second"] = _run_fresh(cache)
+    return first
 
 
 def test_help_of_every_command_imports_no_model_stack(fresh_process):
@@ -55,6 +65,14 @@ def test_help_of_every_command_imports_no_model_stack(fresh_process):
         assert exit_code == 0, (command, output)
         assert "usage: metaembed" in output.lower() and "Traceback" not in output, (command, output)
         assert imported == (["transformers"] if command == "train" else []), (command, imported)
+
+
+def test_train_help_is_printed_from_the_cache_the_second_time(fresh_process):
+    """The train help is rendered by HfArgumentParser once (importing transformers), then read from the user cache."""
+    second = fresh_process["second"]
+    assert second["helps"]["train"][2] == [], "a cached train --help still imported " + str(second["helps"]["train"][2])
+    assert second["helps"]["train"][:2] == fresh_process["helps"]["train"][:2]  # exit code and the same text
+    assert "--num_query_meta_tokens" in second["helps"]["train"][1]
 
 
 def test_first_use_of_the_model_registers_its_folder_config(fresh_process):

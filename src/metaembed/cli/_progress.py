@@ -18,6 +18,8 @@ class QuietLibraryCommand(TyperCommand):
     """A ``metaembed`` command that runs with transformers' progress bars off, and puts them back after."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if any(arg in ("-h", "--help") for arg in ctx.args):  # a command that parses its own flags (train) prints help
+            return super().invoke(ctx)
         from transformers.utils import logging as hf_logging  # only when a command runs: `--help` stays light
 
         if hasattr(hf_logging, "set_tqdm_hook"):

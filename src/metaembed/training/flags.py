@@ -12,16 +12,28 @@ each process scores against the global batch)::
     accelerate launch --num_processes 8 -m metaembed.training cfg.yaml
     # several nodes: torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 -m metaembed.training cfg.yaml
 
-The parser comes from transformers' lazy top-level package, which loads no torch: ``--help`` stays light.
+The parser comes from transformers' lazy top-level package, which loads no torch; importing it still costs ~1.4 s
+(it scans its model files), so ``--help``'s text is kept in the user's cache (:func:`train_help`), keyed by
+what it is made from, and printed from there without importing transformers at all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from metaembed.training.config import TrainConfig, read_yaml_settings
+from metaembed.user_cache import cache_folder
+
+HELP_FLAGS = ("-h", "--help")
+_HELP_SOURCES = ("config.py", "defaults.py", "flags.py")
+"""The files the help text is made from (with budgets.py and the transformers version): its cache key."""
 
 USER_ERRORS = (ValueError, OSError)
 """What bad settings or data raise: reported as one ``error: ...`` line with exit status 2."""
@@ -45,9 +57,41 @@ def train_parser(prog: str = "metaembed train") -> Any:
     return parser
 
 
+def train_help(prog: str = "metaembed train") -> str:
+    """The parser's ``--help`` text, from the user's cache when it was rendered before for the same sources,
+    transformers version, program name and terminal width (else rendered now and cached)."""
+    here = Path(__file__).parent
+    key = hashlib.sha256()
+    for source in [*(here / name for name in _HELP_SOURCES), here.parent / "budgets.py"]:
+        key.update(source.read_bytes())
+    try:
+        transformers_version = metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        transformers_version = "?"
+    width = os.environ.get("COLUMNS") or str(shutil.get_terminal_size().columns)
+    key.update(f"{transformers_version}|{prog}|{width}".encode())
+    cached = cache_folder("help", f"train-{key.hexdigest()[:24]}.txt")
+    try:
+        return cached.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    text = train_parser(prog).format_help()
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = cached.with_name(f".{cached.name}.{os.getpid()}")
+        staging.write_text(text, encoding="utf-8")
+        staging.replace(cached)  # atomic: a concurrent reader sees the old state or the whole text
+    except OSError:  # a read-only cache folder only costs the speed-up
+        pass
+    return text
+
+
 def config_from_args(args: Sequence[str], prog: str = "metaembed train") -> TrainConfig:
     """The :class:`TrainConfig` of a command line: CONFIG's settings (when given), then the flags over them."""
     args = list(args)
+    if any(arg in HELP_FLAGS for arg in args[: args.index("--") if "--" in args else len(args)]):
+        sys.stdout.write(train_help(prog))
+        raise SystemExit(0)  # what argparse does after printing help
     parser = train_parser(prog)
     config_file = parser.parse_args(args).config
     if config_file is not None:

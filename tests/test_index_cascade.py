@@ -90,12 +90,12 @@ def test_a_writer_saves_the_graph_and_readers_open_it_instead_of_rebuilding(setu
     assert _graph_files(index.path) == [record["file"]]
     expected = [r.ids for r in index.cascade_search(queries, k=10, budget=(4, 8), candidates=60, first_stage="hnsw")]
 
-    import metaembed.index.embedded as embedded
+    import metaembed.index.hnsw as hnsw
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("a reader rebuilt the graph the manifest names")
 
-    monkeypatch.setattr(embedded, "build_first_vector_hnsw", no_rebuild)
+    monkeypatch.setattr(hnsw, "build_first_vector_hnsw", no_rebuild)
     with MultiVectorIndex.open(index.path) as reader:
         found = reader.cascade_search(queries, k=10, budget=(4, 8), candidates=60, first_stage="hnsw")
         assert [r.ids for r in found] == expected
@@ -126,12 +126,12 @@ def test_a_damaged_graph_is_named_and_a_failed_commit_loses_nothing(setup, monke
     index, _, queries = setup
     index.build_hnsw()
     record = index.manifest["hnsw"]
-    import metaembed.index.embedded as embedded
+    import metaembed.index.writing as writing
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(embedded, "write_manifest", crash)
+    monkeypatch.setattr(writing, "write_manifest", crash)
     with pytest.raises(OSError, match="disk full"):
         index.add(["lost"], unit(1, 8, 32, seed=4))
     monkeypatch.undo()

@@ -2,24 +2,23 @@
 
 Layout of the index folder::
 
-    manifest.json        the committed state: settings, segments (with file sizes and sha256), deletions,
-                         sealed by its own sha256 (see :mod:`metaembed.index.manifest`)
+    manifest.json        the committed state: settings, segments (with file sizes and checksums), deletions,
+                         the saved HNSW graph, sealed by its own sha256 (see :mod:`metaembed.index.manifest`)
     segments/seg-*/      immutable segments written by ``add`` (see :mod:`metaembed.index.segment`)
+    hnsw/                the cascade's first-stage graph, once a writer built it (see :mod:`metaembed.index.hnsw`)
     write.lock           flock held by the one writer; ``create`` takes it before it writes anything
 
 Every ``add`` writes a new segment, fsyncs it, then replaces the manifest atomically: a crash at any moment
 leaves the last committed state, and an ``add`` that returned is never lost. Re-adding an id replaces it
 (the old row is marked deleted in the manifest); deleting an id that is not there raises
-:class:`MissingIdsError` and deletes nothing.
+:class:`MissingIdsError` and deletes nothing. Writing lives in :mod:`metaembed.index.writing`; scoring in
+:mod:`metaembed.index.search`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import shutil
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,20 @@ import torch
 from torch import Tensor
 
 from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
-from metaembed.index.errors import CorruptIndexError, MissingIdsError
+from metaembed.index.errors import MissingIdsError
 from metaembed.index.files import WriterLock
-from metaembed.index.hnsw import (DEFAULT_SETTINGS, add_first_vectors, build_first_vector_hnsw, hnsw_candidates,
-                                  load_graph, remove_keys, remove_stale_graphs, save_graph)
+from metaembed.index.hnsw import FirstVectorGraph, hnsw_candidates
 from metaembed.index.manifest import (MANIFEST, create_manifest_locked, new_manifest, read_manifest,
-                                      read_manifest_locked, segment_record_problem, write_manifest)
+                                      read_manifest_locked)
 from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search,
-                                    gather_documents, ranked_by_id_on_ties, rerank, resolve_threads)
-from metaembed.index.segment import STORAGE_DTYPES, Segment, write_segment
-from metaembed.index.validation import (check_positive_int, check_properties, check_query_budget,
-                                        parse_query_vectors, validate_documents)
+                                    gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank,
+                                    resolve_threads)
+from metaembed.index.segment import STORAGE_DTYPES, Segment
+from metaembed.index.validation import check_positive_int, check_properties, check_query_budget, parse_query_vectors
+from metaembed.index.writing import SEGMENTS, IndexWriting
 
-SEGMENTS = "segments"
 
-
-class MultiVectorIndex:
+class MultiVectorIndex(IndexWriting):
     """A folder of rank-major multi-vector segments (a ``MultiVectorStore``); ``search`` runs exact MaxSim at any budget up to what is stored."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], mode: str, verify: bool,
@@ -54,8 +51,7 @@ class MultiVectorIndex:
         self.threads = threads
         self._verify = verify
         self._lock = lock
-        self._hnsw: tuple[Any, Any] | None = None  # (saved file name, or ("memory", generation, settings)), graph
-        self._pending_graph: tuple[str, Any] | None = None
+        self._graph = FirstVectorGraph(path)
         try:
             self._load(manifest)
         except BaseException:
@@ -193,16 +189,8 @@ class MultiVectorIndex:
         return resolve_threads(self._threads)
 
     def ids_of(self, keys: Any) -> list[list[str | None]]:
-        """String ids of a (n_q, k) array of document keys (as :class:`SearchArrays` returns), None for key -1."""
-        rows = np.asarray(keys, dtype=np.int64)
-        if rows.ndim != 2:
-            raise ValueError(f"keys must be a 2-d (n_queries, k) array, got shape {rows.shape}")
-        total = int(sum(segment.count for segment in self._segments))
-        bad = (rows < -1) | (rows >= total)
-        if bad.any():
-            raise ValueError(f"document key {int(rows[bad][0])} is not in this index (keys run from 0 to {total - 1}; -1 = none)")
-        return [[None if key < 0 else document_id(self._segments, self._offsets, key) for key in row]
-                for row in rows.tolist()]
+        """String ids of a (n_queries, k) array of document keys (as :class:`SearchArrays` returns), None for key -1."""
+        return ids_of_keys(self._segments, self._offsets, keys)
 
     def key_of(self, id_: str) -> int:
         """The integer key of a stored document id (what :class:`SearchArrays` reports); MissingIdsError if absent."""
@@ -213,14 +201,6 @@ class MultiVectorIndex:
     def properties(self) -> dict[str, Any]:
         """Free-form settings stored in the manifest (the ``index`` command records its model here)."""
         return self.manifest.get("properties", {})
-
-    def set_properties(self, **updates: Any) -> None:
-        """Merge ``updates`` into the manifest's properties in one atomic commit (e.g. a calibrated ``auto_margin``)."""
-        self._require_writer()
-        check_properties(updates)
-        manifest = copy.deepcopy(self.manifest)
-        manifest["properties"] = {**manifest.get("properties", {}), **updates}
-        self._commit(manifest)
 
     def get_metadata(self, id_: str) -> Any:
         s, row = self._locate(id_)
@@ -243,101 +223,6 @@ class MultiVectorIndex:
             return self._where[id_]
         except KeyError:
             raise MissingIdsError([id_]) from None
-
-    # ------------------------------------------------------------------ writing
-    def add(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> None:
-        """Store documents (n, R, D) under ``ids`` (R >= max_document_vectors; the prefix is kept), durably.
-
-        Existing ids are replaced. Raises ValueError (and changes nothing) on bad shapes, NaN/inf values,
-        empty or duplicate ids, or metadata that is not JSON.
-        """
-        ids, vectors, metadata = self._validate_add(ids, vectors, metadata)
-        if not ids:
-            return
-        record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
-        self.commit_segments([record])
-
-    def stage(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> dict[str, Any]:
-        """Write a segment without committing it (any process may stage, e.g. each rank of a distributed run);
-        the writer's :meth:`commit_segments` then makes staged segments visible in one commit."""
-        ids, vectors, metadata = self._validate_add(ids, vectors, metadata, require_writer=False)
-        return write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
-
-    def commit_segments(self, records: Iterable[dict[str, Any]]) -> None:
-        """Commit already written segments in one atomic manifest update (later segments win on repeated ids)."""
-        self._require_writer()
-        records = list(records)
-        manifest = copy.deepcopy(self.manifest)
-        where = dict(self._where)
-        names = [seg["name"] for seg in manifest["segments"]]
-        for record in records:
-            problem = segment_record_problem(record, self.dtype)
-            if problem or record["name"] in names:
-                raise CorruptIndexError(f"staged segment record {str(record)[:200]} is damaged: "
-                                        f"{problem or 'its segment is already committed'}")
-            # a staged segment must be intact (and readable as this index's) before it is named
-            staged = Segment.open(self.path / SEGMENTS / record["name"], record, self.dim, self.max_document_vectors,
-                                  self.dtype, verify=True)
-            staged.require_ranks(self.max_document_vectors)
-            ids = staged.ids
-            segment_index = len(names)
-            names.append(record["name"])
-            for row, id_ in enumerate(ids):
-                if id_ in where:
-                    old_segment, old_row = where[id_]
-                    manifest["deleted"].setdefault(names[old_segment], []).append(old_row)
-                where[id_] = (segment_index, row)
-            manifest["segments"].append(record)
-        self._commit(manifest)
-
-    def remove_orphan_segments(self, keep: Iterable[str] = ()) -> list[str]:
-        """Delete segment folders no manifest names (left by a crash mid-add), except ``keep``; returns their names."""
-        self._require_writer()
-        named = {record["name"] for record in self.manifest["segments"]} | set(keep)
-        orphans = sorted(p.name for p in (self.path / SEGMENTS).iterdir() if p.is_dir() and p.name not in named)
-        for name in orphans:
-            shutil.rmtree(self.path / SEGMENTS / name)
-        return orphans
-
-    def delete(self, ids: Sequence[str]) -> None:
-        """Delete documents by id; raises MissingIdsError naming any id that is not present (nothing is deleted)."""
-        self._require_writer()
-        ids = list(ids)
-        missing = [i for i in dict.fromkeys(ids) if i not in self._where]
-        if missing:
-            raise MissingIdsError(missing)
-        manifest = copy.deepcopy(self.manifest)
-        for id_ in dict.fromkeys(ids):
-            s, row = self._where[id_]
-            manifest["deleted"].setdefault(self._segments[s].record["name"], []).append(row)
-        self._commit(manifest)
-
-    def _commit(self, manifest: dict[str, Any]) -> None:
-        manifest["generation"] += 1
-        manifest["updated"] = time.time()
-        for name in manifest["deleted"]:
-            manifest["deleted"][name] = sorted(set(manifest["deleted"][name]))
-        previous_graph = self.manifest.get("hnsw")
-        self._pending_graph = None
-        self._update_saved_graph(manifest)
-        write_manifest(self.path, manifest)
-        self._load(manifest)
-        if self._pending_graph is not None:
-            self._hnsw, self._pending_graph = self._pending_graph, None
-        if manifest.get("hnsw") != previous_graph:  # keep the previous file: a reader may be about to open it
-            remove_stale_graphs(self.path, [r["file"] for r in (manifest.get("hnsw"), previous_graph) if r])
-
-    def _require_writer(self) -> None:
-        if self._lock is None:
-            raise PermissionError(f"index {self.path} is open read-only; open it with mode='a' to change it")
-
-    def _validate_add(
-        self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None, require_writer: bool = True
-    ) -> tuple[list[str], Tensor, list[Any]]:
-        if require_writer:
-            self._require_writer()
-        return validate_documents(ids, vectors, metadata, self.dim, self.max_document_vectors,
-                                  storage_dtype=self._stored_float_dtype())
 
     # ------------------------------------------------------------------ searching
     def _check_document_budget(self, r_c: int | None) -> int:
@@ -462,53 +347,13 @@ class MultiVectorIndex:
         writer rebuild it and a reader build its own."""
         asked = {name: value for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add),
                                                  ("expansion_search", expansion_search)) if value is not None}
-        record = self.manifest.get("hnsw")
-        if record and all(record["settings"][name] == value for name, value in asked.items()):
-            if self._hnsw is None or self._hnsw[0] != record["file"]:
-                self._hnsw = (record["file"], load_graph(self.path, record, view=self._lock is None))
-            return self._hnsw[1]
-        settings = {**DEFAULT_SETTINGS, **(record["settings"] if record else {}), **asked}
-        graph = build_first_vector_hnsw(self._segments, self._live, self._offsets, self.dim, settings)
-        if self._lock is None:
-            key = ("memory", self.manifest["generation"], tuple(sorted(settings.items())))
-            if self._hnsw is None or self._hnsw[0] != key:
-                self._hnsw = (key, graph)
-            return self._hnsw[1]
-        manifest = copy.deepcopy(self.manifest)
-        manifest["hnsw"] = save_graph(graph, self.path, settings)
-        self._commit(manifest)
-        self._hnsw = (manifest["hnsw"]["file"], graph)
+        graph, record = self._graph.get(self.manifest, self._segments, self._live, self._offsets, asked,
+                                        writer=self._lock is not None)
+        if record is not None:
+            manifest = copy.deepcopy(self.manifest)
+            manifest["hnsw"] = record
+            self._commit(manifest)
         return graph
-
-    def _update_saved_graph(self, manifest: dict[str, Any]) -> None:
-        """Bring the saved HNSW graph (if any) in line with the live documents of ``manifest`` before it is committed:
-        first vectors of new segments added, newly deleted keys removed, written to a new file the manifest names."""
-        record = self.manifest.get("hnsw")
-        if not record or manifest.get("hnsw") != record:
-            return
-        known = {segment["name"] for segment in self.manifest["segments"]}
-        additions, removals, offset = [], [], 0
-        for segment in manifest["segments"]:
-            deleted = set(manifest["deleted"].get(segment["name"], []))
-            if segment["name"] in known:
-                removals += [offset + row for row in deleted - set(self.manifest["deleted"].get(segment["name"], []))]
-            else:
-                additions.append((segment, [row for row in range(segment["count"]) if row not in deleted], offset))
-            offset += segment["count"]
-        if not additions and not removals:
-            return
-        if self._hnsw is not None and self._hnsw[0] == record["file"]:
-            graph = self._hnsw[1]
-        else:
-            graph = load_graph(self.path, record, view=False)
-        self._hnsw = None  # changed in place below: only the committed state may be cached
-        for segment, rows, offset in additions:
-            opened = Segment.open(self.path / SEGMENTS / segment["name"], segment, self.dim, self.max_document_vectors,
-                                  self.dtype, verify=False)  # just written or checked by commit_segments
-            add_first_vectors(graph, opened, torch.tensor(rows, dtype=torch.long), offset)
-        remove_keys(graph, removals)
-        manifest["hnsw"] = save_graph(graph, self.path, record["settings"])
-        self._pending_graph = (manifest["hnsw"]["file"], graph)
 
     def _storage_torch_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.dtype == "bfloat16" else torch.int8
@@ -523,27 +368,5 @@ class MultiVectorIndex:
 
     def _results(self, scores: Tensor, keys: Tensor, budgets: Sequence[Budget] | None = None,
                  costs: Sequence[int] | None = None, arrays: bool = False, k: int = 0) -> list[SearchResult] | SearchArrays:
-        """Ranked (n_q, <= k) scores and keys as per-query results (ids and metadata), or as :class:`SearchArrays`
-        (padded to k columns)."""
-        keys = keys.masked_fill(torch.isinf(scores) | (keys < 0), -1)
-        if arrays:
-            short = max(0, k - scores.shape[1])
-            scores = torch.nn.functional.pad(scores.float(), (0, short), value=float("-inf"))
-            keys = torch.nn.functional.pad(keys, (0, short), value=-1)
-            return SearchArrays(scores.float().numpy().copy(), keys.numpy().astype(np.int64),
-                                budgets=list(budgets) if budgets else [], costs=list(costs) if costs else None)
-        segment_of = (torch.searchsorted(self._offsets, keys.clamp_min(0), right=True) - 1).tolist() if len(self._offsets) else []
-        offsets = self._offsets.tolist()
-        results = []
-        for q, (query_scores, query_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
-            result = SearchResult([], [], [], budget=budgets[q] if budgets else None, cost=costs[q] if costs else None)
-            for column, (score, key) in enumerate(zip(query_scores, query_keys)):
-                if key < 0:
-                    continue
-                s = segment_of[q][column]
-                segment, row = self._segments[s], key - offsets[s]
-                result.ids.append(segment.ids[row])
-                result.scores.append(score)
-                result.metadata.append(segment.metadata(row))
-            results.append(result)
-        return results
+        """Ranked (n_q, <= k) scores and keys as per-query results (ids and metadata), or as :class:`SearchArrays`."""
+        return ranked_results(self._segments, self._offsets, scores, keys, budgets, costs, arrays, k)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,71 @@ def graph_record_problem(record: Any) -> str | None:
             or not all(isinstance(v, int) and v > 0 for v in settings.values()):
         return f"'hnsw' settings must give positive integers for {sorted(DEFAULT_SETTINGS)}"
     return None
+
+
+class FirstVectorGraph:
+    """An index's HNSW graph over first vectors: the saved one its manifest names, or one built in memory for a
+    read-only opener; cached, and kept in line with the live documents through every commit."""
+
+    def __init__(self, index_folder: Path) -> None:
+        self.folder = index_folder
+        self._cached: tuple[Any, Any] | None = None  # (saved file name, or ("memory", generation, settings)), graph
+        self._pending: tuple[str, Any] | None = None  # a graph saved for the commit under way
+
+    def get(self, manifest: dict[str, Any], segments: Sequence[Segment], live: Sequence[Tensor], offsets: Tensor,
+            asked: dict[str, int], writer: bool) -> tuple[Any, dict[str, Any] | None]:
+        """(graph, record): the saved graph when its settings match ``asked``, else a new one; ``record`` is not None
+        when a writer built and saved a new graph that the next commit must name."""
+        record = manifest.get("hnsw")
+        if record and all(record["settings"][name] == value for name, value in asked.items()):
+            if self._cached is None or self._cached[0] != record["file"]:
+                self._cached = (record["file"], load_graph(self.folder, record, view=not writer))
+            return self._cached[1], None
+        settings = {**DEFAULT_SETTINGS, **(record["settings"] if record else {}), **asked}
+        if not writer:
+            key = ("memory", manifest["generation"], tuple(sorted(settings.items())))
+            if self._cached is None or self._cached[0] != key:
+                self._cached = (key, build_first_vector_hnsw(segments, live, offsets, manifest["dim"], settings))
+            return self._cached[1], None
+        graph = build_first_vector_hnsw(segments, live, offsets, manifest["dim"], settings)
+        saved = save_graph(graph, self.folder, settings)
+        self._pending = (saved["file"], graph)
+        return graph, saved
+
+    def update_for_commit(self, old: dict[str, Any], new: dict[str, Any],
+                          open_segment: Callable[[dict[str, Any]], Segment]) -> None:
+        """Before ``new`` replaces ``old``: if ``old`` names a saved graph and ``new`` still does, add the first
+        vectors of new segments' live rows, remove newly deleted keys, save it as a new file and name that in ``new``."""
+        record = old.get("hnsw")
+        if not record or new.get("hnsw") != record:
+            return
+        known = {segment["name"] for segment in old["segments"]}
+        additions, removals, offset = [], [], 0
+        for segment in new["segments"]:
+            deleted = set(new["deleted"].get(segment["name"], []))
+            if segment["name"] in known:
+                removals += [offset + row for row in deleted - set(old["deleted"].get(segment["name"], []))]
+            else:
+                additions.append((segment, [row for row in range(segment["count"]) if row not in deleted], offset))
+            offset += segment["count"]
+        if not additions and not removals:
+            return
+        graph = self._cached[1] if self._cached and self._cached[0] == record["file"] else load_graph(self.folder, record, view=False)
+        self._cached = None  # changed in place below: only a committed state may be cached
+        for segment, rows, offset in additions:
+            add_first_vectors(graph, open_segment(segment), torch.tensor(rows, dtype=torch.long), offset)
+        remove_keys(graph, removals)
+        new["hnsw"] = save_graph(graph, self.folder, record["settings"])
+        self._pending = (new["hnsw"]["file"], graph)
+
+    def committed(self, previous: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+        """After a commit: cache the graph saved for it, and delete graph files older than the previous one (a reader
+        that read the previous manifest may still be about to open its file)."""
+        if self._pending is not None and current is not None and self._pending[0] == current["file"]:
+            self._cached = self._pending
+        self._pending = None
+        if current != previous:
+            remove_stale_graphs(self.folder, [record["file"] for record in (current, previous) if record])
 
 
 def hnsw_candidates(index: Any, first_query_vectors: Tensor, candidates: int) -> Tensor:

@@ -247,6 +247,47 @@ def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor,
     return out
 
 
+def ids_of_keys(segments: Sequence[Segment], offsets: Tensor, keys: Any) -> list[list[str | None]]:
+    """String ids of a (n_queries, k) array of document keys, None for key -1; a key the index never had is an error."""
+    rows = np.asarray(keys, dtype=np.int64)
+    if rows.ndim != 2:
+        raise ValueError(f"keys must be a 2-d (n_queries, k) array, got shape {rows.shape}")
+    total = int(sum(segment.count for segment in segments))
+    bad = (rows < -1) | (rows >= total)
+    if bad.any():
+        raise ValueError(f"document key {int(rows[bad][0])} is not in this index (keys run from 0 to {total - 1}; -1 = none)")
+    return [[None if key < 0 else document_id(segments, offsets, key) for key in row] for row in rows.tolist()]
+
+
+def ranked_results(segments: Sequence[Segment], offsets: Tensor, scores: Tensor, keys: Tensor,
+                   budgets: Sequence[tuple[int, int]] | None = None, costs: Sequence[int] | None = None,
+                   arrays: bool = False, k: int = 0) -> list[SearchResult] | SearchArrays:
+    """Ranked (n_q, <= k) scores and keys as per-query :class:`SearchResult` (ids and metadata looked up), or as one
+    :class:`SearchArrays` padded to k columns; -inf scores and keys < 0 are no result."""
+    keys = keys.masked_fill(torch.isinf(scores) | (keys < 0), -1)
+    if arrays:
+        short = max(0, k - scores.shape[1])
+        scores = torch.nn.functional.pad(scores.float(), (0, short), value=float("-inf"))
+        keys = torch.nn.functional.pad(keys, (0, short), value=-1)
+        return SearchArrays(scores.numpy().copy(), keys.numpy().astype(np.int64),
+                            budgets=list(budgets) if budgets else [], costs=list(costs) if costs else None)
+    segment_of = (torch.searchsorted(offsets, keys.clamp_min(0), right=True) - 1).tolist() if len(offsets) else []
+    starts = offsets.tolist()
+    results = []
+    for q, (query_scores, query_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
+        result = SearchResult([], [], [], budget=budgets[q] if budgets else None, cost=costs[q] if costs else None)
+        for column, (score, key) in enumerate(zip(query_scores, query_keys)):
+            if key < 0:
+                continue
+            s = segment_of[q][column]
+            row = key - starts[s]
+            result.ids.append(segments[s].ids[row])
+            result.scores.append(score)
+            result.metadata.append(segments[s].metadata(row))
+        results.append(result)
+    return results
+
+
 def document_id(segments: Sequence[Segment], offsets: Tensor, key: int) -> str:
     """The document id stored under a global key (segment offset + row)."""
     s = int(torch.searchsorted(offsets, key, right=True)) - 1

@@ -1,0 +1,142 @@
+"""The writing half of :class:`~metaembed.index.embedded.MultiVectorIndex`: add, stage, commit, delete and the
+one atomic commit they all end in (see that module for the folder layout and the crash-safety rules)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from metaembed.index.errors import CorruptIndexError, MissingIdsError
+from metaembed.index.manifest import segment_record_problem, write_manifest
+from metaembed.index.segment import Segment, write_segment
+from metaembed.index.validation import check_properties, validate_documents
+
+if TYPE_CHECKING:
+    from metaembed.index.files import WriterLock
+    from metaembed.index.hnsw import FirstVectorGraph
+
+SEGMENTS = "segments"
+
+
+class IndexWriting:
+    """Mixin: what a writer (the holder of the index's lock) does. Every change is one :meth:`_commit`. The class it
+    is mixed into provides the attributes below and ``_load(manifest)`` / ``_stored_float_dtype()``."""
+
+    path: Path
+    manifest: dict[str, Any]
+    dim: int
+    max_document_vectors: int
+    dtype: str
+    _lock: WriterLock | None
+    _graph: FirstVectorGraph
+    _segments: list[Segment]
+    _where: dict[str, tuple[int, int]]
+
+    def _open_segment(self, record: dict[str, Any], verify: bool = False) -> Segment:
+        """A committed or staged segment of this index, opened for reading."""
+        return Segment.open(self.path / SEGMENTS / record["name"], record, self.dim, self.max_document_vectors,
+                            self.dtype, verify)
+
+    def set_properties(self, **updates: Any) -> None:
+        """Merge ``updates`` into the manifest's properties in one atomic commit (e.g. a calibrated ``auto_margin``)."""
+        self._require_writer()
+        check_properties(updates)
+        manifest = copy.deepcopy(self.manifest)
+        manifest["properties"] = {**manifest.get("properties", {}), **updates}
+        self._commit(manifest)
+
+    def add(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> None:
+        """Store documents (n, R, D) under ``ids`` (R >= max_document_vectors; the prefix is kept), durably.
+
+        Existing ids are replaced. Raises ValueError (and changes nothing) on bad shapes, NaN/inf values,
+        empty or duplicate ids, or metadata that is not JSON.
+        """
+        ids, vectors, metadata = self._validate_add(ids, vectors, metadata)
+        if not ids:
+            return
+        record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
+        self.commit_segments([record])
+
+    def stage(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> dict[str, Any]:
+        """Write a segment without committing it (any process may stage, e.g. each rank of a distributed run);
+        the writer's :meth:`commit_segments` then makes staged segments visible in one commit."""
+        ids, vectors, metadata = self._validate_add(ids, vectors, metadata, require_writer=False)
+        return write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
+
+    def commit_segments(self, records: Iterable[dict[str, Any]]) -> None:
+        """Commit already written segments in one atomic manifest update (later segments win on repeated ids)."""
+        self._require_writer()
+        records = list(records)
+        manifest = copy.deepcopy(self.manifest)
+        where = dict(self._where)
+        names = [seg["name"] for seg in manifest["segments"]]
+        for record in records:
+            problem = segment_record_problem(record, self.dtype)
+            if problem or record["name"] in names:
+                raise CorruptIndexError(f"staged segment record {str(record)[:200]} is damaged: "
+                                        f"{problem or 'its segment is already committed'}")
+            # a staged segment must be intact (and readable as this index's) before it is named
+            staged = self._open_segment(record, verify=True)
+            staged.require_ranks(self.max_document_vectors)
+            ids = staged.ids
+            segment_index = len(names)
+            names.append(record["name"])
+            for row, id_ in enumerate(ids):
+                if id_ in where:
+                    old_segment, old_row = where[id_]
+                    manifest["deleted"].setdefault(names[old_segment], []).append(old_row)
+                where[id_] = (segment_index, row)
+            manifest["segments"].append(record)
+        self._commit(manifest)
+
+    def remove_orphan_segments(self, keep: Iterable[str] = ()) -> list[str]:
+        """Delete segment folders no manifest names (left by a crash mid-add), except ``keep``; returns their names."""
+        self._require_writer()
+        named = {record["name"] for record in self.manifest["segments"]} | set(keep)
+        orphans = sorted(p.name for p in (self.path / SEGMENTS).iterdir() if p.is_dir() and p.name not in named)
+        for name in orphans:
+            shutil.rmtree(self.path / SEGMENTS / name)
+        return orphans
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete documents by id; raises MissingIdsError naming any id that is not present (nothing is deleted)."""
+        self._require_writer()
+        ids = list(ids)
+        missing = [i for i in dict.fromkeys(ids) if i not in self._where]
+        if missing:
+            raise MissingIdsError(missing)
+        manifest = copy.deepcopy(self.manifest)
+        for id_ in dict.fromkeys(ids):
+            s, row = self._where[id_]
+            manifest["deleted"].setdefault(self._segments[s].record["name"], []).append(row)
+        self._commit(manifest)
+
+    def _commit(self, manifest: dict[str, Any]) -> None:
+        """Seal and write ``manifest`` atomically (the saved HNSW graph brought in line first), then load it."""
+        manifest["generation"] += 1
+        manifest["updated"] = time.time()
+        for name in manifest["deleted"]:
+            manifest["deleted"][name] = sorted(set(manifest["deleted"][name]))
+        previous = self.manifest
+        self._graph.update_for_commit(previous, manifest, self._open_segment)
+        write_manifest(self.path, manifest)
+        self._load(manifest)
+        self._graph.committed(previous.get("hnsw"), manifest.get("hnsw"))
+
+    def _require_writer(self) -> None:
+        if self._lock is None:
+            raise PermissionError(f"index {self.path} is open read-only; open it with mode='a' to change it")
+
+    def _validate_add(
+        self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None, require_writer: bool = True
+    ) -> tuple[list[str], Tensor, list[Any]]:
+        if require_writer:
+            self._require_writer()
+        return validate_documents(ids, vectors, metadata, self.dim, self.max_document_vectors,
+                                  storage_dtype=self._stored_float_dtype())

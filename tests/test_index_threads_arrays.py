@@ -8,7 +8,8 @@ import torch
 
 import metaembed.index.search as search_module
 from metaembed.index import MissingIdsError, MultiVectorIndex
-from metaembed.index.search import SearchArrays, document_chunks
+from metaembed.index import SearchArrays
+from metaembed.index.search import document_chunks
 from metaembed.scoring import maxsim
 
 

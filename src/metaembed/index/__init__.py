@@ -19,13 +19,14 @@ _LAZY: dict[str, str] = {
     "MissingIdsError": "metaembed.index.errors",
     "MultiVectorStore": "metaembed.index.protocol",
     "recorded_model": "metaembed.index.provenance",
+    "SearchArrays": "metaembed.index.search",
     "SearchResult": "metaembed.index.search",
     "QdrantMultiVectorIndex": "metaembed.index.qdrant",
 }
 """Each public name and the module it lives in."""
 
 __all__ = ["BuiltIndex", "CorruptIndexError", "IndexLockedError", "IndexSettingsError", "MissingIdsError",
-           "MultiVectorIndex", "MultiVectorStore", "SearchResult", "QdrantMultiVectorIndex", "build_index", "recorded_model"]
+           "MultiVectorIndex", "MultiVectorStore", "SearchArrays", "SearchResult", "QdrantMultiVectorIndex", "build_index", "recorded_model"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from metaembed.index.build import BuiltIndex, build_index
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from metaembed.index.protocol import MultiVectorStore
     from metaembed.index.provenance import recorded_model
     from metaembed.index.qdrant import QdrantMultiVectorIndex
-    from metaembed.index.search import SearchResult
+    from metaembed.index.search import SearchArrays, SearchResult
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)

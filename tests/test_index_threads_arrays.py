@@ -46,11 +46,11 @@ def test_chunks_cover_every_row_once_and_split_for_threads():
     # never less than ~2 ms of work per task: 2**26 multiply-adds at 10**5 per document -> 672 documents
     small = document_chunks([5_000], block=100_000, threads=2, macs_per_document=100_000, vectors_per_document=1)
     assert max(stop - start for _, start, stop, _ in small) == 672 and len(small) == 8
-    # ... or 2**14 vectors read: one (1,1) query over 20,000 documents -> blocks of 16384
+    # ... or 2**12 vectors read: one (1,1) query over 20,000 documents -> blocks of 4096
     lone = document_chunks([20_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
-    assert [stop - start for _, start, stop, _ in lone] == [16384, 3616]
-    tiny = document_chunks([5_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
-    assert tiny == [(0, 0, 5_000, 0)]  # not worth splitting
+    assert [stop - start for _, start, stop, _ in lone] == [4096] * 4 + [3616]
+    tiny = document_chunks([3_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
+    assert tiny == [(0, 0, 3_000, 0)]  # not worth splitting
     assert document_chunks([5000], block=100_000, threads=1) == [(0, 0, 5000, 0)]  # one thread: one block
 
 

@@ -22,8 +22,8 @@ _CHUNKS_PER_THREAD = 4
 """Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them."""
 _MIN_TASK_MACS = 1 << 26
 """Multiply-adds worth a task of its own: ~2 ms on one core, well above the cost of handing a task over."""
-_MIN_TASK_VECTORS = 1 << 14
-"""Document vectors worth a task of its own (read, converted, multiplied: ~2 ms on one core when queries are few)."""
+_MIN_TASK_VECTORS = 1 << 12
+"""Document vectors worth a task of its own (read, converted, multiplied: ~1 ms on one core when queries are few)."""
 
 
 @dataclass

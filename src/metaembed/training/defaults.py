@@ -4,3 +4,7 @@ loss (:mod:`metaembed.training.mmr_loss`) too."""
 
 DEFAULT_TEMPERATURE = 0.03
 """The paper's temperature (second-hand, see PAPER.md); scores are divided by it before the softmax."""
+
+DISTILL_TEACHERS = ("tokens", "sentences")
+"""What the distillation teacher scores a pair by (metaembed.training.regularizers): the backbone's token-level
+MaxSim, or the document's best sentence encoded alone."""

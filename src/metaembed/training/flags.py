@@ -13,8 +13,11 @@ each process scores against the global batch)::
     # several nodes: torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 -m metaembed.training cfg.yaml
 
 The parser comes from transformers' lazy top-level package, which loads no torch; importing it still costs ~1.4 s
-(it scans its model files), so ``--help``'s text is kept in the user's cache (:func:`train_help`), keyed by
-what it is made from, and printed from there without importing transformers at all.
+(it scans its model files), so ``--help`` is printed without importing transformers at all (:func:`train_help`):
+from ``train_help.txt`` shipped beside this file (rendered at 80 columns for ``metaembed train``, used when its key
+-- these sources, the installed transformers version, the program name and the width -- matches), else from the
+user's cache, else rendered once and cached. ``make help-text`` renders the shipped file again after the settings
+change (a test says when it is stale).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from metaembed.training.config import TrainConfig, read_yaml_settings
 from metaembed.user_cache import cache_folder
 
 HELP_FLAGS = ("-h", "--help")
+HELP_COLUMNS = 80
+"""The widest help (as click caps it): a terminal at least this wide gets the shipped text."""
+SHIPPED_HELP = Path(__file__).with_name("train_help.txt")
 _HELP_SOURCES = ("config.py", "defaults.py", "flags.py")
 """The files the help text is made from (with budgets.py and the transformers version): its cache key."""
 
@@ -57,9 +63,17 @@ def train_parser(prog: str = "metaembed train") -> Any:
     return parser
 
 
-def train_help(prog: str = "metaembed train") -> str:
-    """The parser's ``--help`` text, from the user's cache when it was rendered before for the same sources,
-    transformers version, program name and terminal width (else rendered now and cached)."""
+def help_columns() -> int:
+    """The help's width: the terminal's (``COLUMNS`` first, as argparse reads it), at most :data:`HELP_COLUMNS`."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = shutil.get_terminal_size().columns
+    return max(20, min(columns, HELP_COLUMNS))
+
+
+def help_key(prog: str, columns: int) -> str:
+    """What the help text is made from, hashed: its sources, the transformers version, the program and the width."""
     here = Path(__file__).parent
     key = hashlib.sha256()
     for source in [*(here / name for name in _HELP_SOURCES), here.parent / "budgets.py"]:
@@ -68,14 +82,48 @@ def train_help(prog: str = "metaembed train") -> str:
         transformers_version = metadata.version("transformers")
     except metadata.PackageNotFoundError:
         transformers_version = "?"
-    width = os.environ.get("COLUMNS") or str(shutil.get_terminal_size().columns)
-    key.update(f"{transformers_version}|{prog}|{width}".encode())
-    cached = cache_folder("help", f"train-{key.hexdigest()[:24]}.txt")
+    key.update(f"{transformers_version}|{prog}|{columns}".encode())
+    return key.hexdigest()[:24]
+
+
+def render_train_help(prog: str, columns: int) -> str:
+    """The parser's ``--help`` text at ``columns`` wide (argparse keeps 2 spare, as it does for a terminal)."""
+    parser = train_parser(prog)
+    formatter = parser.formatter_class
+    parser.formatter_class = lambda prog: formatter(prog, width=columns - 2)
+    return parser.format_help()
+
+
+def write_shipped_help(path: Path = SHIPPED_HELP) -> Path:
+    """Render ``metaembed train --help`` at :data:`HELP_COLUMNS` into the shipped file, its key on the first line."""
+    prog = "metaembed train"
+    path.write_text(f"key {help_key(prog, HELP_COLUMNS)}\n" + render_train_help(prog, HELP_COLUMNS), encoding="utf-8")
+    return path
+
+
+def _shipped_help(key: str) -> str | None:
+    try:
+        first, text = SHIPPED_HELP.read_text(encoding="utf-8").split("\n", 1)
+    except (OSError, ValueError):
+        return None
+    return text if first == f"key {key}" else None
+
+
+def train_help(prog: str = "metaembed train") -> str:
+    """The parser's ``--help`` text without importing transformers when it was rendered before for the same
+    sources, transformers version, program name and width: shipped with the package, or in the user's cache
+    (else rendered now and cached)."""
+    columns = help_columns()
+    key = help_key(prog, columns)
+    shipped = _shipped_help(key)
+    if shipped is not None:
+        return shipped
+    cached = cache_folder("help", f"train-{key}.txt")
     try:
         return cached.read_text(encoding="utf-8")
     except OSError:
         pass
-    text = train_parser(prog).format_help()
+    text = render_train_help(prog, columns)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         staging = cached.with_name(f".{cached.name}.{os.getpid()}")

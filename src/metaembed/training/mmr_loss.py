@@ -27,13 +27,14 @@ from sentence_transformers.util import all_gather, cat_padded_token_embeddings, 
 from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
-from metaembed.training.defaults import DEFAULT_TEMPERATURE
+from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS
 from metaembed.training.regularizers import (
     BackboneTeacher,
     anchor_loss,
     distillation_loss,
     mean_pooled,
     self_similarity,
+    teacher_best_sentence,
     teacher_late_interaction,
     window_means,
 )
@@ -143,6 +144,8 @@ class MMRLoss(nn.Module):
         diversity_weight: weight of the mean cosine between an item's own vectors. Default 0 (off).
         distill_weight: weight of late-interaction distillation: each group's softmax over a query's
             candidates learns the frozen backbone's token-level MaxSim ranking of them (KL). Default 0 (off).
+        distill_teacher: ``tokens`` (the backbone's token-level MaxSim) or ``sentences`` (the document's best
+            sentence, each encoded alone, against the query's pooled embedding). Default ``tokens``.
         distill_temperature: the teacher's softmax temperature. Default: ``temperature``.
         The plain (non-cached) wrapped loss only: the GradCache path does not carry the extra terms.
 
@@ -163,6 +166,7 @@ class MMRLoss(nn.Module):
         diversity_weight: float = 0.0,
         distill_weight: float = 0.0,
         distill_temperature: float | None = None,
+        distill_teacher: str = "tokens",
     ) -> None:
         super().__init__()
         if not temperature > 0:
@@ -175,6 +179,8 @@ class MMRLoss(nn.Module):
                 raise ValueError(f"{name} > 0 needs the frozen backbone: pass teacher=BackboneTeacher(...)")
         if distill_temperature is not None and not distill_temperature > 0:
             raise ValueError(f"distill_temperature must be positive, got {distill_temperature}")
+        if distill_teacher not in DISTILL_TEACHERS:
+            raise ValueError(f"distill_teacher must be one of {', '.join(DISTILL_TEACHERS)}, got {distill_teacher!r}")
         self.model = model
         self.loss = loss if loss is not None else MultiVectorMultipleNegativesRankingLoss(model)
         if not hasattr(self.loss, "gather_across_devices"):
@@ -209,6 +215,7 @@ class MMRLoss(nn.Module):
         self.diversity_weight = float(diversity_weight)
         self.distill_weight = float(distill_weight)
         self.distill_temperature = float(distill_temperature) if distill_temperature is not None else self.temperature
+        self.distill_teacher = distill_teacher
         # The wrapped loss's own scoring is bypassed; keep its reported scale consistent with ours.
         self.loss.scale = 1.0 / self.temperature
         self.last_group_losses: dict[str, Tensor] = {}
@@ -238,6 +245,7 @@ class MMRLoss(nn.Module):
             "diversity_weight": self.diversity_weight,
             "distill_weight": self.distill_weight,
             "distill_temperature": self.distill_temperature,
+            "distill_teacher": self.distill_teacher,
             "gather_across_devices": self.gather_across_devices,
         }
 
@@ -253,11 +261,15 @@ class MMRLoss(nn.Module):
         # The frozen backbone sees the same items before the model's forward adds its own outputs to them.
         references = teacher_scores = None
         if self.teacher is not None:
-            states = [self.teacher.token_states(feature) for feature in features]
+            by_tokens = self.distill_weight and self.distill_teacher == "tokens"
+            states = [self.teacher.token_states(feature) for feature in features] if self.anchor_weight or by_tokens else []
             references = [self._anchor_reference(hidden, mask, side) for (hidden, mask), side
                           in zip(states, ["query"] + ["document"] * (len(states) - 1))] if self.anchor_weight else None
-            if self.distill_weight:
+            if by_tokens:
                 teacher_scores = teacher_late_interaction(states)
+            elif self.distill_weight:
+                teacher_scores = teacher_best_sentence(
+                    self.teacher(query_features), [self.teacher.sentence_vectors(feature) for feature in features[1:]])
         query_outputs = self.model(query_features, task=query_features.get("task", "query"))
         queries = query_outputs["token_embeddings"]
         _require_fixed_vectors(query_outputs["attention_mask"], "query")

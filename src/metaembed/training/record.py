@@ -33,6 +33,8 @@ def training_record(config: TrainConfig, examples: Sequence[Any], groups: Sequen
     for name in ("anchor_weight", "diversity_weight", "distill_weight"):
         if getattr(config, name):
             settings[name.replace("_", " ")] = getattr(config, name)
+    if config.distill_weight:
+        settings["distillation teacher"] = config.distill_teacher
     data = [Path(path).name for path in config.train_jsonl]
     if config.mmeb_root:
         data.append("MMEB-train: " + ", ".join(config.mmeb_subsets))

@@ -14,6 +14,12 @@
   untrained MiniLM scores 87.5 nDCG@10 this way against 78.6 with mean pooling). Each budget group's
   scores learn the teacher's ranking of the candidates (KL between the two softmaxes), so the meta vectors
   are pushed to carry the fine-grained matches one pooled vector cannot.
+  The sentence teacher (``distill_teacher: sentences``) scores a pair by the document's best sentence instead:
+  every sentence encoded on its own by the frozen backbone and mean-pooled, against the query's mean-pooled
+  embedding. A document that covers several things is then as close to a query as its part about that query
+  (on the Python docs set the untrained MiniLM scores 59.5 nDCG@10 with one vector per document, 69.9 with one
+  per member line; benchmarks/results/teacher_headroom_448.md), which is what several vectors can hold and one
+  cannot.
 """
 
 from __future__ import annotations
@@ -32,13 +38,18 @@ class BackboneTeacher(nn.Module):
     """A frozen copy of the backbone that embeds items as one mean-pooled unit vector, from the same
     features the MetaEmbed model gets (its meta tokens are masked out, so it sees the item alone)."""
 
-    def __init__(self, backbone: nn.Module, meta_token_id_base: int, pad_token_id: int | None) -> None:
+    def __init__(self, backbone: nn.Module, meta_token_id_base: int, pad_token_id: int | None, tokenizer: Any = None,
+                 sentence_batch_size: int = 256) -> None:
         super().__init__()
         self.backbone = backbone.eval()
         for parameter in self.backbone.parameters():
             parameter.requires_grad_(False)
         self.meta_token_id_base = meta_token_id_base
         self.pad_token_id = 0 if pad_token_id is None else pad_token_id
+        self.tokenizer = tokenizer
+        self.sentence_batch_size = sentence_batch_size
+        self._sentence_ends: frozenset[int] | None = None
+        self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
 
     def train(self, mode: bool = True) -> "BackboneTeacher":
         return super().train(False)  # always in eval mode: no dropout in the reference
@@ -55,6 +66,62 @@ class BackboneTeacher(nn.Module):
             if key in features:
                 inputs[key] = features[key]
         return self.backbone(**inputs).last_hidden_state.float(), mask.bool()
+
+    def sentence_end_ids(self) -> frozenset[int]:
+        """Token ids that end a sentence: those whose text ends in ``.``, ``!`` or ``?`` or holds a line break."""
+        if self._sentence_ends is None:
+            if self.tokenizer is None:
+                raise ValueError("the sentence teacher needs the backbone's tokenizer: BackboneTeacher(..., tokenizer=...)")
+            ends = set()
+            for token, index in self.tokenizer.get_vocab().items():
+                text = self.tokenizer.convert_tokens_to_string([token])
+                if "\n" in text or text.rstrip().endswith((".", "!", "?")):
+                    ends.add(index)
+            self._sentence_ends = frozenset(ends - self._special_ids)
+        return self._sentence_ends
+
+    def sentences(self, features: dict[str, Any]) -> list[list[list[int]]]:
+        """Each item's text tokens (no special, meta or padding tokens) cut after every sentence end."""
+        ends, items = self.sentence_end_ids(), []
+        for ids, mask in zip(features["input_ids"].tolist(), features["attention_mask"].tolist()):
+            spans, current = [], []
+            for token, real in zip(ids, mask):
+                if not real or token >= self.meta_token_id_base or token in self._special_ids:
+                    continue
+                current.append(token)
+                if token in ends:
+                    spans.append(current)
+                    current = []
+            items.append([span for span in (*spans, current) if span])
+        return items
+
+    @torch.no_grad()
+    def sentence_vectors(self, features: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """(batch, S, hidden) unit vectors of each item's sentences, each encoded alone (decoded and tokenized again,
+        with the tokenizer's special tokens) and mean-pooled, and the (batch, S) mask of the real ones. An item without
+        text gets none."""
+        items = self.sentences(features)
+        spans = [span for item in items for span in item]
+        texts = self.tokenizer.batch_decode(spans)
+        device = features["input_ids"].device
+        flat = torch.zeros(len(texts), self.backbone.config.hidden_size, device=device)
+        order = sorted(range(len(texts)), key=lambda i: len(spans[i]))  # like lengths together: little padding
+        for start in range(0, len(order), self.sentence_batch_size):
+            rows = order[start : start + self.sentence_batch_size]
+            inputs = self.tokenizer([texts[i] for i in rows], padding=True, return_tensors="pt")
+            inputs = {key: value.to(device) for key, value in inputs.items() if key in ("input_ids", "attention_mask",
+                                                                                      "token_type_ids")}
+            hidden = self.backbone(**inputs).last_hidden_state.float()
+            flat[torch.tensor(rows, device=device)] = mean_pooled(hidden, inputs["attention_mask"].bool())
+        count = max([len(item) for item in items] + [1])
+        vectors = torch.zeros(len(items), count, flat.shape[-1], device=device)
+        present = torch.zeros(len(items), count, dtype=torch.bool, device=device)
+        row_start = 0
+        for row, item in enumerate(items):
+            vectors[row, : len(item)] = flat[row_start : row_start + len(item)]
+            present[row, : len(item)] = True
+            row_start += len(item)
+        return vectors, present
 
     @torch.no_grad()
     def forward(self, features: dict[str, Any]) -> Tensor:
@@ -120,6 +187,17 @@ def window_means(hidden: Tensor, mask: Tensor, num_windows: int) -> Tensor:
     index = own_index.unsqueeze(1)
     weights = (mask.unsqueeze(1) & (index >= starts.unsqueeze(2)) & (index < stops.unsqueeze(2))).to(hidden.dtype)
     return F.normalize(weights @ hidden / weights.sum(dim=2, keepdim=True).clamp(min=1), dim=-1)
+
+
+def teacher_best_sentence(queries: Tensor, columns: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """The sentence teacher's scores (B, B * N): each query's unit vector (B, H) against the best sentence of every
+    document of the columns ((B, S, H) sentence vectors and their (B, S) mask each), laid out query-major like the
+    student's documents. A document without a sentence scores -1."""
+    width = max(vectors.shape[1] for vectors, _ in columns)
+    sentences = torch.stack([F.pad(v, (0, 0, 0, width - v.shape[1])) for v, _ in columns], dim=1).flatten(0, 1)
+    present = torch.stack([F.pad(m, (0, width - m.shape[1])) for _, m in columns], dim=1).flatten(0, 1)
+    similarity = torch.einsum("qh,csh->qcs", queries.float(), sentences.float())  # (B, B * N, S)
+    return similarity.masked_fill(~present[None], -1.0).amax(dim=-1)
 
 
 def teacher_late_interaction(states: Sequence[tuple[Tensor, Tensor]]) -> Tensor:

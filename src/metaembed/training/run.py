@@ -148,6 +148,7 @@ def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
         teacher=build_teacher(model, config) if config.anchor_weight > 0 or config.distill_weight > 0 else None,
         anchor_weight=config.anchor_weight, diversity_weight=config.diversity_weight,
         distill_weight=config.distill_weight, distill_temperature=config.distill_temperature,
+        distill_teacher=config.distill_teacher,
     )
 
 
@@ -161,7 +162,8 @@ def build_teacher(model: MetaEmbed, config: TrainConfig) -> BackboneTeacher:
     backbone = type(model.backbone.model).from_pretrained(config.model)
     backbone.to(next(model.parameters()).device)
     tokenizer = model.backbone.tokenizer
-    return BackboneTeacher(backbone, model.backbone.meta_token_id_base, getattr(tokenizer, "pad_token_id", None))
+    return BackboneTeacher(backbone, model.backbone.meta_token_id_base, getattr(tokenizer, "pad_token_id", None),
+                           tokenizer=tokenizer)
 
 
 def use_bf16(config: TrainConfig) -> bool:

@@ -195,6 +195,20 @@ def test_seeded_runs_are_reproducible(tiny_bert_path, tmp_path):
     assert not torch.equal(first["0.query_meta_tokens"], other["0.query_meta_tokens"])
 
 
+def test_the_papers_layout_trains(tiny_bert_path, tmp_path):
+    """first_vector: meta without residual (the paper's layout; what a VLM over an encoder gets by default) has no
+    residual map for the meta tokens' learning rate to reach: it trains, and its meta tokens move."""
+    data = write_jsonl(tmp_path / "train.jsonl", 8)
+    config = TrainConfig(model=tiny_bert_path, train_jsonl=[str(data)], batch_size=4, max_steps=2, learning_rate=1e-3,
+                         meta_token_learning_rate=1e-2, num_query_meta_tokens=2, num_document_meta_tokens=4,
+                         first_vector="meta", meta_residual=False, save_steps=100, output_dir=str(tmp_path / "run"))
+    model = MetaEmbed.from_pretrained(train(config).model_path)
+    assert model.backbone.first_vector == "meta" and not any("meta_residual" in n for n, _ in model.named_parameters())
+    untrained = MetaEmbed.from_backbone(tiny_bert_path, 2, 4, first_vector="meta", meta_token_init_seed=0)
+    assert not torch.equal(final_weights(tmp_path / "run")["0.query_meta_tokens"],
+                           untrained.backbone.query_meta_tokens.detach())
+
+
 def test_bf16_mixed_precision_on_cpu_learns_like_fp32(tiny_bert_path, tmp_path):
     """bf16 autocast (what 'auto' picks on a CPU with native bf16) follows the fp32 run's loss closely."""
     data = write_jsonl(tmp_path / "train.jsonl", 32)

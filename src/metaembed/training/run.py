@@ -189,7 +189,8 @@ def training_arguments(config: TrainConfig, model: MetaEmbed) -> MultiVectorEnco
     learning_rate_mapping = {}
     if config.meta_token_learning_rate is not None:
         learning_rate_mapping[r"\.(query|document)_meta_tokens$"] = config.meta_token_learning_rate
-        learning_rate_mapping[r"\.meta_residual\.weight$"] = config.meta_token_learning_rate  # also fresh
+        if any(name.endswith(".meta_residual.weight") for name, _ in model.named_parameters()):
+            learning_rate_mapping[r"\.meta_residual\.weight$"] = config.meta_token_learning_rate  # also fresh
     if config.projector_learning_rate is not None:  # also its trained copy under LoRA (projector.modules_to_save...)
         learning_rate_mapping[r"\.projector\."] = config.projector_learning_rate
     ours = {name: getattr(config, name) for name in TRAINING_ARGUMENT_NAMES if name != "resume"}

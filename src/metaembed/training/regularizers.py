@@ -18,8 +18,8 @@
   every sentence encoded on its own by the frozen backbone and mean-pooled, against the query's mean-pooled
   embedding. A document that covers several things is then as close to a query as its part about that query
   (on the Python docs set the untrained MiniLM scores 59.5 nDCG@10 with one vector per document, 69.9 with one
-  per member line; benchmarks/results/teacher_headroom_448.md), which is what several vectors can hold and one
-  cannot.
+  per member line, 448 tokens; benchmarks/mmr_training/teacher_headroom.py --max-length 448), which is what several
+  vectors can hold and one cannot.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""What the training benchmarks share: train an arm, or reuse the one an earlier run trained with the same settings."""
+"""What the training benchmarks share: train an arm, or reuse the one an earlier run trained with the same settings;
+name the machine they ran on."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -27,3 +29,12 @@ def train_or_reuse(config: TrainConfig, reuse: bool) -> tuple[str, float | None,
     seconds = round(time.perf_counter() - start, 1)
     record.write_text(json.dumps({"training_loss": trained.training_loss, "seconds": seconds}) + "\n")
     return trained.model_path, trained.training_loss, seconds
+
+
+def machine() -> str:
+    """Where the run ran, for the report."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA, bf16 mixed precision), {os.cpu_count()} CPU threads"
+    return f"{torch.get_num_threads()} CPU threads, no GPU"

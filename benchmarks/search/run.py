@@ -235,6 +235,13 @@ def main() -> None:
     if args.only_cascade_sweep:
         out = RESULTS / "search.json"
         results = json.loads(out.read_text())
+        source = WORK / "real-100k.source.json"
+        built_from = json.loads(source.read_text())["key"] if source.is_file() else None
+        key = real_data.vectors_key(model_path, trained)
+        if built_from != key:  # checked before encoding anything
+            raise SystemExit(f"{WORK / 'real-100k'} was built from other vectors than {model_path}'s "
+                             f"({built_from or 'unknown'} vs {key}): its queries would not match; run the whole "
+                             "benchmark (or pass the --model it was built with)")
         index = MultiVectorIndex.open(WORK / "real-100k", verify=False)
         results["cascade_sweep"] = cascade_sweep(index, real_data.encoded_corpus(model_path, trained)["queries"])
         results["cascade_sweep"]["run"] = f"separate invocation (--only-cascade-sweep) at {time.strftime('%Y-%m-%d %H:%M:%S')}"
@@ -257,6 +264,7 @@ def main() -> None:
         documents = documents[:2000]
     copies = 10
     index, seconds = build("real-100k", 384, 64, real_chunks(documents, copies, noise=0.01))
+    (WORK / "real-100k.source.json").write_text(json.dumps({"key": real["key"], "model": model_path}) + "\n")
     real_baseline_docs = torch.cat([vectors.bfloat16() for _, vectors in real_chunks(documents, copies, noise=0.01)])
     start = time.perf_counter()
     index.build_hnsw()  # built once, before the cascade timings reuse it

@@ -155,23 +155,22 @@ def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
     )
 
 
-def built_or_build(folder: Path, reuse: bool, build: Callable[[Path], Any]) -> SimpleNamespace | Any:
-    """With ``reuse``, the set an earlier run built in ``folder`` (its BEIR split and training file), so a machine
-    without Debian's package lists, or with another Python's standard library, runs on the same data; else ``build``."""
-    if reuse and (folder / "stats.json").is_file() and (folder / "beir").is_dir():
-        print(f"  reusing the set built in {folder}", flush=True)
-        return SimpleNamespace(beir=folder / "beir", train_jsonl=folder / "train.jsonl")
+def built_or_build(folder: Path, reuse: bool, build: Callable[[Path], Any], beir: bool = True) -> SimpleNamespace | Any:
+    """With ``reuse``, the set an earlier run built in ``folder`` (its training file, and its BEIR split unless
+    ``beir`` is False), so a machine without Debian's package lists, or with another Python's standard library,
+    runs on the same data; else ``build``."""
+    if reuse and (folder / "stats.json").is_file() and (folder / "train.jsonl").is_file() \
+            and (not beir or (folder / "beir").is_dir()):
+        print(f"  reusing the data built in {folder}", flush=True)
+        return SimpleNamespace(beir=folder / "beir" if beir else None, train_jsonl=folder / "train.jsonl")
     return build(folder)
 
 
 def package_docs_training(work: Path, test_queries: list[str], reuse: bool) -> SimpleNamespace | Any:
     """Extra training pairs from installed packages' docstrings, none of them a test query of this run."""
-    folder = work / "package-docs"
-    if reuse and (folder / "stats.json").is_file() and (folder / "train.jsonl").is_file():
-        print(f"  reusing the training pairs built in {folder}", flush=True)
-        return SimpleNamespace(train_jsonl=folder / "train.jsonl")
-    print("  reading installed packages' docstrings for extra training pairs ...", flush=True)
-    return build_package_docs_training(folder, exclude_queries=test_queries)
+    print("  extra training pairs from installed packages' docstrings ...", flush=True)
+    return built_or_build(work / "package-docs", reuse,
+                          lambda folder: build_package_docs_training(folder, exclude_queries=test_queries), beir=False)
 
 
 def sources_set(work: Path, args: argparse.Namespace) -> SimpleNamespace | Any:

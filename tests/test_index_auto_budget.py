@@ -16,6 +16,7 @@ from metaembed.budgets import Budget
 from metaembed.evaluation.metrics import evaluate_run
 from metaembed.index import MultiVectorIndex
 from metaembed.index.adaptive import DEFAULT_AUTO_MARGIN, auto_ladder
+from metaembed.model.query_weights import query_vector_weights
 
 FP32 = {"compute_dtype": torch.float32}  # exact comparisons; bf16 compute (the default on CPUs with native bf16) rounds
 DIM, STORED, N_BACKGROUND = 32, 8, 40
@@ -111,6 +112,13 @@ def test_margin_zero_stops_everything_at_1_1_and_inf_reaches_the_max_budget(ladd
         assert auto.scores == pytest.approx(exact.scores, abs=1e-5)
     normalised = index.search(queries, k=10, budget="auto", auto_margin=math.inf, normalize_by_query=True, **FP32)
     assert normalised[0].scores == pytest.approx([s / 4 for s in always[0].scores], abs=1e-6)
+    # weighted query vectors (query_tail_weight 1.0 over 4 vectors: 1, 1/3, 1/3, 1/3): divided by their total, 2
+    weighted = queries * query_vector_weights(4, 1.0)[:, None]
+    exact = index.search(weighted, k=10, budget=(4, 8), **FP32)
+    for ranked in (index.search(weighted, k=10, budget="auto", auto_margin=math.inf, normalize_by_query=True, **FP32),
+                   index.search(weighted, k=10, budget=(4, 8), normalize_by_query=True, **FP32)):
+        assert ranked[0].ids == exact[0].ids
+        assert ranked[0].scores == pytest.approx([s / 2 for s in exact[0].scores], abs=1e-6)
 
 
 def test_cost_is_the_hand_counted_dot_products(ladder_index):

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from metaembed.index import MissingIdsError, MultiVectorIndex, QdrantMultiVectorIndex
+from metaembed.model.query_weights import query_vector_weights
+from metaembed.scoring import maxsim
 
 qdrant_client = pytest.importorskip("qdrant_client")
 
@@ -14,29 +16,38 @@ def unit(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
+def documents() -> torch.Tensor:
+    return unit(60, 8, 16, seed=1).bfloat16().float()  # bf16-exact values: both backends see the same numbers
+
+
 @pytest.fixture
 def both(tmp_path):
-    documents = unit(60, 8, 16, seed=1).bfloat16().float()  # bf16-exact values: both backends see the same numbers
     ids = [f"d{i}" for i in range(60)]
     metadata = [{"n": i} for i in range(60)]
     embedded = MultiVectorIndex.create(tmp_path / "ix", 16, 8)
-    embedded.add(ids, documents, metadata)
+    embedded.add(ids, documents(), metadata)
     client = qdrant_client.QdrantClient(path=str(tmp_path / "qdrant"))
     qdrant = QdrantMultiVectorIndex.create(client, "docs", dim=16, max_document_vectors=8)
-    qdrant.add(ids, documents, metadata)
+    qdrant.add(ids, documents(), metadata)
     yield embedded, qdrant
     embedded.close()
     client.close()
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("budget", [(1, 1), (2, 4), (4, 8)])
-def test_same_top_k_as_embedded(both, budget):
+def test_same_top_k_as_embedded(both, budget, weighted):
     embedded, qdrant = both
     assert qdrant.document_budgets == [1, 4, 8] and len(qdrant) == 60
     queries = unit(4, 4, 16, seed=2)
-    for a, b in zip(embedded.search(queries, k=5, budget=budget, compute_dtype=torch.float32), qdrant.search(queries, k=5, budget=budget)):
+    if weighted:  # a model with query_tail_weight: both engines score the weighted MaxSim sum
+        queries = queries * query_vector_weights(4, 1.0)[:, None]
+    expected = maxsim(queries, documents(), budget[0], budget[1])
+    for row, (a, b) in enumerate(zip(embedded.search(queries, k=5, budget=budget, compute_dtype=torch.float32),
+                                     qdrant.search(queries, k=5, budget=budget))):
         assert a.ids == b.ids
         assert a.scores == pytest.approx(b.scores, abs=1e-4)
+        assert a.scores == pytest.approx(expected[row].topk(5).values.tolist(), abs=1e-4)
         assert a.metadata == b.metadata
 
 

@@ -96,7 +96,10 @@ ARMS = {
     "p_mean_residual_largest_only": model_settings(groups=["16,64"], first_vector="mean", meta_residual=True),
     "q_mmr_mean_residual_weighted": model_settings(first_vector="mean", meta_residual=True),
     "r_mean_first_document_groups": model_settings(groups=["1,1", "1,4", "1,16", "1,64"], first_vector="mean"),
+    "s_mean_first_query_weights": model_settings(first_vector="mean"),
+    "t_mean_residual_query_weights": model_settings(first_vector="mean", meta_residual=True),
 }
+QUERY_WEIGHTED = ("s_mean_first_query_weights", "t_mean_residual_query_weights")
 DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill",
              "o_mmr_mean_residual_sentence_distill")
 PLAIN = "d_untrained_mean_pooling"
@@ -251,7 +254,9 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                             ("n_mmr_mean_residual_distill", "m_mmr_mean_residual"),
                             ("o_mmr_mean_residual_sentence_distill", "m_mmr_mean_residual"),
                             ("p_mean_residual_largest_only", "m_mmr_mean_residual"),
-                            ("q_mmr_mean_residual_weighted", "m_mmr_mean_residual")):
+                            ("q_mmr_mean_residual_weighted", "m_mmr_mean_residual"),
+                            ("s_mean_first_query_weights", "k_mmr_mean_first"),
+                            ("t_mean_residual_query_weights", "m_mmr_mean_residual")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
@@ -393,6 +398,8 @@ ARM_LABELS = {
     "p_mean_residual_largest_only": "(p) (m)'s layout, only the (16,64) group (as (b))",
     "q_mmr_mean_residual_weighted": "(q) (m) with per-group loss weights (--group-weights-q)",
     "r_mean_first_document_groups": "(r) (k)'s layout, groups (1,1) (1,4) (1,16) (1,64): one query vector, more document vectors",
+    "s_mean_first_query_weights": "(s) (k), query vectors 2..16 weighted so that together they weigh --query-tail-weight times vector 1",
+    "t_mean_residual_query_weights": "(t) (m), query vectors weighted as in (s)",
 }
 
 
@@ -516,6 +523,8 @@ def main(argv: list[str] | None = None) -> None:
                              "Debian's package lists); default: build them again (deterministic per seed)")
     parser.add_argument("--group-weights-q", type=float, nargs="+", default=[0.5, 0.5, 1.0, 1.0, 4.0],
                         help="arm (q): one loss weight per paper group, (1,1) first")
+    parser.add_argument("--query-tail-weight", type=float, default=1.0,
+                        help="arms (s), (t): query vectors 2..16 together weigh this many times vector 1")
     parser.add_argument("--reuse-trained", action="store_true",
                         help="evaluate an arm's saved model instead of training it again when its saved training "
                              "settings equal this run's (same data, steps, seed)")
@@ -619,6 +628,7 @@ def main(argv: list[str] | None = None) -> None:
             distill_weight=args.distill_weight if arm in DISTILLED else 0.0,
             distill_temperature=args.distill_temperature if arm in DISTILLED else None,
             group_weights=args.group_weights_q if arm == "q_mmr_mean_residual_weighted" else None,
+            query_tail_weight=args.query_tail_weight if arm in QUERY_WEIGHTED else None,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()

@@ -50,6 +50,14 @@ def compute_dtype(*tensors: Tensor, requested: torch.dtype | None = None) -> tor
     return torch.float32
 
 
+def query_prefix_weights(query_vectors: Tensor) -> Tensor:
+    """(n_q, R_q) fp32: the summed norms of each query's first r vectors, r = 1..R_q.
+
+    That is r for unit vectors, and the weighted total for a model whose query vectors carry weights
+    (QueryVectorWeights); a MaxSim sum divided by it is the (weighted) mean over query vectors."""
+    return query_vectors.float().norm(dim=-1).cumsum(dim=1)
+
+
 def maxsim(
     query_vectors: Tensor,
     document_vectors: Tensor,
@@ -65,7 +73,7 @@ def maxsim(
 
     Documents are scored in blocks so the similarity tensor never exceeds ~128 MB, whatever the corpus
     size. Computes in bf16 when both inputs are bf16, else fp32 (never fp16 on CPU); returns fp32.
-    ``normalize_by_query`` divides by r_q (mean instead of sum over query vectors).
+    ``normalize_by_query`` divides by the query's total weight (r_q for unit vectors: the mean over query vectors).
     """
     if query_vectors.ndim != 3 or document_vectors.ndim != 3:
         raise ValueError(
@@ -92,7 +100,7 @@ def maxsim(
         similarity = (queries @ block.T).view(n_q, r_q, n_block, r_c)
         scores[:, start : start + n_block] = similarity.amax(dim=-1).float().sum(dim=1)
     if normalize_by_query:
-        scores /= r_q
+        scores /= query_prefix_weights(query_vectors[:, :r_q])[:, -1:].to(scores.device)
     return scores
 
 

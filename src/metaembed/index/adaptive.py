@@ -24,6 +24,7 @@ from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
 from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search, ranked_by_id_on_ties,
                                      rerank)
 from metaembed.index.validation import check_positive_int, parse_query_vectors
+from metaembed.scoring import query_prefix_weights
 
 if TYPE_CHECKING:
     from metaembed.index.embedded import MultiVectorIndex
@@ -156,5 +157,6 @@ def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, m
     scores, keys = ranked_by_id_on_ties(lambda width: (outcome.scores, outcome.keys), k, outcome.scores.shape[1],
                                         lambda key: document_id(index._segments, index._offsets, key))
     if normalize_by_query:
-        scores = scores / torch.tensor([[b.query] for b in used], dtype=scores.dtype)
+        totals = query_prefix_weights(queries)  # (n_q, R_q): a query's total weight at each r_q
+        scores = scores / totals.gather(1, torch.tensor([[b.query - 1] for b in used])).to(scores.dtype)
     return index._results(scores, keys, budgets=used, costs=outcome.cost.tolist(), arrays=arrays, k=k)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
 from metaembed.index.segment import Segment
-from metaembed.scoring import TIE_WINDOW, maxsim
+from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
 
 _RUNNING_MAX_ELEMENTS = 1 << 20
 """Documents per block are chosen so the running (query vectors x documents) maximum stays cache-sized (~4 MB)."""
@@ -144,6 +144,7 @@ def exact_search(
     ones, so a thread whose core is busy elsewhere holds up only the block it has (2 threads on a loaded machine
     are not slower than 1)."""
     n_q, r_q, _ = queries.shape
+    totals = query_prefix_weights(queries)[:, -1:]  # (n_q, 1): r_q for unit vectors
     queries = queries.to(compute_dtype).contiguous()
     chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads,
                              macs_per_document=n_q * r_q * r_c * queries.shape[-1], vectors_per_document=r_c)
@@ -153,7 +154,7 @@ def exact_search(
         for s, start, stop, offset in pending:
             scores = segment_block_scores(segments[s], queries, start, stop, r_c, compute_dtype)
             if normalize_by_query:
-                scores /= r_q
+                scores /= totals
             dead = ~live[s][start:stop]
             if dead.any():
                 scores[:, dead] = float("-inf")

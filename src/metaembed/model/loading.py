@@ -32,6 +32,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from metaembed.model.meta_pooling import MetaTokenPooling
+from metaembed.model.query_weights import QueryVectorWeights
 from metaembed.model.meta_transformer import MetaTransformer
 from metaembed.model.saved_config import METAEMBED_CONFIG_FILE, is_metaembed_type
 
@@ -44,7 +45,7 @@ LOAD_HINT = (
 )
 
 OWN_MODULE_CLASSES: dict[str, type[nn.Module]] = {
-    f"{cls.__module__}.{cls.__name__}": cls for cls in (MetaTransformer, MetaTokenPooling)
+    f"{cls.__module__}.{cls.__name__}": cls for cls in (MetaTransformer, MetaTokenPooling, QueryVectorWeights)
 }
 """The ``modules.json`` types that are MetaEmbed's own, resolved to the classes already imported here."""
 

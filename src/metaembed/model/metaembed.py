@@ -24,6 +24,7 @@ from metaembed.model.card import BudgetCurve, render_model_card
 from metaembed.model.loading import LOAD_OPTIONS, add_requirement, load_modules, write_folder_marker
 from metaembed.model.meta_pooling import MetaTokenPooling
 from metaembed.model.meta_transformer import DOCUMENT_SIDE, QUERY_SIDE, MetaTransformer
+from metaembed.model.query_weights import QueryVectorWeights
 from metaembed.model.saved_config import (TrainingRecord, module_folder, read_metaembed_config, read_training_record,
                                           write_metaembed_config)
 from metaembed.model.vlm import composed_vlm_path
@@ -77,6 +78,7 @@ class MetaEmbed(MultiVectorEncoder):
         first_vector: str = "meta",
         meta_residual: bool | None = False,
         vision_tower: str | None = None,
+        query_tail_weight: float | None = None,
         **kwargs: Any,
     ) -> "MetaEmbed":
         """A new MetaEmbed model over a Hugging Face backbone (hub id or local folder).
@@ -94,7 +96,9 @@ class MetaEmbed(MultiVectorEncoder):
         backbone's mean pooling (see MetaTokenPooling); ``None``: on exactly when the first vector is the mean.
         ``vision_tower`` (a folder or hub id of a model with a feature grid, e.g. MobileNetV2) makes a
         vision-language backbone of it and the language model ``name_or_path`` (see metaembed.model.vlm),
-        composed once into the cache folder. Other keyword arguments go to ``MultiVectorEncoder``.
+        composed once into the cache folder. ``query_tail_weight`` weighs a query's vectors 2..R_q together that many
+        times vector 1 (see QueryVectorWeights: a larger budget adds to vector 1's score rather than averaging it
+        away); None: every vector weighs the same (the paper). Other keyword arguments go to ``MultiVectorEncoder``.
         """
         if meta_residual and first_vector == "meta":
             raise ValueError("meta_residual=True adds to the item's mean: it needs first_vector='mean'")
@@ -127,6 +131,8 @@ class MetaEmbed(MultiVectorEncoder):
                 Dense(hidden, projection_dim, bias=False, activation_function=None, module_input_name="token_embeddings")
             )
         modules.append(Normalize(module_input_name="token_embeddings"))
+        if query_tail_weight is not None:
+            modules.append(QueryVectorWeights(query_tail_weight))
         return cls(modules=modules, device=device, prompts=prompts, **kwargs)
 
     @classmethod

@@ -90,6 +90,10 @@ class TrainConfig:
     meta_residual: bool | None = setting(None, help="Every meta vector is the item's mean plus a learned, zero-"
                                          "initialised linear map of its meta token's state, so every budget starts "
                                          "where the backbone's mean pooling stands (None: on with a mean first vector).")
+    query_tail_weight: float | None = setting(None, help="Weigh a query's vectors 2..R_q together this many times its "
+                                              "vector 1 (each extra vector adds an equal share), so a larger budget "
+                                              "adds to vector 1's score instead of averaging it away (None: equal "
+                                              "weights, the paper's).")
     vision_tower: str | None = setting(None, help="A vision tower with a feature grid (folder or hub id, e.g. "
                                        "MobileNetV2): makes 'model' (a language model) the language half of a composed "
                                        "vision-language backbone (see metaembed.model.vlm).")
@@ -215,6 +219,8 @@ class TrainConfig:
                              f"got {self.first_vector!r}")
         if self.meta_residual and self.first_vector == "meta":
             raise ValueError("meta_residual adds to the item's mean: it needs first_vector: mean (or auto)")
+        if self.query_tail_weight is not None and not float(self.query_tail_weight) > 0:
+            raise ValueError(f"query_tail_weight must be positive (or None), got {self.query_tail_weight}")
         if self.loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {self.loss!r}")
         self.bf16 = str(self.bf16).lower()

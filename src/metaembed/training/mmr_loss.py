@@ -27,6 +27,7 @@ from sentence_transformers.util import all_gather, cat_padded_token_embeddings, 
 from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
+from metaembed.scoring import query_prefix_weights
 from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS
 from metaembed.training.regularizers import (
     BackboneTeacher,
@@ -100,7 +101,8 @@ def mmr_group_scores(
         prefix_max[boundary] = running  # (n_q, r_q, n_c)
     scores = [prefix_max[group.document][:, : group.query].sum(dim=1) for group in groups]
     if normalize_by_query:
-        scores = [score / group.query for score, group in zip(scores, groups)]
+        weights = query_prefix_weights(queries[:, :max_query].detach())  # (n_q, r_q): r at r unit vectors
+        scores = [score / weights[:, group.query - 1, None] for score, group in zip(scores, groups)]
     return scores
 
 

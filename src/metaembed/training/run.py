@@ -131,6 +131,7 @@ def build_model(config: TrainConfig) -> MetaEmbed:
         meta_attention=config.meta_attention,
         first_vector=config.first_vector,
         meta_residual=config.meta_residual,
+        query_tail_weight=config.query_tail_weight,
         config_kwargs=config_kwargs,
     )
 

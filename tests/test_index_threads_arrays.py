@@ -57,17 +57,18 @@ def test_chunks_cover_every_row_once_and_split_for_threads():
 @pytest.mark.parametrize("budget", [(1, 1), (4, 8), (8, 8)])
 def test_threads_give_the_one_thread_results(index, small_blocks, budget):
     queries = unit(7, 8, 16, seed=2)
+    fp32 = dict(compute_dtype=torch.float32)  # bf16 (the default on CPUs with AMX) rounds near-ties apart
     index.threads = 1
-    one = index.search(queries, k=12, budget=budget)
+    one = index.search(queries, k=12, budget=budget, **fp32)
     for threads in (2, 3):
         index.threads = threads
-        many = index.search(queries, k=12, budget=budget)
+        many = index.search(queries, k=12, budget=budget, **fp32)
         assert [r.ids for r in many] == [r.ids for r in one]
         # the same sums, up to float rounding (matmul kernels differ by block shape)
         np.testing.assert_allclose([r.scores for r in many], [r.scores for r in one], rtol=0, atol=1e-5)
     # and both are the brute-force MaxSim ranking over the live documents
     live = index.ids
-    brute = maxsim(queries, index.get_vectors(live), *budget)
+    brute = maxsim(queries, index.get_vectors(live), *budget, dtype=torch.float32)
     top = brute.topk(12, dim=1)
     assert [r.ids for r in one] == [[live[j] for j in row] for row in top.indices.tolist()]
     torch.testing.assert_close(torch.tensor([r.scores for r in one]), top.values, atol=2e-3, rtol=0)

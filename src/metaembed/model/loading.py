@@ -32,8 +32,8 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from metaembed.model.meta_pooling import MetaTokenPooling
-from metaembed.model.query_weights import QueryVectorWeights
 from metaembed.model.meta_transformer import MetaTransformer
+from metaembed.model.query_weights import QueryVectorWeights
 from metaembed.model.saved_config import METAEMBED_CONFIG_FILE, is_metaembed_type
 
 MODEL_TYPE = "metaembed"

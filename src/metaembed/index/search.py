@@ -144,7 +144,7 @@ def exact_search(
     ones, so a thread whose core is busy elsewhere holds up only the block it has (2 threads on a loaded machine
     are not slower than 1)."""
     n_q, r_q, _ = queries.shape
-    totals = query_prefix_weights(queries)[:, -1:]  # (n_q, 1): r_q for unit vectors
+    totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     queries = queries.to(compute_dtype).contiguous()
     chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads,
                              macs_per_document=n_q * r_q * r_c * queries.shape[-1], vectors_per_document=r_c)

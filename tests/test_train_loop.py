@@ -227,3 +227,27 @@ def test_bf16_mixed_precision_on_cpu_learns_like_fp32(tiny_bert_path, tmp_path):
     assert min(mixed[-3:]) < 0.8 * mixed[0] and min(full[-3:]) < 0.8 * full[0]
     saved = MetaEmbed.from_pretrained(model_paths["true"])
     assert saved.backbone.query_meta_tokens.dtype == torch.float32  # master weights stay fp32
+
+
+def test_a_bf16_checkpoint_trains_in_fp32_master_weights(tiny_bert_path, tmp_path):
+    """Many hub backbones ship bf16 weights, which transformers loads as bf16; stepped in bf16, an update of 1e-5 on a
+    weight near 0.02 (bf16's resolution there is ~8e-5) rounds away. Training keeps fp32 master weights instead: every
+    saved tensor is fp32 and nearly every backbone weight moves."""
+    from transformers import AutoModel, AutoTokenizer
+
+    bf16_backbone = tmp_path / "bf16_backbone"
+    AutoModel.from_pretrained(tiny_bert_path, dtype=torch.bfloat16).save_pretrained(bf16_backbone)
+    AutoTokenizer.from_pretrained(tiny_bert_path).save_pretrained(bf16_backbone)
+    assert {t.dtype for t in load_file(bf16_backbone / "model.safetensors").values() if t.is_floating_point()} == {
+        torch.bfloat16}
+    data = write_jsonl(tmp_path / "train.jsonl", 8)
+    config = TrainConfig(model=str(bf16_backbone), train_jsonl=[str(data)], batch_size=4, max_steps=2,
+                         learning_rate=1e-5, warmup_ratio=0.0, num_query_meta_tokens=2, num_document_meta_tokens=4,
+                         bf16="false", save_steps=100, output_dir=str(tmp_path / "run"))
+    train(config)
+    trained = final_weights(tmp_path / "run")
+    assert {t.dtype for t in trained.values() if t.is_floating_point()} == {torch.float32}
+    start = load_file(bf16_backbone / "model.safetensors")
+    name = "encoder.layer.0.attention.self.query.weight"
+    moved = (trained[f"0.model.{name}"] != start[name].float()).float().mean()
+    assert moved > 0.9

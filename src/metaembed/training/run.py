@@ -136,6 +136,18 @@ def build_model(config: TrainConfig) -> MetaEmbed:
     )
 
 
+def fp32_master_weights(model: MetaEmbed) -> None:
+    """Full fine-tuning keeps fp32 weights whatever dtype the checkpoint was saved in (many hub backbones ship
+    bf16, which transformers loads as bf16): an optimizer step on bf16 weights rounds small updates away (a
+    5e-5 step on a 0.05 weight is below bf16's resolution). bf16 mixed precision still does the arithmetic.
+    With LoRA the frozen base keeps its dtype and peft keeps the adapters in fp32."""
+    lower = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if lower:
+        logger.info("the backbone's weights are %s: trained as float32 master weights", " and ".join(lower))
+        model.float()
+
+
 def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
     if config.loss == "cached":
         inner = CachedMultiVectorMultipleNegativesRankingLoss(
@@ -273,6 +285,8 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
 
     torch.manual_seed(config.seed)
     model = build_model(config)
+    if not config.lora:
+        fp32_master_weights(model)
     for name, parameter in model.backbone.model.named_parameters():
         if ".pooler." in f".{name}":  # BERT's pooler never reaches the meta-token vectors
             parameter.requires_grad = False

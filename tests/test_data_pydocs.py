@@ -12,10 +12,12 @@ import pytest
 
 from metaembed.data.beir import load_beir
 from metaembed.data.pydocs import (
+    DENSE,
     Member,
     build_package_docs_training,
     build_pydocs_retrieval_set,
     module_members,
+    shortened,
     split_docstring,
     walk_stdlib_in_child,
 )
@@ -255,3 +257,26 @@ def test_package_docs_training_pairs_from_installed_packages(tmp_path):
     assert {text_family(row["positive"]) for row in without_yaml} == {"click"}
     with pytest.raises(ModuleNotFoundError, match="no_such_package_xyz"):
         build_package_docs_training(tmp_path / "none", ["no_such_package_xyz"])
+
+
+def test_dense_documents_hold_more_shorter_members(built, walk, tmp_path):
+    """DENSE cuts each member's body to 16 words and packs up to 16 members a document: more facets per document,
+    each line short, the same queries' hygiene (no query verbatim in any document)."""
+    dense = build_pydocs_retrieval_set(tmp_path / "dense", seed=0, members=walk[0], **SMALL, **DENSE)
+    stats, default_stats = json.loads(dense.stats.read_text()), json.loads(built.stats.read_text())
+    assert stats["max_body_words"] == 16 and default_stats["max_body_words"] is None
+    assert stats["avg_members_per_corpus_document"] > 1.4 * default_stats["avg_members_per_corpus_document"]
+    corpus = [row["text"] for row in rows(dense.beir / "corpus.jsonl")]
+
+    def mean_line_words(texts: list[str]) -> float:
+        lines = [line for text in texts for line in text.splitlines()[1:]]
+        return sum(len(line.split()) for line in lines) / len(lines)
+
+    assert mean_line_words(corpus) < 0.7 * mean_line_words([row["text"] for row in rows(built.beir / "corpus.jsonl")])
+    assert max(len(text.splitlines()) for text in corpus) > 10
+    long_body = Member("m", "f", "function", "(x)", "Do a thing.", " ".join(f"w{i}" for i in range(30)))
+    assert shortened(long_body, 16).body == " ".join(f"w{i}" for i in range(16)) + " ..."
+    assert shortened(long_body, 30) is long_body
+    texts = [norm(text) for text in corpus]
+    queries = rows(dense.beir / "queries.jsonl")
+    assert not any(norm(q["text"]) in text for q in queries[:200] for text in texts)

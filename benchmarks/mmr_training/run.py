@@ -52,7 +52,7 @@ from metaembed.budgets import PAPER_BUDGETS, Budget  # noqa: E402
 from metaembed.data.beir import load_beir  # noqa: E402
 from metaembed.data.debian import build_debian_retrieval_set  # noqa: E402
 from metaembed.data.debian_sources import build_debian_sources_retrieval_set  # noqa: E402
-from metaembed.data.pydocs import build_package_docs_training, build_pydocs_retrieval_set  # noqa: E402
+from metaembed.data.pydocs import DENSE, build_package_docs_training, build_pydocs_retrieval_set  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.model.pretrained import minilm_path  # noqa: E402
 from metaembed.training import MMRLoss, TrainConfig  # noqa: E402
@@ -123,13 +123,17 @@ class BenchmarkData:
 def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
     """The Debian set (one description per passage), its two-topic version (two halves per passage), the Debian
     source packages, or the Python standard library's docs (test and dev families held out, the rest train)."""
-    if args.passages == "pydocs":
-        paths = built_or_build(work / f"pydocs-{args.test_queries}-{args.dev_queries}", args.reuse_data,
+    if args.passages in ("pydocs", "pydocs-dense"):
+        dense = args.passages == "pydocs-dense"
+        paths = built_or_build(work / f"{args.passages}-{args.test_queries}-{args.dev_queries}", args.reuse_data,
                                lambda folder: build_pydocs_retrieval_set(
                                    folder, seed=0, num_test_queries=args.test_queries,
-                                   num_dev_queries=args.dev_queries, corpus_size=1))  # no distractors: the rest trains
-        return beir_data(PYDOCS_DESCRIPTION + ", split by family; the families of neither test nor dev train",
-                         paths.beir, paths.train_jsonl)
+                                   num_dev_queries=args.dev_queries, corpus_size=1,  # no distractors: the rest trains
+                                   **(DENSE if dense else {})))
+        return beir_data(PYDOCS_DESCRIPTION + (" (dense: member bodies cut to {max_body_words} words, up to "
+                                               "{max_members} members / {max_words} words a document)".format(**DENSE)
+                                               if dense else "")
+                         + ", split by family; the families of neither test nor dev train", paths.beir, paths.train_jsonl)
     if args.passages == "sources":
         paths = sources_set(work, args)
         return beir_data(SOURCES_DESCRIPTION + ", split by family (metaembed.data.debian_sources)", paths.beir,
@@ -496,9 +500,9 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", default="/tmp/metaembed-mmr-benchmark", help="data and trained models")
-    parser.add_argument("--passages", choices=["single", "two-topic", "sources", "pydocs"], default="single",
+    parser.add_argument("--passages", choices=["single", "two-topic", "sources", "pydocs", "pydocs-dense"], default="single",
                         help="one description per passage, two (see two_topic.py), a source package's binaries "
-                             "(metaembed.data.debian_sources), or several members of a stdlib module (metaembed.data.pydocs)")
+                             "(metaembed.data.debian_sources), or several members of a stdlib module (metaembed.data.pydocs; pydocs-dense: more, shorter members a document)")
     parser.add_argument("--cross-domain", choices=["pydocs", "sources"], default=None,
                         help="also test every arm on a set from another domain (Python standard-library docs, or the "
                              "Debian source packages)")
@@ -558,7 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     args.steps = args.steps or (200 if two_topic else 300)
     args.max_length = args.max_length or (64 if args.passages == "single" else 128)
     args.eval_max_length = args.eval_max_length or args.max_length
-    suffix = {"single": "", "two-topic": "_two_topic", "sources": "_sources", "pydocs": "_pydocs"}[args.passages]
+    suffix = {"single": "", "two-topic": "_two_topic", "sources": "_sources", "pydocs": "_pydocs",
+              "pydocs-dense": "_pydocs_dense"}[args.passages]
     args.results = args.results or str(REPO / "benchmarks" / "results" / f"mmr_training{suffix}.json")
     if args.quick:
         args.steps, args.batch_size, args.test_queries, args.corpus_size, args.dev_queries = 4, 8, 60, 400, 20

@@ -72,7 +72,8 @@ _CHILD_CODE = (
 
 
 DENSE = {"max_members": 16, "max_words": 300, "max_body_words": 16}
-"""Document bounds for many facets per document (~2.5x the default's members, within MiniLM's 448 text tokens)."""
+"""Document bounds for more facets per document: on CPython 3.11 6.9 members per corpus document against the
+default's 4.4 (modules with few members bound it), 123 words on average, within MiniLM's 448 text tokens."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +339,7 @@ def build_pydocs_retrieval_set(
     ``corpus_size`` caps the corpus so that the remaining families become train data (default: no train split).
     ``members`` (from :func:`walk_stdlib_in_child`) skips the walk, e.g. to build several seeds from one walk.
     ``max_members`` / ``max_words`` bound a document; ``max_body_words`` cuts each member's body first, so that
-    a document of the same length holds more members (:data:`DENSE`: ~13 facets per document instead of ~5).
+    a document of the same length holds more members (:data:`DENSE`).
     """
     from metaembed.data.debian import _write_jsonl  # not at the top: the walk child runs this file without site-packages
 

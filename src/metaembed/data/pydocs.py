@@ -18,7 +18,7 @@ for a given ``seed`` and Python version. Choices:
   docstring's ``module: body`` line), at most 6 members / 280 words; a class starts a new document once the
   current one has 2 members and 150 words; a lone trailing member joins the previous one. The summary (the
   query) is not in the document, and a document answers several queries about different members. ``DENSE``
-  packs more facets into the same length: bodies cut to 16 words, up to 16 members / 300 words a document.
+  packs more facets into a document: bodies cut to 16 words, up to 16 members / 300 words a document.
 - A summary occurring twice (lower-cased, whitespace-normalised: ``ntpath``/``posixpath`` twins) or verbatim in
   any document is not asked (its member stays in the document); documents left without a query are dropped.
 - Split by family (``email.mime.text`` -> ``email``), shuffled with ``seed``: test families until

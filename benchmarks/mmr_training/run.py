@@ -130,10 +130,10 @@ def benchmark_data(work: Path, args: argparse.Namespace) -> BenchmarkData:
                                    folder, seed=0, num_test_queries=args.test_queries,
                                    num_dev_queries=args.dev_queries, corpus_size=1,  # no distractors: the rest trains
                                    **(DENSE if dense else {})))
-        return beir_data(PYDOCS_DESCRIPTION + (" (dense: member bodies cut to {max_body_words} words, up to "
-                                               "{max_members} members / {max_words} words a document)".format(**DENSE)
-                                               if dense else "")
-                         + ", split by family; the families of neither test nor dev train", paths.beir, paths.train_jsonl)
+        dense_note = (" (dense: member bodies cut to {max_body_words} words, up to {max_members} members / "
+                      "{max_words} words a document)".format(**DENSE) if dense else "")
+        return beir_data(PYDOCS_DESCRIPTION + dense_note + ", split by family; the families of neither test nor dev train",
+                         paths.beir, paths.train_jsonl)
     if args.passages == "sources":
         paths = sources_set(work, args)
         return beir_data(SOURCES_DESCRIPTION + ", split by family (metaembed.data.debian_sources)", paths.beir,

@@ -198,3 +198,25 @@ def test_the_budgets_offered_are_the_models_training_groups(text_model, tmp_path
     client = TestClient(create_app(build_service(text_model, tmp_path, budgets=budgets)))
     # clipped to the model's 4 query tokens and the 8 stored document vectors
     assert [b["budget"] for b in client.get("/stats").json()["budgets"]] == [[1, 1], [2, 2], [4, 8]]
+
+
+def test_a_pq_index_is_served_like_any_other(text_model, tmp_path):
+    """A compressed index: /stats reports its bytes (an anchor plus codes per vector), search, add and delete work."""
+    texts = {f"pkg{i}": f"{thing} for {use}" for i, (thing, use) in enumerate(
+        (thing, use) for thing in ("a library", "a daemon", "a command line tool", "fonts", "a game")
+        for use in ("images", "sound", "networks", "python", "compilers", "printing", "mail", "maps"))}
+    index = MultiVectorIndex.create(tmp_path / "index", dim=384, max_document_vectors=8, dtype="pq")
+    index.add(list(texts), text_model.encode_document(list(texts.values())), [{"text": t} for t in texts.values()])
+    client = TestClient(create_app(SearchService(text_model, index, ServiceSettings(media_dir=tmp_path / "media",
+                                                                                    api_key=KEY))))
+    stats = client.get("/stats").json()
+    assert stats["dtype"] == "pq" and stats["count"] == 40
+    assert [b["bytes_per_document"] for b in stats["budgets"]] == [768 + 48, 768 + 4 * 48, 768 + 8 * 48]
+    hit = client.post("/search", json={"query": texts["pkg13"], "budget": "4,8", "top_k": 1}).json()
+    assert hit["results"][0]["id"] == "pkg13"
+    added = client.post("/items", json={"items": [{"id": "zip", "text": "zip packs files into archives"}]},
+                        headers={"X-API-Key": KEY})
+    assert added.status_code == 200, added.text
+    assert client.post("/search", json={"query": "zip packs files into archives", "top_k": 1}).json()["results"][0]["id"] == "zip"
+    assert client.post("/items/delete", json={"ids": ["zip"]}, headers={"X-API-Key": KEY}).json() == {"deleted": ["zip"]}
+    assert client.get("/stats").json()["count"] == 40

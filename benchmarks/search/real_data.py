@@ -36,13 +36,8 @@ def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_
     if path.exists():
         return torch.load(path) | {"key": key}
     from metaembed import MetaEmbed
-    from metaembed.data.beir import load_beir
-    from metaembed.data.debian import build_debian_retrieval_set
 
-    # the split of benchmarks/mmr_training (same sizes and seed): its trained models never saw this corpus
-    paths = build_debian_retrieval_set(CACHE / f"debian-{n_documents}", num_test_queries=max(n_queries, 2000),
-                                       num_dev_queries=200, corpus_size=n_documents)
-    task = load_beir(paths.beir, split="test")
+    task = test_task(n_documents, n_queries)
     if trained:
         model = MetaEmbed.from_pretrained(model_path)
     else:
@@ -57,6 +52,17 @@ def encoded_corpus(model_path: str, trained: bool, n_documents: int = 10_000, n_
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
     return data | {"key": key}
+
+
+def test_task(n_documents: int = 10_000, n_queries: int = 100):
+    """The Debian test task the vectors encode (corpus in order, queries first): its ids and relevance judgments."""
+    from metaembed.data.beir import load_beir
+    from metaembed.data.debian import build_debian_retrieval_set
+
+    # the split of benchmarks/mmr_training (same sizes and seed): its trained models never saw this corpus
+    paths = build_debian_retrieval_set(CACHE / f"debian-{n_documents}", num_test_queries=max(n_queries, 2000),
+                                       num_dev_queries=200, corpus_size=n_documents)
+    return load_beir(paths.beir, split="test")
 
 
 def vectors_key(model_path: str, trained: bool, n_documents: int = 10_000, n_queries: int = 100) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metaembed.index.codebook import check_subquantizers, default_subquantizers
 from metaembed.index.corpus import CorpusRecord, read_corpus
 from metaembed.index.embedded import MultiVectorIndex
 from metaembed.index.errors import IndexSettingsError
@@ -58,6 +59,8 @@ def build_index(
     model_name: str | None = None,
     document_budget: int | None = None,
     dtype: str = "bfloat16",
+    subquantizers: int | None = None,
+    full_precision: bool = False,
     batch_size: int = 32,
     chunk_size: int = 512,
     corpus_name: str | None = None,
@@ -71,10 +74,13 @@ def build_index(
     folder or hub id given; a local folder is recorded as an absolute path). ``corpus`` is a list of records or a
     corpus file or folder (see :func:`metaembed.index.corpus.read_corpus`). ``vectors`` are the records' vectors
     already encoded at the full document budget, in the records' order (nothing is encoded then). ``log`` gets the
-    line saying what a resumed build found. A folder holding an index built with other settings, a budget over the
-    model's, or an unknown ``dtype`` raises :class:`IndexSettingsError`."""
+    line saying what a resumed build found. ``dtype``, ``subquantizers``, ``full_precision``: the storage, as for
+    :meth:`MultiVectorIndex.create` (a pq codebook is trained on the first chunk). A folder holding an index built
+    with other settings, a budget over the model's, or an unknown ``dtype`` raises :class:`IndexSettingsError`."""
     if dtype not in STORAGE_DTYPES:
         raise IndexSettingsError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}", "dtype")
+    if dtype != "pq" and (subquantizers is not None or full_precision):
+        raise IndexSettingsError(f"subquantizers and full precision apply to dtype pq only, not {dtype}", "dtype")
     out = Path(out)
     if not isinstance(corpus, Sequence) or isinstance(corpus, str):
         corpus_name = corpus_name or str(Path(corpus).resolve())
@@ -90,7 +96,14 @@ def build_index(
             f"{r_c} is more than the model's {model.num_document_meta_tokens} document meta tokens", "document_budget")
     settings = {MODEL_PROPERTY: local_or_as_given(model_name) if model_name else None, "document_budget": r_c,
                 "dim": model.embedding_dim, "dtype": dtype}
-    properties = {key: value for key, value in settings.items() if value is not None}
+    if dtype == "pq":
+        try:
+            settings["pq"] = {"subquantizers": default_subquantizers(model.embedding_dim) if subquantizers is None
+                              else check_subquantizers(model.embedding_dim, subquantizers),
+                              "full_precision": bool(full_precision)}
+        except ValueError as error:
+            raise IndexSettingsError(str(error), "subquantizers") from None
+    properties = {key: value for key, value in settings.items() if value is not None and key != "pq"}
     if corpus_name:
         properties["corpus"] = local_or_as_given(corpus_name)
     records = list(corpus)
@@ -113,6 +126,11 @@ def _build(model: Any, records: list[CorpusRecord], out: Path, settings: dict[st
         # folders of chunks a killed run wrote but never committed (or staged) are dropped; they are re-encoded
         writer.remove_orphan_segments(keep=[record["name"] for record in _staged_records(staging)])
     try:
+        if writer is not None and dist.active and writer.dtype == "pq" and not writer.manifest.get("codebook"):
+            # the first add trains the codebook every process encodes with: rank 0 adds its first chunk alone
+            done = set(writer.ids) | _staged_ids(staging, out)
+            first = [i for i, r in enumerate(records) if i % dist.world == 0 and r.id not in done][:chunk_size]
+            _add_chunk(model, records, first, writer, r_c, vectors, batch_size)
         dist.barrier()
         index = writer if writer is not None else MultiVectorIndex.open(out, mode="r", verify=False)
         done = set(index.ids) | _staged_ids(staging, out)
@@ -123,18 +141,9 @@ def _build(model: Any, records: list[CorpusRecord], out: Path, settings: dict[st
                    disable=not progress or (dist.active and dist.rank != 0), position=dist.rank)
         for start in range(0, len(mine), chunk_size):
             positions = mine[start : start + chunk_size]
-            chunk = [records[i] for i in positions]
-            if vectors is None:
-                encoded = model.encode_document([r.item.to_model_input() for r in chunk], budget=r_c,
-                                                batch_size=batch_size, show_progress_bar=False)
-            else:
-                encoded = vectors[positions, :r_c]
-            ids, metadata = [r.id for r in chunk], [r.metadata for r in chunk]
-            if dist.active:
-                _append_staged(staging / f"rank-{dist.rank}.jsonl", index.stage(ids, encoded, metadata))
-            else:
-                index.add(ids, encoded, metadata)
-            bar.update(len(chunk))
+            _add_chunk(model, records, positions, index, r_c, vectors, batch_size,
+                       staged=staging / f"rank-{dist.rank}.jsonl" if dist.active else None)
+            bar.update(len(positions))
         bar.close()
         dist.barrier()
         if writer is not None:
@@ -148,6 +157,25 @@ def _build(model: Any, records: list[CorpusRecord], out: Path, settings: dict[st
     finally:
         if writer is not None:
             writer.close()  # an exception must not leave the lock held in this process
+
+
+def _add_chunk(model: Any, records: list[CorpusRecord], positions: list[int], index: MultiVectorIndex, r_c: int,
+               vectors: Any, batch_size: int, staged: Path | None = None) -> None:
+    """Encode the records at ``positions`` (or take their given ``vectors``) and add them, or stage them into the
+    ``staged`` list of a distributed run."""
+    if not positions:
+        return
+    chunk = [records[i] for i in positions]
+    if vectors is None:
+        encoded = model.encode_document([r.item.to_model_input() for r in chunk], budget=r_c, batch_size=batch_size,
+                                        show_progress_bar=False)
+    else:
+        encoded = vectors[positions, :r_c]
+    ids, metadata = [r.id for r in chunk], [r.metadata for r in chunk]
+    if staged is not None:
+        _append_staged(staged, index.stage(ids, encoded, metadata))
+    else:
+        index.add(ids, encoded, metadata)
 
 
 class _Distributed:
@@ -189,11 +217,15 @@ class _Distributed:
 def _open_or_create(out: Path, settings: dict[str, Any], properties: dict[str, Any]) -> MultiVectorIndex:
     """The index at ``out`` for appending, when it was built with ``settings``; a new one when there is none."""
     if not MultiVectorIndex.exists(out):
+        pq = settings.get("pq", {})
         return MultiVectorIndex.create(out, settings["dim"], settings["document_budget"], dtype=settings["dtype"],
-                                       properties=properties)
+                                       properties=properties, subquantizers=pq.get("subquantizers"),
+                                       full_precision=pq.get("full_precision", False))
     index = MultiVectorIndex.open(out, mode="a")
     recorded = {MODEL_PROPERTY: recorded_model(index.properties, out),  # an older index's relative path, found again
                 "document_budget": index.max_document_vectors, "dim": index.dim, "dtype": index.dtype}
+    if "pq" in index.manifest:
+        recorded["pq"] = index.manifest["pq"]
     if settings[MODEL_PROPERTY] is None:  # a model given without a name: its vectors' shape is all there is to check
         recorded[MODEL_PROPERTY] = None
     if recorded != settings:

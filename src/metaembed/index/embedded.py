@@ -30,12 +30,13 @@ from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
 from metaembed.index.errors import MissingIdsError
 from metaembed.index.files import WriterLock
 from metaembed.index.hnsw import FirstVectorGraph, hnsw_candidates
-from metaembed.index.manifest import (MANIFEST, create_manifest_locked, new_manifest, read_manifest,
+from metaembed.index.manifest import (CODEBOOK, MANIFEST, create_manifest_locked, new_manifest, read_manifest,
                                       read_manifest_locked)
 from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search,
                                     gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank,
                                     resolve_threads)
-from metaembed.index.segment import STORAGE_DTYPES, Segment
+from metaembed.index.codebook import check_subquantizers, default_subquantizers
+from metaembed.index.segment import STORAGE_DTYPES, Segment, Storage, read_codebook
 from metaembed.index.validation import check_positive_int, check_properties, check_query_budget, parse_query_vectors
 from metaembed.index.writing import SEGMENTS, IndexWriting
 
@@ -68,19 +69,34 @@ class MultiVectorIndex(IndexWriting):
         dtype: str = "bfloat16",
         properties: dict[str, Any] | None = None,
         threads: int | None = None,
+        *,
+        subquantizers: int | None = None,
+        full_precision: bool = False,
     ) -> "MultiVectorIndex":
         """Create an empty index at ``path`` storing up to ``max_document_vectors`` vectors of size ``dim`` per document
-        (``threads``: as for :meth:`open`)."""
+        (``threads``: as for :meth:`open`).
+
+        ``dtype``: ``"bfloat16"`` (2 D bytes a vector), ``"int8"`` (D + 4: per-vector scales) or ``"pq"`` (product
+        quantization, :mod:`metaembed.index.codebook`: ``subquantizers`` bytes a vector, default D / 4, i.e. 1/8 of
+        bf16; the codebook is trained on the first add, which needs at least 256 vectors; searches score the codes).
+        ``full_precision`` (pq only) also keeps bf16 copies on disk, read only to rescore each search's best
+        candidates exactly (see :meth:`search`'s ``rescore``)."""
         path = Path(path)
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
         check_positive_int(dim, "dim")
         check_positive_int(max_document_vectors, "max_document_vectors")
+        pq = None
+        if dtype == "pq":
+            subquantizers = default_subquantizers(dim) if subquantizers is None else check_subquantizers(dim, subquantizers)
+            pq = {"subquantizers": subquantizers, "full_precision": bool(full_precision)}
+        elif subquantizers is not None or full_precision:
+            raise ValueError(f"subquantizers and full_precision apply to dtype='pq' only, not {dtype!r}")
         properties = check_properties(properties or {})
         if (path / MANIFEST).exists():
             raise FileExistsError(f"an index already exists at {path}; open it with MultiVectorIndex.open")
         (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(dim, max_document_vectors, dtype, properties)
+        manifest = new_manifest(dim, max_document_vectors, dtype, properties, pq)
         return cls(path, manifest, "a", verify=False, lock=create_manifest_locked(path, manifest), threads=threads)
 
     @classmethod
@@ -114,13 +130,14 @@ class MultiVectorIndex(IndexWriting):
         self.dim: int = manifest["dim"]
         self.max_document_vectors: int = manifest["max_document_vectors"]
         self.dtype: str = manifest["dtype"]
+        self._storage = self._storage_of(manifest)
         segments_dir = self.path / SEGMENTS
         # segments never change once written: keep those already open (and what of them is already checked)
         opened = {segment.record["name"]: segment for segment in getattr(self, "_segments", [])}
         self._segments = [
             opened[record["name"]] if record["name"] in opened and opened[record["name"]].record == record
-            else Segment.open(segments_dir / record["name"], record, self.dim, self.max_document_vectors, self.dtype,
-                              self._verify)
+            else Segment.open(segments_dir / record["name"], record, self.dim, self.max_document_vectors,
+                              self._storage, self._verify)
             for record in manifest["segments"]
         ]
         self._live: list[Tensor] = []
@@ -136,11 +153,28 @@ class MultiVectorIndex(IndexWriting):
         counts = [segment.count for segment in self._segments]
         self._offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]) if counts else [], dtype=torch.long)
 
+    def _storage_of(self, manifest: dict[str, Any]) -> Storage:
+        """How ``manifest``'s segments store vectors; a pq codebook is checked and read once (it never changes)."""
+        if manifest["dtype"] != "pq":
+            return Storage(manifest["dtype"])
+        current = getattr(self, "_storage", None)
+        record = manifest.get("codebook")
+        codebook = None
+        if record is not None:
+            if current is not None and current.codebook is not None and self._codebook_record == record:
+                codebook = current.codebook
+            else:
+                codebook = read_codebook(self.path / CODEBOOK, record)
+        self._codebook_record = record
+        return Storage("pq", codebook, manifest["pq"]["full_precision"])
+
     def verify(self) -> None:
         """Check every stored byte against the manifest now (what searches otherwise check on first read), e.g.
         after copying an index; CorruptIndexError names the first damaged file."""
         for segment in self._segments:
             segment.require_ranks(self.max_document_vectors)
+            if segment.codes is not None and segment.vectors is not None:
+                segment.require_full_ranks(self.max_document_vectors)
             if segment.count:
                 segment.metadata(0)
 
@@ -218,6 +252,15 @@ class MultiVectorIndex(IndexWriting):
         stored = sum(seg.count for seg in self._segments)
         return total / max(1, stored)
 
+    def scored_bytes_per_document(self, document_budget: int | None = None) -> int:
+        """Bytes of vector data a search at ``document_budget`` (default: all stored) reads per document: 2 D per
+        vector in bf16, D + 4 in int8 (a scale per vector), M codes per vector plus one 2 D anchor in pq (its bf16
+        copies are read only to rescore)."""
+        r_c = self._check_document_budget(document_budget)
+        if self.dtype == "pq":
+            return 2 * self.dim + r_c * self.manifest["pq"]["subquantizers"]
+        return r_c * (2 * self.dim if self.dtype == "bfloat16" else self.dim + 4)
+
     def _locate(self, id_: str) -> tuple[int, int]:
         try:
             return self._where[id_]
@@ -262,10 +305,15 @@ class MultiVectorIndex(IndexWriting):
         candidates: int | None = None,
         ladder: Sequence[tuple[int, int]] | None = None,
         arrays: bool = False,
+        rescore: int | None = None,
     ) -> list[SearchResult] | SearchArrays:
         """Exact top-k by MaxSim for each query (n_q, R_q, D) at ``budget=(r_q, r_c)`` (default: all vectors).
         A list of per-query :class:`SearchResult`, or with ``arrays=True`` one :class:`SearchArrays` (integer keys
         and scores, no id or metadata look-ups).
+
+        A pq index scores every document on its codes (MaxSim of the reconstructed vectors). When it keeps full
+        precision, the best ``rescore`` of them (default max(100, 10 k); 0: none) are then rescored exactly from
+        the bf16 copies (at least k of them), and those exact scores rank the top-k.
 
         ``budget="auto"``: per-query test-time scaling up to ``max_budget`` (default: all vectors), escalating
         while the rank-1/rank-2 gap of score / r_q is below ``auto_margin`` (default: the index's calibrated
@@ -283,12 +331,22 @@ class MultiVectorIndex(IndexWriting):
         if named:
             raise ValueError(f"{', '.join(named)} only apply to budget='auto' (use cascade_search for a fixed-budget rerank)")
         k = check_positive_int(k, "k")
+        rescore = self._rescore_width(rescore, k)
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
         threads = self.search_threads()
-        scores, keys = ranked_by_id_on_ties(
-            lambda width: exact_search(self._segments, self._live, queries, r_c, width, dtype, normalize_by_query, threads),
-            k, sum(segment.count for segment in self._segments), lambda key: document_id(self._segments, self._offsets, key))
+        if rescore:
+            found_scores, found = exact_search(self._segments, self._live, queries, r_c, max(rescore, k), dtype,
+                                               normalize_by_query, threads)
+            found = found.masked_fill(torch.isinf(found_scores), -1)
+            search = lambda width: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype,  # noqa: E731
+                                          normalize_by_query, full_precision=True)
+            total = found.shape[1]
+        else:
+            search = lambda width: exact_search(self._segments, self._live, queries, r_c, width, dtype,  # noqa: E731
+                                                normalize_by_query, threads)
+            total = sum(segment.count for segment in self._segments)
+        scores, keys = ranked_by_id_on_ties(search, k, total, lambda key: document_id(self._segments, self._offsets, key))
         used = Budget(queries.shape[1], r_c)
         return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries),
                              arrays=arrays, k=k)
@@ -308,7 +366,8 @@ class MultiVectorIndex(IndexWriting):
     ) -> list[SearchResult] | SearchArrays:
         """Two-stage search: the top ``candidates`` at ``first_stage_budget`` (exact, or ``first_stage="hnsw"``:
         usearch HNSW over each document's first vector), then exact MaxSim rerank at ``budget``
-        (``arrays``: as for :meth:`search`)."""
+        (``arrays``: as for :meth:`search`). A pq index reranks on its codes, or on its bf16 copies when it keeps
+        full precision."""
         k, candidates = check_positive_int(k, "k"), check_positive_int(candidates, "candidates")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
@@ -331,10 +390,22 @@ class MultiVectorIndex(IndexWriting):
         used = Budget(queries.shape[1], r_c)
         costs = ((keys >= 0).sum(dim=1) * used.query * r_c + len(self) * first.query * first.document).tolist()
         scores, keys = ranked_by_id_on_ties(
-            lambda width, found=keys: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype, normalize_by_query),
+            lambda width, found=keys: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype,
+                                             normalize_by_query, full_precision=self._storage.full_precision),
             k, keys.shape[1], lambda key: document_id(self._segments, self._offsets, key))
         return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None,
                              arrays=arrays, k=k)
+
+    def _rescore_width(self, rescore: int | None, k: int) -> int:
+        """How many code-scored candidates a search rescores exactly: 0 unless this pq index keeps full precision."""
+        if rescore is not None and (isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 0):
+            raise ValueError(f"rescore must be an integer >= 0, got {rescore!r}")
+        if not self._storage.full_precision:
+            if rescore:
+                raise ValueError(f"rescore needs a pq index that keeps full precision; {self.path} stores "
+                                 f"{self.dtype}{' codes only' if self.dtype == 'pq' else ''}")
+            return 0
+        return max(100, 10 * k) if rescore is None else rescore
 
     def build_hnsw(self, connectivity: int | None = None, expansion_add: int | None = None,
                    expansion_search: int | None = None) -> Any:
@@ -356,11 +427,13 @@ class MultiVectorIndex(IndexWriting):
         return graph
 
     def _storage_torch_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.dtype == "bfloat16" else torch.int8
+        """What scoring reads: bf16 (also pq, whose blocks decode to bf16 where the CPU multiplies it natively), int8."""
+        return torch.int8 if self.dtype == "int8" else torch.bfloat16
 
     def _stored_float_dtype(self) -> torch.dtype:
-        """The float type stored values must be finite in: bf16, or fp32 for int8 (its scales and dequantized values)."""
-        return torch.bfloat16 if self.dtype == "bfloat16" else torch.float32
+        """The float type stored values must be finite in: bf16 (also a pq index's kept copies), or fp32 for int8
+        (its scales and dequantized values)."""
+        return torch.float32 if self.dtype == "int8" else torch.bfloat16
 
     def query_finite_dtypes(self, compute_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
         """The dtypes query vectors must be finite in: the stored values' and ``compute_dtype``."""

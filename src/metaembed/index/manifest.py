@@ -19,12 +19,14 @@ from typing import Any
 from metaembed.index.errors import CorruptIndexError, IndexLockedError
 from metaembed.index.files import WriterLock, take_writer_lock, write_json_atomically
 from metaembed.index.hnsw import graph_record_problem
-from metaembed.index.segment import STORAGE_DTYPES
+from metaembed.index.segment import STORAGE_DTYPES, segment_files
 
 FORMAT = "metaembed-multivector-index"
 VERSION = 2
 LEGACY_VERSIONS = (1,)
 MANIFEST = "manifest.json"
+CODEBOOK = "codebook.safetensors"
+"""A pq index's codebook, in the index folder; written once (the first add), before the manifest names it."""
 CHECKSUM = "checksum"
 SEGMENT_NAME = re.compile(r"seg-[0-9a-f]{16}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -32,13 +34,23 @@ _XXH3 = re.compile(r"[0-9a-f]{32}")
 _CHECKSUMS = {"xxh3_128": _XXH3, "sha256": _SHA256}
 
 
-def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of an empty index (generation 0)."""
-    return {
+def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: dict[str, Any],
+                 pq: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of an empty index (generation 0); ``pq``: a pq index's settings (``subquantizers``,
+    ``full_precision``). The pq codebook's record (``"codebook"``) joins with the first add."""
+    manifest = {
         "format": FORMAT, "version": VERSION, "dim": dim, "max_document_vectors": max_document_vectors,
         "dtype": dtype, "generation": 0, "segments": [], "deleted": {}, "properties": properties,
         "updated": time.time(),
     }
+    if pq is not None:
+        manifest["pq"] = pq
+    return manifest
+
+
+def manifest_segment_files(manifest: dict[str, Any]) -> set[str]:
+    """The files each segment of the index a manifest describes must hold."""
+    return segment_files(manifest["dtype"], bool(manifest.get("pq", {}).get("full_precision")))
 
 
 def manifest_checksum(manifest: dict[str, Any]) -> str:
@@ -131,9 +143,13 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
     segments = manifest.get("segments")
     if not isinstance(segments, list):
         return "'segments' must be a list"
+    problem = _pq_problem(manifest)
+    if problem:
+        return problem
     counts: dict[str, int] = {}
+    files = manifest_segment_files(manifest)
     for position, record in enumerate(segments):
-        problem = segment_record_problem(record, manifest["dtype"])
+        problem = segment_record_problem(record, files)
         if problem:
             return f"segment {position}: {problem}"
         if record["name"] in counts:
@@ -146,8 +162,29 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
     return _deleted_problem(manifest.get("deleted"), counts)
 
 
-def segment_record_problem(record: Any, dtype: str) -> str | None:
-    """What is wrong with one segment record (name, count, file sizes and checksums), or None."""
+def _pq_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a pq index's settings and codebook record (or with pq records in another index), or None."""
+    if manifest["dtype"] != "pq":
+        return "'pq' and 'codebook' belong to pq indexes only" if {"pq", "codebook"} & set(manifest) else None
+    settings = manifest.get("pq")
+    if not isinstance(settings, dict) or not _is_int(settings.get("subquantizers")) or settings["subquantizers"] < 1 \
+            or manifest["dim"] % settings["subquantizers"] or not isinstance(settings.get("full_precision"), bool):
+        return "'pq' must give 'subquantizers' (a divisor of 'dim') and 'full_precision' (true or false)"
+    if "codebook" in manifest:
+        record = manifest["codebook"]
+        if not isinstance(record, dict) or record.get("file") != CODEBOOK:
+            return f"'codebook' must name {CODEBOOK}"
+        problem = _file_record_problem(record)
+        if problem:
+            return f"the record of the codebook {problem}"
+    elif manifest["segments"]:
+        return "a pq index with segments needs the 'codebook' record"
+    return None
+
+
+def segment_record_problem(record: Any, expected: set[str]) -> str | None:
+    """What is wrong with one segment record (name, count, file sizes and checksums; ``expected``: its file
+    names, :func:`manifest_segment_files`), or None."""
     if not isinstance(record, dict):
         return "the record is not an object"
     if not isinstance(record.get("name"), str) or not SEGMENT_NAME.fullmatch(record["name"]):
@@ -155,7 +192,6 @@ def segment_record_problem(record: Any, dtype: str) -> str | None:
     if not _is_int(record.get("count")) or record["count"] < 0:
         return f"'count' must be an integer >= 0, got {record.get('count')!r}"
     files = record.get("files")
-    expected = {"vectors.bin", "ids.json", "metadata.json"} | ({"scales.bin"} if dtype == "int8" else set())
     if not isinstance(files, dict) or set(files) != expected:
         return f"'files' must describe exactly {sorted(expected)}"
     for file_name, description in files.items():

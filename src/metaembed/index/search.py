@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
+from metaembed.index.codebook import PreparedQueries
 from metaembed.index.segment import Segment
 from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
 
@@ -79,17 +80,21 @@ def block_documents(n_query_vectors: int) -> int:
     return max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
 
 
-def segment_block_scores(segment: Segment, queries: Tensor, start: int, stop: int, r_c: int,
-                         compute_dtype: torch.dtype) -> Tensor:
-    """MaxSim of queries (n_q, r_q, D) against documents ``start:stop`` of a rank-major segment: (n_q, n) fp32.
+def segment_block_scores(segment: Segment, queries: Tensor | PreparedQueries, shape: tuple[int, int], start: int,
+                         stop: int, r_c: int) -> Tensor:
+    """MaxSim of queries against documents ``start:stop`` of a rank-major segment: (n_q, n) fp32.
 
-    One matmul per document vector rank over its contiguous slice of the file, with a running maximum, so
-    nothing is transposed or copied and a budget r_c reads exactly the first r_c slices."""
-    n_q, r_q, dim = queries.shape
-    flat = queries.reshape(n_q * r_q, dim)
-    best = flat @ segment.rank_block(0, start, stop, compute_dtype).T  # (n_q * r_q, n)
+    ``queries`` are the n_q * r_q query vectors as :meth:`Segment.prepare_queries` made them, ``shape`` (n_q, r_q).
+    One matmul (or, for pq codes, one table lookup per residual plus one anchor matmul) per document vector rank over its contiguous slice of the
+    file, with a running maximum, so nothing is transposed or copied and a budget r_c reads exactly the first r_c
+    slices."""
+    n_q, r_q = shape
+    best = segment.rank_scores(0, start, stop, queries)  # (n_q * r_q, n)
     for rank in range(1, r_c):
-        torch.maximum(best, flat @ segment.rank_block(rank, start, stop, compute_dtype).T, out=best)
+        torch.maximum(best, segment.rank_scores(rank, start, stop, queries), out=best)
+    anchors = segment.anchor_scores(start, stop, queries)  # pq: the part every rank of a document shares
+    if anchors is not None:
+        best = best.float() + anchors.float()
     if r_q == 1:
         return best.float()
     return best.view(n_q, r_q, stop - start).float().sum(dim=1)
@@ -145,14 +150,14 @@ def exact_search(
     are not slower than 1)."""
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
-    queries = queries.to(compute_dtype).contiguous()
+    prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None
     chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads,
                              macs_per_document=n_q * r_q * r_c * queries.shape[-1], vectors_per_document=r_c)
 
     def scan(pending: Iterator[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor]:
         best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
         for s, start, stop, offset in pending:
-            scores = segment_block_scores(segments[s], queries, start, stop, r_c, compute_dtype)
+            scores = segment_block_scores(segments[s], prepared, (n_q, r_q), start, stop, r_c)
             if normalize_by_query:
                 scores /= totals
             dead = ~live[s][start:stop]
@@ -220,8 +225,10 @@ def rerank(
     k: int,
     compute_dtype: torch.dtype,
     normalize_by_query: bool = False,
+    full_precision: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Exact MaxSim of each query against its own candidates (n_q, K) at budget r_c; top-k (scores, keys).
+    ``full_precision``: score a pq index's kept bf16 copies rather than its codes.
 
     Candidates are gathered one query at a time, so memory stays at K x r_c x D whatever the batch."""
     scores = torch.full(candidate_keys.shape, float("-inf"))
@@ -229,22 +236,24 @@ def rerank(
         valid = candidate_keys[i] >= 0
         keys = candidate_keys[i][valid]
         if keys.numel():
-            documents = gather_documents(segments, offsets, keys, r_c, compute_dtype)
+            documents = gather_documents(segments, offsets, keys, r_c, compute_dtype, full_precision)
             scores[i, valid] = maxsim(queries[i : i + 1].to(compute_dtype), documents, dtype=compute_dtype,
                                       normalize_by_query=normalize_by_query)[0]
     top, where = scores.topk(min(k, candidate_keys.shape[1]), dim=1)
     return top, candidate_keys.gather(1, where)
 
 
-def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor, r_c: int, dtype: torch.dtype) -> Tensor:
-    """Documents by global key as (len(keys), r_c, D), read from their segments."""
-    dim = segments[0].vectors.shape[-1] if segments else 0
+def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor, r_c: int, dtype: torch.dtype,
+                     full_precision: bool = False) -> Tensor:
+    """Documents by global key as (len(keys), r_c, D), read from their segments (``full_precision``: as
+    :meth:`Segment.gather`)."""
+    dim = segments[0].dim if segments else 0
     out = torch.empty(len(keys), r_c, dim, dtype=dtype)
     segment_of = torch.searchsorted(offsets, keys, right=True) - 1
     for s in segment_of.unique().tolist():
         mask = segment_of == s
         rows = keys[mask] - offsets[s]
-        out[mask] = segments[s].gather(rows, r_c, dtype)
+        out[mask] = segments[s].gather(rows, r_c, dtype, full_precision)
     return out
 
 

@@ -2,9 +2,12 @@
 
 A segment folder holds ``vectors.bin`` (shape (R, n, D): every document's vector 1, then every document's
 vector 2, ...; raw bf16 bits as uint16, or int8), ``scales.bin`` (int8 only: fp32 (R, n), one scale per
-vector), ``ids.json`` and ``metadata.json``. Files are written and fsync'd before the manifest names them.
+vector), ``ids.json`` and ``metadata.json``. A ``pq`` segment holds ``anchors.bin`` ((n, D) bf16: each document's
+mean vector) and ``codes.bin`` ((R, n, M) uint8 codes of each vector's residual from its anchor, in the index's
+codebook; :mod:`metaembed.index.codebook`) instead, and ``vectors.bin`` in bf16 only when the index keeps full
+precision for exact rescoring. Files are written and fsync'd before the manifest names them.
 
-Verification: the manifest records a checksum of every file and, for ``vectors.bin`` and ``scales.bin``, one per
+Verification: the manifest records a checksum of every file and, for the vector files, one per
 rank (the first vectors of every document, then the second, ...). Opening checks sizes and ``ids.json`` only; the
 vectors of rank r are checked the first time anything reads them (a search at r_c > r, a gather), so opening costs
 no more than reading the ids, a search at (1, 1) checks only the first rank, and no score is computed from bytes
@@ -26,12 +29,45 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metaembed.index.codebook import PreparedQueries, ProductCodebook, anchored_residuals
 from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
 
-STORAGE_DTYPES = ("bfloat16", "int8")
+STORAGE_DTYPES = ("bfloat16", "int8", "pq")
 _NUMPY_STORAGE = {"bfloat16": np.uint16, "int8": np.int8}
 
+
+@dataclass(frozen=True)
+class Storage:
+    """How an index stores vectors: ``dtype`` (bfloat16, int8 or pq), and for pq its codebook and whether bf16
+    copies are kept beside the codes for exact rescoring."""
+
+    dtype: str
+    codebook: ProductCodebook | None = None
+    full_precision: bool = False
+
+
+def segment_files(dtype: str, full_precision: bool = False) -> set[str]:
+    """The files every segment of an index storing ``dtype`` holds (pq: with bf16 copies when ``full_precision``)."""
+    vectors = {"bfloat16": {"vectors.bin"}, "int8": {"vectors.bin", "scales.bin"},
+               "pq": {"anchors.bin", "codes.bin"} | ({"vectors.bin"} if full_precision else set())}[dtype]
+    return vectors | {"ids.json", "metadata.json"}
+
+def read_codebook(path: Path, record: dict[str, Any]) -> ProductCodebook:
+    """A pq index's codebook file, checked against its manifest record first."""
+    verify_file(path, record)
+    try:
+        return ProductCodebook.from_bytes(path.read_bytes())
+    except Exception as error:  # a file that passed its checksum yet does not parse was written wrong
+        raise CorruptIndexError(f"codebook {path} cannot be read: {error}") from None
+
+def write_codebook(path: Path, codebook: ProductCodebook) -> dict[str, Any]:
+    """Write a codebook durably (replacing a file no manifest names yet); returns its manifest record."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_bytes_durably(tmp, codebook.to_bytes())
+    tmp.replace(path)
+    fsync_directory(path.parent)
+    return {"file": path.name, **describe_file(path)}
 
 def quantize_int8(vectors: Tensor) -> tuple[Tensor, Tensor]:
     """Symmetric per-vector int8: ``vectors ~= codes * scales[..., None]`` with |codes| <= 127."""
@@ -39,27 +75,33 @@ def quantize_int8(vectors: Tensor) -> tuple[Tensor, Tensor]:
     codes = torch.round(vectors / scales.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8)
     return codes, scales.float()
 
-
-def encode_rank_major(vectors: Tensor, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(n, R, D) float vectors -> the on-disk (R, n, D) array (and (R, n) scales for int8)."""
+def encode_rank_major(vectors: Tensor, storage: Storage) -> dict[str, np.ndarray]:
+    """(n, R, D) float vectors -> the on-disk arrays by file name: rank-major (R, n, D) vectors, (R, n) int8 scales,
+    (R, n, M) pq codes; (n, D) pq anchors."""
     rank_major = vectors.detach().float().transpose(0, 1).contiguous()
-    if dtype == "bfloat16":
-        return rank_major.to(torch.bfloat16).view(torch.uint16).numpy(), None
-    codes, scales = quantize_int8(rank_major)
-    return codes.numpy(), scales.numpy()
-
+    if storage.dtype == "int8":
+        codes, scales = quantize_int8(rank_major)
+        return {"vectors.bin": codes.numpy(), "scales.bin": scales.numpy()}
+    arrays = {}
+    if storage.dtype == "pq":
+        if storage.codebook is None:
+            raise ValueError("a pq segment needs the index's codebook")
+        anchors, residuals = anchored_residuals(vectors.detach())
+        arrays["anchors.bin"] = anchors.view(torch.uint16).numpy()
+        arrays["codes.bin"] = storage.codebook.encode(residuals.transpose(0, 1)).numpy()
+    if storage.dtype == "bfloat16" or storage.full_precision:
+        arrays["vectors.bin"] = rank_major.to(torch.bfloat16).view(torch.uint16).numpy()
+    return arrays
 
 def write_segment(
-    segments_dir: Path, ids: list[str], vectors: Tensor, metadata: list[Any], dtype: str
+    segments_dir: Path, ids: list[str], vectors: Tensor, metadata: list[Any], storage: Storage
 ) -> dict[str, Any]:
     """Write a new segment folder durably and return its manifest record (name, count, file checksums).
 
     Everything is encoded before the folder is made, and a write that fails anyway removes the folder, so a
     failed add leaves no orphan segment behind."""
-    data, scales = encode_rank_major(vectors, dtype)
-    files = {"vectors.bin": memoryview(np.ascontiguousarray(data)).cast("B")}
-    if scales is not None:
-        files["scales.bin"] = memoryview(np.ascontiguousarray(scales)).cast("B")
+    arrays = encode_rank_major(vectors, storage)
+    files: dict[str, Any] = {name: memoryview(np.ascontiguousarray(array)).cast("B") for name, array in arrays.items()}
     files["ids.json"] = json.dumps(ids, ensure_ascii=False).encode()
     files["metadata.json"] = json.dumps(metadata, ensure_ascii=False).encode()
     name = f"seg-{uuid.uuid4().hex[:16]}"
@@ -70,14 +112,13 @@ def write_segment(
             write_bytes_durably(folder / file_name, payload)
         fsync_directory(folder)
         fsync_directory(segments_dir)
-        per_rank = {"vectors.bin": data[0].nbytes if len(data) else None,
-                    "scales.bin": scales[0].nbytes if scales is not None and len(scales) else None}
+        per_rank = {name: array[0].nbytes if len(array) and array[0].nbytes and name != "anchors.bin" else None
+                    for name, array in arrays.items()}
         return {"name": name, "count": len(ids),
                 "files": {f: describe_file(folder / f, per_rank.get(f)) for f in files}}
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-
 
 @dataclass
 class Segment:
@@ -85,62 +126,108 @@ class Segment:
 
     folder: Path
     record: dict[str, Any]
-    vectors: Tensor  # (R, n, D), torch.bfloat16 or torch.int8, memory-mapped
+    vectors: Tensor | None  # (R, n, D), torch.bfloat16 or torch.int8, memory-mapped (pq: the bf16 copies, if kept)
     scales: Tensor | None  # (R, n) fp32 for int8
     ids: list[str]
+    codes: Tensor | None = None  # (R, n, M) uint8 for pq: residuals from the anchors
+    anchors: Tensor | None = None  # (n, D) bf16 for pq
+    codebook: ProductCodebook | None = None
     _metadata: list[Any] | None = None
     verified_ranks: int = 0
-    """Ranks whose bytes have been checked against the manifest (all of them when opened without ``verify``)."""
+    """Ranks of the scored files (vectors, scales or codes) checked against the manifest (all of them when
+    opened without ``verify``)."""
+    verified_full_ranks: int = 0
+    """Ranks of a pq segment's bf16 copies checked (read only to rescore)."""
 
     def __post_init__(self) -> None:
         self._verifying = threading.Lock()
+
+    @property
+    def stored(self) -> int:
+        """Vectors stored per document (R)."""
+        return (self.codes if self.codes is not None else self.vectors).shape[0]
+
+    @property
+    def dim(self) -> int:
+        """Size of each stored vector (D)."""
+        return self.codebook.dim if self.codes is not None else self.vectors.shape[-1]
+
+    @property
+    def has_full_precision(self) -> bool:
+        """Whether a pq segment keeps bf16 copies of its vectors (always true of bf16 and int8 segments' own)."""
+        return self.codes is None or self.vectors is not None
 
     @property
     def count(self) -> int:
         return self.record["count"]
 
     @classmethod
-    def open(cls, folder: Path, record: dict[str, Any], dim: int, stored: int, dtype: str, verify: bool) -> "Segment":
+    def open(cls, folder: Path, record: dict[str, Any], dim: int, stored: int, storage: Storage,
+             verify: bool) -> "Segment":
         """Open a segment, checking every file's size against the manifest and the checksum of ids.json (it is read
         whole anyway); with ``verify``, each rank of the vectors is checked on first read (:meth:`require_ranks`),
         metadata.json when first loaded."""
         for file_name, expected in record["files"].items():
             verify_file(folder / file_name, expected, full=file_name == "ids.json")
         count = record["count"]
-        item_size = np.dtype(_NUMPY_STORAGE[dtype]).itemsize
-        _check_size(folder / "vectors.bin", record, stored * count * dim * item_size)
-        vectors = _memmap(folder / "vectors.bin", _NUMPY_STORAGE[dtype], (stored, count, dim))
-        if dtype == "bfloat16":
-            vectors = vectors.view(torch.bfloat16)
-        scales = None
-        if dtype == "int8":
+        vectors = scales = codes = anchors = None
+        if "vectors.bin" in record["files"]:
+            numpy_dtype = _NUMPY_STORAGE.get(storage.dtype, np.uint16)  # pq keeps bf16 copies
+            _check_size(folder / "vectors.bin", record, stored * count * dim * np.dtype(numpy_dtype).itemsize)
+            vectors = _memmap(folder / "vectors.bin", numpy_dtype, (stored, count, dim))
+            if numpy_dtype == np.uint16:
+                vectors = vectors.view(torch.bfloat16)
+        if storage.dtype == "int8":
             _check_size(folder / "scales.bin", record, stored * count * 4)
             scales = _memmap(folder / "scales.bin", np.float32, (stored, count))
+        if storage.dtype == "pq":
+            if storage.codebook is None:
+                raise CorruptIndexError(f"segment {folder} stores pq codes, but the index has no codebook")
+            subquantizers = storage.codebook.subquantizers
+            _check_size(folder / "codes.bin", record, stored * count * subquantizers)
+            codes = _memmap(folder / "codes.bin", np.uint8, (stored, count, subquantizers))
+            _check_size(folder / "anchors.bin", record, count * dim * 2)
+            anchors = _memmap(folder / "anchors.bin", np.uint16, (count, dim)).view(torch.bfloat16)
         ids = _read_json(folder / "ids.json")
         if not isinstance(ids, list) or len(ids) != count or not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{folder / 'ids.json'} is not a list of {count} ids as the manifest says")
-        return cls(folder, record, vectors, scales, ids, verified_ranks=0 if verify else stored)
+        checked = 0 if verify else stored
+        return cls(folder, record, vectors, scales, ids, codes=codes, anchors=anchors, codebook=storage.codebook,
+                   verified_ranks=checked, verified_full_ranks=checked)
 
     def require_ranks(self, r_c: int) -> None:
         """Check the first ``r_c`` ranks of the vectors (and scales) against the manifest, once each; a
         CorruptIndexError names the file and the damaged part. Cheap when already checked."""
         if r_c <= self.verified_ranks:
             return
+        scored = [("codes.bin", self.codes)] if self.codes is not None else [("vectors.bin", self.vectors),
+                                                                             ("scales.bin", self.scales)]
         with self._verifying:
-            if r_c <= self.verified_ranks:  # another thread checked them meanwhile
-                return
-            files = [(name, tensor) for name, tensor in (("vectors.bin", self.vectors), ("scales.bin", self.scales))
-                     if tensor is not None]
-            records = {name: self.record["files"][name] for name, _ in files}
-            if any("parts" not in record for record in records.values()):  # no per-rank checksums: whole files, once
-                for name, _ in files:
-                    verify_file(self.folder / name, records[name])
-                self.verified_ranks = self.vectors.shape[0]
-                return
-            for name, tensor in files:
-                for rank in range(self.verified_ranks, r_c):
-                    verify_part(self.folder / name, records[name], rank, _raw_bytes(tensor[rank]))
-            self.verified_ranks = r_c
+            if r_c > self.verified_ranks:  # else another thread checked them meanwhile
+                if self.anchors is not None and self.verified_ranks == 0:  # read by every search: checked whole, first
+                    verify_file(self.folder / "anchors.bin", self.record["files"]["anchors.bin"])
+                self.verified_ranks = self._verify_ranks(scored, self.verified_ranks, r_c)
+
+    def require_full_ranks(self, r_c: int) -> None:
+        """For a pq segment that keeps bf16 copies: check their first ``r_c`` ranks, once each (as :meth:`require_ranks`)."""
+        if r_c <= self.verified_full_ranks:
+            return
+        with self._verifying:
+            if r_c > self.verified_full_ranks:
+                self.verified_full_ranks = self._verify_ranks([("vectors.bin", self.vectors)], self.verified_full_ranks, r_c)
+
+    def _verify_ranks(self, files: list[tuple[str, Tensor | None]], done: int, r_c: int) -> int:
+        """Check ranks ``done:r_c`` of ``files``; returns the ranks now checked (all of them for whole-file records)."""
+        files = [(name, tensor) for name, tensor in files if tensor is not None]
+        records = {name: self.record["files"][name] for name, _ in files}
+        if any("parts" not in record for record in records.values()):  # no per-rank checksums: whole files, once
+            for name, _ in files:
+                verify_file(self.folder / name, records[name])
+            return self.stored
+        for name, tensor in files:
+            for rank in range(done, r_c):
+                verify_part(self.folder / name, records[name], rank, _raw_bytes(tensor[rank]))
+        return r_c
 
     def metadata(self, row: int) -> Any:
         """The JSON metadata stored with the document at ``row`` (loaded and checksummed on first use)."""
@@ -157,13 +244,45 @@ class Segment:
         """Vector number ``rank`` of documents ``start:stop`` as (n, D) in ``dtype``: a contiguous slice of the
         rank-major file (no copy when ``dtype`` is the bf16 storage type)."""
         self.require_ranks(rank + 1)
+        if self.codes is not None:
+            return (self.anchors[start:stop].float() + self.codebook.decode(self.codes[rank, start:stop])).to(dtype)
         view = self.vectors[rank, start:stop]
         if self.scales is None:
             return view if view.dtype == dtype else view.to(dtype)
         return (view.float() * self.scales[rank, start:stop].unsqueeze(-1)).to(dtype)
 
-    def gather(self, rows: Tensor, r_c: int, dtype: torch.dtype) -> Tensor:
-        """Selected documents (by row) at budget r_c as (len(rows), r_c, D)."""
+    def rank_scores(self, rank: int, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor:
+        """Dot products of query vectors with vector number ``rank`` of documents ``start:stop``: (n_qv, n), less
+        :meth:`anchor_scores` for pq (the same for every rank, added once after the maximum over ranks).
+        ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made."""
+        if self.codes is None:
+            return queries @ self.rank_block(rank, start, stop, queries.dtype).T
+        self.require_ranks(rank + 1)
+        return self.codebook.scores(queries, self.codes[rank, start:stop])
+
+    def anchor_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor | None:
+        """pq: dot products of the query vectors with the anchors of documents ``start:stop`` (n_qv, n); else None."""
+        if self.anchors is None:
+            return None
+        self.require_ranks(1)
+        return queries.vectors @ self.anchors[start:stop].to(queries.vectors.dtype).T
+
+    def prepare_queries(self, queries: Tensor, compute_dtype: torch.dtype) -> Tensor | PreparedQueries:
+        """Query vectors (n_qv, D) as :meth:`rank_scores` takes them; made once per search (pq: lookup tables)."""
+        if self.codes is None:
+            return queries.to(compute_dtype).contiguous()
+        return self.codebook.prepare(queries, compute_dtype)
+
+    def gather(self, rows: Tensor, r_c: int, dtype: torch.dtype, full_precision: bool = False) -> Tensor:
+        """Selected documents (by row) at budget r_c as (len(rows), r_c, D); for pq the decoded codes, or with
+        ``full_precision`` the bf16 copies kept beside them."""
+        if self.codes is not None:
+            if full_precision and self.vectors is not None:
+                self.require_full_ranks(r_c)
+                return self.vectors[:r_c].index_select(1, rows).transpose(0, 1).to(dtype).contiguous()
+            self.require_ranks(r_c)
+            residuals = self.codebook.decode(self.codes[:r_c].index_select(1, rows)).transpose(0, 1)
+            return (self.anchors.index_select(0, rows).float().unsqueeze(1) + residuals).to(dtype).contiguous()
         self.require_ranks(r_c)
         picked = self.vectors[:r_c].index_select(1, rows)
         if self.scales is not None:
@@ -174,7 +293,6 @@ class Segment:
     def bytes_per_document(self) -> float:
         return sum(f["bytes"] for f in self.record["files"].values()) / max(1, self.count)
 
-
 def _check_size(path: Path, record: dict[str, Any], size: int) -> None:
     recorded = record["files"][path.name]["bytes"]
     if recorded != size:
@@ -182,20 +300,17 @@ def _check_size(path: Path, record: dict[str, Any], size: int) -> None:
             f"index file {path} is recorded as {recorded} bytes, but {record['count']} documents need {size}"
         )
 
-
 def _raw_bytes(tensor: Tensor) -> memoryview:
     """The bytes of a contiguous slice of a memory-mapped file, as stored (no conversion)."""
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.view(torch.uint16)
     return memoryview(tensor.numpy()).cast("B")
 
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as error:  # bad JSON or bad UTF-8
         raise CorruptIndexError(f"index file {path} is not valid JSON: {error}") from None
-
 
 def _memmap(path: Path, np_dtype: Any, shape: tuple[int, ...]) -> Tensor:
     if 0 in shape:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from metaembed.index.errors import CorruptIndexError, MissingIdsError
-from metaembed.index.manifest import segment_record_problem, write_manifest
-from metaembed.index.segment import Segment, write_segment
+from metaembed.index.codebook import ProductCodebook, anchored_residuals
+from metaembed.index.manifest import CODEBOOK, manifest_segment_files, segment_record_problem, write_manifest
+from metaembed.index.segment import Segment, Storage, write_codebook, write_segment
 from metaembed.index.validation import check_properties, validate_documents
 
 if TYPE_CHECKING:
@@ -33,15 +34,16 @@ class IndexWriting:
     dim: int
     max_document_vectors: int
     dtype: str
+    _storage: Storage
     _lock: WriterLock | None
     _graph: FirstVectorGraph
     _segments: list[Segment]
     _where: dict[str, tuple[int, int]]
 
-    def _open_segment(self, record: dict[str, Any], verify: bool = False) -> Segment:
+    def _open_segment(self, record: dict[str, Any], verify: bool = False, storage: Storage | None = None) -> Segment:
         """A committed or staged segment of this index, opened for reading."""
         return Segment.open(self.path / SEGMENTS / record["name"], record, self.dim, self.max_document_vectors,
-                            self.dtype, verify)
+                            storage or self._storage, verify)
 
     def set_properties(self, **updates: Any) -> None:
         """Merge ``updates`` into the manifest's properties in one atomic commit (e.g. a calibrated ``auto_margin``)."""
@@ -60,30 +62,46 @@ class IndexWriting:
         ids, vectors, metadata = self._validate_add(ids, vectors, metadata)
         if not ids:
             return
-        record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
-        self.commit_segments([record])
+        storage, codebook_record = self._storage, None
+        if storage.dtype == "pq" and storage.codebook is None:  # the first add of a pq index trains its codebook
+            codebook = ProductCodebook.train(anchored_residuals(vectors)[1], self.manifest["pq"]["subquantizers"])
+            codebook_record = write_codebook(self.path / CODEBOOK, codebook)
+            storage = Storage("pq", codebook, storage.full_precision)
+        record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, storage)
+        self.commit_segments([record], codebook_record=codebook_record, storage=storage)
 
     def stage(self, ids: Sequence[str], vectors: Tensor, metadata: Sequence[Any] | None = None) -> dict[str, Any]:
         """Write a segment without committing it (any process may stage, e.g. each rank of a distributed run);
-        the writer's :meth:`commit_segments` then makes staged segments visible in one commit."""
+        the writer's :meth:`commit_segments` then makes staged segments visible in one commit. A pq index must
+        have its codebook first (the writer's first :meth:`add` trains it)."""
         ids, vectors, metadata = self._validate_add(ids, vectors, metadata, require_writer=False)
-        return write_segment(self.path / SEGMENTS, ids, vectors, metadata, self.dtype)
+        if self._storage.dtype == "pq" and self._storage.codebook is None:
+            raise ValueError(f"pq index {self.path} has no codebook yet: the writer's first add() trains it, "
+                             "before any process stages segments")
+        return write_segment(self.path / SEGMENTS, ids, vectors, metadata, self._storage)
 
-    def commit_segments(self, records: Iterable[dict[str, Any]]) -> None:
-        """Commit already written segments in one atomic manifest update (later segments win on repeated ids)."""
+    def commit_segments(self, records: Iterable[dict[str, Any]], *, codebook_record: dict[str, Any] | None = None,
+                        storage: Storage | None = None) -> None:
+        """Commit already written segments in one atomic manifest update (later segments win on repeated ids);
+        :meth:`add` also names the codebook it just trained (``codebook_record``, ``storage``)."""
         self._require_writer()
         records = list(records)
         manifest = copy.deepcopy(self.manifest)
+        if codebook_record is not None:
+            manifest["codebook"] = codebook_record
+        files = manifest_segment_files(manifest)
         where = dict(self._where)
         names = [seg["name"] for seg in manifest["segments"]]
         for record in records:
-            problem = segment_record_problem(record, self.dtype)
+            problem = segment_record_problem(record, files)
             if problem or record["name"] in names:
                 raise CorruptIndexError(f"staged segment record {str(record)[:200]} is damaged: "
                                         f"{problem or 'its segment is already committed'}")
             # a staged segment must be intact (and readable as this index's) before it is named
-            staged = self._open_segment(record, verify=True)
+            staged = self._open_segment(record, verify=True, storage=storage)
             staged.require_ranks(self.max_document_vectors)
+            if staged.codes is not None and staged.vectors is not None:
+                staged.require_full_ranks(self.max_document_vectors)
             ids = staged.ids
             segment_index = len(names)
             names.append(record["name"])

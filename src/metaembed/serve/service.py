@@ -74,8 +74,7 @@ class SearchService:
 
     def bytes_per_document(self, document_budget: int) -> int:
         """Vector bytes one document costs at a document budget: what a search at r_c reads per document."""
-        per_vector = self.index.dim * 2 if self.index.dtype == "bfloat16" else self.index.dim + 4  # int8 + fp32 scale
-        return int(document_budget * per_vector)
+        return self.index.scored_bytes_per_document(document_budget)
 
     def model_facts(self) -> dict[str, Any]:
         """The model /stats names: as loaded (folder or hub id), its backbone, vector size, meta tokens, the budget

@@ -1,0 +1,214 @@
+"""Product-quantized storage (``dtype="pq"``): each document keeps one anchor vector (the mean of its vectors, in
+bf16) and each of its vectors becomes M one-byte codes of its *residual* from that anchor; MaxSim is scored from
+the anchor and the codes without decompressing the corpus.
+
+Why anchored: a MetaEmbed document's vectors are nearly parallel (cosine ~0.99 to their mean after MMR training),
+so the residuals are ~10x shorter than the vectors and their quantization error is that much smaller. On the
+quickstart model's Debian vectors (recall@10 against exact bf16 over the paper's budgets): plain PQ of the
+vectors, 96 bytes, 0.84-0.86 (``search_compressed_plain_pq.md``); anchored residuals, 64 bytes, 0.945-0.968;
+with the rotation below, 48 bytes, 0.968-0.980 and nDCG@10 within 0.2 of bf16 (``search_compressed.md``). Since the anchor
+is the same for every vector of a document, MaxSim is ``q . anchor + max_r q . residual_r`` summed over query
+vectors: the anchor costs one dot product per query vector and document, at any budget.
+
+The codebook is an OPQ rotation (faiss' ``OPQMatrix``: an orthonormal D x D matrix that spreads the residuals'
+variance evenly over the sub-spaces) followed by M sub-space codebooks of D/M dimensions, 256 centroids each
+(faiss' ``ProductQuantizer``), trained on a sample of the residuals of the index's first ``add``; every later add
+is encoded with it. The rotation halved the reconstruction error of 48-byte codes on the quickstart's vectors. Scoring reads only the
+anchors and codes, block by block:
+
+- few query vectors (a lone query, up to ``LOOKUP_TABLE_MAX_QUERY_VECTORS``): one lookup table of every query vector
+  against every centroid, then a summed gather per document vector (``embedding_bag``), M table rows per vector;
+- many query vectors (a batch): the block's codes are decoded into a cache-sized bf16 block and multiplied, which the
+  CPU's matrix units do far faster than M gathers per (query vector, document vector) pair.
+
+Both give the dot product of a query vector with the decoded residual, so the choice is speed only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+BITS = 8
+CENTROIDS = 1 << BITS
+TRAINING_SAMPLE = 65_536
+"""Vectors the codebook is trained on at most (a seeded random sample of the first add)."""
+MIN_TRAINING_VECTORS = CENTROIDS
+"""k-means needs at least as many vectors as centroids per sub-space."""
+MIN_ROTATION_VECTORS = 40 * CENTROIDS
+"""The OPQ rotation is learnt from at least this many vectors (faiss' advice for k-means: ~40 per centroid); a first
+add smaller than that gets no rotation (faiss' OPQ training aborted or stalled on a few hundred vectors)."""
+LOOKUP_TABLE_MAX_QUERY_VECTORS = 32
+"""Up to this many query vectors per search, scores come from lookup tables; beyond it, from decoded blocks
+(measured on a 2-core AVX-512/AMX CPU, 100k codes of 96 bytes: tables 16-35 ms for 2-32 query vectors against
+30-36 ms decoded; 80 ms against 38 ms at 64)."""
+
+
+def default_subquantizers(dim: int) -> int:
+    """M for a vector of ``dim``: one byte per 8 dimensions (48 for 384: with the anchor, a 64-vector document takes
+    1/12.8 of bf16's bytes; faiss encodes 8-dimensional sub-vectors ~10x faster than 6-dimensional ones), or the
+    largest divisor of dim below that."""
+    for m in range(max(1, dim // 8), 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+def check_subquantizers(dim: int, subquantizers: Any) -> int:
+    """``subquantizers`` as a valid M for ``dim`` (a positive divisor), or ValueError naming both."""
+    if isinstance(subquantizers, bool) or not isinstance(subquantizers, int) or subquantizers < 1:
+        raise ValueError(f"subquantizers must be a positive integer, got {subquantizers!r}")
+    if dim % subquantizers:
+        raise ValueError(f"subquantizers={subquantizers} must divide the vector size {dim} (each code covers "
+                         f"dim / subquantizers dimensions)")
+    return subquantizers
+
+
+def anchored_residuals(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    """Documents (n, R, D) -> their anchors (n, D) bf16 (the mean of each document's vectors) and the residuals
+    (n, R, D) fp32 of every vector from its stored (bf16) anchor: what the codes encode."""
+    anchors = vectors.float().mean(dim=1).to(torch.bfloat16)
+    return anchors, vectors.float() - anchors.float().unsqueeze(1)
+
+
+@dataclass
+class PreparedQueries:
+    """Query vectors made ready to score anchors and codes: the vectors, and a lookup table when they are few."""
+
+    vectors: Tensor
+    """(count, D) in the compute dtype: anchor scores."""
+    rotated: Tensor
+    """(count, D) the vectors in the codebook's rotated space, compute dtype (decoded-block scoring)."""
+    table: Tensor | None = None
+    """(M * 256, max(2, count)) fp32: every query vector's dot product with every centroid (lookup-table scoring)."""
+
+    @property
+    def count(self) -> int:
+        """Query vectors (n_q * r_q)."""
+        return len(self.vectors)
+
+
+class ProductCodebook:
+    """A rotation, then M sub-space codebooks of 256 centroids: encodes vectors to (…, M) uint8 codes and scores
+    queries on codes. Codes describe rotated vectors; queries are rotated the same way (a rotation keeps dot
+    products), and :meth:`decode` rotates back."""
+
+    def __init__(self, centroids: Tensor, rotation: Tensor | None = None) -> None:
+        """``centroids``: (M, 256, D/M) fp32; ``rotation``: (D, D) orthonormal, rotated = x @ rotation.T (None:
+        identity); as :meth:`train` makes them."""
+        if centroids.ndim != 3 or centroids.shape[1] != CENTROIDS:
+            raise ValueError(f"centroids must be (M, {CENTROIDS}, D/M), got {tuple(centroids.shape)}")
+        self.centroids = centroids.float().contiguous()
+        self.subquantizers, _, self.sub_dim = self.centroids.shape
+        self.dim = self.subquantizers * self.sub_dim
+        if rotation is None:
+            rotation = torch.eye(self.dim)
+        if rotation.shape != (self.dim, self.dim):
+            raise ValueError(f"rotation must be ({self.dim}, {self.dim}), got {tuple(rotation.shape)}")
+        self.rotation = rotation.float().contiguous()
+        self._flat = self.centroids.reshape(-1, self.sub_dim)  # (M * 256, D/M): row m * 256 + c
+        self._flat_by_dtype: dict[torch.dtype, Tensor] = {torch.float32: self._flat}
+        self._row_offsets = torch.arange(self.subquantizers, dtype=torch.int32) * CENTROIDS
+        self._quantizer: Any = None
+
+    @classmethod
+    def train(cls, vectors: Tensor, subquantizers: int, seed: int = 0) -> "ProductCodebook":
+        """k-means per sub-space (faiss' ProductQuantizer) on at most ``TRAINING_SAMPLE`` of ``vectors`` (…, D)
+        (the index passes residuals, :func:`anchored_residuals`)."""
+        import faiss
+
+        flat = vectors.reshape(-1, vectors.shape[-1]).float()
+        if len(flat) < MIN_TRAINING_VECTORS:
+            raise ValueError(f"a pq index trains its codebook on its first add, which needs at least "
+                             f"{MIN_TRAINING_VECTORS} vectors (documents x stored vectors); got {len(flat)}: add more "
+                             "documents at once, or store bfloat16 or int8")
+        if len(flat) > TRAINING_SAMPLE:
+            generator = torch.Generator().manual_seed(seed)
+            flat = flat[torch.randperm(len(flat), generator=generator)[:TRAINING_SAMPLE]]
+        dim = flat.shape[1]
+        check_subquantizers(dim, subquantizers)
+        sample = np.ascontiguousarray(flat.numpy())
+        rotation = np.eye(dim, dtype=np.float32)
+        if len(sample) >= MIN_ROTATION_VECTORS:
+            opq = faiss.OPQMatrix(dim, subquantizers)
+            opq.train(sample)
+            rotation = faiss.vector_to_array(opq.A).reshape(dim, dim)
+        quantizer = faiss.ProductQuantizer(dim, subquantizers, BITS)
+        quantizer.cp.seed = seed
+        quantizer.cp.min_points_per_centroid = 1  # a small first add is enough (checked above); no faiss warning
+        quantizer.train(np.ascontiguousarray(sample @ rotation.T))
+        centroids = faiss.vector_to_array(quantizer.centroids).reshape(subquantizers, CENTROIDS, dim // subquantizers)
+        return cls(torch.from_numpy(centroids.copy()), torch.from_numpy(rotation.copy()))
+
+    # ------------------------------------------------------------------ storage
+    def to_bytes(self) -> bytes:
+        """The codebook as safetensors bytes (what the index stores in ``codebook-*.safetensors``)."""
+        from safetensors.torch import save
+
+        return save({"centroids": self.centroids, "rotation": self.rotation})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ProductCodebook":
+        from safetensors.torch import load
+
+        tensors = load(data)
+        return cls(tensors["centroids"], tensors.get("rotation"))
+
+    # ------------------------------------------------------------------ coding
+    def encode(self, vectors: Tensor) -> Tensor:
+        """(…, D) float vectors -> (…, M) uint8 codes: the nearest centroid in each sub-space of the rotated
+        vectors (faiss)."""
+        shape = vectors.shape[:-1]
+        flat = np.ascontiguousarray((vectors.detach().reshape(-1, self.dim).float() @ self.rotation.T).numpy())
+        codes = self._faiss_quantizer().compute_codes(flat) if len(flat) else np.zeros((0, self.subquantizers), np.uint8)
+        return torch.from_numpy(codes).view(*shape, self.subquantizers)
+
+    def _faiss_quantizer(self) -> Any:
+        """faiss' ProductQuantizer holding these centroids (made on first use)."""
+        if self._quantizer is None:
+            import faiss
+
+            quantizer = faiss.ProductQuantizer(self.dim, self.subquantizers, BITS)
+            faiss.copy_array_to_vector(self.centroids.numpy().ravel(), quantizer.centroids)
+            self._quantizer = quantizer
+        return self._quantizer
+
+    def decode(self, codes: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(…, M) uint8 codes -> (…, D) reconstructed vectors in ``dtype``, rotated back."""
+        return (self.decode_rotated(codes) @ self.rotation).to(dtype)
+
+    def decode_rotated(self, codes: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(…, M) uint8 codes -> (…, D) reconstructions in the rotated space (what scoring multiplies)."""
+        if dtype not in self._flat_by_dtype:
+            self._flat_by_dtype[dtype] = self._flat.to(dtype)
+        shape = codes.shape[:-1]
+        rows = codes.reshape(-1, self.subquantizers).to(torch.int32) + self._row_offsets
+        return torch.nn.functional.embedding(rows, self._flat_by_dtype[dtype]).view(*shape, self.dim)
+
+    # ------------------------------------------------------------------ scoring
+    def prepare(self, query_vectors: Tensor, compute_dtype: torch.dtype) -> PreparedQueries:
+        """Query vectors (n, D) ready for :meth:`scores`; made once per search, used for every block."""
+        count = len(query_vectors)
+        vectors = query_vectors.to(compute_dtype).contiguous()
+        rotated = query_vectors.float() @ self.rotation.T
+        if count > LOOKUP_TABLE_MAX_QUERY_VECTORS:
+            return PreparedQueries(vectors, rotated.to(compute_dtype).contiguous())
+        sub = rotated.reshape(count, self.subquantizers, self.sub_dim)
+        table = torch.einsum("qmd,mcd->mcq", sub, self.centroids).reshape(-1, count)
+        if count == 1:  # embedding_bag over one-column rows is slow: a second, ignored column
+            table = torch.cat([table, torch.zeros_like(table)], dim=1)
+        return PreparedQueries(vectors, rotated, table=table.contiguous())
+
+    def scores(self, prepared: PreparedQueries, codes: Tensor) -> Tensor:
+        """Dot products of prepared query vectors with the decoded ``codes`` (n, M): (count, n) fp32 for lookup
+        tables, compute dtype for decoded blocks."""
+        if prepared.table is None:
+            return prepared.rotated @ self.decode_rotated(codes, prepared.rotated.dtype).T
+        rows = codes.to(torch.int32) + self._row_offsets
+        summed = torch.nn.functional.embedding_bag(rows, prepared.table, mode="sum")  # (n, columns)
+        return summed[:, : prepared.count].T
+

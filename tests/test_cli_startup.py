@@ -111,7 +111,8 @@ def test_public_api_is_the_same_objects():
 
     assert metaembed.__all__ == [
         "PAPER_BUDGETS", "Budget", "InvalidInputError", "MetaEmbed", "MultiVectorIndex", "SearchResult", "maxsim",
-        "__version__", "QdrantMultiVectorIndex", "MMRLoss", "TrainConfig", "train", "evaluate", "calibrate_auto_margin"]
+        "__version__", "QdrantMultiVectorIndex", "MMRLoss", "TrainConfig", "train", "evaluate", "calibrate_auto_margin",
+        "calibrate_cascade"]
     assert (metaembed.MetaEmbed, metaembed.MultiVectorIndex, metaembed.maxsim) == (MetaEmbed, MultiVectorIndex, maxsim)
     assert (metaembed.Budget, metaembed.PAPER_BUDGETS, metaembed.MMRLoss) == (Budget, PAPER_BUDGETS, MMRLoss)
     assert metaembed.training.DEFAULT_TEMPERATURE == DEFAULT_TEMPERATURE == metaembed.TrainConfig().temperature

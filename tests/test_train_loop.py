@@ -4,6 +4,7 @@ LoRA checkpoints, the CLI, and the final folder loads with MetaEmbed.from_pretra
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,27 @@ def test_a_bf16_checkpoint_trains_in_fp32_master_weights(tiny_bert_path, tmp_pat
     name = "encoder.layer.0.attention.self.query.weight"
     moved = (trained[f"0.model.{name}"] != start[name].float()).float().mean()
     assert moved > 0.9
+
+
+@pytest.mark.parametrize("declared, setting, expected", [
+    (64, None, 64),  # the backbone's own sentence-transformers length, longer than the training length
+    (200, None, 124),  # ... within the room the tiny BERT's 128 positions leave beside 4 meta tokens
+    (8, None, 16),  # shorter than the training length: the training length stays
+    (None, None, 16),  # declares none: the training length stays
+    (64, 40, 40),  # an explicit setting wins
+])
+def test_the_saved_model_reads_the_backbones_own_length(tiny_bert_path, tmp_path, declared, setting, expected):
+    """Trained on 16 tokens, saved to read as many as the backbone embeds as a sentence-transformers model."""
+    backbone = tmp_path / "backbone"
+    shutil.copytree(tiny_bert_path, backbone)
+    if declared is not None:
+        (backbone / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": declared}))
+    data = write_jsonl(tmp_path / "train.jsonl", 8)
+    result = train(TrainConfig(model=str(backbone), train_jsonl=[str(data)], output_dir=str(tmp_path / "out"),
+                               batch_size=4, max_steps=1, max_seq_length=16, inference_max_seq_length=setting,
+                               num_query_meta_tokens=2, num_document_meta_tokens=4, save_steps=100))
+    model = MetaEmbed.from_pretrained(result.model_path)
+    assert model.max_seq_length == expected
+    long_text = " ".join(f"word{i}" for i in range(300))
+    appended = model.backbone.num_appended_meta_tokens("document")  # 3: the first vector is the mean (training's default)
+    assert model.backbone.preprocess([long_text], task="document")["input_ids"].shape[1] == expected + appended

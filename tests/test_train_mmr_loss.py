@@ -164,3 +164,46 @@ def test_loss_is_fp32_under_bf16_autocast(model):
     # bf16 embeddings (what a bf16 backbone returns) are only rounded once, on the way in.
     rounded = mmr.loss_from_embeddings(queries.bfloat16().float(), [d.bfloat16().float() for d in documents])
     torch.testing.assert_close(bf16_inputs, rounded, atol=1e-6, rtol=1e-6)
+
+
+def _document_group_gradients(queries, documents, nesting):
+    """Gradients of the (1,4) group's summed scores, groups (1,1) and (1,4), wrt queries and documents."""
+    from metaembed.training.mmr_loss import mmr_group_scores
+
+    queries, documents = queries.clone().requires_grad_(), documents.clone().requires_grad_()
+    scores = mmr_group_scores(queries, documents, [Budget(1, 1), Budget(1, 4)], normalize_by_query=False, nesting=nesting)
+    scores[1].sum().backward()
+    return scores, queries.grad, documents.grad
+
+
+def test_boosted_nesting_keeps_the_scores_and_trains_only_what_the_smaller_group_lacks():
+    e = torch.eye(8)
+    queries = torch.nn.functional.normalize(torch.stack([e[0] + 0.1 * e[5], e[0] + 0.1 * e[6]]), dim=-1)[:, None]  # (2, 1, 8)
+    # Every document's best vector for these queries is its first: the (1,1) group already has it.
+    first_best = torch.stack([torch.stack([e[0], e[1], e[2], e[3]]), torch.stack([e[0] + e[4], e[2], e[3], e[1]])])
+    first_best = torch.nn.functional.normalize(first_best, dim=-1)
+    shared, shared_q, shared_d = _document_group_gradients(queries, first_best, "shared")
+    boosted, boosted_q, boosted_d = _document_group_gradients(queries, first_best, "boosted")
+    for s, b in zip(shared, boosted):
+        assert torch.equal(s, b)  # the same scores at every group
+    assert shared_q.abs().max() > 0.5 and shared_d[:, 0].abs().max() > 0.5
+    assert torch.equal(boosted_q, torch.zeros_like(boosted_q)) and torch.equal(boosted_d, torch.zeros_like(boosted_d))
+    # A document whose best vector is a later one: that vector (and the query) learn exactly as in the paper's loss.
+    later_best = first_best[:, [1, 0, 2, 3]]
+    _, shared_q, shared_d = _document_group_gradients(queries, later_best, "shared")
+    _, boosted_q, boosted_d = _document_group_gradients(queries, later_best, "boosted")
+    assert torch.equal(boosted_q, shared_q) and torch.equal(boosted_d, shared_d) and boosted_d[:, 1].abs().max() > 0.5
+
+
+def test_boosted_loss_has_the_shared_value_and_bad_nestings_are_named(model, tiny_bert_path, tmp_path):
+    columns = features(model, with_negatives=True)
+    shared = MMRLoss(model)([copy.copy(c) for c in columns]).detach()
+    boosted = MMRLoss(model, nesting="boosted")([copy.copy(c) for c in columns]).detach()
+    assert torch.allclose(shared, boosted, atol=1e-6)
+    assert MMRLoss(model, nesting="boosted").get_config_dict()["nesting"] == "boosted"
+    with pytest.raises(ValueError, match="nesting must be one of shared, boosted, got 'nested'"):
+        MMRLoss(model, nesting="nested")
+    from metaembed.training import TrainConfig
+
+    with pytest.raises(ValueError, match="mmr_nesting must be one of shared, boosted"):
+        TrainConfig(model=tiny_bert_path, train_jsonl=["x.jsonl"], output_dir=str(tmp_path), mmr_nesting="both").validate()

@@ -98,6 +98,8 @@ ARMS = {
     "r_mean_first_document_groups": model_settings(groups=["1,1", "1,4", "1,16", "1,64"], first_vector="mean"),
     "s_mean_first_query_weights": model_settings(first_vector="mean"),
     "t_mean_residual_query_weights": model_settings(first_vector="mean", meta_residual=True),
+    "u_mmr_boosted": model_settings(mmr_nesting="boosted"),
+    "v_mean_residual_boosted": model_settings(first_vector="mean", meta_residual=True, mmr_nesting="boosted"),
 }
 QUERY_WEIGHTED = ("s_mean_first_query_weights", "t_mean_residual_query_weights")
 DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill",
@@ -260,7 +262,9 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                             ("p_mean_residual_largest_only", "m_mmr_mean_residual"),
                             ("q_mmr_mean_residual_weighted", "m_mmr_mean_residual"),
                             ("s_mean_first_query_weights", "k_mmr_mean_first"),
-                            ("t_mean_residual_query_weights", "m_mmr_mean_residual")):
+                            ("t_mean_residual_query_weights", "m_mmr_mean_residual"),
+                            ("u_mmr_boosted", "a_mmr"), ("u_mmr_boosted", "b_largest_group_only"),
+                            ("v_mean_residual_boosted", "m_mmr_mean_residual")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
@@ -404,6 +408,8 @@ ARM_LABELS = {
     "r_mean_first_document_groups": "(r) (k)'s layout, groups (1,1) (1,4) (1,16) (1,64): one query vector, more document vectors",
     "s_mean_first_query_weights": "(s) (k), query vectors 2..16 weighted so that together they weigh --query-tail-weight times vector 1",
     "t_mean_residual_query_weights": "(t) (m), query vectors weighted as in (s)",
+    "u_mmr_boosted": "(u) (a) with boosted nesting: each group trains only the vectors its nested group lacks",
+    "v_mean_residual_boosted": "(v) (m) with boosted nesting",
 }
 
 

@@ -26,19 +26,21 @@ _LAZY: dict[str, str] = {
     "train": "metaembed.training.run",
     "evaluate": "metaembed.evaluation.run",
     "calibrate_auto_margin": "metaembed.index.calibration",
+    "calibrate_cascade": "metaembed.index.calibration",
 }
 """Each public name and the module it lives in."""
 
 __all__ = [
     "PAPER_BUDGETS", "Budget", "InvalidInputError", "MetaEmbed", "MultiVectorIndex", "SearchResult", "maxsim",
     "__version__", "QdrantMultiVectorIndex", "MMRLoss", "TrainConfig", "train", "evaluate", "calibrate_auto_margin",
+    "calibrate_cascade",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from metaembed.budgets import PAPER_BUDGETS, Budget
     from metaembed.evaluation.run import evaluate
     from metaembed.index import MultiVectorIndex, SearchResult
-    from metaembed.index.calibration import calibrate_auto_margin
+    from metaembed.index.calibration import calibrate_auto_margin, calibrate_cascade
     from metaembed.index.qdrant import QdrantMultiVectorIndex
     from metaembed.inputs import InvalidInputError
     from metaembed.model import MetaEmbed

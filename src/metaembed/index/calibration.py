@@ -1,6 +1,6 @@
-"""Calibrate ``budget="auto"``: the smallest margin threshold that keeps a target share of the max budget's quality.
+"""Calibrate search settings on dev queries: ``budget="auto"``'s margin and the cascade's candidate count.
 
-Every dev query is ranked once at every rung of the ladder (one climb with every query escalated), then each
+``budget="auto"``: the smallest margin threshold that keeps a target share of the max budget's quality. Every dev query is ranked once at every rung of the ladder (one climb with every query escalated), then each
 candidate threshold is simulated from those rankings: a threshold t stops a query at the first rung whose
 margin is >= t, so only the observed margins (and 0, and inf) need trying, and the whole sweep costs one sort.
 """
@@ -18,7 +18,8 @@ from torch import Tensor
 
 from metaembed.budgets import Budget
 from metaembed.index.adaptive import climb, prepare, top_margin
-from metaembed.index.search import default_compute_dtype
+from metaembed.index.search import default_compute_dtype, exact_search
+from metaembed.index.validation import check_positive_int
 
 if TYPE_CHECKING:
     from metaembed.index.embedded import MultiVectorIndex
@@ -118,3 +119,70 @@ def calibrate_auto_margin(
         mean_cost=float(costs[best]), fixed_cost=float(len(index) * rungs[-1].query * rungs[-1].document),
         curve=[(float(t), float(m), float(c)) for t, m, c in zip(thresholds, totals, costs)],
     )
+
+
+CASCADE_CANDIDATES_PROPERTY = "cascade_candidates"
+"""The index manifest property a calibrated candidate count is stored under; ``cascade_search`` uses it by default."""
+
+
+@dataclass
+class CascadeCalibration:
+    """A calibrated first-stage candidate count for ``cascade_search`` and the recall it gives on the dev queries."""
+
+    candidates: int
+    """Store it with ``index.set_properties(cascade_candidates=candidates)`` or pass it as ``candidates=``."""
+    target: float
+    recall: float
+    """Share of exact search's top k (at ``budget``) that the first stage keeps among ``candidates``: the cascade's
+    recall@k, since its rerank is exact at ``budget``."""
+    reached: bool
+    """False when even ``max_candidates`` keep less than ``target``; ``candidates`` is then ``max_candidates``."""
+    k: int
+    budget: Budget
+    first_stage_budget: Budget
+    curve: list[tuple[int, float]]
+    """(candidates, recall) at every count where the recall rises: the whole trade-off, read without searching again."""
+
+
+def calibrate_cascade(
+    index: "MultiVectorIndex",
+    query_vectors: Tensor,
+    *,
+    k: int = 10,
+    target: float = 0.99,
+    budget: Budget | tuple[int, int] | str | None = None,
+    first_stage_budget: Budget | tuple[int, int] | str = (1, 1),
+    max_candidates: int | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> CascadeCalibration:
+    """The smallest candidate count at which ``cascade_search(k=k, budget=budget, first_stage_budget=...)`` keeps
+    ``target`` of exact search's top ``k`` on these dev queries (n, R_q, D); no relevance judgments needed.
+
+    One exact search at ``budget`` and one first-stage ranking of ``max_candidates`` (default min(len(index),
+    10,000)) per query: the position of each exact top-k document in that ranking is the count that finds it."""
+    if not 0 < target <= 1:
+        raise ValueError(f"target must be in (0, 1] (a share of exact search's top k), got {target}")
+    dtype = compute_dtype or default_compute_dtype(index._storage_torch_dtype())
+    k = check_positive_int(k, "k")
+    queries, r_c = index._prepare_queries(query_vectors, budget, dtype)
+    first = index._first_stage(first_stage_budget, queries.shape[1])
+    depth = min(len(index), 10_000) if max_candidates is None else check_positive_int(max_candidates, "max_candidates")
+    depth = max(depth, k)
+    threads = index.search_threads()
+    exact_scores, exact_keys = exact_search(index._segments, index._live, queries, r_c, k, dtype, threads=threads)
+    first_scores, ranked = exact_search(index._segments, index._live, queries[:, : first.query], first.document, depth,
+                                        dtype, threads=threads)
+    ranked = ranked.masked_fill(torch.isinf(first_scores), -1)
+    found = exact_keys.unsqueeze(2) == ranked.unsqueeze(1)  # (n_q, k, depth): where each exact hit sits
+    needed = torch.where(found.any(dim=2), found.float().argmax(dim=2) + 1, depth + 1)  # candidates that find it
+    needed = needed[torch.isfinite(exact_scores)].sort().values.numpy()
+    if not len(needed):
+        raise ValueError(f"no live documents in {index.path} to calibrate on")
+    reachable = needed[needed <= depth]
+    counts = np.unique(np.maximum(reachable, k))  # a cascade keeps at least k candidates
+    recalls = np.searchsorted(reachable, counts, side="right") / len(needed)
+    curve = [(int(c), float(r)) for c, r in zip(counts, recalls)]
+    good = [(c, r) for c, r in curve if r >= target - 1e-12]
+    candidates, recall = good[0] if good else (depth, curve[-1][1] if curve else 0.0)
+    return CascadeCalibration(candidates=candidates, target=target, recall=recall, reached=bool(good), k=k,
+                              budget=Budget(queries.shape[1], r_c), first_stage_budget=first, curve=curve)

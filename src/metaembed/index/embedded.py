@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
+from metaembed.index.calibration import CASCADE_CANDIDATES_PROPERTY
 from metaembed.index.errors import MissingIdsError
 from metaembed.index.files import WriterLock
 from metaembed.index.hnsw import FirstVectorGraph, hnsw_candidates
@@ -357,7 +358,7 @@ class MultiVectorIndex(IndexWriting):
         k: int = 10,
         budget: Budget | tuple[int, int] | str | None = None,
         *,
-        candidates: int = 100,
+        candidates: int | None = None,
         first_stage_budget: Budget | tuple[int, int] | str = (1, 1),
         first_stage: str = "exact",
         compute_dtype: torch.dtype | None = None,
@@ -367,14 +368,15 @@ class MultiVectorIndex(IndexWriting):
         """Two-stage search: the top ``candidates`` at ``first_stage_budget`` (exact, or ``first_stage="hnsw"``:
         usearch HNSW over each document's first vector), then exact MaxSim rerank at ``budget``
         (``arrays``: as for :meth:`search`). A pq index reranks on its codes, or on its bf16 copies when it keeps
-        full precision."""
-        k, candidates = check_positive_int(k, "k"), check_positive_int(candidates, "candidates")
+        full precision. ``candidates`` defaults to the index's calibrated ``cascade_candidates`` property (see
+        :func:`~metaembed.index.calibration.calibrate_cascade`), at least k, else 100."""
+        k = check_positive_int(k, "k")
+        if candidates is None:
+            candidates = max(k, int(self.properties.get(CASCADE_CANDIDATES_PROPERTY, 100)))
+        candidates = check_positive_int(candidates, "candidates")
         dtype = compute_dtype or default_compute_dtype(self._storage_torch_dtype())
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
-        first = Budget.parse(first_stage_budget)
-        self._check_document_budget(first.document)
-        if first.query > queries.shape[1]:
-            raise ValueError(f"first-stage query budget {first.query} exceeds the query budget {queries.shape[1]}")
+        first = self._first_stage(first_stage_budget, queries.shape[1])
         if first_stage not in ("exact", "hnsw"):
             raise ValueError(f"first_stage must be 'exact' or 'hnsw', got {first_stage!r}")
         if first_stage == "hnsw" and first != Budget(1, 1):
@@ -395,6 +397,14 @@ class MultiVectorIndex(IndexWriting):
             k, keys.shape[1], lambda key: document_id(self._segments, self._offsets, key))
         return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None,
                              arrays=arrays, k=k)
+
+    def _first_stage(self, first_stage_budget: Any, query_vectors: int) -> Budget:
+        """A cascade's first-stage budget, checked against the stored vectors and the ``query_vectors`` given."""
+        first = Budget.parse(first_stage_budget)
+        self._check_document_budget(first.document)
+        if first.query > query_vectors:
+            raise ValueError(f"first-stage query budget {first.query} exceeds the query budget {query_vectors}")
+        return first
 
     def _rescore_width(self, rescore: int | None, k: int) -> int:
         """How many code-scored candidates a search rescores exactly: 0 unless this pq index keeps full precision."""

@@ -190,3 +190,23 @@ def read_saved_model_info(path: str | Path) -> SavedModelInfo | None:
     except ValueError:
         training = None
     return SavedModelInfo(*counts, read_backbone_record(str(record_path)), training)
+
+
+def sentence_transformers_max_length(name_or_path: str) -> int | None:
+    """The ``max_seq_length`` a backbone declares as a sentence-transformers model (its ``sentence_bert_config.json``,
+    e.g. 256 for all-MiniLM-L6-v2): the length it was trained to embed. None when it declares none or is unreachable."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        path: str | Path | None = folder / "sentence_bert_config.json"
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(str(name_or_path), "sentence_bert_config.json")
+        except Exception:  # noqa: BLE001 -- offline, no such file or no such repository: nothing declared
+            path = None
+    try:
+        length = json.loads(Path(path).read_text(encoding="utf-8")).get("max_seq_length") if path else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None

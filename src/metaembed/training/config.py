@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, split_budget_list
-from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS
+from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS, MMR_NESTINGS
 
 LOSS_MODES = ("plain", "cached")
 BF16_MODES = ("auto", "true", "false")
@@ -102,6 +102,10 @@ class TrainConfig:
     max_seq_length: int | None = setting(None, help="Most tokens an item keeps of its own (text, image placeholders); "
                                          "the meta tokens are appended beyond it. None: as many as the backbone's "
                                          "positions hold next to the meta tokens.")
+    inference_max_seq_length: int | None = setting(
+        None, help="Most of an item's own tokens the saved model reads when it indexes, searches and evaluates. None: "
+        "the backbone's own length as a sentence-transformers model (256 for all-MiniLM-L6-v2) when that is longer "
+        "than max_seq_length, so training on short inputs does not cut long documents later; else max_seq_length.")
     # data
     train_jsonl: list[str] = setting(factory=list, help="Training JSONL files (rows: query, positive, negatives).")
     mmeb_root: str | None = setting(None, help="Folder of MMEB-train (its subsets are mixed by mmeb_subsets).")
@@ -119,6 +123,9 @@ class TrainConfig:
     groups: list[str] = setting(factory=_paper_groups, help="MMR budget groups r_q,r_c (e.g. '1,1 2,4 4,8'; "
                                 "';' separates them too).")
     group_weights: list[float] | None = setting(None, help="One weight per group (None: all equal).")
+    mmr_nesting: str = setting("shared", help="How the groups share gradients: shared (the paper: every group trains "
+                               "every vector of its prefix) or boosted (a group trains only the vectors its largest "
+                               "nested group lacks, so a larger budget learns what the smaller one misses).")
     temperature: float = setting(DEFAULT_TEMPERATURE, help="Softmax temperature of the InfoNCE loss.")
     normalize_by_query: bool = setting(True, help="Divide each group's MaxSim scores by its r_q, so every group's "
                                        "logits share one scale (see MMRLoss).")
@@ -255,6 +262,8 @@ class TrainConfig:
         for name in ("learning_rate", "meta_token_learning_rate", "projector_learning_rate"):
             if getattr(self, name) is not None and not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.mmr_nesting not in MMR_NESTINGS:
+            raise ValueError(f"mmr_nesting must be one of {', '.join(MMR_NESTINGS)}, got {self.mmr_nesting!r}")
         if self.distill_teacher not in DISTILL_TEACHERS:
             raise ValueError(f"distill_teacher must be one of {', '.join(DISTILL_TEACHERS)}, got {self.distill_teacher!r}")
         if self.distill_temperature is not None and not self.distill_temperature > 0:

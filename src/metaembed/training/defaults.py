@@ -8,3 +8,8 @@ DEFAULT_TEMPERATURE = 0.03
 DISTILL_TEACHERS = ("tokens", "sentences")
 """What the distillation teacher scores a pair by (metaembed.training.regularizers): the backbone's token-level
 MaxSim, or the document's best sentence encoded alone."""
+
+MMR_NESTINGS = ("shared", "boosted")
+"""How MMR's groups share the vectors' gradients: ``shared`` (the paper: every group's loss trains every vector of its
+prefix) or ``boosted`` (a group's loss trains only the vectors the largest group nested inside it lacks; that
+group's similarities enter its MaxSim detached, so a larger budget learns what the smaller one misses)."""

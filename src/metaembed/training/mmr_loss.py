@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
 from metaembed.scoring import query_prefix_weights
-from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS
+from metaembed.training.defaults import DEFAULT_TEMPERATURE, DISTILL_TEACHERS, MMR_NESTINGS
 from metaembed.training.regularizers import (
     BackboneTeacher,
     anchor_loss,
@@ -74,21 +74,45 @@ def group_name(budget: Budget) -> str:
     return f"loss_{budget.query}x{budget.document}"
 
 
+def inner_group(group: Budget, groups: Sequence[Budget]) -> Budget | None:
+    """The largest other group nested inside ``group`` (no more vectors on either side), if any."""
+    inside = [g for g in groups if g != group and g.query <= group.query and g.document <= group.document]
+    return max(inside, key=lambda g: (g.query * g.document, g.query), default=None)
+
+
+def boosted_prefix_max(similarity: Tensor, group: Budget, inner: Budget | None) -> Tensor:
+    """(n_q, r_q, n_c) max over ``group``'s document vectors of ``similarity`` (n_q, R_q, n_c, R_c), with the
+    block ``inner`` already has detached: the same values, gradients only through the vectors ``inner`` lacks."""
+    block = similarity[:, : group.query, :, : group.document]
+    if inner is not None:
+        frozen = torch.zeros(group.query, 1, group.document, dtype=torch.bool, device=similarity.device)
+        frozen[: inner.query, :, : inner.document] = True
+        block = torch.where(frozen, block.detach(), block)
+    return block.amax(dim=-1)
+
+
 def mmr_group_scores(
-    queries: Tensor, documents: Tensor, groups: Sequence[Budget], normalize_by_query: bool = True
+    queries: Tensor, documents: Tensor, groups: Sequence[Budget], normalize_by_query: bool = True,
+    nesting: str = "shared",
 ) -> list[Tensor]:
     """Every group's MaxSim scores (n_q, n_c), from ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D).
 
     The similarity is computed once, up to the largest prefixes any group needs, and reduced once, in fp32
     even under bf16 autocast: a bf16 dot product is off by ~0.004, which a 0.03 temperature makes 0.13 in
-    the logits, and this matmul is a tiny part of a training step.
+    the logits, and this matmul is a tiny part of a training step. ``nesting`` (see
+    :data:`~metaembed.training.defaults.MMR_NESTINGS`) changes the gradients only, never the scores.
     """
+    if nesting not in MMR_NESTINGS:
+        raise ValueError(f"nesting must be one of {', '.join(MMR_NESTINGS)}, got {nesting!r}")
     max_query = max(group.query for group in groups)
     boundaries = sorted({group.document for group in groups})
     with torch.autocast(queries.device.type, enabled=False):
         similarity = torch.einsum(
             "qid,cjd->qicj", queries[:, :max_query].float(), documents[:, : boundaries[-1]].float()
         )  # (n_q, r_q, n_c, r_c)
+    if nesting == "boosted":
+        scores = [boosted_prefix_max(similarity, group, inner_group(group, groups)).sum(dim=1) for group in groups]
+        return _normalized(scores, queries, groups, max_query) if normalize_by_query else scores
     # Max over each block of document vectors between consecutive group boundaries (split, not slices:
     # its backward writes one full-size gradient, however many groups), then running maxima give the
     # max over every prefix. Everything after the split is R_c times smaller than the similarity.
@@ -100,10 +124,13 @@ def mmr_group_scores(
         running = block_max if running is None else torch.maximum(running, block_max)
         prefix_max[boundary] = running  # (n_q, r_q, n_c)
     scores = [prefix_max[group.document][:, : group.query].sum(dim=1) for group in groups]
-    if normalize_by_query:
-        weights = query_prefix_weights(queries[:, :max_query].detach())  # (n_q, r_q): r at r unit vectors
-        scores = [score / weights[:, group.query - 1, None] for score, group in zip(scores, groups)]
-    return scores
+    return _normalized(scores, queries, groups, max_query) if normalize_by_query else scores
+
+
+def _normalized(scores: list[Tensor], queries: Tensor, groups: Sequence[Budget], max_query: int) -> list[Tensor]:
+    """Each group's scores divided by its queries' total weight at r_q (r_q for unit vectors)."""
+    weights = query_prefix_weights(queries[:, :max_query].detach())  # (n_q, r_q): r at r unit vectors
+    return [score / weights[:, group.query - 1, None] for score, group in zip(scores, groups)]
 
 
 def mmr_group_losses(
@@ -113,13 +140,14 @@ def mmr_group_losses(
     groups: Sequence[Budget],
     temperature: float,
     normalize_by_query: bool = True,
+    nesting: str = "shared",
 ) -> Tensor:
     """Summed (not averaged) InfoNCE loss of every group, shape (len(groups),).
 
     ``queries`` (n_q, R_q, D) and ``documents`` (n_c, R_c, D) are unit vectors; ``labels`` (n_q,) is the
     column of each query's positive. Every other document (in-batch and hard negatives) is a negative.
     """
-    scores = mmr_group_scores(queries, documents, groups, normalize_by_query)
+    scores = mmr_group_scores(queries, documents, groups, normalize_by_query, nesting)
     return torch.stack([F.cross_entropy(score / temperature, labels, reduction="sum") for score in scores])
 
 
@@ -146,6 +174,9 @@ class MMRLoss(nn.Module):
         diversity_weight: weight of the mean cosine between an item's own vectors. Default 0 (off).
         distill_weight: weight of late-interaction distillation: each group's softmax over a query's
             candidates learns the frozen backbone's token-level MaxSim ranking of them (KL). Default 0 (off).
+        nesting: ``shared`` (the paper: every group trains every vector of its prefix) or ``boosted`` (a group
+            trains only the vectors its largest nested group lacks; see
+            :data:`~metaembed.training.defaults.MMR_NESTINGS`). Default ``shared``.
         distill_teacher: ``tokens`` (the backbone's token-level MaxSim) or ``sentences`` (the document's best
             sentence, each encoded alone, against the query's pooled embedding). Default ``tokens``.
         distill_temperature: the teacher's softmax temperature. Default: ``temperature``.
@@ -169,8 +200,12 @@ class MMRLoss(nn.Module):
         distill_weight: float = 0.0,
         distill_temperature: float | None = None,
         distill_teacher: str = "tokens",
+        nesting: str = "shared",
     ) -> None:
         super().__init__()
+        if nesting not in MMR_NESTINGS:
+            raise ValueError(f"nesting must be one of {', '.join(MMR_NESTINGS)}, got {nesting!r}")
+        self.nesting = nesting
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         for name, value in (("anchor_weight", anchor_weight), ("diversity_weight", diversity_weight),
@@ -248,6 +283,7 @@ class MMRLoss(nn.Module):
             "distill_weight": self.distill_weight,
             "distill_temperature": self.distill_temperature,
             "distill_teacher": self.distill_teacher,
+            "nesting": self.nesting,
             "gather_across_devices": self.gather_across_devices,
         }
 
@@ -356,7 +392,7 @@ class MMRLoss(nn.Module):
         for begin in range(0, batch_size, score_chunk):
             end = min(begin + score_chunk, batch_size)
             # Divide inside the graph so gradients are those of the batch mean.
-            scores = mmr_group_scores(queries[begin:end], documents, self.groups, self.normalize_by_query)
+            scores = mmr_group_scores(queries[begin:end], documents, self.groups, self.normalize_by_query, self.nesting)
             chunk_losses = torch.stack(
                 [F.cross_entropy(score / self.temperature, labels[begin:end], reduction="sum") for score in scores]
             ) / batch_size

@@ -30,6 +30,8 @@ def training_record(config: TrainConfig, examples: Sequence[Any], groups: Sequen
     }
     if config.group_weights:
         settings["group weights"] = list(config.group_weights)
+    if config.mmr_nesting != "shared":
+        settings["group nesting"] = config.mmr_nesting
     for name in ("anchor_weight", "diversity_weight", "distill_weight"):
         if getattr(config, name):
             settings[name.replace("_", " ")] = getattr(config, name)

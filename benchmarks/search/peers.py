@@ -1,0 +1,222 @@
+"""Peers side by side, one run, the same vectors: what a user could pick instead of metaembed for MaxSim search.
+
+    .venv/bin/python benchmarks/search/peers.py [--documents 10000] [--peers-python /tmp/peers-venv/bin/python]
+
+The vectors: the Debian descriptions encoded by the quickstart's MMR-trained model (64 x 384 per document, 16 x 384
+per query; benchmarks/search/real_data.py), searched at the full budget (16,64). Systems:
+
+- plain torch: the best plain code a user could write (benchmarks/search/baseline.py: bf16 blocked matmuls, all
+  queries at once, documents in RAM);
+- sentence-transformers 6 ``util.maxsim`` (bf16, documents in RAM, then ``topk``);
+- metaembed: exact search on its on-disk bf16 index; the cascade with its candidate count calibrated on 200 other
+  queries (``calibrate_cascade``, recall target 0.99); ``dtype="pq"`` (48 code bytes a vector), alone and with
+  bf16 copies rescoring its best 100;
+- Qdrant local mode through ``QdrantMultiVectorIndex`` (exact MaxSim multivectors, qdrant-client);
+- PyLate (``rank.rerank``, its Voyager and PLAID indexes) in a separate virtualenv: PyLate pins sentence-transformers
+  5 and its PLAID backend (fast-plaid) a CUDA build of torch 2.11, so it cannot share metaembed's environment. Make it
+  with ``python3.11 -m venv /tmp/peers-venv && /tmp/peers-venv/bin/pip install pylate "voyager==2.1.*"``
+  (~5 GB of CUDA wheels; it runs on the CPU); without it those rows are left out and the table says so.
+
+Per system: build seconds, bytes (on disk, or in RAM for the in-memory ones), one query alone (median of 5 after a
+warm-up) and all 100 test queries in one call (fewer for the slowest, said in the row), and recall@10 against exact
+fp32 MaxSim. Writes benchmarks/results/search_peers.{json,md}. Ratios are within this run: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import machine  # noqa: E402
+import real_data  # noqa: E402
+from baseline import plain_torch_topk  # noqa: E402
+
+import metaembed  # noqa: E402
+from metaembed.index import MultiVectorIndex, QdrantMultiVectorIndex  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "data" / "search_indexes" / "peers"
+RESULTS = ROOT / "results"
+BUDGET = (16, 64)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def rows_of(ids) -> list[int]:
+    return [int(str(i).lstrip("d")) for i in ids]
+
+
+def measure(name: str, search, queries: torch.Tensor, build_s: float, size: int, batch: int | None = None,
+            lone: int = 5) -> dict:
+    """One row: ``search(queries (n, R_q, D)) -> per-query lists of document row numbers``."""
+    search(queries[:1])
+    lone_s = statistics.median(machine.timed(lambda q=q: search(q.unsqueeze(0)), repeat=1) for q in queries[:lone])
+    batch_queries = queries[: batch or len(queries)]
+    start = time.perf_counter()
+    found = search(batch_queries)
+    batch_s = time.perf_counter() - start
+    return {"system": name, "build_s": build_s, "bytes": size, "lone_s": lone_s, "batch_s": batch_s,
+            "batch_queries": len(batch_queries), "top10": [list(map(int, row[:10])) for row in found]}
+
+
+def index_search(index, **options):
+    return lambda q: [rows_of(r.ids) for r in index.search(q, k=10, budget=BUDGET, **options)]
+
+
+def metaembed_rows(documents: torch.Tensor, queries: torch.Tensor, dev: torch.Tensor) -> list[dict]:
+    ids = [f"d{i}" for i in range(len(documents))]
+    rows = []
+    for dtype, full_precision in (("bfloat16", False), ("pq", True)):  # one pq index: its codes, then + rescoring
+        path = WORK / f"metaembed-{dtype}{'-full' if full_precision else ''}"
+        shutil.rmtree(path, ignore_errors=True)
+        start = time.perf_counter()
+        with MultiVectorIndex.create(path, documents.shape[-1], documents.shape[1], dtype=dtype,
+                                     full_precision=full_precision) as index:
+            for begin in range(0, len(documents), 2000):
+                index.add(ids[begin:begin + 2000], documents[begin:begin + 2000])
+        build_s = time.perf_counter() - start
+        index = MultiVectorIndex.open(path)
+        size = folder_bytes(path)
+        if dtype == "bfloat16":
+            rows.append(measure("metaembed exact (bf16 index on disk)", index_search(index), queries, build_s, size))
+            calibration = metaembed.calibrate_cascade(index, dev, k=10, target=0.99, budget=BUDGET)
+            cascade = lambda q, c=calibration.candidates: [  # noqa: E731
+                rows_of(r.ids) for r in index.cascade_search(q, k=10, budget=BUDGET, candidates=c)]
+            rows.append(measure(f"metaembed cascade ((1,1) first stage, K={calibration.candidates} calibrated)",
+                                cascade, queries, build_s, size))
+        else:
+            codes_only = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "vectors.bin")
+            rows.append(measure("metaembed pq 48 B (codes only)", index_search(index, rescore=0), queries, build_s,
+                                codes_only))
+            rows.append(measure("metaembed pq 48 B + bf16 rescore of 100", index_search(index, rescore=100), queries,
+                                build_s, size))
+    return rows
+
+
+def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor) -> list[dict]:
+    from sentence_transformers.util import maxsim as st_maxsim
+
+    resident = documents.to(torch.bfloat16).contiguous()
+    plain = lambda q: plain_torch_topk(resident, q, BUDGET, k=10, compute_dtype=torch.bfloat16)[1].tolist()  # noqa: E731
+
+    def sentence_transformers(q):
+        found = []
+        for one in q.to(torch.bfloat16):  # one query at a time: (1, n, 16, 64) similarities fit in memory
+            found.append(st_maxsim(one.unsqueeze(0), resident).float().topk(10, dim=1).indices[0].tolist())
+        return found
+
+    return [measure("plain torch (bf16 blocked matmul, RAM)", plain, queries, 0.0, resident.numel() * resident.element_size()),
+            measure("sentence-transformers util.maxsim (bf16, RAM)", sentence_transformers, queries, 0.0,
+                    resident.numel() * resident.element_size(), batch=20)]
+
+
+def qdrant_row(documents: torch.Tensor, queries: torch.Tensor) -> dict:
+    from qdrant_client import QdrantClient
+
+    path = WORK / "qdrant"
+    shutil.rmtree(path, ignore_errors=True)
+    client = QdrantClient(path=str(path))
+    start = time.perf_counter()
+    index = QdrantMultiVectorIndex.create(client, "peers", documents.shape[-1], documents.shape[1],
+                                          document_budgets=[documents.shape[1]])
+    ids = [f"d{i}" for i in range(len(documents))]
+    for begin in range(0, len(documents), 1000):
+        index.add(ids[begin:begin + 1000], documents[begin:begin + 1000].float())
+    build_s = time.perf_counter() - start
+    return measure("Qdrant local mode (exact MaxSim multivectors)", index_search(index), queries, build_s,
+                   folder_bytes(path), batch=20)
+
+
+def pylate_rows(documents: torch.Tensor, queries: torch.Tensor, python: str) -> tuple[list[dict], str | None]:
+    if not Path(python).is_file():
+        return [], f"PyLate not measured: no peers virtualenv at {python} (see this script's docstring)"
+    vectors = WORK / "vectors.npz"
+    np.savez(vectors, documents=documents.float().numpy(), queries=queries.float().numpy())
+    out = WORK / "pylate_rows.json"
+    done = subprocess.run([python, str(Path(__file__).with_name("peers_pylate.py")), "--vectors", str(vectors),
+                           "--work", str(WORK / "pylate"), "--out", str(out)], capture_output=True, text=True)
+    if done.returncode:
+        return [], f"PyLate failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+    return json.loads(out.read_text()), None
+
+
+def recall(found: list[list[int]], truth: torch.Tensor) -> float:
+    return statistics.mean(len(set(f) & set(t)) / 10 for f, t in zip(found, truth.tolist()))
+
+
+def markdown(results: dict) -> str:
+    plain = next(r for r in results["rows"] if r["system"].startswith("plain torch"))
+    lines = [
+        "# Peers side by side: MaxSim search at (16,64) on the same vectors",
+        "",
+        f"{results['documents']:,} Debian descriptions encoded by the quickstart's model (64 x 384 per document, "
+        f"16 x 384 per query), {results['queries']} test queries; recall@10 against exact fp32 MaxSim. "
+        f"{results['threads']} threads, {results['machine']}. Lone = median of one query alone (5 queries); "
+        "per query in a batch = one call's time over its queries. x plain = the plain torch row's time over this "
+        "row's (higher is faster).",
+        "",
+        "| system | build (s) | MB | lone (ms) | x plain, lone | per query in a batch (ms) | x plain, batch | recall@10 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        per_query = row["batch_s"] / row["batch_queries"]
+        plain_per_query = plain["batch_s"] / plain["batch_queries"]
+        name = row["system"] + ("" if row["batch_queries"] == results["queries"] else f" (batch of {row['batch_queries']})")
+        lines.append(f"| {name} | {row['build_s']:.1f} | {row['bytes'] / 1e6:.0f} | {row['lone_s'] * 1e3:.1f} | "
+                     f"{plain['lone_s'] / row['lone_s']:.2f} | {per_query * 1e3:.2f} | {plain_per_query / per_query:.2f} | "
+                     f"{row['recall_at_10']:.3f} |")
+    lines += [""] + [f"- {note}" for note in results["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--documents", type=int, default=10_000)
+    parser.add_argument("--peers-python", default="/tmp/peers-venv/bin/python")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["pylate", "qdrant", "st"])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, trained = real_data.default_model()
+    if not trained:
+        raise SystemExit("run `make quickstart` first: the peers search an MMR-trained model's vectors")
+    data = real_data.encoded_corpus(model, trained, n_documents=10_000, n_queries=1000)
+    documents = data["documents"][: args.documents]
+    queries, dev = data["queries"][:100].float(), data["queries"][100:300].float()
+    WORK.mkdir(parents=True, exist_ok=True)
+    exact = metaembed.maxsim(queries, documents.float(), *BUDGET, dtype=torch.float32)
+    truth = exact.topk(10, dim=1).indices
+
+    rows = in_memory_rows(documents, queries)
+    rows += metaembed_rows(documents, queries, dev)
+    notes = []
+    if "qdrant" not in args.skip:
+        rows.append(qdrant_row(documents, queries))
+    if "pylate" not in args.skip:
+        pylate, note = pylate_rows(documents, queries, args.peers_python)
+        rows += pylate
+        notes += [note] if note else ["PyLate 1.6 (sentence-transformers 5.3, fast-plaid 1.4.6, voyager 2.1, torch 2.11) "
+                                      "ran in its own virtualenv, 2 threads"]
+    for row in rows:
+        row["recall_at_10"] = recall(row.pop("top10"), truth[: row["batch_queries"]])
+    results = {"documents": len(documents), "queries": len(queries), "threads": torch.get_num_threads(),
+               "machine": "this 2-core CPU", "rows": rows, "notes": notes}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "search_peers.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "search_peers.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -276,3 +276,13 @@ def test_the_saved_model_reads_the_backbones_own_length(tiny_bert_path, tmp_path
     long_text = " ".join(f"word{i}" for i in range(300))
     appended = model.backbone.num_appended_meta_tokens("document")  # 3: the first vector is the mean (training's default)
     assert model.backbone.preprocess([long_text], task="document")["input_ids"].shape[1] == expected + appended
+
+
+def test_an_inference_length_the_backbone_cannot_hold_is_refused_before_training(tiny_bert_path, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", 8)
+    config = TrainConfig(model=tiny_bert_path, train_jsonl=[str(data)], output_dir=str(tmp_path / "out"), batch_size=4,
+                         max_steps=1, max_seq_length=16, inference_max_seq_length=200, num_query_meta_tokens=2,
+                         num_document_meta_tokens=4)
+    with pytest.raises(ValueError, match="max_seq_length 200 counts an item's own tokens.*at most 124"):
+        train(config)
+    assert not (tmp_path / "out" / "model").exists()

@@ -1,7 +1,8 @@
 """Calibrate search settings on dev queries: ``budget="auto"``'s margin and the cascade's candidate count.
 
-``budget="auto"``: the smallest margin threshold that keeps a target share of the max budget's quality. Every dev query is ranked once at every rung of the ladder (one climb with every query escalated), then each
-candidate threshold is simulated from those rankings: a threshold t stops a query at the first rung whose
+``budget="auto"``: the smallest margin threshold that keeps a target share of the max budget's quality. Every
+dev query is ranked once at every rung of the ladder (one climb with every query escalated), then each candidate
+threshold is simulated from those rankings: a threshold t stops a query at the first rung whose
 margin is >= t, so only the observed margins (and 0, and inf) need trying, and the whole sweep costs one sort.
 """
 

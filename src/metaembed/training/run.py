@@ -310,6 +310,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
 
     torch.manual_seed(config.seed)
     model = build_model(config)
+    length = inference_length(model, config)
+    if length is not None:  # a length the saved model could not take is refused now, not after training
+        model.backbone._check_room_for_meta_tokens(length)
     if not config.lora:
         fp32_master_weights(model)
     for name, parameter in model.backbone.model.named_parameters():

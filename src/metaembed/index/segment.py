@@ -257,8 +257,8 @@ class Segment:
         ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made."""
         if self.codes is None:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
-            # ~2x faster for the few query vectors of a lone query (53 vs 98 us for 64 x 1000 x 384) and no slower
-            # for batches (benchmarks/search/lone_query.md)
+            # ~1.5-2x faster for the few query vectors of a lone query (62 vs 96 us for 64 x 1000 x 384) and about
+            # as fast for batches (benchmarks/search/lone_query.md)
             return (self.rank_block(rank, start, stop, queries.dtype) @ queries.T).T
         self.require_ranks(rank + 1)
         return self.codebook.scores(queries, self.codes[rank, start:stop])

@@ -128,3 +128,26 @@ def test_reader_sees_commits_after_refresh(index, tmp_path):
     assert not reader.refresh()
     with pytest.raises(PermissionError, match="read-only"):
         reader.add(["x"], unit(1, 8, 16))
+
+
+def test_equal_scores_rank_by_id_descending_where_they_reach_the_top_k():
+    from metaembed.index.search import ranked_by_id_on_ties
+
+    ids = {0: "a", 1: "b", 2: "c", 3: "d", 4: "e", 5: "f", 6: "g"}
+    looked_up = []
+
+    def id_of_key(key):
+        looked_up.append(key)
+        return ids[key]
+
+    inf = float("-inf")
+    scores = torch.tensor([[0.9, 0.5, 0.5, 0.5, 0.2, 0.1, 0.1], [0.9, 0.8, 0.7, 0.6, 0.3, 0.3, inf],
+                           [0.4, 0.4, 0.2, inf, inf, inf, inf]])
+    keys = torch.tensor([[6, 0, 5, 2, 1, 3, 4], [0, 1, 2, 3, 4, 5, -1], [1, 3, 2, -1, -1, -1, -1]])
+    top_scores, top_keys = ranked_by_id_on_ties(lambda width: (scores[:, :width], keys[:, :width]), 4, 7, id_of_key)
+    # row 0: the run 0.5 x3 (keys 0, 5, 2 = ids a, f, c) -> f, c, a; row 1: no tie in the top 4 (the 0.3s are past it)
+    # row 2: a tie at the top (b, d) -> d, b; fewer than 4 results end in -1 / -inf
+    assert top_keys.tolist() == [[6, 5, 2, 0], [0, 1, 2, 3], [3, 1, 2, -1]]
+    assert top_scores[0].tolist() == pytest.approx([0.9, 0.5, 0.5, 0.5])
+    assert top_scores[2, 3] == inf
+    assert sorted(looked_up) == [0, 1, 2, 3, 5]  # only the runs that reach the top k

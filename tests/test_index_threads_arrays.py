@@ -42,13 +42,16 @@ def test_chunks_cover_every_row_once_and_split_for_threads():
     covered = [(s, row) for s, start, stop, _ in chunks for row in range(start, stop)]
     assert covered == [(0, r) for r in range(50_000)] + [(2, r) for r in range(25_000)]
     assert {offset for s, _, _, offset in chunks if s == 2} == {50_000}
-    assert max(stop - start for _, start, stop, _ in chunks) == 75_000 // 8  # a few blocks per thread
+    # two equal blocks per thread at least: 75,000 / 4 -> blocks of <= 18,750, each segment cut evenly
+    assert [stop - start for _, start, stop, _ in chunks] == [16_666, 16_667, 16_667, 12_500, 12_500]
     # never less than ~2 ms of work per task: 2**26 multiply-adds at 10**5 per document -> 672 documents
-    small = document_chunks([5_000], block=100_000, threads=2, macs_per_document=100_000, vectors_per_document=1)
-    assert max(stop - start for _, start, stop, _ in small) == 672 and len(small) == 8
-    # ... or 2**12 vectors read: one (1,1) query over 20,000 documents -> blocks of 4096
-    lone = document_chunks([20_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
-    assert [stop - start for _, start, stop, _ in lone] == [4096] * 4 + [3616]
+    small = document_chunks([2_000], block=100_000, threads=2, macs_per_document=100_000, vectors_per_document=1)
+    assert [stop - start for _, start, stop, _ in small] == [666, 667, 667]
+    # ... or 2**18 vectors read (few queries: a whole segment is read faster than parts of it)
+    lone = document_chunks([40_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
+    assert lone == [(0, 0, 40_000, 0)]
+    lone = document_chunks([600_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
+    assert [stop - start for _, start, stop, _ in lone] == [200_000] * 3
     tiny = document_chunks([3_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
     assert tiny == [(0, 0, 3_000, 0)]  # not worth splitting
     assert document_chunks([5000], block=100_000, threads=1) == [(0, 0, 5000, 0)]  # one thread: one block

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,14 +17,23 @@ from metaembed.index.codebook import PreparedQueries
 from metaembed.index.segment import Segment
 from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
 
-_RUNNING_MAX_ELEMENTS = 1 << 20
-"""Documents per block are chosen so the running (query vectors x documents) maximum stays cache-sized (~4 MB)."""
-_CHUNKS_PER_THREAD = 4
+_RUNNING_MAX_ELEMENTS = 1 << 22
+"""Documents per block are chosen so the running (query vectors x documents) maximum holds ~4M values (8 MB in
+bf16): large enough for full-speed matmuls (0.67 of the bf16 peak for 1,600 query vectors on one thread against
+0.47 at 1M values), small enough to stay in the last-level cache."""
+_RANK_GROUPS_MAX_QUERY_VECTORS = 64
+"""Up to this many query vectors a matmul against stored vectors is memory-bound (~64 FLOP per byte read, below a
+bf16 AMX core's ~100), so a segment's ranks are scored in large groups, which stream memory faster."""
+_PENDING_SCORES = 1 << 20
+"""Scores (query x document, fp32: 4 MB) a search thread gathers before merging them into its running top-k."""
+_CHUNKS_PER_THREAD = 2
 """Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them."""
 _MIN_TASK_MACS = 1 << 26
 """Multiply-adds worth a task of its own: ~2 ms on one core, well above the cost of handing a task over."""
-_MIN_TASK_VECTORS = 1 << 12
-"""Document vectors worth a task of its own (read, converted, multiplied: ~1 ms on one core when queries are few)."""
+_MIN_TASK_VECTORS = 1 << 18
+"""Document vectors worth a task of its own when queries are few: 200 MB at D = 384, ~20 ms of reading on one core.
+Cutting a segment costs more than the hand-over (a few tenths of a millisecond): a whole segment's ranks are read in
+a few large matmuls (~11 GB/s on one core), a part of it one rank at a time (~7.5 GB/s)."""
 
 
 @dataclass
@@ -89,15 +98,65 @@ def segment_block_scores(segment: Segment, queries: Tensor | PreparedQueries, sh
     file, with a running maximum, so nothing is transposed or copied and a budget r_c reads exactly the first r_c
     slices."""
     n_q, r_q = shape
-    best = segment.rank_scores(0, start, stop, queries)  # (n_q * r_q, n)
-    for rank in range(1, r_c):
-        torch.maximum(best, segment.rank_scores(rank, start, stop, queries), out=best)
+    best = max_over_ranks(rank_maxima(segment, queries, n_q * r_q, start, stop, r_c))  # (n_q * r_q, n)
     anchors = segment.anchor_scores(start, stop, queries)  # pq: the part every rank of a document shares
     if anchors is not None:
         best = best.float() + anchors.float()
     if r_q == 1:
         return best.float()
     return best.view(n_q, r_q, stop - start).float().sum(dim=1)
+
+
+def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vectors: int, start: int, stop: int,
+                r_c: int) -> Iterator[Tensor]:
+    """(n_qv, n) score blocks whose elementwise maximum is each document's best over its first r_c vectors: for a
+    whole segment of plain vectors and few query vectors (a memory-bound matmul), the maxima of groups of ranks
+    scored in one matmul each (as many ranks as keep ~_RUNNING_MAX_ELEMENTS scores); otherwise one block per rank
+    (many query vectors: the per-rank running maximum stays in cache)."""
+    group = _RUNNING_MAX_ELEMENTS // max(1, (stop - start) * n_query_vectors)
+    if (start == 0 and stop == segment.count and r_c > 1 and group > 1 and segment.stores_plain_vectors
+            and n_query_vectors <= _RANK_GROUPS_MAX_QUERY_VECTORS):
+        for first in range(0, r_c, group):
+            yield max_of_stacked(segment.rank_group_scores(first, min(r_c, first + group), queries)).T
+    else:
+        for rank in range(r_c):
+            yield segment.rank_scores(rank, start, stop, queries)
+
+
+def max_over_ranks(blocks: Iterable[Tensor]) -> Tensor:
+    """Elementwise maximum of same-shaped score blocks (at least one), kept in the first block's memory.
+
+    bf16 blocks are compared by their bits as int16, which the CPU maximises natively (~4x faster than torch's
+    bf16 maximum, which converts to fp32): a bf16 value >= 0 orders as its bits do and every negative one has a
+    negative int16, so the largest bits are the largest value whenever any value is >= 0; where all are negative,
+    the smallest bits are the largest value (the smallest magnitude)."""
+    blocks = iter(blocks)
+    best = next(blocks)
+    if best.dtype != torch.bfloat16:
+        for block in blocks:
+            torch.maximum(best, block, out=best)
+        return best
+    high, low = best.view(torch.int16), None
+    for block in blocks:
+        bits = block.view(torch.int16)
+        if low is None:
+            low = high.clone()
+        torch.maximum(high, bits, out=high)
+        torch.minimum(low, bits, out=low)
+    return best if low is None else torch.where(high >= 0, high, low).view(torch.bfloat16)
+
+
+def max_of_stacked(scores: Tensor) -> Tensor:
+    """The maximum over the first dimension of (r, ...) scores; bf16 by its bits as :func:`max_over_ranks` does,
+    taking the minimum of the bits only if some entry has no non-negative value."""
+    if scores.dtype != torch.bfloat16:
+        return scores.amax(dim=0)
+    bits = scores.view(torch.int16)
+    high = bits.amax(dim=0)
+    negative = high < 0
+    if bool(negative.any()):
+        high = torch.where(negative, bits.amin(dim=0), high)
+    return high.view(torch.bfloat16)
 
 
 def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -119,7 +178,7 @@ def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_do
     """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
     each, and small enough that each of ``threads`` threads gets a few, but never under ~2 ms of work: the
     multiply-adds (``macs_per_document``, for the whole batch of queries) or the vectors read (``vectors_per_document``
-    = r_c) of a block reach their floor."""
+    = r_c) of a block reach their floor. A segment is cut into equal blocks, so no thread is left a small remainder."""
     total = sum(counts)
     if threads > 1:
         share = -(-total // (threads * _CHUNKS_PER_THREAD))
@@ -127,7 +186,9 @@ def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_do
         block = min(block, max(floor, share))
     chunks, offset = [], 0
     for s, count in enumerate(counts):
-        chunks.extend((s, start, min(start + block, count), offset) for start in range(0, count, block))
+        pieces = max(1, -(-count // block))
+        bounds = [count * piece // pieces for piece in range(pieces + 1)]
+        chunks.extend((s, start, stop, offset) for start, stop in zip(bounds, bounds[1:]) if stop > start)
         offset += count
     return chunks
 
@@ -154,17 +215,27 @@ def exact_search(
     chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads,
                              macs_per_document=n_q * r_q * r_c * queries.shape[-1], vectors_per_document=r_c)
 
+    deleted = [None if bool(alive.all()) else ~alive for alive in live]  # most segments have no deletions
+    merge_every = max(k, _PENDING_SCORES // max(1, n_q))
+
     def scan(pending: Iterator[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor]:
+        """Score blocks as they come; merge them into the top-k only when ~_PENDING_SCORES are waiting (once, for
+        a lone query over a small index), so small blocks do not each pay for a top-k and two concatenations."""
         best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
+        waiting: list[tuple[Tensor, Tensor]] = []
+        columns = 0
         for s, start, stop, offset in pending:
             scores = segment_block_scores(segments[s], prepared, (n_q, r_q), start, stop, r_c)
             if normalize_by_query:
                 scores /= totals
-            dead = ~live[s][start:stop]
-            if dead.any():
-                scores[:, dead] = float("-inf")
-            best = merge_top_k(best, scores, torch.arange(offset + start, offset + stop), k)
-        return best
+            if deleted[s] is not None:
+                scores.masked_fill_(deleted[s][start:stop], float("-inf"))
+            waiting.append((scores, torch.arange(offset + start, offset + stop)))
+            columns += stop - start
+            if columns >= merge_every:
+                best = merge_top_k(best, *_joined(waiting), k)
+                waiting, columns = [], 0
+        return merge_top_k(best, *_joined(waiting), k) if waiting else best
 
     if threads <= 1 or len(chunks) <= 1:  # too little work to share: one thread, no parallel regions to wait on
         with torch_threads(1):
@@ -177,6 +248,13 @@ def exact_search(
         if not helper.cancel():  # a helper that never started (its pool busy with another search) has nothing
             best = merge_top_k(best, *helper.result(), k)
     return best
+
+
+def _joined(blocks: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Blocks of (n_q, m) scores and (m,) keys as one (scores, keys) pair."""
+    if len(blocks) == 1:
+        return blocks[0]
+    return torch.cat([scores for scores, _ in blocks], dim=1), torch.cat([keys for _, keys in blocks])
 
 
 class _SharedIterator:
@@ -308,7 +386,8 @@ def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int,
                          id_of_key: Callable[[int], str]) -> tuple[Tensor, Tensor]:
     """Top-k (scores, keys) from ``search(width)`` with equal scores ranked by document id, descending
     (trec_eval's rule, as ``metaembed eval`` ranks): a few places past k are fetched, and more while ties
-    reach the end of what was fetched. Only rows with equal scores look ids up; the others keep their order."""
+    reach the end of what was fetched. Only runs of equal scores that reach the top k look ids up; the rest keeps
+    its order."""
     width = min(total, k + TIE_WINDOW)
     while True:
         scores, keys = search(max(width, 1))
@@ -318,15 +397,19 @@ def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int,
             break
         width = min(total, width * 4)
     keep = min(k, scores.shape[1])
-    ranked_scores = scores[:, :keep].clone()
-    ranked_keys = keys[:, :keep].clone()
-    invalid = ranked_keys < 0
-    ranked_scores[invalid], ranked_keys[invalid] = float("-inf"), -1
-    tied = ((scores[:, 1:] == scores[:, :-1]) & torch.isfinite(scores[:, 1:])).any(dim=1)
-    for row in torch.nonzero(tied).flatten().tolist():
-        pairs = sorted(((s, key) for s, key in zip(scores[row].tolist(), keys[row].tolist()) if key >= 0),
-                       key=lambda pair: (pair[0], id_of_key(pair[1])), reverse=True)[:k]
-        ranked_scores[row], ranked_keys[row] = float("-inf"), -1
-        for column, (score, key) in enumerate(pairs):
-            ranked_scores[row, column], ranked_keys[row, column] = score, key
+    invalid = keys[:, :keep] < 0
+    ranked_scores = scores[:, :keep].masked_fill(invalid, float("-inf"))
+    ranked_keys = keys[:, :keep].masked_fill(invalid, -1)
+    equal_next = (scores[:, 1:] == scores[:, :-1]) & torch.isfinite(scores[:, 1:]) & (keys[:, 1:] >= 0)
+    for row in torch.nonzero(equal_next[:, :keep].any(dim=1)).flatten().tolist():  # ties that reach the top k
+        row_equal, row_keys = equal_next[row].tolist(), keys[row].tolist()
+        start = 0
+        while start < keep:  # each run of equal scores that starts in the top k, ordered by id (descending)
+            stop = start + 1
+            while stop < len(row_keys) and row_equal[stop - 1]:
+                stop += 1
+            if stop - start > 1:
+                row_keys[start:stop] = sorted(row_keys[start:stop], key=id_of_key, reverse=True)
+            start = stop
+        ranked_keys[row] = torch.tensor(row_keys[:keep])
     return ranked_scores, ranked_keys

@@ -1,0 +1,179 @@
+"""Exact search against the roofline and the plain torch yardstick, quiet and under load, one run.
+
+    .venv/bin/python benchmarks/search/kernel.py     # run benchmarks/search/peers.py first (it builds the index)
+
+The 10,000 real documents of the peers benchmark's bf16 index (64 x 384 per document; queries 16 x 384), at every
+paper budget, on 1 and 2 threads:
+- one query alone (median of 10 queries) and 100 queries in one call, metaembed (result objects, and arrays) against
+  plain torch holding exactly the budget's vectors in RAM (benchmarks/search/baseline.py);
+- fractions of this machine's limits measured in the same run: a lone query's bytes read / (time x read bandwidth
+  on that many threads); a batch's FLOPs / (time x bf16 matmul peak on that many threads, best of several shapes);
+- under load: the same while another process keeps one core busy with matmuls (what a shared machine does), to
+  check that 2 search threads are never slower than 1;
+- the per-rank matmul orientation behind a lone query (bf16, one thread, in RAM).
+Writes benchmarks/results/kernel.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import machine  # noqa: E402
+import real_data  # noqa: E402
+from baseline import plain_torch_topk  # noqa: E402
+
+from metaembed.budgets import PAPER_BUDGETS  # noqa: E402
+from metaembed.index import MultiVectorIndex  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+INDEX = ROOT / "data" / "search_indexes" / "peers" / "metaembed-bfloat16"
+BUSY_CORE = "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\nwhile True: a @ a"
+
+
+def seconds(function, repeats: int = 1) -> float:
+    function()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - start) / repeats
+
+
+def lone(search, queries: torch.Tensor) -> float:
+    """Median seconds of one query alone, over the given queries (after a warm-up)."""
+    search(queries[:1])
+    times = []
+    for query in queries:
+        start = time.perf_counter()
+        search(query.unsqueeze(0))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def limits() -> dict:
+    out = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out[threads] = {"read_bytes_per_s": machine.read_bandwidth(),
+                        "bf16_flops": machine.peak_matmul_flops(torch.bfloat16)[0]}
+    return out
+
+
+def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int],
+            threads: int, machine_limits: dict, batch: bool = True) -> dict:
+    """Lone-query and batch seconds of metaembed and plain torch at one budget and thread count, with fractions."""
+    torch.set_num_threads(threads)
+    index.threads = threads
+    r_q, r_c = budget
+    resident = documents[:, :r_c].to(torch.bfloat16).contiguous()
+    plain = lambda q: plain_torch_topk(resident, q, budget, 10, torch.bfloat16)  # noqa: E731
+    ours = lambda q: index.search(q, k=10, budget=budget)  # noqa: E731
+    arrays = lambda q: index.search(q, k=10, budget=budget, arrays=True)  # noqa: E731
+    n = len(index)
+    row = {"budget": list(budget), "threads": threads,
+           "lone_ms": {name: 1e3 * lone(f, queries[:10]) for name, f in
+                       (("plain", plain), ("metaembed", ours), ("metaembed_arrays", arrays))}}
+    bytes_read = n * r_c * index.dim * 2
+    bandwidth = machine_limits[threads]["read_bytes_per_s"]
+    row["lone_bandwidth_fraction"] = {name: bytes_read / (ms / 1e3) / bandwidth for name, ms in row["lone_ms"].items()}
+    if batch:
+        row["batch_ms_per_query"] = {name: 1e3 * seconds(lambda f=f: f(queries)) / len(queries) for name, f in
+                                     (("plain", plain), ("metaembed", ours))}
+        flops = 2 * r_q * n * r_c * index.dim
+        peak = machine_limits[threads]["bf16_flops"]
+        row["batch_peak_fraction"] = {name: flops / (ms / 1e3) / peak for name, ms in row["batch_ms_per_query"].items()}
+    return row
+
+
+def orientation() -> list[dict]:
+    torch.set_num_threads(1)
+    documents = torch.randn(4000, 384).to(torch.bfloat16)
+    rows = []
+    for m in (1, 16, 64, 1600):
+        queries = torch.randn(m, 384).to(torch.bfloat16)
+        rows.append({"m": m, "n": 4000, "queries_first_us": 1e6 * seconds(lambda: queries @ documents.T, 20),
+                     "documents_first_us": 1e6 * seconds(lambda: documents @ queries.T, 20)})
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lim = results["limits"]
+    lines = ["# Exact search against the roofline and plain torch", "",
+             f"Run {results['started']}. Machine limits measured in this run: read bandwidth "
+             f"{lim['1']['read_bytes_per_s'] / 1e9:.1f} GB/s on 1 thread, {lim['2']['read_bytes_per_s'] / 1e9:.1f} on 2; "
+             f"bf16 matmul peak {lim['1']['bf16_flops'] / 1e12:.2f} TFLOP/s on 1 thread, "
+             f"{lim['2']['bf16_flops'] / 1e12:.2f} on 2 (best of {len(machine.PEAK_SHAPES)} shapes).", "",
+             f"10,000 real documents (64 x 384, bf16 index on disk, {results['segments']} segments), queries 16 x 384. "
+             "Plain torch holds exactly the budget's vectors in RAM.", "",
+             "## Quiet machine", "",
+             "| budget | threads | lone: plain (ms) | lone: metaembed (ms) | metaembed / plain | arrays (ms) | "
+             "lone, fraction of bandwidth (metaembed / plain) | batch: plain (ms/q) | batch: metaembed (ms/q) | "
+             "batch, fraction of bf16 peak (metaembed / plain) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["quiet"]:
+        lone_ms, frac = r["lone_ms"], r["lone_bandwidth_fraction"]
+        batch, peak = r["batch_ms_per_query"], r["batch_peak_fraction"]
+        lines.append(f"| ({r['budget'][0]},{r['budget'][1]}) | {r['threads']} | {lone_ms['plain']:.2f} | "
+                     f"{lone_ms['metaembed']:.2f} | {lone_ms['metaembed'] / lone_ms['plain']:.2f} | "
+                     f"{lone_ms['metaembed_arrays']:.2f} | {frac['metaembed']:.2f} / {frac['plain']:.2f} | "
+                     f"{batch['plain']:.3f} | {batch['metaembed']:.3f} | {peak['metaembed']:.2f} / {peak['plain']:.2f} |")
+    lines += ["", "## Under load (another process keeps one core busy with matmuls)", "",
+              "| budget | what | plain, 1 thread | plain, 2 threads | metaembed, 1 thread | metaembed, 2 threads | "
+              "metaembed: 2 threads / 1 thread |", "|---|---|---|---|---|---|---|"]
+    for budget, rows in results["loaded"].items():
+        one, two = rows["1"], rows["2"]
+        lines.append(f"| {budget} | lone (ms) | {one['lone_ms']['plain']:.2f} | {two['lone_ms']['plain']:.2f} | "
+                     f"{one['lone_ms']['metaembed']:.2f} | {two['lone_ms']['metaembed']:.2f} | "
+                     f"{two['lone_ms']['metaembed'] / one['lone_ms']['metaembed']:.2f} |")
+        if "batch_ms_per_query" in one:
+            lines.append(f"| {budget} | batch (ms/q) | {one['batch_ms_per_query']['plain']:.3f} | "
+                         f"{two['batch_ms_per_query']['plain']:.3f} | {one['batch_ms_per_query']['metaembed']:.3f} | "
+                         f"{two['batch_ms_per_query']['metaembed']:.3f} | "
+                         f"{two['batch_ms_per_query']['metaembed'] / one['batch_ms_per_query']['metaembed']:.2f} |")
+    lines += ["", "## The matmul orientation (bf16, 1 thread, 4,000 documents in RAM, microseconds)", "",
+              "| query vectors | queries @ docs.T | docs @ queries.T |", "|---|---|---|"]
+    lines += [f"| {r['m']} | {r['queries_first_us']:.0f} | {r['documents_first_us']:.0f} |" for r in results["orientation"]]
+    lines += ["", "- lone = median of 10 queries alone after a warm-up; batch = the same 100 queries in one call.",
+              "- fraction of bandwidth = bytes of the budget's document vectors / time / read bandwidth (a lone query "
+              "is memory-bound); fraction of peak = FLOPs / time / bf16 peak (a batch is compute-bound).",
+              "- 2-core VM: ratios within this run, not absolute times across runs."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if not (INDEX / "manifest.json").is_file():
+        raise SystemExit(f"no index at {INDEX}: run benchmarks/search/peers.py first")
+    model, trained = real_data.default_model()
+    data = real_data.encoded_corpus(model, trained, 10_000, 1000)
+    documents, queries = data["documents"], data["queries"][:100].float()
+    index = MultiVectorIndex.open(INDEX)
+    index.search(queries[:1], k=10, budget=(16, 64))  # checks every rank once, outside the timings
+    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "segments": len(index._segments),
+               "limits": {str(k): v for k, v in limits().items()}}
+    lim = {int(k): v for k, v in results["limits"].items()}
+    results["quiet"] = [measure(index, documents, queries, budget, threads, lim)
+                        for budget in PAPER_BUDGETS for threads in (1, 2)]
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_CORE])
+    try:
+        time.sleep(2)
+        results["loaded"] = {f"({b[0]},{b[1]})": {str(t): measure(index, documents, queries, b, t, lim, batch=b[1] > 8)
+                                                  for t in (1, 2)} for b in ((1, 1), (4, 8), (16, 64))}
+    finally:
+        busy.kill()
+    results["orientation"] = orientation()
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    out = ROOT / "results"
+    (out / "kernel.json").write_text(json.dumps(results, indent=1))
+    (out / "kernel.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

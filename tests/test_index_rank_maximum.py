@@ -1,0 +1,74 @@
+"""The running maximum over document vector ranks: bf16 blocks compared by their bits give exactly torch's maximum,
+whatever the signs, and bf16 search stays the brute-force MaxSim of bf16 scores when every score is negative."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaembed.index import MultiVectorIndex
+import metaembed.index.search as search_module
+from metaembed.index.search import max_of_stacked, max_over_ranks
+
+
+def blocks_with_every_sign_case() -> list[torch.Tensor]:
+    """5 ranks of (6, 7) bf16 scores: random signs, columns all negative, all positive, signed zeros, infinities."""
+    generator = torch.Generator().manual_seed(0)
+    blocks = torch.randn(5, 6, 7, generator=generator)
+    blocks[:, :, 0] = -blocks[:, :, 0].abs() - 1e-3  # every rank negative: the answer is the smallest magnitude
+    blocks[:, :, 1] = blocks[:, :, 1].abs()  # every rank positive
+    blocks[:, 0, 2] = torch.tensor([-0.0, -0.5, -0.0, -2.0, -1e-30])  # -0.0 is the largest of these
+    blocks[:, 1, 2] = torch.tensor([0.0, -0.0, -1.0, 0.0, -3.0])
+    blocks[:, 2, 2] = torch.tensor([float("-inf"), -1.0, -2.0, float("-inf"), -1e30])
+    blocks[:, 3, 2] = torch.tensor([float("inf"), 1.0, -1.0, 2.0, 0.0])
+    return list(blocks.to(torch.bfloat16))
+
+
+def test_bf16_maximum_by_bits_equals_torch_maximum():
+    blocks = blocks_with_every_sign_case()
+    expected = torch.stack(blocks).float().amax(dim=0)
+    result = max_over_ranks(block.clone() for block in blocks)
+    assert result.dtype == torch.bfloat16 and result.shape == (6, 7)
+    assert torch.equal(result.float(), expected)
+    assert result[0, 0] < 0 and result[0, 2] == 0 and result[2, 2] == -1.0 and result[3, 2] == float("inf")
+    # transposed views (how a segment returns documents @ queries^T) give the same
+    transposed = max_over_ranks(block.clone().T.contiguous().T for block in blocks)
+    assert torch.equal(transposed.float(), expected)
+    # the same ranks stacked (a small segment scored in one matmul)
+    assert torch.equal(max_of_stacked(torch.stack(blocks)).float(), expected)
+    assert torch.equal(max_of_stacked(torch.stack(blocks)[:, :, 1:]).float(), expected[:, 1:])  # none all-negative
+
+
+def test_one_block_is_returned_as_it_is_and_fp32_uses_torch_maximum():
+    block = torch.randn(3, 4).to(torch.bfloat16)
+    assert max_over_ranks([block]) is block
+    fp32 = [torch.randn(3, 4) for _ in range(3)]
+    assert torch.equal(max_over_ranks(b.clone() for b in fp32), torch.stack(fp32).amax(dim=0))
+    assert torch.equal(max_of_stacked(torch.stack(fp32)), torch.stack(fp32).amax(dim=0))
+
+
+@pytest.mark.parametrize("per_rank", [False, True], ids=["segment-in-one-matmul", "rank-by-rank"])
+def test_bf16_search_ranks_all_negative_scores_as_brute_force(tmp_path, monkeypatch, per_rank):
+    """Queries pointing away from every document: every score is negative, so a maximum taken on raw bits would
+    pick the most negative rank; the search must give brute-force bf16 MaxSim instead."""
+    if per_rank:  # blocks too small for a segment's ranks to be stacked into one matmul
+        monkeypatch.setattr(search_module, "_RUNNING_MAX_ELEMENTS", 1)
+    generator = torch.Generator().manual_seed(1)
+    documents = torch.nn.functional.normalize(torch.randn(40, 6, 16, generator=generator).abs() + 0.5, dim=-1)
+    queries = -torch.nn.functional.normalize(torch.rand(3, 2, 16, generator=generator) + 0.5, dim=-1)
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=6) as index:
+        index.add([f"d{i:02d}" for i in range(40)], documents)
+        results = index.search(queries, k=40, budget=(2, 6), compute_dtype=torch.bfloat16)
+    scores = torch.einsum("qid,njd->qnij", queries.bfloat16(), documents.bfloat16()).float()  # bf16 products
+    assert (scores < 0).all()
+    expected = scores.amax(dim=-1).sum(dim=-1)  # (3, 40)
+    for query, result in enumerate(results):
+        by_id = dict(zip(result.ids, result.scores))
+        got = torch.tensor([by_id[f"d{i:02d}"] for i in range(40)])
+        assert torch.allclose(got, expected[query], atol=0.02)
+        assert result.scores[0] == pytest.approx(expected[query].max().item(), abs=0.02)
+        assert result.ids[0] == f"d{int(expected[query].argmax()):02d}" or \
+            expected[query].max() - expected[query][int(result.ids[0][1:])] < 0.02
+        # the worst document (whose most negative rank a bit-maximum would have picked) ranks last
+        assert result.ids[-1] == f"d{int(expected[query].argmin()):02d}" or \
+            expected[query][int(result.ids[-1][1:])] - expected[query].min() < 0.02

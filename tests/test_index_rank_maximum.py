@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from metaembed.index import MultiVectorIndex
-import metaembed.index.search as search_module
-from metaembed.index.search import max_of_stacked, max_over_ranks
+import metaembed.index.scan as scan_module
+from metaembed.index.scan import max_of_stacked, max_over_ranks
 
 
 def blocks_with_every_sign_case() -> list[torch.Tensor]:
@@ -52,7 +52,7 @@ def test_bf16_search_ranks_all_negative_scores_as_brute_force(tmp_path, monkeypa
     """Queries pointing away from every document: every score is negative, so a maximum taken on raw bits would
     pick the most negative rank; the search must give brute-force bf16 MaxSim instead."""
     if per_rank:  # blocks too small for a segment's ranks to be stacked into one matmul
-        monkeypatch.setattr(search_module, "_RUNNING_MAX_ELEMENTS", 1)
+        monkeypatch.setattr(scan_module, "_RUNNING_MAX_ELEMENTS", 1)
     generator = torch.Generator().manual_seed(1)
     documents = torch.nn.functional.normalize(torch.randn(40, 6, 16, generator=generator).abs() + 0.5, dim=-1)
     queries = -torch.nn.functional.normalize(torch.rand(3, 2, 16, generator=generator) + 0.5, dim=-1)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import metaembed.index.search as search_module
+import metaembed.index.scan as scan_module
 from metaembed.index import MissingIdsError, MultiVectorIndex
 from metaembed.index import SearchArrays
-from metaembed.index.search import document_chunks
+from metaembed.index.scan import document_chunks, search_tasks
 from metaembed.scoring import maxsim
 
 
@@ -20,9 +20,12 @@ def unit(*shape: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Tasks of any size, so a 300-document index is split into many."""
-    monkeypatch.setattr(search_module, "_MIN_TASK_MACS", 1)
-    monkeypatch.setattr(search_module, "_MIN_TASK_VECTORS", 1)
+    """Tasks of any size, so a 300-document index is split into many (by documents, or by ranks)."""
+    monkeypatch.setattr(scan_module, "_MIN_TASK_MACS", 1)
+    monkeypatch.setattr(scan_module, "_MIN_TASK_VECTORS", 1)
+    monkeypatch.setattr(scan_module, "_MIN_RANK_TASK_VECTORS", 1)
+    monkeypatch.setattr(scan_module, "_MIN_PARALLEL_VECTORS", 0)
+    monkeypatch.setattr(scan_module, "_MIN_PARALLEL_MACS", 0)
 
 
 @pytest.fixture
@@ -42,10 +45,10 @@ def test_chunks_cover_every_row_once_and_split_for_threads():
     covered = [(s, row) for s, start, stop, _ in chunks for row in range(start, stop)]
     assert covered == [(0, r) for r in range(50_000)] + [(2, r) for r in range(25_000)]
     assert {offset for s, _, _, offset in chunks if s == 2} == {50_000}
-    # two equal blocks per thread at least: 75,000 / 4 -> blocks of <= 18,750, each segment cut evenly
-    assert [stop - start for _, start, stop, _ in chunks] == [16_666, 16_667, 16_667, 12_500, 12_500]
-    # never less than ~2 ms of work per task: 2**26 multiply-adds at 10**5 per document -> 672 documents
-    small = document_chunks([2_000], block=100_000, threads=2, macs_per_document=100_000, vectors_per_document=1)
+    # four equal blocks per thread at least: 75,000 / 8 -> blocks of <= 9,375, each segment cut evenly
+    assert [stop - start for _, start, stop, _ in chunks] == [8_333, 8_333, 8_334] * 2 + [8_333, 8_333, 8_334]
+    # never fewer than 2**28 multiply-adds per task: at 4 x 10**5 per document -> 672 documents
+    small = document_chunks([2_000], block=100_000, threads=2, macs_per_document=400_000, vectors_per_document=1)
     assert [stop - start for _, start, stop, _ in small] == [666, 667, 667]
     # ... or 2**18 vectors read (few queries: a whole segment is read faster than parts of it)
     lone = document_chunks([40_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
@@ -55,6 +58,38 @@ def test_chunks_cover_every_row_once_and_split_for_threads():
     tiny = document_chunks([3_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
     assert tiny == [(0, 0, 3_000, 0)]  # not worth splitting
     assert document_chunks([5000], block=100_000, threads=1) == [(0, 0, 5000, 0)]  # one thread: one block
+
+
+def test_a_small_search_runs_on_one_thread():
+    """Below ~10 ms of work a second thread is not worth waiting for (on a busy machine it may start late)."""
+    from types import SimpleNamespace
+
+    small = [SimpleNamespace(count=2_000, stores_plain_vectors=True) for _ in range(5)]  # 10k x 8 vectors
+    tasks = search_tasks(small, 8, 16, 384, threads=2)
+    assert [(t.segment, t.start, t.stop, t.ranks, t.parts) for t in tasks] == [
+        (s, 0, 2_000, (0, 8), 1) for s in range(5)]
+    large = [SimpleNamespace(count=2_000, stores_plain_vectors=True) for _ in range(5)]  # 10k x 64 vectors
+    assert {t.parts for t in search_tasks(large, 64, 16, 384, threads=2)} == {2}  # each segment shared by its ranks
+    codes = [SimpleNamespace(count=20_000, stores_plain_vectors=False)]  # pq: shared by documents
+    assert [(t.start, t.stop) for t in search_tasks(codes, 16, 16, 384, threads=2)] == [
+        (start, start + 2_500) for start in range(0, 20_000, 2_500)]  # four blocks per thread
+
+
+def test_tasks_cover_every_document_vector_once(index, small_blocks):
+    segments = index._segments
+    for n_query_vectors, r_c, threads in ((16, 8, 2), (16, 8, 1), (16, 1, 2), (400, 8, 2)):
+        tasks = search_tasks(segments, r_c, n_query_vectors, 16, threads)
+        covered = sorted((t.segment, row, rank) for t in tasks for row in range(t.start, t.stop)
+                         for rank in range(*t.ranks))
+        assert covered == sorted((s, row, rank) for s, segment in enumerate(segments)
+                                 for row in range(segment.count) for rank in range(r_c))
+        for task in tasks:  # a task's parts count is the number of tasks sharing its documents
+            assert task.parts == sum(1 for t in tasks if (t.segment, t.start) == (task.segment, task.start))
+        shared = [t for t in tasks if t.parts > 1]
+        if n_query_vectors == 16 and r_c == 8 and threads == 2:  # few query vectors: segments shared by their ranks
+            assert shared and all(t.start == 0 and t.stop == segments[t.segment].count for t in shared)
+        else:  # one thread, one rank, or many query vectors (per-rank maxima in cache): no rank sharing
+            assert not shared
 
 
 @pytest.mark.parametrize("budget", [(1, 1), (4, 8), (8, 8)])
@@ -149,3 +184,36 @@ def test_query_check_is_exact_in_the_stored_dtype(index, bad):
         index.search(queries, k=3)
     queries[1, 2, 5] = 3.3e38  # finite in bf16 too: accepted (the score is huge, not an error)
     assert len(index.search(queries, k=3)) == 2
+
+
+def test_a_search_runs_its_own_torch_work_on_one_thread(index, monkeypatch):
+    """Query checks and merges in the calling thread use one torch thread (a parallel region on a busy machine waits
+    for its slowest thread); the scan still gets the index's thread count, by default the caller's torch count."""
+    import metaembed.index.embedded as embedded_module
+
+    seen = []
+    real_exact, real_ties = embedded_module.exact_search, embedded_module.ranked_by_id_on_ties
+
+    def exact(*args, **kwargs):
+        seen.append(("scan threads", args[-1] if len(args) == 8 else kwargs.get("threads")))
+        return real_exact(*args, **kwargs)
+
+    def ties(*args, **kwargs):
+        seen.append(("torch threads", torch.get_num_threads()))
+        return real_ties(*args, **kwargs)
+
+    monkeypatch.setattr(embedded_module, "exact_search", exact)
+    monkeypatch.setattr(embedded_module, "ranked_by_id_on_ties", ties)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        index.threads = None
+        index.search(unit(2, 4, 16, seed=3), k=3, budget=(2, 4))
+        index.cascade_search(unit(2, 4, 16, seed=3), k=3, budget=(2, 4), candidates=10)
+        assert torch.get_num_threads() == 2  # restored after the search
+        index.threads = 3
+        index.search(unit(2, 4, 16, seed=3), k=3, budget=(2, 4))
+    finally:
+        torch.set_num_threads(before)
+    assert [value for name, value in seen if name == "scan threads"] == [2, 2, 3]
+    assert [value for name, value in seen if name == "torch threads"] == [1, 1, 1]

@@ -10,6 +10,7 @@ paper budget, on 1 and 2 threads:
   on that many threads); a batch's FLOPs / (time x bf16 matmul peak on that many threads, best of several shapes);
 - under load: the same while another process keeps one core busy with matmuls (what a shared machine does), to
   check that 2 search threads are never slower than 1;
+  1 and 2 threads alternate, 3 rounds, medians;
 - the per-rank matmul orientation behind a lone query (bf16, one thread, in RAM).
 Writes benchmarks/results/kernel.{json,md}.
 """
@@ -84,12 +85,23 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     bandwidth = machine_limits[threads]["read_bytes_per_s"]
     row["lone_bandwidth_fraction"] = {name: bytes_read / (ms / 1e3) / bandwidth for name, ms in row["lone_ms"].items()}
     if batch:
-        row["batch_ms_per_query"] = {name: 1e3 * seconds(lambda f=f: f(queries)) / len(queries) for name, f in
-                                     (("plain", plain), ("metaembed", ours))}
+        row["batch_ms_per_query"] = {name: 1e3 * statistics.median(seconds(lambda f=f: f(queries)) for _ in range(3))
+                                     / len(queries) for name, f in (("plain", plain), ("metaembed", ours))}
         flops = 2 * r_q * n * r_c * index.dim
         peak = machine_limits[threads]["bf16_flops"]
         row["batch_peak_fraction"] = {name: flops / (ms / 1e3) / peak for name, ms in row["batch_ms_per_query"].items()}
     return row
+
+
+def loaded(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int],
+           machine_limits: dict, rounds: int = 3) -> dict:
+    """1 and 2 threads measured in alternation, ``rounds`` times (the load varies): the median of each figure."""
+    runs = {1: [], 2: []}
+    for _ in range(rounds):
+        for threads in (1, 2):
+            runs[threads].append(measure(index, documents, queries, budget, threads, machine_limits))
+    return {str(threads): {kind: {name: statistics.median(run[kind][name] for run in rows) for name in rows[0][kind]}
+                           for kind in ("lone_ms", "batch_ms_per_query")} for threads, rows in runs.items()}
 
 
 def orientation() -> list[dict]:
@@ -124,7 +136,8 @@ def markdown(results: dict) -> str:
                      f"{lone_ms['metaembed']:.2f} | {lone_ms['metaembed'] / lone_ms['plain']:.2f} | "
                      f"{lone_ms['metaembed_arrays']:.2f} | {frac['metaembed']:.2f} / {frac['plain']:.2f} | "
                      f"{batch['plain']:.3f} | {batch['metaembed']:.3f} | {peak['metaembed']:.2f} / {peak['plain']:.2f} |")
-    lines += ["", "## Under load (another process keeps one core busy with matmuls)", "",
+    lines += ["", "## Under load (another process keeps one core busy with matmuls; 1 and 2 threads alternate, 3 rounds, "
+              "medians)", "",
               "| budget | what | plain, 1 thread | plain, 2 threads | metaembed, 1 thread | metaembed, 2 threads | "
               "metaembed: 2 threads / 1 thread |", "|---|---|---|---|---|---|---|"]
     for budget, rows in results["loaded"].items():
@@ -140,7 +153,7 @@ def markdown(results: dict) -> str:
     lines += ["", "## The matmul orientation (bf16, 1 thread, 4,000 documents in RAM, microseconds)", "",
               "| query vectors | queries @ docs.T | docs @ queries.T |", "|---|---|---|"]
     lines += [f"| {r['m']} | {r['queries_first_us']:.0f} | {r['documents_first_us']:.0f} |" for r in results["orientation"]]
-    lines += ["", "- lone = median of 10 queries alone after a warm-up; batch = the same 100 queries in one call.",
+    lines += ["", "- lone = median of 10 queries alone after a warm-up; batch = the same 100 queries in one call, median of 3.",
               "- fraction of bandwidth = bytes of the budget's document vectors / time / read bandwidth (a lone query "
               "is memory-bound); fraction of peak = FLOPs / time / bf16 peak (a batch is compute-bound).",
               "- 2-core VM: ratios within this run, not absolute times across runs."]
@@ -163,8 +176,7 @@ def main() -> None:
     busy = subprocess.Popen([sys.executable, "-c", BUSY_CORE])
     try:
         time.sleep(2)
-        results["loaded"] = {f"({b[0]},{b[1]})": {str(t): measure(index, documents, queries, b, t, lim, batch=b[1] > 8)
-                                                  for t in (1, 2)} for b in ((1, 1), (4, 8), (16, 64))}
+        results["loaded"] = {f"({b[0]},{b[1]})": loaded(index, documents, queries, b, lim) for b in PAPER_BUDGETS}
     finally:
         busy.kill()
     results["orientation"] = orientation()

@@ -1,9 +1,12 @@
 """Peers side by side, one run, the same vectors: what a user could pick instead of metaembed for MaxSim search.
 
     .venv/bin/python benchmarks/search/peers.py [--documents 10000] [--peers-python /tmp/peers-venv/bin/python]
+        [--budget 1,1 2,4 4,8 8,16 16,64]
 
 The vectors: the Debian descriptions encoded by the quickstart's MMR-trained model (64 x 384 per document, 16 x 384
-per query; benchmarks/search/real_data.py), searched at the full budget (16,64). Systems:
+per query; benchmarks/search/real_data.py), searched at the full budget (16,64) or at each ``--budget``: metaembed's
+indexes are built once and read the budget's prefix; the peers index only the budget's vectors, once per budget.
+Systems:
 
 - plain torch: the best plain code a user could write (benchmarks/search/baseline.py: bf16 blocked matmuls, all
   queries at once, documents in RAM);
@@ -19,7 +22,9 @@ per query; benchmarks/search/real_data.py), searched at the full budget (16,64).
 
 Per system: build seconds, bytes (on disk, or in RAM for the in-memory ones), one query alone (median of 5 after a
 warm-up) and all 100 test queries in one call (fewer for the slowest, said in the row), and recall@10 against exact
-fp32 MaxSim. Writes benchmarks/results/search_peers.{json,md}. Ratios are within this run: the machine is shared.
+fp32 MaxSim. Writes benchmarks/results/search_peers.{json,md} ((16,64); search_peers_RxC.* for other budgets), and
+with several budgets search_peers_budgets.md: every peer against metaembed's fastest row at equal or better recall.
+Ratios are within this run: the machine is shared.
 """
 
 from __future__ import annotations
@@ -47,7 +52,6 @@ from metaembed.index import MultiVectorIndex, QdrantMultiVectorIndex  # noqa: E4
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "search_indexes" / "peers"
 RESULTS = ROOT / "results"
-BUDGET = (16, 64)
 
 
 def folder_bytes(path: Path) -> int:
@@ -71,14 +75,17 @@ def measure(name: str, search, queries: torch.Tensor, build_s: float, size: int,
             "batch_queries": len(batch_queries), "top10": [list(map(int, row[:10])) for row in found]}
 
 
-def index_search(index, **options):
-    return lambda q: [rows_of(r.ids) for r in index.search(q, k=10, budget=BUDGET, **options)]
+def index_search(index, budget: tuple[int, int], **options):
+    return lambda q: [rows_of(r.ids) for r in index.search(q, k=10, budget=budget, **options)]
 
 
-def metaembed_rows(documents: torch.Tensor, queries: torch.Tensor, dev: torch.Tensor) -> list[dict]:
+def build_metaembed(documents: torch.Tensor) -> dict:
+    """metaembed's two indexes, built once for every budget (they hold all 64 vectors; a budget reads a prefix):
+    bf16, and pq with bf16 copies (its codes alone, then + rescoring). Added 2,000 documents at a time, as a user
+    adding a corpus in parts would, so each has 5 segments."""
     ids = [f"d{i}" for i in range(len(documents))]
-    rows = []
-    for dtype, full_precision in (("bfloat16", False), ("pq", True)):  # one pq index: its codes, then + rescoring
+    built = {}
+    for dtype, full_precision in (("bfloat16", False), ("pq", True)):
         path = WORK / f"metaembed-{dtype}{'-full' if full_precision else ''}"
         shutil.rmtree(path, ignore_errors=True)
         start = time.perf_counter()
@@ -86,31 +93,36 @@ def metaembed_rows(documents: torch.Tensor, queries: torch.Tensor, dev: torch.Te
                                      full_precision=full_precision) as index:
             for begin in range(0, len(documents), 2000):
                 index.add(ids[begin:begin + 2000], documents[begin:begin + 2000])
-        build_s = time.perf_counter() - start
-        index = MultiVectorIndex.open(path)
-        size = folder_bytes(path)
-        if dtype == "bfloat16":
-            rows.append(measure("metaembed exact (bf16 index on disk)", index_search(index), queries, build_s, size))
-            calibration = metaembed.calibrate_cascade(index, dev, k=10, target=0.99, budget=BUDGET)
-            cascade = lambda q, c=calibration.candidates: [  # noqa: E731
-                rows_of(r.ids) for r in index.cascade_search(q, k=10, budget=BUDGET, candidates=c)]
-            rows.append(measure(f"metaembed cascade ((1,1) first stage, K={calibration.candidates} calibrated)",
-                                cascade, queries, build_s, size))
-        else:
-            codes_only = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "vectors.bin")
-            rows.append(measure("metaembed pq 48 B (codes only)", index_search(index, rescore=0), queries, build_s,
-                                codes_only))
-            rows.append(measure("metaembed pq 48 B + bf16 rescore of 100", index_search(index, rescore=100), queries,
-                                build_s, size))
+        built[dtype] = {"index": MultiVectorIndex.open(path), "build_s": time.perf_counter() - start,
+                        "bytes": folder_bytes(path),
+                        "codes_bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "vectors.bin")}
+    return built
+
+
+def metaembed_rows(built: dict, queries: torch.Tensor, dev: torch.Tensor, budget: tuple[int, int]) -> list[dict]:
+    bf16, pq = built["bfloat16"], built["pq"]
+    index = bf16["index"]
+    rows = [measure("metaembed exact (bf16 index on disk)", index_search(index, budget), queries, bf16["build_s"],
+                    bf16["bytes"])]
+    calibration = metaembed.calibrate_cascade(index, dev, k=10, target=0.99, budget=budget)
+    cascade = lambda q, c=calibration.candidates: [  # noqa: E731
+        rows_of(r.ids) for r in index.cascade_search(q, k=10, budget=budget, candidates=c)]
+    rows.append(measure(f"metaembed cascade ((1,1) first stage, K={calibration.candidates} calibrated)",
+                        cascade, queries, bf16["build_s"], bf16["bytes"]))
+    rows.append(measure("metaembed pq 48 B (codes only)", index_search(pq["index"], budget, rescore=0), queries,
+                        pq["build_s"], pq["codes_bytes"]))
+    rows.append(measure("metaembed pq 48 B + bf16 rescore of 100", index_search(pq["index"], budget, rescore=100),
+                        queries, pq["build_s"], pq["bytes"]))
     return rows
 
 
-def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor, sentence_transformers_too: bool = True) -> list[dict]:
+def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int],
+                   sentence_transformers_too: bool = True) -> list[dict]:
     from sentence_transformers.util import maxsim as st_maxsim
 
-    r_q, r_c = BUDGET
+    r_q, r_c = budget
     resident = documents[:, :r_c].to(torch.bfloat16).contiguous()  # what a user would keep in RAM for this budget
-    plain = lambda q: plain_torch_topk(resident, q, BUDGET, k=10, compute_dtype=torch.bfloat16)[1].tolist()  # noqa: E731
+    plain = lambda q: plain_torch_topk(resident, q, budget, k=10, compute_dtype=torch.bfloat16)[1].tolist()  # noqa: E731
 
     def sentence_transformers(q):
         found = []
@@ -126,7 +138,7 @@ def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor, sentence_tran
     return rows
 
 
-def qdrant_row(documents: torch.Tensor, queries: torch.Tensor) -> dict:
+def qdrant_row(documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int]) -> dict:
     from qdrant_client import QdrantClient
 
     path = WORK / "qdrant"
@@ -134,21 +146,22 @@ def qdrant_row(documents: torch.Tensor, queries: torch.Tensor) -> dict:
     client = QdrantClient(path=str(path))
     start = time.perf_counter()
     index = QdrantMultiVectorIndex.create(client, "peers", documents.shape[-1], documents.shape[1],
-                                          document_budgets=[BUDGET[1]])  # one multivector: the budget's prefix
+                                          document_budgets=[budget[1]])  # one multivector: the budget's prefix
     ids = [f"d{i}" for i in range(len(documents))]
     for begin in range(0, len(documents), 1000):
         index.add(ids[begin:begin + 1000], documents[begin:begin + 1000].float())
     build_s = time.perf_counter() - start
-    return measure("Qdrant local mode (exact MaxSim multivectors)", index_search(index), queries, build_s,
+    return measure("Qdrant local mode (exact MaxSim multivectors)", index_search(index, budget), queries, build_s,
                    folder_bytes(path), batch=20)
 
 
-def pylate_rows(documents: torch.Tensor, queries: torch.Tensor, python: str) -> tuple[list[dict], str | None]:
+def pylate_rows(documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int],
+                python: str) -> tuple[list[dict], str | None]:
     if not Path(python).is_file():
         return [], f"PyLate not measured: no peers virtualenv at {python} (see this script's docstring)"
     vectors = WORK / "vectors.npz"
-    np.savez(vectors, documents=documents[:, : BUDGET[1]].float().numpy(),  # the peers index what the budget reads
-             queries=queries[:, : BUDGET[0]].float().numpy())
+    np.savez(vectors, documents=documents[:, : budget[1]].float().numpy(),  # the peers index what the budget reads
+             queries=queries[:, : budget[0]].float().numpy())
     out = WORK / "pylate_rows.json"
     done = subprocess.run([python, str(Path(__file__).with_name("peers_pylate.py")), "--vectors", str(vectors),
                            "--work", str(WORK / "pylate"), "--out", str(out)], capture_output=True, text=True)
@@ -192,10 +205,11 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=10_000)
     parser.add_argument("--peers-python", default="/tmp/peers-venv/bin/python")
     parser.add_argument("--skip", nargs="*", default=[], choices=["pylate", "qdrant", "st"])
-    parser.add_argument("--budget", default="16,64", help="r_q,r_c searched (default the full budget)")
+    parser.add_argument("--budget", nargs="+", default=["16,64"],
+                        help="r_q,r_c searched, one or more (default the full budget); metaembed's indexes are built "
+                             "once for all of them, the peers' once per budget")
     args = parser.parse_args()
-    global BUDGET
-    BUDGET = tuple(int(x) for x in args.budget.split(","))
+    budgets = [tuple(int(x) for x in budget.split(",")) for budget in args.budget]
     torch.set_num_threads(2)
     model, trained = real_data.default_model()
     if not trained:
@@ -204,28 +218,67 @@ def main() -> None:
     documents = data["documents"][: args.documents]
     queries, dev = data["queries"][:100].float(), data["queries"][100:300].float()
     WORK.mkdir(parents=True, exist_ok=True)
-    exact = metaembed.maxsim(queries, documents.float(), *BUDGET, dtype=torch.float32)
-    truth = exact.topk(10, dim=1).indices
+    built = build_metaembed(documents)
+    summary = []
+    for budget in budgets:
+        exact = metaembed.maxsim(queries, documents.float(), *budget, dtype=torch.float32)
+        truth = exact.topk(10, dim=1).indices
+        rows = in_memory_rows(documents, queries, budget, sentence_transformers_too="st" not in args.skip)
+        rows += metaembed_rows(built, queries, dev, budget)
+        notes = []
+        if "qdrant" not in args.skip:
+            rows.append(qdrant_row(documents, queries, budget))
+        if "pylate" not in args.skip:
+            pylate, note = pylate_rows(documents, queries, budget, args.peers_python)
+            rows += pylate
+            notes += [note] if note else ["PyLate 1.6 (sentence-transformers 5.3, fast-plaid 1.4.6, voyager 2.1, torch "
+                                          "2.11) ran in its own virtualenv, 2 threads"]
+        for row in rows:
+            row["recall_at_10"] = recall(row.pop("top10"), truth[: row["batch_queries"]])
+        results = {"budget": list(budget), "documents": len(documents), "queries": len(queries),
+                   "threads": torch.get_num_threads(), "machine": "this 2-core CPU", "rows": rows, "notes": notes,
+                   "run": time.strftime("%Y-%m-%d %H:%M")}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        name = "search_peers" + ("" if budget == (16, 64) else f"_{budget[0]}x{budget[1]}")
+        (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
+        (RESULTS / f"{name}.md").write_text(markdown(results))
+        print(markdown(results))
+        summary.append(results)
+    if len(summary) > 1:
+        (RESULTS / "search_peers_budgets.md").write_text(budgets_markdown(summary))
+        print(budgets_markdown(summary))
 
-    rows = in_memory_rows(documents, queries, sentence_transformers_too="st" not in args.skip)
-    rows += metaembed_rows(documents, queries, dev)
-    notes = []
-    if "qdrant" not in args.skip:
-        rows.append(qdrant_row(documents, queries))
-    if "pylate" not in args.skip:
-        pylate, note = pylate_rows(documents, queries, args.peers_python)
-        rows += pylate
-        notes += [note] if note else ["PyLate 1.6 (sentence-transformers 5.3, fast-plaid 1.4.6, voyager 2.1, torch 2.11) "
-                                      "ran in its own virtualenv, 2 threads"]
-    for row in rows:
-        row["recall_at_10"] = recall(row.pop("top10"), truth[: row["batch_queries"]])
-    results = {"budget": list(BUDGET), "documents": len(documents), "queries": len(queries), "threads": torch.get_num_threads(),
-               "machine": "this 2-core CPU", "rows": rows, "notes": notes}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "search_peers" + ("" if BUDGET == (16, 64) else f"_{BUDGET[0]}x{BUDGET[1]}")
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / f"{name}.md").write_text(markdown(results))
-    print(markdown(results))
+
+def budgets_markdown(runs: list[dict]) -> str:
+    """Every budget on one page: each peer's lone and batched time as a multiple of metaembed's fastest row that
+    reaches at least its recall (> 1: metaembed is faster at equal or better recall)."""
+    lines = ["# Peers at every budget", "",
+             "Per budget, each system's lone-query and per-query batch time (ms) and recall@10 against exact fp32 "
+             "MaxSim; then, for every peer, metaembed's fastest row with recall@10 at least the peer's, and the "
+             "peer's time over it (> 1: metaembed is faster at equal or better recall). Details per budget in "
+             "`search_peers*.md`.", "",
+             "| budget | system | lone (ms) | batch (ms/q) | recall@10 | metaembed's fastest at >= this recall, lone / batch | peer time / metaembed's, lone / batch |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        ours = [r for r in run["rows"] if r["system"].startswith("metaembed")]
+        budget = f"({run['budget'][0]},{run['budget'][1]})"
+        for row in run["rows"]:
+            per_query = row["batch_s"] / row["batch_queries"]
+            cells = f"| {budget} | {row['system']} | {row['lone_s'] * 1e3:.2f} | {per_query * 1e3:.3f} | {row['recall_at_10']:.3f} |"
+            if row in ours:
+                lines.append(cells + " | |")
+                continue
+            able = [r for r in ours if r["recall_at_10"] >= row["recall_at_10"] - 1e-9]
+            if not able:
+                lines.append(cells + " none reaches its recall | |")
+                continue
+            lone = min(able, key=lambda r: r["lone_s"])
+            batch = min(able, key=lambda r: r["batch_s"] / r["batch_queries"])
+            lines.append(cells + f" {lone['system'].split(' (')[0]} {lone['lone_s'] * 1e3:.2f} / "
+                         f"{batch['system'].split(' (')[0]} {batch['batch_s'] / batch['batch_queries'] * 1e3:.3f} | "
+                         f"{row['lone_s'] / lone['lone_s']:.1f}x / "
+                         f"{per_query / (batch['batch_s'] / batch['batch_queries']):.1f}x |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

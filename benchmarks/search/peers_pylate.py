@@ -5,8 +5,9 @@ and its PLAID backend, fast-plaid, pins a CUDA build of torch 2.11: neither can 
 
 Reads the documents (n, R_c, D) and queries (n_q, R_q, D) float32 arrays peers.py wrote, and measures PyLate's
 exact ``rank.rerank`` over every document, its Voyager index (HNSW over every document vector, then an exact
-rerank of the documents found) and its PLAID index (fast-plaid, 4-bit residuals): build seconds, bytes on disk,
-one query alone (median of 5) and all queries in one call, and each query's top-10 row numbers.
+rerank of the documents found) and its PLAID index (fast-plaid, 4-bit residuals; its default search settings and
+the points of ``PLAID_CURVE``): build seconds, bytes on disk, one query alone (median of 5) and all queries in one
+call, and each query's top-10 row numbers.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def measure(name: str, search, queries: list, build_s: float, size: int, lone: i
     batch_s = time.perf_counter() - start
     return {"system": name, "build_s": build_s, "bytes": size, "lone_s": lone_s, "batch_s": batch_s,
             "batch_queries": len(batch_queries), "top10": [[int(i) for i in row[:10]] for row in found]}
+
+
+PLAID_CURVE = ((2, 256), (4, 1024), (32, 8192))
+"""(n_ivf_probe, n_full_scores) settings measured besides the default (8, 8192): faster and less exact, then more
+exact; fast-plaid's recall/latency curve on one index."""
 
 
 def main() -> None:
@@ -97,6 +103,11 @@ def main() -> None:
 
     rows.append(measure("PyLate PLAID (fast-plaid, 4-bit residuals)", plaid_search, queries, plaid_build,
                         folder_bytes(work / "plaid")))
+    backend = plaid._index  # fast-plaid reads these at every search: the same index along its recall/latency curve
+    for probes, full_scores in PLAID_CURVE:
+        backend.n_ivf_probe, backend.n_full_scores = probes, full_scores
+        rows.append(measure(f"PyLate PLAID (fast-plaid, 4-bit residuals, n_ivf_probe={probes}, "
+                            f"n_full_scores={full_scores})", plaid_search, queries, plaid_build, folder_bytes(work / "plaid")))
     Path(args.out).write_text(json.dumps(rows))
 
 

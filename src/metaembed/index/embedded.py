@@ -35,7 +35,7 @@ from metaembed.index.manifest import (CODEBOOK, MANIFEST, create_manifest_locked
                                       read_manifest_locked)
 from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search,
                                     gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank,
-                                    resolve_threads)
+                                    resolve_threads, search_method, searching_threads)
 from metaembed.index.codebook import check_subquantizers, default_subquantizers
 from metaembed.index.segment import STORAGE_DTYPES, Segment, Storage, read_codebook
 from metaembed.index.validation import check_positive_int, check_properties, check_query_budget, parse_query_vectors
@@ -221,7 +221,7 @@ class MultiVectorIndex(IndexWriting):
 
     def search_threads(self) -> int:
         """The thread count the next search runs on."""
-        return resolve_threads(self._threads)
+        return searching_threads(self._threads)
 
     def ids_of(self, keys: Any) -> list[list[str | None]]:
         """String ids of a (n_queries, k) array of document keys (as :class:`SearchArrays` returns), None for key -1."""
@@ -293,6 +293,7 @@ class MultiVectorIndex(IndexWriting):
         check_query_budget(r_q, query_vectors.shape[1])
         return query_vectors[:, :r_q], self._check_document_budget(r_c)
 
+    @search_method
     def search(
         self,
         query_vectors: Tensor,
@@ -352,6 +353,7 @@ class MultiVectorIndex(IndexWriting):
         return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries),
                              arrays=arrays, k=k)
 
+    @search_method
     def cascade_search(
         self,
         query_vectors: Tensor,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,27 +15,12 @@ import torch
 from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
-from metaembed.index.codebook import PreparedQueries
+from metaembed.index.scan import RankParts, SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks
 from metaembed.index.segment import Segment
 from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
 
-_RUNNING_MAX_ELEMENTS = 1 << 22
-"""Documents per block are chosen so the running (query vectors x documents) maximum holds ~4M values (8 MB in
-bf16): large enough for full-speed matmuls (0.67 of the bf16 peak for 1,600 query vectors on one thread against
-0.47 at 1M values), small enough to stay in the last-level cache."""
-_RANK_GROUPS_MAX_QUERY_VECTORS = 64
-"""Up to this many query vectors a matmul against stored vectors is memory-bound (~64 FLOP per byte read, below a
-bf16 AMX core's ~100), so a segment's ranks are scored in large groups, which stream memory faster."""
 _PENDING_SCORES = 1 << 20
 """Scores (query x document, fp32: 4 MB) a search thread gathers before merging them into its running top-k."""
-_CHUNKS_PER_THREAD = 2
-"""Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them."""
-_MIN_TASK_MACS = 1 << 26
-"""Multiply-adds worth a task of its own: ~2 ms on one core, well above the cost of handing a task over."""
-_MIN_TASK_VECTORS = 1 << 18
-"""Document vectors worth a task of its own when queries are few: 200 MB at D = 384, ~20 ms of reading on one core.
-Cutting a segment costs more than the hand-over (a few tenths of a millisecond): a whole segment's ranks are read in
-a few large matmuls (~11 GB/s on one core), a part of it one rank at a time (~7.5 GB/s)."""
 
 
 @dataclass
@@ -84,81 +71,6 @@ def default_compute_dtype(storage_dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def block_documents(n_query_vectors: int) -> int:
-    """How many documents to score per block."""
-    return max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
-
-
-def segment_block_scores(segment: Segment, queries: Tensor | PreparedQueries, shape: tuple[int, int], start: int,
-                         stop: int, r_c: int) -> Tensor:
-    """MaxSim of queries against documents ``start:stop`` of a rank-major segment: (n_q, n) fp32.
-
-    ``queries`` are the n_q * r_q query vectors as :meth:`Segment.prepare_queries` made them, ``shape`` (n_q, r_q).
-    One matmul (or, for pq codes, one table lookup per residual plus one anchor matmul) per document vector rank over its contiguous slice of the
-    file, with a running maximum, so nothing is transposed or copied and a budget r_c reads exactly the first r_c
-    slices."""
-    n_q, r_q = shape
-    best = max_over_ranks(rank_maxima(segment, queries, n_q * r_q, start, stop, r_c))  # (n_q * r_q, n)
-    anchors = segment.anchor_scores(start, stop, queries)  # pq: the part every rank of a document shares
-    if anchors is not None:
-        best = best.float() + anchors.float()
-    if r_q == 1:
-        return best.float()
-    return best.view(n_q, r_q, stop - start).float().sum(dim=1)
-
-
-def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vectors: int, start: int, stop: int,
-                r_c: int) -> Iterator[Tensor]:
-    """(n_qv, n) score blocks whose elementwise maximum is each document's best over its first r_c vectors: for a
-    whole segment of plain vectors and few query vectors (a memory-bound matmul), the maxima of groups of ranks
-    scored in one matmul each (as many ranks as keep ~_RUNNING_MAX_ELEMENTS scores); otherwise one block per rank
-    (many query vectors: the per-rank running maximum stays in cache)."""
-    group = _RUNNING_MAX_ELEMENTS // max(1, (stop - start) * n_query_vectors)
-    if (start == 0 and stop == segment.count and r_c > 1 and group > 1 and segment.stores_plain_vectors
-            and n_query_vectors <= _RANK_GROUPS_MAX_QUERY_VECTORS):
-        for first in range(0, r_c, group):
-            yield max_of_stacked(segment.rank_group_scores(first, min(r_c, first + group), queries)).T
-    else:
-        for rank in range(r_c):
-            yield segment.rank_scores(rank, start, stop, queries)
-
-
-def max_over_ranks(blocks: Iterable[Tensor]) -> Tensor:
-    """Elementwise maximum of same-shaped score blocks (at least one), kept in the first block's memory.
-
-    bf16 blocks are compared by their bits as int16, which the CPU maximises natively (~4x faster than torch's
-    bf16 maximum, which converts to fp32): a bf16 value >= 0 orders as its bits do and every negative one has a
-    negative int16, so the largest bits are the largest value whenever any value is >= 0; where all are negative,
-    the smallest bits are the largest value (the smallest magnitude)."""
-    blocks = iter(blocks)
-    best = next(blocks)
-    if best.dtype != torch.bfloat16:
-        for block in blocks:
-            torch.maximum(best, block, out=best)
-        return best
-    high, low = best.view(torch.int16), None
-    for block in blocks:
-        bits = block.view(torch.int16)
-        if low is None:
-            low = high.clone()
-        torch.maximum(high, bits, out=high)
-        torch.minimum(low, bits, out=low)
-    return best if low is None else torch.where(high >= 0, high, low).view(torch.bfloat16)
-
-
-def max_of_stacked(scores: Tensor) -> Tensor:
-    """The maximum over the first dimension of (r, ...) scores; bf16 by its bits as :func:`max_over_ranks` does,
-    taking the minimum of the bits only if some entry has no non-negative value."""
-    if scores.dtype != torch.bfloat16:
-        return scores.amax(dim=0)
-    bits = scores.view(torch.int16)
-    high = bits.amax(dim=0)
-    negative = high < 0
-    if bool(negative.any()):
-        high = torch.where(negative, bits.amin(dim=0), high)
-    return high.view(torch.bfloat16)
-
-
 def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Merge a block's (n_q, m) scores and their (m,) or (n_q, m) global keys into the running top-k."""
     if keys.ndim == 1:
@@ -171,26 +83,6 @@ def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: in
     # Always through topk, so the running list stays sorted best first even when fewer than k exist.
     scores, positions = scores.topk(min(k, scores.shape[1]), dim=1)
     return scores, keys.gather(1, positions)
-
-
-def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_document: int = 1,
-                    vectors_per_document: int = 1) -> list[tuple[int, int, int, int]]:
-    """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
-    each, and small enough that each of ``threads`` threads gets a few, but never under ~2 ms of work: the
-    multiply-adds (``macs_per_document``, for the whole batch of queries) or the vectors read (``vectors_per_document``
-    = r_c) of a block reach their floor. A segment is cut into equal blocks, so no thread is left a small remainder."""
-    total = sum(counts)
-    if threads > 1:
-        share = -(-total // (threads * _CHUNKS_PER_THREAD))
-        floor = min(-(-_MIN_TASK_MACS // max(1, macs_per_document)), -(-_MIN_TASK_VECTORS // max(1, vectors_per_document)))
-        block = min(block, max(floor, share))
-    chunks, offset = [], 0
-    for s, count in enumerate(counts):
-        pieces = max(1, -(-count // block))
-        bounds = [count * piece // pieces for piece in range(pieces + 1)]
-        chunks.extend((s, start, stop, offset) for start, stop in zip(bounds, bounds[1:]) if stop > start)
-        offset += count
-    return chunks
 
 
 def exact_search(
@@ -212,20 +104,25 @@ def exact_search(
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None
-    chunks = document_chunks([segment.count for segment in segments], block_documents(n_q * r_q), threads,
-                             macs_per_document=n_q * r_q * r_c * queries.shape[-1], vectors_per_document=r_c)
-
+    tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], threads)
+    rank_parts = RankParts()
     deleted = [None if bool(alive.all()) else ~alive for alive in live]  # most segments have no deletions
     merge_every = max(k, _PENDING_SCORES // max(1, n_q))
 
-    def scan(pending: Iterator[tuple[int, int, int, int]]) -> tuple[Tensor, Tensor]:
-        """Score blocks as they come; merge them into the top-k only when ~_PENDING_SCORES are waiting (once, for
+    def scan(pending: Iterator[SearchTask]) -> tuple[Tensor, Tensor]:
+        """Score tasks as they come; merge them into the top-k only when ~_PENDING_SCORES are waiting (once, for
         a lone query over a small index), so small blocks do not each pay for a top-k and two concatenations."""
         best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
         waiting: list[tuple[Tensor, Tensor]] = []
         columns = 0
-        for s, start, stop, offset in pending:
-            scores = segment_block_scores(segments[s], prepared, (n_q, r_q), start, stop, r_c)
+        for task in pending:
+            s, start, stop, offset = task.segment, task.start, task.stop, task.offset
+            maxima = max_over_ranks(rank_maxima(segments[s], prepared, n_q * r_q, start, stop, task.ranks))
+            if task.parts > 1:
+                maxima = rank_parts.join(s, maxima, task.parts)
+                if maxima is None:  # the segment's other parts are not all scored yet
+                    continue
+            scores = scores_from_maxima(segments[s], maxima, prepared, (n_q, r_q), start, stop)
             if normalize_by_query:
                 scores /= totals
             if deleted[s] is not None:
@@ -237,10 +134,10 @@ def exact_search(
                 waiting, columns = [], 0
         return merge_top_k(best, *_joined(waiting), k) if waiting else best
 
-    if threads <= 1 or len(chunks) <= 1:  # too little work to share: one thread, no parallel regions to wait on
+    if threads <= 1 or len(tasks) <= 1:  # too little work to share: one thread, no parallel regions to wait on
         with torch_threads(1):
-            return scan(iter(chunks))
-    pending = _SharedIterator(chunks)
+            return scan(iter(tasks))
+    pending = _SharedIterator(tasks)
     helpers = [search_pool(threads - 1).submit(scan, pending) for _ in range(threads - 1)]
     with torch_threads(1):  # the calling thread is the first worker
         best = scan(pending)
@@ -283,6 +180,35 @@ def search_pool(threads: int) -> ThreadPoolExecutor:
             _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="metaembed-search",
                                                  initializer=torch.set_num_threads, initargs=(1,))
         return _POOLS[threads]
+
+
+_RESOLVED_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("metaembed_search_threads", default=None)
+
+
+def search_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an index's search method so that its own torch work (query checks, merges, reranks) runs on one thread in
+    the calling thread: the scan shares its blocks among the index's worker threads itself, and a parallel region
+    on a busy machine waits for its slowest, possibly descheduled, thread. The index's thread count is resolved
+    before (by default it is the caller's torch thread count) and kept for the call (:func:`searching_threads`)."""
+
+    @functools.wraps(method)
+    def run(index: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _RESOLVED_THREADS.set(searching_threads(index.threads))
+        try:
+            with torch_threads(1):
+                return method(index, *args, **kwargs)
+        finally:
+            _RESOLVED_THREADS.reset(token)
+
+    return run
+
+
+def searching_threads(threads: int | None) -> int:
+    """The worker threads of a search: ``threads``, else the count a :func:`search_method` call resolved, else
+    torch's thread count."""
+    if threads is None and _RESOLVED_THREADS.get() is not None:
+        return _RESOLVED_THREADS.get()
+    return resolve_threads(threads)
 
 
 def resolve_threads(threads: int | None) -> int:

@@ -1,0 +1,194 @@
+"""How one exact search reads the segments: the MaxSim maxima of a block of documents (bf16 compared by its bits,
+a small segment's ranks in a few large matmuls) and the tasks that share a search among threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from metaembed.index.codebook import PreparedQueries
+from metaembed.index.segment import Segment
+
+_RUNNING_MAX_ELEMENTS = 1 << 22
+"""Documents per block are chosen so the running (query vectors x documents) maximum holds ~4M values (8 MB in
+bf16): large enough for full-speed matmuls (0.67 of the bf16 peak for 1,600 query vectors on one thread against
+0.47 at 1M values), small enough to stay in the last-level cache."""
+_RANK_GROUPS_MAX_QUERY_VECTORS = 64
+"""Up to this many query vectors a matmul against stored vectors is memory-bound (~64 FLOP per byte read, below a
+bf16 AMX core's ~100), so a segment's ranks are scored in large groups, which stream memory faster."""
+_RANK_TASKS_PER_THREAD = 4
+"""Tasks per search thread when segments are shared by their ranks (cheap to cut: each part stays one large read)."""
+_MIN_RANK_TASK_VECTORS = 1 << 15
+"""Document vectors worth a rank-shared task of its own: 25 MB at D = 384, ~2.5 ms on one core."""
+_CHUNKS_PER_THREAD = 4
+"""Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them, and
+5 segments on 2 threads are not split 3:2."""
+_MIN_TASK_MACS = 1 << 28
+"""Multiply-adds worth a task of its own: ~0.4 ms on one AMX core (bf16), ~9 ms on an AVX2 one (fp32)."""
+_MIN_PARALLEL_VECTORS = 1 << 17
+"""A search reading fewer document vectors than this (100 MB at D = 384, ~10 ms on one core) and doing fewer than
+_MIN_PARALLEL_MACS multiply-adds runs on one thread: on a busy machine a helper thread can wait a scheduler time slice
+(milliseconds) before it starts, longer than such a search takes."""
+_MIN_PARALLEL_MACS = 1 << 32
+"""See _MIN_PARALLEL_VECTORS: ~6 ms of bf16 matmul on one AMX core."""
+_MIN_TASK_VECTORS = 1 << 18
+"""Document vectors worth a task of its own when queries are few: 200 MB at D = 384, ~20 ms of reading on one core.
+A part of a segment is read one rank at a time (~7.5 GB/s on one core, against ~11 for a whole segment's ranks in a
+few matmuls), so cutting a smaller search in parts costs more than a second thread gains."""
+
+
+def block_documents(n_query_vectors: int) -> int:
+    """How many documents to score per block."""
+    return max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
+
+
+def scores_from_maxima(segment: Segment, maxima: Tensor, queries: Tensor | PreparedQueries, shape: tuple[int, int],
+                       start: int, stop: int) -> Tensor:
+    """(n_q, n) fp32 MaxSim from each query vector's best (n_q * r_q, n) over a document's vectors: plus the pq
+    anchors' part, summed over each query's vectors."""
+    n_q, r_q = shape
+    anchors = segment.anchor_scores(start, stop, queries)  # pq: the part every rank of a document shares
+    if anchors is not None:
+        maxima = maxima.float() + anchors.float()
+    if r_q == 1:
+        return maxima.float()
+    return maxima.view(n_q, r_q, stop - start).float().sum(dim=1)
+
+
+def groups_ranks(segment: Segment, n_query_vectors: int) -> bool:
+    """Whether a whole segment's ranks are scored in groups, one matmul each: plain vectors, few query vectors (a
+    memory-bound matmul) and at least two ranks' scores fitting in ~_RUNNING_MAX_ELEMENTS."""
+    return (segment.stores_plain_vectors and n_query_vectors <= _RANK_GROUPS_MAX_QUERY_VECTORS
+            and 2 * segment.count * n_query_vectors <= _RUNNING_MAX_ELEMENTS)
+
+
+def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vectors: int, start: int, stop: int,
+                ranks: tuple[int, int]) -> Iterator[Tensor]:
+    """(n_qv, n) score blocks whose elementwise maximum is each document's best over its vectors ``ranks[0]:ranks[1]``:
+    for a whole segment that :func:`groups_ranks`, the maxima of groups of ranks scored in one matmul each (as many
+    ranks as keep ~_RUNNING_MAX_ELEMENTS scores); otherwise one block per rank (many query vectors: the per-rank
+    running maximum stays in cache)."""
+    first, last = ranks
+    if start == 0 and stop == segment.count and last - first > 1 and groups_ranks(segment, n_query_vectors):
+        group = _RUNNING_MAX_ELEMENTS // (segment.count * n_query_vectors)
+        for begin in range(first, last, group):
+            yield max_of_stacked(segment.rank_group_scores(begin, min(last, begin + group), queries)).T
+    else:
+        for rank in range(first, last):
+            yield segment.rank_scores(rank, start, stop, queries)
+
+
+def max_over_ranks(blocks: Iterable[Tensor]) -> Tensor:
+    """Elementwise maximum of same-shaped score blocks (at least one), kept in the first block's memory.
+
+    bf16 blocks are compared by their bits as int16, which the CPU maximises natively (~4x faster than torch's
+    bf16 maximum, which converts to fp32): a bf16 value >= 0 orders as its bits do and every negative one has a
+    negative int16, so the largest bits are the largest value whenever any value is >= 0; where all are negative,
+    the smallest bits are the largest value (the smallest magnitude)."""
+    blocks = iter(blocks)
+    best = next(blocks)
+    if best.dtype != torch.bfloat16:
+        for block in blocks:
+            torch.maximum(best, block, out=best)
+        return best
+    high, low = best.view(torch.int16), None
+    for block in blocks:
+        bits = block.view(torch.int16)
+        if low is None:
+            low = high.clone()
+        torch.maximum(high, bits, out=high)
+        torch.minimum(low, bits, out=low)
+    return best if low is None else torch.where(high >= 0, high, low).view(torch.bfloat16)
+
+
+def max_of_stacked(scores: Tensor) -> Tensor:
+    """The maximum over the first dimension of (r, ...) scores; bf16 by its bits as :func:`max_over_ranks` does,
+    taking the minimum of the bits only if some entry has no non-negative value."""
+    if scores.dtype != torch.bfloat16:
+        return scores.amax(dim=0)
+    bits = scores.view(torch.int16)
+    high = bits.amax(dim=0)
+    negative = high < 0
+    if bool(negative.any()):
+        high = torch.where(negative, bits.amin(dim=0), high)
+    return high.view(torch.bfloat16)
+
+
+def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_document: int = 1,
+                    vectors_per_document: int = 1, keep_whole: Sequence[bool] | None = None) -> list[tuple[int, int, int, int]]:
+    """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
+    each, and small enough that each of ``threads`` threads gets a few, but never under ~2 ms of work: the
+    multiply-adds (``macs_per_document``, for the whole batch of queries) or the vectors read (``vectors_per_document``
+    = r_c) of a block reach their floor. A segment is cut into equal blocks, so no thread is left a small remainder;
+    segments marked in ``keep_whole`` stay one block (they are shared by their ranks instead: :func:`search_tasks`)."""
+    total = sum(counts)
+    if threads > 1:
+        share = -(-total // (threads * _CHUNKS_PER_THREAD))
+        floor = min(-(-_MIN_TASK_MACS // max(1, macs_per_document)), -(-_MIN_TASK_VECTORS // max(1, vectors_per_document)))
+        block = min(block, max(floor, share))
+    chunks, offset = [], 0
+    for s, count in enumerate(counts):
+        pieces = 1 if keep_whole and keep_whole[s] else max(1, -(-count // block))
+        bounds = [count * piece // pieces for piece in range(pieces + 1)]
+        chunks.extend((s, start, stop, offset) for start, stop in zip(bounds, bounds[1:]) if stop > start)
+        offset += count
+    return chunks
+
+
+@dataclass(frozen=True)
+class SearchTask:
+    """Documents ``start:stop`` of segment ``segment`` (whose first key is ``offset``) over document vectors
+    ``ranks`` = (first, stop). When a whole segment's ranks are shared among ``parts`` tasks, each part's maxima are
+    joined with the others' before the segment is scored."""
+
+    segment: int
+    start: int
+    stop: int
+    offset: int
+    ranks: tuple[int, int]
+    parts: int = 1
+
+
+def search_tasks(segments: Sequence[Segment], r_c: int, n_query_vectors: int, dim: int, threads: int) -> list[SearchTask]:
+    """The work of one exact search, for ``threads`` workers (one for a small search): blocks of documents
+    (:func:`document_chunks`), except
+    that a segment whose ranks are read in groups (:func:`groups_ranks`: few query vectors) is shared by its ranks
+    rather than cut into documents, so every part still streams large matmuls (a part of a segment cut by documents
+    is read a rank at a time, ~30% slower)."""
+    counts = [segment.count for segment in segments]
+    vectors = sum(counts) * r_c
+    if vectors < _MIN_PARALLEL_VECTORS and vectors * n_query_vectors * dim < _MIN_PARALLEL_MACS:
+        threads = 1  # too little work to be worth waiting for a second thread
+    by_ranks = [threads > 1 and r_c > 1 and groups_ranks(segment, n_query_vectors) for segment in segments]
+    chunks = document_chunks(counts, block_documents(n_query_vectors), threads,
+                             macs_per_document=n_query_vectors * r_c * dim, vectors_per_document=r_c,
+                             keep_whole=by_ranks)
+    share = max(_MIN_RANK_TASK_VECTORS, sum(counts) * r_c // max(1, threads * _RANK_TASKS_PER_THREAD))
+    tasks = []
+    for s, start, stop, offset in chunks:
+        parts = min(r_c, max(1, round(counts[s] * r_c / share))) if by_ranks[s] else 1
+        bounds = [r_c * part // parts for part in range(parts + 1)]
+        tasks.extend(SearchTask(s, start, stop, offset, (first, last), parts) for first, last in zip(bounds, bounds[1:]))
+    return tasks
+
+
+class RankParts:
+    """Collects the per-part maxima of segments shared by their ranks; the worker that brings a segment's last part
+    gets the segment's maxima."""
+
+    def __init__(self) -> None:
+        self._parts: dict[int, list[Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def join(self, segment: int, maxima: Tensor, parts: int) -> Tensor | None:
+        with self._lock:
+            collected = self._parts.setdefault(segment, [])
+            collected.append(maxima)
+            if len(collected) < parts:
+                return None
+            del self._parts[segment]
+        return max_over_ranks(collected)

@@ -11,7 +11,8 @@ Systems:
 - plain torch: the best plain code a user could write (benchmarks/search/baseline.py: bf16 blocked matmuls, all
   queries at once, documents in RAM);
 - sentence-transformers 6 ``util.maxsim`` (bf16, documents in RAM, then ``topk``);
-- metaembed: exact search on its on-disk bf16 index; the cascade with its candidate count calibrated on 200 other
+- metaembed: exact search on its on-disk bf16 index, in bf16 (the default on CPUs with native bf16: scores rounded to
+  bf16, so near-ties order by rounding) and in fp32; the cascade with its candidate count calibrated on 200 other
   queries (``calibrate_cascade``, recall target 0.99); ``dtype="pq"`` (48 code bytes a vector), alone and with
   bf16 copies rescoring its best 100;
 - Qdrant local mode through ``QdrantMultiVectorIndex`` (exact MaxSim multivectors, qdrant-client);
@@ -103,7 +104,9 @@ def metaembed_rows(built: dict, queries: torch.Tensor, dev: torch.Tensor, budget
     bf16, pq = built["bfloat16"], built["pq"]
     index = bf16["index"]
     rows = [measure("metaembed exact (bf16 index on disk)", index_search(index, budget), queries, bf16["build_s"],
-                    bf16["bytes"])]
+                    bf16["bytes"]),
+            measure("metaembed exact, fp32 compute (bf16 index on disk)",
+                    index_search(index, budget, compute_dtype=torch.float32), queries, bf16["build_s"], bf16["bytes"])]
     calibration = metaembed.calibrate_cascade(index, dev, k=10, target=0.99, budget=budget)
     cascade = lambda q, c=calibration.candidates: [  # noqa: E731
         rows_of(r.ids) for r in index.cascade_search(q, k=10, budget=budget, candidates=c)]

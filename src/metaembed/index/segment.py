@@ -263,7 +263,7 @@ class Segment:
         if self.codes is None:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
             # ~1.5-2x faster for the few query vectors of a lone query (62 vs 96 us for 64 x 1000 x 384) and about
-            # as fast for batches (benchmarks/search/lone_query.md)
+            # as fast for batches (benchmarks/results/kernel.md, last table)
             return (self.rank_block(rank, start, stop, queries.dtype) @ queries.T).T
         self.require_ranks(rank + 1)
         return self.codebook.scores(queries, self.codes[rank, start:stop])

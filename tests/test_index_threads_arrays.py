@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import metaembed.index.scan as scan_module
+import metaembed.index.search as search_module
 from metaembed.index import MissingIdsError, MultiVectorIndex
 from metaembed.index import SearchArrays
 from metaembed.index.scan import document_chunks, search_tasks
@@ -73,6 +74,15 @@ def test_a_small_search_runs_on_one_thread():
     codes = [SimpleNamespace(count=20_000, stores_plain_vectors=False)]  # pq: shared by documents
     assert [(t.start, t.stop) for t in search_tasks(codes, 16, 16, 384, threads=2)] == [
         (start, start + 2_500) for start in range(0, 20_000, 2_500)]  # four blocks per thread
+
+
+def test_a_small_search_hands_nothing_to_helper_threads(index, monkeypatch):
+    def no_pool(threads):
+        raise AssertionError("a small search asked for helper threads")
+
+    monkeypatch.setattr(search_module, "search_pool", no_pool)
+    index.threads = 2
+    assert len(index._segments) > 1 and len(index.search(unit(2, 4, 16, seed=3), k=3, budget=(2, 4))) == 2
 
 
 def test_tasks_cover_every_document_vector_once(index, small_blocks):

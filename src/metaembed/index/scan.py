@@ -141,6 +141,14 @@ def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_do
     return chunks
 
 
+def worth_threads(counts: Sequence[int], r_c: int, n_query_vectors: int, dim: int, threads: int) -> int:
+    """``threads``, or 1 for a search too small to be worth waiting for a second thread (see _MIN_PARALLEL_VECTORS)."""
+    vectors = sum(counts) * r_c
+    if vectors < _MIN_PARALLEL_VECTORS and vectors * n_query_vectors * dim < _MIN_PARALLEL_MACS:
+        return 1
+    return threads
+
+
 @dataclass(frozen=True)
 class SearchTask:
     """Documents ``start:stop`` of segment ``segment`` (whose first key is ``offset``) over document vectors
@@ -162,9 +170,7 @@ def search_tasks(segments: Sequence[Segment], r_c: int, n_query_vectors: int, di
     rather than cut into documents, so every part still streams large matmuls (a part of a segment cut by documents
     is read a rank at a time, ~30% slower)."""
     counts = [segment.count for segment in segments]
-    vectors = sum(counts) * r_c
-    if vectors < _MIN_PARALLEL_VECTORS and vectors * n_query_vectors * dim < _MIN_PARALLEL_MACS:
-        threads = 1  # too little work to be worth waiting for a second thread
+    threads = worth_threads(counts, r_c, n_query_vectors, dim, threads)
     by_ranks = [threads > 1 and r_c > 1 and groups_ranks(segment, n_query_vectors) for segment in segments]
     chunks = document_chunks(counts, block_documents(n_query_vectors), threads,
                              macs_per_document=n_query_vectors * r_c * dim, vectors_per_document=r_c,

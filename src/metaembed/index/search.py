@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
-from metaembed.index.scan import RankParts, SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks
+from metaembed.index.scan import (RankParts, SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks,
+                                  worth_threads)
 from metaembed.index.segment import Segment
 from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
 
@@ -104,6 +105,7 @@ def exact_search(
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None
+    threads = worth_threads([segment.count for segment in segments], r_c, n_q * r_q, queries.shape[-1], threads)
     tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], threads)
     rank_parts = RankParts()
     deleted = [None if bool(alive.all()) else ~alive for alive in live]  # most segments have no deletions

@@ -207,6 +207,42 @@ def test_latency_spread_and_machine_load_are_reported(model, tmp_path):
     assert "median / p90" in markdown and "machine load (1 min)" in markdown
 
 
+def test_latency_is_timed_through_the_index_and_only_when_asked(model, tmp_path, monkeypatch):
+    """The rankings come from the exact fp32 scorer; the timings from a bf16 MultiVectorIndex of the task's documents,
+    in a temporary folder removed afterwards (each search: one query, or all of them)."""
+    from metaembed.index import MultiVectorIndex
+
+    searched, created = [], []
+    real_search, real_create = MultiVectorIndex.search, MultiVectorIndex.create.__func__
+
+    def spy_search(self, queries, k=10, budget=None, **options):
+        searched.append((self.path, len(queries), tuple(budget), self.max_document_vectors))
+        return real_search(self, queries, k=k, budget=budget, **options)
+
+    def spy_create(cls, path, *args, **kwargs):
+        created.append(Path(path))
+        return real_create(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(MultiVectorIndex, "search", spy_search)
+    monkeypatch.setattr(MultiVectorIndex, "create", classmethod(spy_create))
+    data = write_beir(tmp_path / "set")
+    results = evaluate(model, data, ["1,1", "2,4"], settings=SweepSettings(
+        use_cache=False, progress=False, latency_repeats=2, latency_queries=3), baselines={"backbone": BACKBONE})
+    model_index = [row for row in searched if row[3] == 4]  # the model's documents, up to the largest r_c asked
+    for budget in ((1, 1), (2, 4)):
+        calls = [n for _, n, b, _ in model_index if b == budget]
+        assert calls == [1] + [1] * 2 * 3 + [4] * 2  # warm-up, 3 queries twice, all 4 queries twice
+    assert [b for _, _, b, r_c in searched if r_c == 1] == [(1, 1)] * 9  # the backbone: a one-vector index
+    assert len(created) == 2 and not any(path.exists() for path in created)  # temporary, and gone
+    assert results["budgets"]["2,4"]["latency_ms_single_query"] > 0
+
+    searched.clear(), created.clear()
+    quiet = evaluate(model, data, ["1,1"], settings=SweepSettings(
+        use_cache=False, progress=False, latency_repeats=0, latency_queries=0))
+    assert not searched and not created and quiet["budgets"]["1,1"]["latency_ms_single_query"] is None
+    assert quiet["budgets"]["1,1"]["overall"] == results["budgets"]["1,1"]["overall"]  # the same ranking
+
+
 def test_encoding_cache_is_shown_listed_and_cleared(model_dir, tmp_path):
     cache_dir = tmp_path / "cache"
     data = write_beir(tmp_path / "set")

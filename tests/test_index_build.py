@@ -48,6 +48,7 @@ def test_build_index_records_absolute_paths_and_resumes(tiny, project):
         assert index.properties["model"] == str(project / "models" / "tiny")
         assert index.properties["corpus"] == str(project / "corpus.jsonl")
         assert torch.allclose(index.get_vectors(["doc2"]), tiny.encode_document([TEXTS[2]]), atol=0.01)
+        assert [seg["count"] for seg in index.manifest["segments"]] == [6]  # chunks of 4 and 2, merged at the end
 
     lines: list[str] = []
     again = build_index(tiny, "corpus.jsonl", "ix", model_name=str(project / "models" / "tiny"), log=lines.append)

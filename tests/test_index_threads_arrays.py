@@ -74,6 +74,12 @@ def test_a_small_search_runs_on_one_thread():
     codes = [SimpleNamespace(count=20_000, stores_plain_vectors=False)]  # pq: shared by documents
     assert [(t.start, t.stop) for t in search_tasks(codes, 16, 16, 384, threads=2)] == [
         (start, start + 2_500) for start in range(0, 20_000, 2_500)]  # four blocks per thread
+    # pq codes in blocks of at most 2**14 documents, even for one thread (lookup rows and sums stay in cache)
+    one_million = [SimpleNamespace(count=1_000_000, stores_plain_vectors=False)]
+    blocks = [t.stop - t.start for t in search_tasks(one_million, 64, 16, 384, threads=1)]
+    assert max(blocks) <= 1 << 14 and sum(blocks) == 1_000_000
+    plain = [SimpleNamespace(count=1_000_000, stores_plain_vectors=True)]  # bf16: 4 equal blocks of <= 4M / 16
+    assert [t.stop - t.start for t in search_tasks(plain, 64, 16, 384, threads=1)] == [250_000] * 4
 
 
 def test_a_small_search_hands_nothing_to_helper_threads(index, monkeypatch):
@@ -122,6 +128,34 @@ def test_threads_give_the_one_thread_results(index, small_blocks, budget):
     torch.testing.assert_close(torch.tensor([r.scores for r in one]), top.values, atol=2e-3, rtol=0)
 
 
+def test_a_search_never_waits_for_a_stalled_helper(index, small_blocks, monkeypatch):
+    """A helper thread stuck in its task (its core busy elsewhere) does not hold the search up: the caller runs the
+    task again itself, keeps the first result, and the helper's late one is dropped."""
+    import threading
+
+    queries = unit(3, 8, 16, seed=2)
+    index.threads = 1
+    expected = index.search(queries, k=10, budget=(4, 8), compute_dtype=torch.float32)
+    release, stalled, returned = threading.Event(), [], []
+    real = search_module.rank_maxima
+
+    def stall_in_helpers(*args, **kwargs):
+        if threading.current_thread().name.startswith("metaembed-search") and not release.is_set():
+            stalled.append(1)
+            release.wait(timeout=60)
+            returned.append(release.is_set())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "rank_maxima", stall_in_helpers)
+    index.threads = 2
+    found = index.search(queries, k=10, budget=(4, 8), compute_dtype=torch.float32)
+    finished_before_release = not release.is_set()
+    release.set()
+    assert stalled and finished_before_release  # a helper took a task, and the search ended while it was stuck
+    assert [r.ids for r in found] == [r.ids for r in expected]
+    np.testing.assert_allclose([r.scores for r in found], [r.scores for r in expected], rtol=0, atol=1e-5)
+
+
 def test_threads_setting_is_checked_and_reaches_cascade_and_auto(index, small_blocks):
     queries = unit(3, 4, 16, seed=3)
     for bad in (0, -2, 1.5, True, "2"):
@@ -164,6 +198,7 @@ def test_array_results_match_objects(index):
 
 
 def test_keys_stay_valid_after_adds_and_deletes(index):
+    """Until a merge (here 3 segments: the policy merges 4 of a tier), keys are segment offset + row."""
     key = index.key_of("d150")
     index.add(["new"], unit(1, 8, 16, seed=5))
     index.delete(["d151"])

@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/search/kernel.py     # run benchmarks/search/peers.py first (it builds the index)
 
-The 10,000 real documents of the peers benchmark's bf16 index (64 x 384 per document; queries 16 x 384), at every
-paper budget, on 1 and 2 threads:
-- one query alone (median of 10 queries) and 100 queries in one call, metaembed (result objects, and arrays) against
-  plain torch holding exactly the budget's vectors in RAM (benchmarks/search/baseline.py);
+The 10,000 real documents of the peers benchmark's bf16 index (64 x 384 per document; queries 16 x 384), added in 5
+parts of 2,000 as a user adding a corpus in parts would (5 segments), and a copy compacted into one segment
+(``MultiVectorIndex.compact``, timed), at every paper budget, on 1 and 2 threads:
+- one query alone (median of 10 queries) and 100 queries in one call, metaembed (result objects, and arrays; the
+  compacted index, and lone queries on the 5 segments too) against plain torch holding exactly the budget's vectors
+  in RAM (benchmarks/search/baseline.py);
 - fractions of this machine's limits measured in the same run: a lone query's bytes read / (time x read bandwidth
   on that many threads); a batch's FLOPs / (time x bf16 matmul peak on that many threads, best of several shapes);
 - under load: the same while another process keeps one core busy with matmuls (what a shared machine does), to
@@ -18,6 +20,7 @@ Writes benchmarks/results/kernel.{json,md}.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +39,7 @@ from metaembed.index import MultiVectorIndex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "data" / "search_indexes" / "peers" / "metaembed-bfloat16"
+COMPACTED = INDEX.with_name("metaembed-bfloat16-compacted")
 BUSY_CORE = "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\nwhile True: a @ a"
 
 
@@ -68,8 +72,9 @@ def limits() -> dict:
 
 
 def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int],
-            threads: int, machine_limits: dict, batch: bool = True) -> dict:
-    """Lone-query and batch seconds of metaembed and plain torch at one budget and thread count, with fractions."""
+            threads: int, machine_limits: dict, batch: bool = True, segmented: MultiVectorIndex | None = None) -> dict:
+    """Lone-query and batch seconds of metaembed and plain torch at one budget and thread count, with fractions
+    (``segmented``: the same documents in several segments, lone queries only)."""
     torch.set_num_threads(threads)
     index.threads = threads
     r_q, r_c = budget
@@ -78,9 +83,12 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     ours = lambda q: index.search(q, k=10, budget=budget)  # noqa: E731
     arrays = lambda q: index.search(q, k=10, budget=budget, arrays=True)  # noqa: E731
     n = len(index)
+    lone_runs = [("plain", plain), ("metaembed", ours), ("metaembed_arrays", arrays)]
+    if segmented is not None:
+        segmented.threads = threads
+        lone_runs.append(("metaembed_segments", lambda q: segmented.search(q, k=10, budget=budget)))
     row = {"budget": list(budget), "threads": threads,
-           "lone_ms": {name: 1e3 * lone(f, queries[:10]) for name, f in
-                       (("plain", plain), ("metaembed", ours), ("metaembed_arrays", arrays))}}
+           "lone_ms": {name: 1e3 * lone(f, queries[:10]) for name, f in lone_runs}}
     bytes_read = n * r_c * index.dim * 2
     bandwidth = machine_limits[threads]["read_bytes_per_s"]
     row["lone_bandwidth_fraction"] = {name: bytes_read / (ms / 1e3) / bandwidth for name, ms in row["lone_ms"].items()}
@@ -112,6 +120,8 @@ def orientation() -> list[dict]:
         queries = torch.randn(m, 384).to(torch.bfloat16)
         rows.append({"m": m, "n": 4000, "queries_first_us": 1e6 * seconds(lambda: queries @ documents.T, 20),
                      "documents_first_us": 1e6 * seconds(lambda: documents @ queries.T, 20)})
+        if m == 1:
+            rows[-1]["mv_us"] = 1e6 * seconds(lambda: torch.mv(documents, queries[0]), 20)
     return rows
 
 
@@ -122,19 +132,23 @@ def markdown(results: dict) -> str:
              f"{lim['1']['read_bytes_per_s'] / 1e9:.1f} GB/s on 1 thread, {lim['2']['read_bytes_per_s'] / 1e9:.1f} on 2; "
              f"bf16 matmul peak {lim['1']['bf16_flops'] / 1e12:.2f} TFLOP/s on 1 thread, "
              f"{lim['2']['bf16_flops'] / 1e12:.2f} on 2 (best of {len(machine.PEAK_SHAPES)} shapes).", "",
-             f"10,000 real documents (64 x 384, bf16 index on disk, {results['segments']} segments), queries 16 x 384. "
-             "Plain torch holds exactly the budget's vectors in RAM.", "",
+             f"10,000 real documents (64 x 384, bf16 index on disk), queries 16 x 384: the index as added in "
+             f"{results['segments']} parts ({results['segments']} segments), and a copy compacted into one segment in "
+             f"{results['compact_s']:.1f} s (`MultiVectorIndex.compact`; every figure but the 5-segment column is the "
+             "compacted index). Plain torch holds exactly the budget's vectors in RAM.", "",
              "## Quiet machine", "",
              "| budget | threads | lone: plain (ms) | lone: metaembed (ms) | metaembed / plain | arrays (ms) | "
+             f"lone: {results['segments']} segments (ms) | "
              "lone, fraction of bandwidth (metaembed / plain) | batch: plain (ms/q) | batch: metaembed (ms/q) | "
              "batch, fraction of bf16 peak (metaembed / plain) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["quiet"]:
         lone_ms, frac = r["lone_ms"], r["lone_bandwidth_fraction"]
         batch, peak = r["batch_ms_per_query"], r["batch_peak_fraction"]
         lines.append(f"| ({r['budget'][0]},{r['budget'][1]}) | {r['threads']} | {lone_ms['plain']:.2f} | "
                      f"{lone_ms['metaembed']:.2f} | {lone_ms['metaembed'] / lone_ms['plain']:.2f} | "
-                     f"{lone_ms['metaembed_arrays']:.2f} | {frac['metaembed']:.2f} / {frac['plain']:.2f} | "
+                     f"{lone_ms['metaembed_arrays']:.2f} | {lone_ms['metaembed_segments']:.2f} | "
+                     f"{frac['metaembed']:.2f} / {frac['plain']:.2f} | "
                      f"{batch['plain']:.3f} | {batch['metaembed']:.3f} | {peak['metaembed']:.2f} / {peak['plain']:.2f} |")
     lines += ["", "## Under load (another process keeps one core busy with matmuls; 1 and 2 threads alternate, 3 rounds, "
               "medians)", "",
@@ -151,8 +165,10 @@ def markdown(results: dict) -> str:
                          f"{two['batch_ms_per_query']['metaembed']:.3f} | "
                          f"{two['batch_ms_per_query']['metaembed'] / one['batch_ms_per_query']['metaembed']:.2f} |")
     lines += ["", "## The matmul orientation (bf16, 1 thread, 4,000 documents in RAM, microseconds)", "",
-              "| query vectors | queries @ docs.T | docs @ queries.T |", "|---|---|---|"]
-    lines += [f"| {r['m']} | {r['queries_first_us']:.0f} | {r['documents_first_us']:.0f} |" for r in results["orientation"]]
+              "| query vectors | queries @ docs.T | docs @ queries.T | torch.mv(docs, query) |", "|---|---|---|---|"]
+    lines += [f"| {r['m']} | {r['queries_first_us']:.0f} | {r['documents_first_us']:.0f} | "
+              f"{r['mv_us']:.0f} |" if "mv_us" in r else f"| {r['m']} | {r['queries_first_us']:.0f} | "
+              f"{r['documents_first_us']:.0f} | |" for r in results["orientation"]]
     lines += ["", "- lone = median of 10 queries alone after a warm-up; batch = the same 100 queries in one call, median of 3.",
               "- fraction of bandwidth = bytes of the budget's document vectors / time / read bandwidth (a lone query "
               "is memory-bound); fraction of peak = FLOPs / time / bf16 peak (a batch is compute-bound).",
@@ -166,12 +182,20 @@ def main() -> None:
     model, trained = real_data.default_model()
     data = real_data.encoded_corpus(model, trained, 10_000, 1000)
     documents, queries = data["documents"], data["queries"][:100].float()
-    index = MultiVectorIndex.open(INDEX)
-    index.search(queries[:1], k=10, budget=(16, 64))  # checks every rank once, outside the timings
-    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "segments": len(index._segments),
-               "limits": {str(k): v for k, v in limits().items()}}
+    segmented = MultiVectorIndex.open(INDEX)
+    shutil.rmtree(COMPACTED, ignore_errors=True)
+    shutil.copytree(INDEX, COMPACTED)
+    start = time.perf_counter()
+    with MultiVectorIndex.open(COMPACTED, mode="a") as writer:
+        writer.compact()
+    compact_s = time.perf_counter() - start
+    index = MultiVectorIndex.open(COMPACTED)
+    for opened in (index, segmented):
+        opened.search(queries[:1], k=10, budget=(16, 64))  # checks every rank once, outside the timings
+    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "segments": len(segmented._segments),
+               "compact_s": compact_s, "limits": {str(k): v for k, v in limits().items()}}
     lim = {int(k): v for k, v in results["limits"].items()}
-    results["quiet"] = [measure(index, documents, queries, budget, threads, lim)
+    results["quiet"] = [measure(index, documents, queries, budget, threads, lim, segmented=segmented)
                         for budget in PAPER_BUDGETS for threads in (1, 2)]
     busy = subprocess.Popen([sys.executable, "-c", BUSY_CORE])
     try:

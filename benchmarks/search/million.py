@@ -8,7 +8,9 @@ vectors have the structure of real ones: the 10,000 Debian descriptions of ``rea
 quickstart's MMR-trained model, then ``copies - 1`` noisy variants of each, generated chunk by chunk from seeds
 so nothing needs 49 GB: by default each document moves along one random direction of norm ``noise`` shared by all
 its vectors (plus a tenth of that per vector), renormalised, so its vectors stay nearly parallel as a trained
-model's are (``--noise-kind vector``: independent noise per vector, which breaks that). Measured: build time from vectors (the index's adds; making the variants is timed apart), bytes, open time, the first search of each budget (which checks
+model's are (``--noise-kind vector``: independent noise per vector, which breaks that). Measured: build time from vectors (the index's adds, with merging off as for a bulk load, then one
+``compact()`` into a single segment; making the variants is timed apart), lone queries over the 100 segments before
+compaction, bytes, open time, the first search of each budget (which checks
 the ranks it reads) and later ones, lone-query and 100-query latency per budget, recall@10 against exact bf16
 MaxSim (computed by streaming the regenerated vectors through plain bf16 matmuls), and nDCG@10 with the original
 documents' relevance judgments (the variants count as non-relevant distractors).
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--out", default="search_million", help="results file name (without extension)")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--subquantizers", type=int, default=None, help="bytes per vector (default: the index's, D / 8)")
+    parser.add_argument("--reuse-index", action="store_true",
+                        help="rerun the searches on the index the last run with these settings built (its build figures kept)")
     args = parser.parse_args()
 
     model_path, trained = real_data.default_model()
@@ -101,41 +105,36 @@ def main() -> None:
     query_ids = list(task.queries)[: args.queries]
     n, stored, dim = documents.shape
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    build_seconds = generate_seconds = 0.0  # building from vectors; making the synthetic variants is timed apart
-    start = time.perf_counter()
-    with MultiVectorIndex.create(WORK, dim, stored, dtype="pq", subquantizers=args.subquantizers) as index:
-        for copy in tqdm(range(args.copies), desc="building 1M pq", unit="chunk"):
-            ids = base_ids if copy == 0 else [f"{i}~{copy}" for i in base_ids]
-            made = time.perf_counter()
-            vectors = variant_chunk(documents, copy, args.noise, args.noise_kind)
-            added = time.perf_counter()
-            generate_seconds += added - made
-            index.add(ids, vectors)
-            build_seconds += time.perf_counter() - added
-        closing = time.perf_counter()
-    build_seconds += time.perf_counter() - closing
-    wall_seconds = time.perf_counter() - start
-    disk = int(subprocess.run(["du", "-sb", str(WORK)], capture_output=True, text=True).stdout.split()[0])
+    previous = RESULTS / f"{args.out}.json"
+    settings = {"copies": args.copies, "noise": args.noise, "noise_kind": args.noise_kind}
+    if args.reuse_index:  # the build of the last run with these settings, for a rerun of the searches only
+        built = json.loads(previous.read_text())
+        if any(built.get(key) != value for key, value in settings.items()) or not (WORK / "manifest.json").is_file():
+            raise SystemExit(f"--reuse-index: {previous} or {WORK} is not a build with {settings}")
+        build = {key: built[key] for key in BUILD_FIGURES}
+        build["build_reused_from"] = built.get("build_reused_from", built["date"])
+        lone_segmented = {key: [None, row[f"lone_query_s_{build['segments_before_compaction']}_segments"]]
+                          for key, row in built["budgets"].items()}
+    else:
+        build, lone_segmented = build_index(documents, queries, base_ids, args)
+    segments = build["segments_before_compaction"]
 
     start = time.perf_counter()
     index = MultiVectorIndex.open(WORK)
     open_seconds = time.perf_counter() - start
     total = len(index)
-    truth = exact_truth(documents, queries, args.copies, args.noise, args.noise_kind)
+    truth_file = WORK.with_name(f"million-truth-{args.copies}-{args.noise}-{args.noise_kind}-{len(queries)}.pt")
+    if truth_file.is_file():
+        truth = {Budget(*budget): keys for budget, keys in torch.load(truth_file).items()}
+    else:
+        truth = exact_truth(documents, queries, args.copies, args.noise, args.noise_kind)
+        torch.save({tuple(budget): keys for budget, keys in truth.items()}, truth_file)
     qrels = {q: task.qrels[q] for q in query_ids}
 
     rows = {}
     for budget in BUDGETS:
         key = f"{budget.query},{budget.document}"
-        start = time.perf_counter()
-        index.search(queries[:1], k=10, budget=budget)
-        first = time.perf_counter() - start
-        lone = []
-        for i in range(1, 4):
-            start = time.perf_counter()
-            index.search(queries[i : i + 1], k=10, budget=budget)
-            lone.append(time.perf_counter() - start)
+        first, *lone = lone_seconds(index, queries, budget)
         start = time.perf_counter()
         found = index.search(queries, k=10, budget=budget, arrays=True)
         batch = time.perf_counter() - start
@@ -146,17 +145,65 @@ def main() -> None:
         ndcg = evaluate_run(ranking, qrels, ["ndcg@10"])[0]["ndcg@10"]
         exact_ndcg = evaluate_run(exact_ranking, qrels, ["ndcg@10"])[0]["ndcg@10"]
         rows[key] = {"first_search_s": round(first, 3), "lone_query_s": round(statistics.median(lone), 3),
+                     f"lone_query_s_{segments}_segments": round(statistics.median(lone_segmented[key][1:]), 3),
                      f"batch_{len(queries)}_s": round(batch, 2), "recall@10_vs_exact_bf16": round(recall, 4),
                      "ndcg@10": round(100 * ndcg, 2), "exact_bf16_ndcg@10": round(100 * exact_ndcg, 2)}
         print(key, rows[key], flush=True)
     results = {"documents": total, "vectors": [stored, dim], "copies": args.copies, "noise": args.noise,
                "noise_kind": args.noise_kind,
                "subquantizers": index.manifest["pq"]["subquantizers"], "queries": len(queries), "model": data["model"],
-               "trained": data["trained"], "threads": torch.get_num_threads(), "build_seconds": round(build_seconds, 1),
-               "generate_seconds": round(generate_seconds, 1), "build_wall_seconds": round(wall_seconds, 1),
-               "disk_bytes": disk, "bf16_bytes_would_be": total * stored * dim * 2, "open_seconds": round(open_seconds, 3),
+               "trained": data["trained"], "threads": torch.get_num_threads(), **build,
+               "bf16_bytes_would_be": total * stored * dim * 2, "open_seconds": round(open_seconds, 3),
                "budgets": rows, "date": time.strftime("%Y-%m-%d")}
     write(results, args.out)
+
+
+BUILD_FIGURES = ("build_seconds", "segments_before_compaction", "compact_seconds", "generate_seconds",
+                 "build_wall_seconds", "disk_bytes")
+
+
+def build_index(documents: torch.Tensor, queries: torch.Tensor, base_ids: list[str],
+                args: argparse.Namespace) -> tuple[dict, dict]:
+    """Build the 1M pq index as a bulk load (merging off, one segment per add, then one compaction); its figures
+    (BUILD_FIGURES) and the lone-query seconds of each budget over the segments before compaction."""
+    stored, dim = documents.shape[1:]
+    shutil.rmtree(WORK, ignore_errors=True)
+    build_seconds = generate_seconds = 0.0  # building from vectors; making the synthetic variants is timed apart
+    start = time.perf_counter()
+    with MultiVectorIndex.create(WORK, dim, stored, dtype="pq", subquantizers=args.subquantizers) as index:
+        index.auto_merge = False  # a bulk load: one segment per add, then one compaction (each document rewritten once)
+        for copy in tqdm(range(args.copies), desc="building 1M pq", unit="chunk"):
+            ids = base_ids if copy == 0 else [f"{i}~{copy}" for i in base_ids]
+            made = time.perf_counter()
+            vectors = variant_chunk(documents, copy, args.noise, args.noise_kind)
+            added = time.perf_counter()
+            generate_seconds += added - made
+            index.add(ids, vectors)
+            build_seconds += time.perf_counter() - added
+        closing = time.perf_counter()
+    build_seconds += time.perf_counter() - closing
+    segments = len(index.manifest["segments"])
+    with MultiVectorIndex.open(WORK) as uncompacted:  # lone queries over one segment per add, before compaction
+        lone_segmented = {f"{b.query},{b.document}": lone_seconds(uncompacted, queries, b) for b in BUDGETS}
+    start_compact = time.perf_counter()
+    with MultiVectorIndex.open(WORK, mode="a") as writer:
+        writer.compact()
+    compact_seconds = time.perf_counter() - start_compact
+    wall_seconds = time.perf_counter() - start - sum(sum(v) for v in lone_segmented.values())
+    disk = int(subprocess.run(["du", "-sb", str(WORK)], capture_output=True, text=True).stdout.split()[0])
+    return {"build_seconds": round(build_seconds, 1), "segments_before_compaction": segments,
+            "compact_seconds": round(compact_seconds, 1), "generate_seconds": round(generate_seconds, 1),
+            "build_wall_seconds": round(wall_seconds, 1), "disk_bytes": disk}, lone_segmented
+
+
+def lone_seconds(index: MultiVectorIndex, queries: torch.Tensor, budget: Budget) -> list[float]:
+    """Seconds of the first search at ``budget`` (which checks the ranks it reads), then of three lone queries."""
+    times = []
+    for i in range(4):
+        start = time.perf_counter()
+        index.search(queries[i : i + 1], k=10, budget=budget)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def write(results: dict, name: str) -> None:
@@ -167,16 +214,23 @@ def write(results: dict, name: str) -> None:
              f"({results['copies']} variants of 10,000 real-encoded Debian descriptions, noise of norm {results['noise']} "
              f"{'shared by a document' if results.get('noise_kind', 'vector') == 'document' else 'per vector'}), "
              f"a bf16 anchor per document and {results['subquantizers']} code bytes per vector, {results['threads']} threads, {results['queries']} queries. "
-             f"Built from vectors in {results['build_seconds'] / 60:.1f} min"
+             f"Built from vectors in {(results['build_seconds'] + results.get('compact_seconds', 0)) / 60:.1f} min"
+             + (f" ({results['segments_before_compaction']} adds with merging off, one segment each, in "
+                f"{results['build_seconds'] / 60:.1f} min, then `compact()` into one segment in "
+                f"{results['compact_seconds'] / 60:.1f} min)" if "compact_seconds" in results else "")
              + (f" (making the synthetic variants took {results['generate_seconds'] / 60:.1f} min more, timed apart)"
                 if "generate_seconds" in results else "")
              + f"; {results['disk_bytes'] / 2**30:.2f} GiB on "
-             f"disk (bf16: {results['bf16_bytes_would_be'] / 2**30:.1f} GiB); opened in {results['open_seconds']:.2f} s.", "",
-             "| budget | first search s | lone query s | 100 queries s | recall@10 vs exact bf16 | nDCG@10 (exact bf16) |",
-             "|---|---|---|---|---|---|"]
+             f"disk (bf16: {results['bf16_bytes_would_be'] / 2**30:.1f} GiB); opened in {results['open_seconds']:.2f} s."
+             + (f" Build figures from the run of {results['build_reused_from']} (`--reuse-index`: the same index, "
+                "searched again)." if "build_reused_from" in results else ""), "",
+             f"| budget | first search s | lone query s | lone query s, {results.get('segments_before_compaction', '?')} "
+             "segments | 100 queries s | recall@10 vs exact bf16 | nDCG@10 (exact bf16) |",
+             "|---|---|---|---|---|---|---|"]
     for key, row in results["budgets"].items():
         batch = next(v for k, v in row.items() if k.startswith("batch_"))
-        lines.append(f"| ({key}) | {row['first_search_s']} | {row['lone_query_s']} | {batch} | "
+        segmented = next((v for k, v in row.items() if k.startswith("lone_query_s_")), "")
+        lines.append(f"| ({key}) | {row['first_search_s']} | {row['lone_query_s']} | {segmented} | {batch} | "
                      f"{row['recall@10_vs_exact_bf16']:.3f} | {row['ndcg@10']:.2f} ({row['exact_bf16_ndcg@10']:.2f}) |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -154,7 +154,8 @@ def compact_notes(results: dict[str, Any], width: int = TERMINAL_WIDTH) -> list[
     if paired:
         queries = next(iter(paired.values()))["queries"]
         notes.append(f"Δ: paired {headline} difference in points, 95% bootstrap interval over {queries} queries; noise: spans 0")
-    notes.append(f"ms/query: one query at a time, median of {_repeats(results, 'single')} timings (p90, batched: results.md)")
+    notes.append(f"ms/query: one query alone, bf16 index search, median of {_repeats(results, 'single')} "
+                 "(p90, batched: results.md)")
     load_note = _load_note(results)
     if load_note:
         notes.append(load_note[:width])
@@ -213,7 +214,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"- model: R_q={model['num_query_meta_tokens']}, R_c={model['num_document_meta_tokens']}, D={model['embedding_dim']}, fingerprint `{model['fingerprint'][:16]}`"
         + (f", backbone `{model['backbone']}`" if model.get("backbone") else ""),
         f"- headline metric: {results['headline']} (values in %); index bytes assume a bf16 index (r_c x D x 2)",
-        f"- latency: median / p90 ms per query over {_repeats(results, 'batched')} timed passes over all queries (batched) "
+        "- latency: searches through a bf16 MultiVectorIndex of the documents (an exact search, as `metaembed search` runs "
+        "it; the rankings above come from the evaluation's own fp32 scorer); "
+        f"median / p90 ms per query over {_repeats(results, 'batched')} timed passes over all queries (batched) "
         f"and {_repeats(results, 'single')} one-query searches (up to {settings.get('latency_queries', '?')} queries, each "
         f"{settings.get('latency_repeats', '?')} times); {settings.get('torch_threads', '?')} torch threads",
     ]

@@ -2,16 +2,17 @@
 
 Every query is scored against the whole corpus with :func:`metaembed.maxsim` on the budget's prefixes and
 ranked with :func:`metaembed.scoring.top_k` over a corpus in :func:`~metaembed.scoring.tie_order`, so equal
-scores rank by document id exactly as trec_eval does. Latency is measured over repeats and reported as median
-and p90, with the machine's load average at the time: a figure taken on a busy machine says so.
+scores rank by document id exactly as trec_eval does. Latency is the index's (:mod:`metaembed.evaluation.latency`:
+the same searches through a bf16 MultiVectorIndex of the task's documents), measured over repeats and reported as
+median and p90, with the machine's load average at the time: a figure taken on a busy machine says so.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,6 +29,7 @@ from metaembed.scoring import maxsim, tie_order, top_k
 
 if TYPE_CHECKING:
     from metaembed.evaluation.sweep import SweepSettings
+    from metaembed.index import MultiVectorIndex
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -69,19 +71,17 @@ def search(queries: torch.Tensor, documents: torch.Tensor, budget: Budget, k: in
     return torch.cat(values), torch.cat(columns)
 
 
-def single_query_timings(queries: torch.Tensor, documents: torch.Tensor, budget: Budget, k: int, settings: "SweepSettings") -> list[float]:
-    """Milliseconds of one-query searches: ``latency_queries`` queries, each ``latency_repeats`` times."""
-    count = min(settings.latency_queries, queries.shape[0])
-    if count == 0:
-        return []
-    search(queries[:1], documents, budget, k, settings)  # warm-up: first-call allocations are not search cost
-    timings = []
-    for _ in range(max(1, settings.latency_repeats)):
-        for index in range(count):
-            start = time.perf_counter()
-            search(queries[index : index + 1], documents, budget, k, settings)
-            timings.append((time.perf_counter() - start) * 1000.0)
-    return timings
+@contextmanager
+def timed_index(documents: torch.Tensor, document_budget: int, repeats: int) -> Iterator[MultiVectorIndex | None]:
+    """The index the timings go through (:func:`~metaembed.evaluation.latency.latency_index`), or None when no
+    latency is asked for (``latency_repeats`` = 0, as the training's dev evaluation asks)."""
+    if repeats == 0:
+        yield None
+        return
+    from metaembed.evaluation.latency import latency_index  # the index stack only when latency is asked for
+
+    with latency_index(documents, document_budget) as index:
+        yield index
 
 
 def evaluate_retrieval_task(model: Any, task: RetrievalTask, budgets: Sequence[Budget], settings: "SweepSettings",
@@ -130,22 +130,23 @@ def evaluate_retrieval_task(model: Any, task: RetrievalTask, budgets: Sequence[B
                encode_single_vector(baseline, [task.corpus[i] for i in document_ids], settings.batch_size, settings.progress))
         for name, baseline in baselines.items()
     }
-    repeats = max(1, settings.latency_repeats)
+    repeats = settings.latency_repeats
     chunks = -(-len(queries.ids) // settings.query_chunk)
-    bar = tqdm(total=(len(budgets) + len(baselines)) * repeats * chunks, desc=f"scoring {task.name}", unit="chunk",
+    bar = tqdm(total=(len(budgets) + len(baselines)) * chunks, desc=f"scoring {task.name}", unit="chunk",
                disable=not settings.progress)
     per_budget: dict[str, dict[str, Any]] = {}
     per_query: dict[str, dict[str, float]] = {}
 
-    def score(name: str, query_vectors: torch.Tensor, vectors: torch.Tensor, budget: Budget) -> dict[str, Any]:
+    def score(name: str, query_vectors: torch.Tensor, vectors: torch.Tensor, budget: Budget,
+              index: MultiVectorIndex | None) -> dict[str, Any]:
         bar.set_postfix_str(f"({name})" if name[0].isdigit() else name)
         load = load_average()
-        single = single_query_timings(query_vectors, vectors, budget, k, settings)
-        batched = []
-        for _ in range(repeats):  # the first pass gives the ranking; every pass is timed
-            start = time.perf_counter()
-            values, columns = search(query_vectors, vectors, budget, k, settings, bar.update)
-            batched.append((time.perf_counter() - start) * 1000.0 / len(queries.ids))
+        values, columns = search(query_vectors, vectors, budget, k, settings, bar.update)  # the ranking
+        single, batched = [], []
+        if index is not None:  # the timings: the same searches through the index
+            from metaembed.evaluation.latency import search_timings
+
+            single, batched = search_timings(index, query_vectors, budget, k, settings.latency_queries, repeats)
         run = {query_id: [document_ids[i] for i in row] for query_id, row in zip(queries.ids, columns.tolist())}
         means, by_query = evaluate_run(run, qrels, metrics)
         if writer is not None:
@@ -161,12 +162,14 @@ def evaluate_retrieval_task(model: Any, task: RetrievalTask, budgets: Sequence[B
             "load_average": load,
         }
 
-    for budget in budgets:
-        per_budget[str(budget)] = score(str(budget), queries.vectors, document_vectors, budget)
+    with timed_index(document_vectors, max(budget.document for budget in budgets), repeats) as index:
+        for budget in budgets:
+            per_budget[str(budget)] = score(str(budget), queries.vectors, document_vectors, budget, index)
     baseline_results: dict[str, dict[str, Any]] = {}
     for name, (baseline_queries, baseline_documents) in encoded_baselines.items():
-        baseline_results[name] = {**score(name, baseline_queries, baseline_documents, Budget(1, 1)),
-                                  "embedding_dim": int(baseline_documents.shape[-1])}
+        with timed_index(baseline_documents, 1, repeats) as index:
+            baseline_results[name] = {**score(name, baseline_queries, baseline_documents, Budget(1, 1), index),
+                                      "embedding_dim": int(baseline_documents.shape[-1])}
     bar.close()
     return {
         "kind": task.kind, "headline": task.headline, "source": task.source,

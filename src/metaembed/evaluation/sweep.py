@@ -54,7 +54,8 @@ class SweepSettings:
     latency_queries: int = 16
     """Queries timed one at a time (each ``latency_repeats`` times) for the single-query latency."""
     latency_repeats: int = 3
-    """Timed passes over all queries for the batched latency (the first also gives the ranking)."""
+    """Timed passes over all queries for the batched latency; retrieval tasks time searches through a bf16
+    MultiVectorIndex of their documents (:mod:`metaembed.evaluation.latency`); 0: no latency (no index built)."""
     progress: bool = True
     baselines: dict[str, Any] = field(default_factory=dict)
     """Name -> a single-vector model with sentence-transformers' ``encode`` (text tasks only), scored beside the budgets."""

@@ -19,6 +19,7 @@ from metaembed.index.corpus import CorpusRecord, read_corpus
 from metaembed.index.embedded import MultiVectorIndex
 from metaembed.index.errors import IndexSettingsError
 from metaembed.index.provenance import MODEL_PROPERTY, local_or_as_given, recorded_model
+from metaembed.index.merging import AUTO_MERGE_MAX_BYTES
 from metaembed.index.segment import STORAGE_DTYPES
 
 if TYPE_CHECKING:
@@ -152,11 +153,20 @@ def _build(model: Any, records: list[CorpusRecord], out: Path, settings: dict[st
                 writer.commit_segments(staged)  # every process's segments become visible in one commit
             for file in staging.glob("rank-*.jsonl") if staging.is_dir() else []:
                 file.unlink()
+            finish_merging(writer)
         return BuiltIndex(out, settings[MODEL_PROPERTY], len(writer if writer is not None else index), len(done),
                           len(mine), r_c, index.dim, index.dtype, index.bytes_per_document(), dist.rank)
     finally:
         if writer is not None:
             writer.close()  # an exception must not leave the lock held in this process
+
+
+def finish_merging(index: MultiVectorIndex) -> None:
+    """At the end of a build, merge its segments into one when the whole index is within what the automatic policy
+    merges (AUTO_MERGE_MAX_BYTES: a rewrite of seconds, needing that much free disk); a larger index keeps its
+    tiered segments (``metaembed compact`` merges them when wanted)."""
+    if index.stored_bytes() <= AUTO_MERGE_MAX_BYTES:
+        index.compact()
 
 
 def _add_chunk(model: Any, records: list[CorpusRecord], positions: list[int], index: MultiVectorIndex, r_c: int,

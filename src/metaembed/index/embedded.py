@@ -18,7 +18,7 @@ leaves the last committed state, and an ``add`` that returned is never lost. Re-
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch import Tensor
 
 from metaembed.budgets import Budget, is_auto, parse_budget_or_auto
 from metaembed.index.calibration import CASCADE_CANDIDATES_PROPERTY
-from metaembed.index.errors import MissingIdsError
+from metaembed.index.errors import CorruptIndexError, MissingIdsError
 from metaembed.index.files import WriterLock
 from metaembed.index.hnsw import FirstVectorGraph, hnsw_candidates
 from metaembed.index.manifest import (CODEBOOK, MANIFEST, create_manifest_locked, new_manifest, read_manifest,
@@ -40,6 +40,18 @@ from metaembed.index.codebook import check_subquantizers, default_subquantizers
 from metaembed.index.segment import STORAGE_DTYPES, Segment, Storage, read_codebook
 from metaembed.index.validation import check_positive_int, check_properties, check_query_budget, parse_query_vectors
 from metaembed.index.writing import SEGMENTS, IndexWriting
+
+
+def _opened_current(load: Callable[[dict[str, Any]], Any], path: Path, attempts: int = 5) -> Any:
+    """``load(manifest)`` of the index's current manifest; when a segment it names has gone meanwhile (a writer
+    merged it away and committed a newer manifest), again with the newer one."""
+    for attempt in range(attempts):
+        manifest = read_manifest(path)
+        try:
+            return load(manifest)
+        except CorruptIndexError:
+            if attempt == attempts - 1 or read_manifest(path)["generation"] == manifest["generation"]:
+                raise
 
 
 class MultiVectorIndex(IndexWriting):
@@ -118,7 +130,7 @@ class MultiVectorIndex(IndexWriting):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
         if mode == "r":
-            return cls(path, read_manifest(path), mode, verify, threads=threads)
+            return _opened_current(lambda manifest: cls(path, manifest, mode, verify, threads=threads), path)
         lock, manifest = read_manifest_locked(path)
         return cls(path, manifest, mode, verify, lock=lock, threads=threads)
 
@@ -127,20 +139,23 @@ class MultiVectorIndex(IndexWriting):
         return (Path(path) / MANIFEST).is_file()
 
     def _load(self, manifest: dict[str, Any]) -> None:
+        """Take ``manifest`` as the index's state; its segments are opened first, so a failure changes nothing."""
+        storage = self._storage_of(manifest)
+        segments_dir = self.path / SEGMENTS
+        # segments never change once written: keep those already open (and what of them is already checked)
+        opened = {segment.record["name"]: segment for segment in getattr(self, "_segments", [])}
+        segments = [
+            opened[record["name"]] if record["name"] in opened and opened[record["name"]].record == record
+            else Segment.open(segments_dir / record["name"], record, manifest["dim"], manifest["max_document_vectors"],
+                              storage, self._verify)
+            for record in manifest["segments"]
+        ]
         self.manifest = manifest
         self.dim: int = manifest["dim"]
         self.max_document_vectors: int = manifest["max_document_vectors"]
         self.dtype: str = manifest["dtype"]
-        self._storage = self._storage_of(manifest)
-        segments_dir = self.path / SEGMENTS
-        # segments never change once written: keep those already open (and what of them is already checked)
-        opened = {segment.record["name"]: segment for segment in getattr(self, "_segments", [])}
-        self._segments = [
-            opened[record["name"]] if record["name"] in opened and opened[record["name"]].record == record
-            else Segment.open(segments_dir / record["name"], record, self.dim, self.max_document_vectors,
-                              self._storage, self._verify)
-            for record in manifest["segments"]
-        ]
+        self._storage = storage
+        self._segments = segments
         self._live: list[Tensor] = []
         self._where: dict[str, tuple[int, int]] = {}
         for s, segment in enumerate(self._segments):
@@ -181,10 +196,9 @@ class MultiVectorIndex(IndexWriting):
 
     def refresh(self) -> bool:
         """Reload the manifest if a writer committed since; returns whether anything changed."""
-        manifest = read_manifest(self.path)
-        if manifest["generation"] == self.manifest["generation"]:
+        if read_manifest(self.path)["generation"] == self.manifest["generation"]:
             return False
-        self._load(manifest)
+        _opened_current(self._load, self.path)
         return True
 
     def close(self) -> None:
@@ -224,7 +238,14 @@ class MultiVectorIndex(IndexWriting):
         return searching_threads(self._threads)
 
     def ids_of(self, keys: Any) -> list[list[str | None]]:
-        """String ids of a (n_queries, k) array of document keys (as :class:`SearchArrays` returns), None for key -1."""
+        """String ids of a :class:`SearchArrays`' keys, or of a (n_queries, k) array of document keys, None for key
+        -1. Keys hold for the index's state the search ran on: a merge renumbers them, so keys from a
+        :class:`SearchArrays` of an earlier state (another ``generation``) are refused rather than misread."""
+        if isinstance(keys, SearchArrays):
+            if keys.generation is not None and keys.generation != self.manifest["generation"]:
+                raise ValueError(f"these keys come from index state {keys.generation}, and the index has committed "
+                                 f"state {self.manifest['generation']} since (a merge renumbers keys): search again")
+            keys = keys.keys
         return ids_of_keys(self._segments, self._offsets, keys)
 
     def key_of(self, id_: str) -> int:
@@ -249,9 +270,11 @@ class MultiVectorIndex(IndexWriting):
 
     def bytes_per_document(self) -> float:
         """Bytes on disk per stored document (vectors, scales, ids and metadata)."""
-        total = sum(f["bytes"] for seg in self._segments for f in seg.record["files"].values())
-        stored = sum(seg.count for seg in self._segments)
-        return total / max(1, stored)
+        return self.stored_bytes() / max(1, sum(seg.count for seg in self._segments))
+
+    def stored_bytes(self) -> int:
+        """Bytes of every file of the index's segments (deleted documents' included until a merge drops them)."""
+        return sum(f["bytes"] for seg in self._segments for f in seg.record["files"].values())
 
     def scored_bytes_per_document(self, document_budget: int | None = None) -> int:
         """Bytes of vector data a search at ``document_budget`` (default: all stored) reads per document: 2 D per
@@ -454,4 +477,7 @@ class MultiVectorIndex(IndexWriting):
     def _results(self, scores: Tensor, keys: Tensor, budgets: Sequence[Budget] | None = None,
                  costs: Sequence[int] | None = None, arrays: bool = False, k: int = 0) -> list[SearchResult] | SearchArrays:
         """Ranked (n_q, <= k) scores and keys as per-query results (ids and metadata), or as :class:`SearchArrays`."""
-        return ranked_results(self._segments, self._offsets, scores, keys, budgets, costs, arrays, k)
+        found = ranked_results(self._segments, self._offsets, scores, keys, budgets, costs, arrays, k)
+        if isinstance(found, SearchArrays):
+            found.generation = self.manifest["generation"]
+        return found

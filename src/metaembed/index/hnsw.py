@@ -26,6 +26,8 @@ from metaembed.index.segment import Segment
 GRAPH_FOLDER = "hnsw"
 DEFAULT_SETTINGS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 256}
 """usearch's HNSW settings when none are given: M, ef_construction, ef_search."""
+_RENAMING = np.uint64(1 << 62)
+"""Added to keys while they are renamed (document keys stay far below it)."""
 
 
 def new_graph(dim: int, settings: dict[str, int]) -> Any:
@@ -57,6 +59,15 @@ def remove_keys(graph: Any, keys: Sequence[int]) -> None:
     present = [key for key in keys if key in graph]
     if present:
         graph.remove(np.asarray(present, dtype=np.uint64))
+
+
+def rename_keys(graph: Any, old: Sequence[int], new: Sequence[int]) -> None:
+    """Give the documents under keys ``old`` the keys ``new`` (which may overlap ``old``): through keys above any
+    index key first, so no rename lands on a key still in use."""
+    if len(old):
+        old, new = np.asarray(old, dtype=np.uint64), np.asarray(new, dtype=np.uint64)
+        graph.rename(old, old + _RENAMING)
+        graph.rename(old + _RENAMING, new)
 
 
 def save_graph(graph: Any, index_folder: Path, settings: dict[str, int]) -> dict[str, Any]:
@@ -142,13 +153,17 @@ class FirstVectorGraph:
         return graph, saved
 
     def update_for_commit(self, old: dict[str, Any], new: dict[str, Any],
-                          open_segment: Callable[[dict[str, Any]], Segment]) -> None:
+                          open_segment: Callable[[dict[str, Any]], Segment],
+                          merged: tuple[str | None, tuple[Any, Any]] | None = None) -> None:
         """Before ``new`` replaces ``old``: if ``old`` names a saved graph and ``new`` still does, add the first
-        vectors of new segments' live rows, remove newly deleted keys, save it as a new file and name that in ``new``."""
+        vectors of new segments' live rows, remove newly deleted keys, save it as a new file and name that in ``new``.
+        ``merged`` = (name of the segment a merge wrote, (old keys, new keys)): its documents are in the graph
+        already, under keys that are renamed."""
         record = old.get("hnsw")
         if not record or new.get("hnsw") != record:
             return
-        known = {segment["name"] for segment in old["segments"]}
+        merged_name, (renamed_from, renamed_to) = merged or (None, ((), ()))
+        known = {segment["name"] for segment in old["segments"]} | {merged_name}
         additions, removals, offset = [], [], 0
         for segment in new["segments"]:
             deleted = set(new["deleted"].get(segment["name"], []))
@@ -157,10 +172,11 @@ class FirstVectorGraph:
             else:
                 additions.append((segment, [row for row in range(segment["count"]) if row not in deleted], offset))
             offset += segment["count"]
-        if not additions and not removals:
+        if not additions and not removals and not len(renamed_from):
             return
         graph = self._cached[1] if self._cached and self._cached[0] == record["file"] else load_graph(self.folder, record, view=False)
         self._cached = None  # changed in place below: only a committed state may be cached
+        rename_keys(graph, renamed_from, renamed_to)
         for segment, rows, offset in additions:
             add_first_vectors(graph, open_segment(segment), torch.tensor(rows, dtype=torch.long), offset)
         remove_keys(graph, removals)

@@ -3,7 +3,6 @@ a small segment's ranks in a few large matmuls) and the tasks that share a searc
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,10 @@ _RUNNING_MAX_ELEMENTS = 1 << 22
 """Documents per block are chosen so the running (query vectors x documents) maximum holds ~4M values (8 MB in
 bf16): large enough for full-speed matmuls (0.67 of the bf16 peak for 1,600 query vectors on one thread against
 0.47 at 1M values), small enough to stay in the last-level cache."""
+_CODE_BLOCK_DOCUMENTS = 1 << 14
+"""Documents per block of pq codes at most: a block's codes become int32 lookup rows (~3 MB at 48 bytes a vector) and
+its lookup-table sums stay in cache (1M documents in one segment, a lone query: 0.38 -> 0.18 s at (1,1), 6.0 -> 4.4 s
+at (16,64) against blocks of 125,000; 8,192 was slower again)."""
 _RANK_GROUPS_MAX_QUERY_VECTORS = 64
 """Up to this many query vectors a matmul against stored vectors is memory-bound (~64 FLOP per byte read, below a
 bf16 AMX core's ~100), so a segment's ranks are scored in large groups, which stream memory faster."""
@@ -41,9 +44,10 @@ A part of a segment is read one rank at a time (~7.5 GB/s on one core, against ~
 few matmuls), so cutting a smaller search in parts costs more than a second thread gains."""
 
 
-def block_documents(n_query_vectors: int) -> int:
-    """How many documents to score per block."""
-    return max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
+def block_documents(n_query_vectors: int, plain_vectors: bool = True) -> int:
+    """How many documents to score per block (fewer for pq codes: _CODE_BLOCK_DOCUMENTS)."""
+    block = max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
+    return block if plain_vectors else min(block, _CODE_BLOCK_DOCUMENTS)
 
 
 def scores_from_maxima(segment: Segment, maxima: Tensor, queries: Tensor | PreparedQueries, shape: tuple[int, int],
@@ -153,7 +157,7 @@ def worth_threads(counts: Sequence[int], r_c: int, n_query_vectors: int, dim: in
 class SearchTask:
     """Documents ``start:stop`` of segment ``segment`` (whose first key is ``offset``) over document vectors
     ``ranks`` = (first, stop). When a whole segment's ranks are shared among ``parts`` tasks, each part's maxima are
-    joined with the others' before the segment is scored."""
+    joined with the others' (by the search's calling thread) before the segment is scored."""
 
     segment: int
     start: int
@@ -172,7 +176,8 @@ def search_tasks(segments: Sequence[Segment], r_c: int, n_query_vectors: int, di
     counts = [segment.count for segment in segments]
     threads = worth_threads(counts, r_c, n_query_vectors, dim, threads)
     by_ranks = [threads > 1 and r_c > 1 and groups_ranks(segment, n_query_vectors) for segment in segments]
-    chunks = document_chunks(counts, block_documents(n_query_vectors), threads,
+    plain = all(segment.stores_plain_vectors for segment in segments)
+    chunks = document_chunks(counts, block_documents(n_query_vectors, plain), threads,
                              macs_per_document=n_query_vectors * r_c * dim, vectors_per_document=r_c,
                              keep_whole=by_ranks)
     share = max(_MIN_RANK_TASK_VECTORS, sum(counts) * r_c // max(1, threads * _RANK_TASKS_PER_THREAD))
@@ -182,21 +187,3 @@ def search_tasks(segments: Sequence[Segment], r_c: int, n_query_vectors: int, di
         bounds = [r_c * part // parts for part in range(parts + 1)]
         tasks.extend(SearchTask(s, start, stop, offset, (first, last), parts) for first, last in zip(bounds, bounds[1:]))
     return tasks
-
-
-class RankParts:
-    """Collects the per-part maxima of segments shared by their ranks; the worker that brings a segment's last part
-    gets the segment's maxima."""
-
-    def __init__(self) -> None:
-        self._parts: dict[int, list[Tensor]] = {}
-        self._lock = threading.Lock()
-
-    def join(self, segment: int, maxima: Tensor, parts: int) -> Tensor | None:
-        with self._lock:
-            collected = self._parts.setdefault(segment, [])
-            collected.append(maxima)
-            if len(collected) < parts:
-                return None
-            del self._parts[segment]
-        return max_over_ranks(collected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
-from metaembed.index.scan import (RankParts, SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks,
-                                  worth_threads)
+from metaembed.index.scan import max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
 from metaembed.index.segment import Segment
+from metaembed.index.taskboard import TaskBoard, run_as_caller, run_helper
 from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
 
 _PENDING_SCORES = 1 << 20
@@ -51,9 +51,9 @@ class SearchResult:
 class SearchArrays:
     """The top-k of a batch of queries as arrays, best first, for callers that want no per-query objects.
 
-    ``keys`` are the index's integer document keys (stable while the index lives: segments are only appended;
-    ``MultiVectorIndex.ids_of`` / ``key_of`` translate them); rows with fewer than k documents end in key -1
-    and score -inf."""
+    ``keys`` are the index's integer document keys for the state the search ran on (``generation``: a writer's
+    merge of segments renumbers them; ``MultiVectorIndex.ids_of`` / ``key_of`` translate them); rows with fewer
+    than k documents end in key -1 and score -inf."""
 
     scores: np.ndarray
     """(n_q, k) float32 MaxSim scores."""
@@ -63,6 +63,8 @@ class SearchArrays:
     """The (r_q, r_c) each query was scored at."""
     costs: list[int] | None = None
     """Dot products spent per query (None if unknown: HNSW)."""
+    generation: int | None = None
+    """The committed index state (manifest generation) the keys belong to."""
 
 
 def default_compute_dtype(storage_dtype: torch.dtype) -> torch.dtype:
@@ -98,55 +100,62 @@ def exact_search(
 ) -> tuple[Tensor, Tensor]:
     """Top-k (scores, keys) of every query over every live document, keys = segment offset + row.
 
-    With ``threads`` > 1 the document blocks go to that many single-threaded workers (the caller and threads - 1
-    helpers), each pulling the next block when done with its own: a few large tasks instead of many small parallel
-    ones, so a thread whose core is busy elsewhere holds up only the block it has (2 threads on a loaded machine
-    are not slower than 1)."""
+    With ``threads`` > 1 the search's tasks (:func:`~metaembed.index.scan.search_tasks`) go to that many
+    single-threaded workers, the caller and threads - 1 helpers, each taking the next task when done with its own;
+    when none is left the caller runs again any task still in a helper's hands and keeps the first result
+    (:mod:`metaembed.index.taskboard`), so a helper whose core is busy elsewhere never holds the search up: 2 threads
+    on a loaded machine are not slower than 1. The caller joins the parts of segments shared by their ranks and
+    merges every result into the top-k."""
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None
     threads = worth_threads([segment.count for segment in segments], r_c, n_q * r_q, queries.shape[-1], threads)
     tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], threads)
-    rank_parts = RankParts()
     deleted = [None if bool(alive.all()) else ~alive for alive in live]  # most segments have no deletions
     merge_every = max(k, _PENDING_SCORES // max(1, n_q))
 
-    def scan(pending: Iterator[SearchTask]) -> tuple[Tensor, Tensor]:
-        """Score tasks as they come; merge them into the top-k only when ~_PENDING_SCORES are waiting (once, for
-        a lone query over a small index), so small blocks do not each pay for a top-k and two concatenations."""
-        best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
-        waiting: list[tuple[Tensor, Tensor]] = []
-        columns = 0
-        for task in pending:
-            s, start, stop, offset = task.segment, task.start, task.stop, task.offset
-            maxima = max_over_ranks(rank_maxima(segments[s], prepared, n_q * r_q, start, stop, task.ranks))
+    def run(number: int) -> Tensor:
+        """A task's maxima over its documents' vectors (any thread)."""
+        task = tasks[number]
+        return max_over_ranks(rank_maxima(segments[task.segment], prepared, n_q * r_q, task.start, task.stop, task.ranks))
+
+    parts: dict[int, list[Tensor]] = {}
+    best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
+    waiting: list[tuple[Tensor, Tensor]] = []
+    columns = 0
+
+    def consume(results: Sequence[tuple[int, Tensor]]) -> None:
+        """Score finished tasks (a segment shared by its ranks once all its parts are in) and merge them into the
+        top-k only when ~_PENDING_SCORES are waiting, so small blocks do not each pay for a top-k."""
+        nonlocal best, waiting, columns
+        for number, maxima in results:
+            task = tasks[number]
             if task.parts > 1:
-                maxima = rank_parts.join(s, maxima, task.parts)
-                if maxima is None:  # the segment's other parts are not all scored yet
+                collected = parts.setdefault(task.segment, [])
+                collected.append(maxima)
+                if len(collected) < task.parts:
                     continue
+                maxima = max_over_ranks(collected)
+            s, start, stop = task.segment, task.start, task.stop
             scores = scores_from_maxima(segments[s], maxima, prepared, (n_q, r_q), start, stop)
             if normalize_by_query:
                 scores /= totals
             if deleted[s] is not None:
                 scores.masked_fill_(deleted[s][start:stop], float("-inf"))
-            waiting.append((scores, torch.arange(offset + start, offset + stop)))
+            waiting.append((scores, torch.arange(task.offset + start, task.offset + stop)))
             columns += stop - start
             if columns >= merge_every:
                 best = merge_top_k(best, *_joined(waiting), k)
                 waiting, columns = [], 0
-        return merge_top_k(best, *_joined(waiting), k) if waiting else best
 
-    if threads <= 1 or len(tasks) <= 1:  # too little work to share: one thread, no parallel regions to wait on
-        with torch_threads(1):
-            return scan(iter(tasks))
-    pending = _SharedIterator(tasks)
-    helpers = [search_pool(threads - 1).submit(scan, pending) for _ in range(threads - 1)]
+    board = TaskBoard(len(tasks))
     with torch_threads(1):  # the calling thread is the first worker
-        best = scan(pending)
-    for helper in helpers:
-        if not helper.cancel():  # a helper that never started (its pool busy with another search) has nothing
-            best = merge_top_k(best, *helper.result(), k)
-    return best
+        if threads > 1 and len(tasks) > 1:
+            pool = search_pool(threads - 1)
+            for _ in range(threads - 1):
+                pool.submit(run_helper, board, run)
+        run_as_caller(board, run, consume)
+        return merge_top_k(best, *_joined(waiting), k) if waiting else best
 
 
 def _joined(blocks: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -154,21 +163,6 @@ def _joined(blocks: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     if len(blocks) == 1:
         return blocks[0]
     return torch.cat([scores for scores, _ in blocks], dim=1), torch.cat([keys for _, keys in blocks])
-
-
-class _SharedIterator:
-    """An iterator several threads pull from, each item handed out once."""
-
-    def __init__(self, items: Sequence[Any]) -> None:
-        self._items = iter(items)
-        self._lock = threading.Lock()
-
-    def __iter__(self) -> "_SharedIterator":
-        return self
-
-    def __next__(self) -> Any:
-        with self._lock:
-            return next(self._items)
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from metaembed.index.errors import CorruptIndexError, MissingIdsError
 from metaembed.index.codebook import ProductCodebook, anchored_residuals
+from metaembed.index.merging import live_bytes, renamed_keys, tail_to_merge, write_merged_segment
 from metaembed.index.manifest import CODEBOOK, manifest_segment_files, segment_record_problem, write_manifest
 from metaembed.index.segment import Segment, Storage, write_codebook, write_segment
 from metaembed.index.validation import check_properties, validate_documents
@@ -39,6 +41,11 @@ class IndexWriting:
     _graph: FirstVectorGraph
     _segments: list[Segment]
     _where: dict[str, tuple[int, int]]
+
+    auto_merge: bool = True
+    """Whether commits that add segments merge small ones by the tiered policy (:mod:`metaembed.index.merging`).
+    A bulk load may turn it off and :meth:`compact` once at the end: each document is then rewritten once, not
+    once per tier."""
 
     def _open_segment(self, record: dict[str, Any], verify: bool = False, storage: Storage | None = None) -> Segment:
         """A committed or staged segment of this index, opened for reading."""
@@ -112,6 +119,48 @@ class IndexWriting:
                 where[id_] = (segment_index, row)
             manifest["segments"].append(record)
         self._commit(manifest)
+        self._merge_by_policy()
+
+    def compact(self) -> int:
+        """Merge every segment into one, dropping deleted documents (their bytes are freed), in one atomic commit;
+        returns how many segments were merged (0: nothing to do). Searches then read one large segment instead of
+        many small ones. Every stored byte is checked first; the documents' keys change (their ids do not)."""
+        self._require_writer()
+        if not self._segments or (len(self._segments) == 1 and bool(self._live[0].all())):
+            return 0
+        merged = len(self._segments)
+        self._merge_tail(0)
+        return merged
+
+    def _merge_by_policy(self) -> None:
+        """Merge trailing segments while the tiered policy asks for it (:func:`~metaembed.index.merging.tail_to_merge`).
+        The commit before is done: a merge that fails (a full disk, a damaged source) is a warning, not a failed add."""
+        if not self.auto_merge:
+            return
+        try:
+            while run := tail_to_merge([live_bytes(segment, alive) for segment, alive in zip(self._segments, self._live)]):
+                self._merge_tail(len(self._segments) - run)
+        except Exception as error:  # noqa: BLE001 - the documents are committed; merging can wait for compact()
+            warnings.warn(f"index {self.path}: merging small segments failed, they stay as they are ({error})",
+                          RuntimeWarning, stacklevel=3)
+
+    def _merge_tail(self, first: int) -> None:
+        """Replace segments ``first:`` with one segment of their live documents in one commit, then remove their
+        folders (a reader that opened them keeps its memory maps; one opening meanwhile retries with the new
+        manifest)."""
+        merged = self._segments[first:]
+        record = write_merged_segment(self.path / SEGMENTS, merged, self._live[first:])
+        manifest = copy.deepcopy(self.manifest)
+        names = [segment["name"] for segment in manifest["segments"][first:]]
+        manifest["segments"][first:] = [record] if record is not None else []
+        for name in names:
+            manifest["deleted"].pop(name, None)
+        renamed = renamed_keys([segment.count for segment in self._segments], self._live, first)
+        # a failure from here leaves the new folder as an orphan (remove_orphan_segments sweeps it): whether the
+        # manifest on disk already names it is not known here, so it is not deleted
+        self._commit(manifest, merged=(record["name"] if record else None, renamed))
+        for name in names:
+            shutil.rmtree(self.path / SEGMENTS / name, ignore_errors=True)
 
     def remove_orphan_segments(self, keep: Iterable[str] = ()) -> list[str]:
         """Delete segment folders no manifest names (left by a crash mid-add), except ``keep``; returns their names."""
@@ -135,14 +184,15 @@ class IndexWriting:
             manifest["deleted"].setdefault(self._segments[s].record["name"], []).append(row)
         self._commit(manifest)
 
-    def _commit(self, manifest: dict[str, Any]) -> None:
-        """Seal and write ``manifest`` atomically (the saved HNSW graph brought in line first), then load it."""
+    def _commit(self, manifest: dict[str, Any], merged: tuple[str | None, tuple[Any, Any]] | None = None) -> None:
+        """Seal and write ``manifest`` atomically (the saved HNSW graph brought in line first), then load it.
+        ``merged``: the segment a merge wrote (None if none was live) and its (old keys, new keys)."""
         manifest["generation"] += 1
         manifest["updated"] = time.time()
         for name in manifest["deleted"]:
             manifest["deleted"][name] = sorted(set(manifest["deleted"][name]))
         previous = self.manifest
-        self._graph.update_for_commit(previous, manifest, self._open_segment)
+        self._graph.update_for_commit(previous, manifest, self._open_segment, merged)
         write_manifest(self.path, manifest)
         self._load(manifest)
         self._graph.committed(previous.get("hnsw"), manifest.get("hnsw"))

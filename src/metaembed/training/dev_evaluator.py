@@ -54,7 +54,7 @@ class BudgetSweepEvaluator(BaseEvaluator):
         headlines = {task.headline for task in self.tasks}
         self.headline = headlines.pop() if len(headlines) == 1 else "ndcg@10"
         self.settings = SweepSettings(metrics=tuple(dict.fromkeys([*metrics, self.headline])), batch_size=batch_size,
-                                      use_cache=False, progress=False, latency_queries=0, latency_repeats=1,
+                                      use_cache=False, progress=False, latency_queries=0, latency_repeats=0,
                                       bootstrap_resamples=200)
         self.primary_metric = metric_key(self.headline, max(self.budgets, key=lambda b: (b.query * b.document, b.query)))
         self.last_results: dict[str, Any] | None = None

@@ -243,6 +243,24 @@ def test_latency_is_timed_through_the_index_and_only_when_asked(model, tmp_path,
     assert quiet["budgets"]["1,1"]["overall"] == results["budgets"]["1,1"]["overall"]  # the same ranking
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # e.g. an empty latency legend on the plot
+def test_eval_without_latency_writes_no_index(model_dir, tmp_path, monkeypatch):
+    import metaembed.evaluation.latency as latency
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a latency index was built with --latency-repeats 0")
+
+    monkeypatch.setattr(latency, "latency_index", refused)
+    data = write_beir(tmp_path / "set")
+    result = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "o", "--no-cache",
+                    "--budget", "1,1", "--no-baseline", "--latency-repeats", 0)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in table_lines(result.stdout) if line.startswith("(1,1)"))
+    assert row.split()[-1] == "—"  # no latency figure
+    bad = invoke("eval", "--model", model_dir, "--data", data, "--out", tmp_path / "p", "--latency-repeats", -1)
+    assert bad.exit_code == 2 and "--latency-repeats: must be 0 (no latency) or more, got -1" in bad.output
+
+
 def test_encoding_cache_is_shown_listed_and_cleared(model_dir, tmp_path):
     cache_dir = tmp_path / "cache"
     data = write_beir(tmp_path / "set")

@@ -131,7 +131,10 @@ def budget_curve_figure(results: dict[str, Any]) -> Any:
     machine = results.get("machine") or {}
     load = (machine.get("load_average_start") or [None])[0]
     latency_axis.set_title("search latency" + (f" (load {load:.1f} on {machine.get('cpu_count')} CPUs)" if load is not None else ""), fontsize=10)
-    latency_axis.legend(fontsize=7, loc="best")
+    if latency_axis.get_legend_handles_labels()[0]:
+        latency_axis.legend(fontsize=7, loc="best")
+    else:  # evaluated without timings (--latency-repeats 0)
+        latency_axis.text(0.5, 0.5, "not measured", transform=latency_axis.transAxes, ha="center", va="center")
 
     for axis in (quality_axis, bytes_axis, latency_axis):
         axis.set_xticks(positions, labels)

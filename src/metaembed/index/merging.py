@@ -116,12 +116,12 @@ def _write_rows(path: Path, arrays: Sequence[Tensor], rows: Sequence[Tensor], ra
     return rank_bytes or None
 
 
-def renamed_keys(counts: Sequence[int], live: Sequence[Tensor], first: int) -> tuple[np.ndarray, np.ndarray]:
-    """(old keys, new keys) of the live documents of segments ``first:`` when they are merged into one segment at
-    the same place: the keys of earlier segments stay; only keys that change are listed."""
-    start = int(sum(counts[:first]))
+def renamed_keys(offsets: Tensor, live: Sequence[Tensor], first: int) -> tuple[np.ndarray, np.ndarray]:
+    """(old keys, new keys) of the live documents of segments ``first:`` (first keys ``offsets``) when they are
+    merged into one segment at the same place: the keys of earlier segments stay; only keys that change are listed."""
     old = np.concatenate([np.zeros(0, dtype=np.int64)] + [
-        torch.nonzero(alive).flatten().numpy() + int(sum(counts[:s])) for s, alive in enumerate(live) if s >= first])
+        torch.nonzero(live[s]).flatten().numpy() + int(offsets[s]) for s in range(first, len(live))])
+    start = int(offsets[first]) if first < len(offsets) else 0
     new = np.arange(start, start + len(old), dtype=np.int64)
     moved = old != new
     return old[moved], new[moved]

@@ -41,6 +41,8 @@ class IndexWriting:
     _graph: FirstVectorGraph
     _segments: list[Segment]
     _where: dict[str, tuple[int, int]]
+    _live: list[Tensor]
+    _offsets: Tensor
 
     auto_merge: bool = True
     """Whether commits that add segments merge small ones by the tiered policy (:mod:`metaembed.index.merging`).
@@ -155,7 +157,7 @@ class IndexWriting:
         manifest["segments"][first:] = [record] if record is not None else []
         for name in names:
             manifest["deleted"].pop(name, None)
-        renamed = renamed_keys([segment.count for segment in self._segments], self._live, first)
+        renamed = renamed_keys(self._offsets, self._live, first)
         # a failure from here leaves the new folder as an orphan (remove_orphan_segments sweeps it): whether the
         # manifest on disk already names it is not known here, so it is not deleted
         self._commit(manifest, merged=(record["name"] if record else None, renamed))

@@ -229,6 +229,11 @@ def test_query_check_is_exact_in_the_stored_dtype(index, bad):
         index.search(queries, k=3)
     queries[1, 2, 5] = 3.3e38  # finite in bf16 too: accepted (the score is huge, not an error)
     assert len(index.search(queries, k=3)) == 2
+    queries[1, 2, 5] = 3.3961e38  # above bf16's largest finite value, but rounds down to it: accepted
+    assert len(index.search(queries, k=3)) == 2
+    queries[1, 2, 5] = 3.3963e38  # rounds up to infinity in bf16
+    with pytest.raises(ValueError, match="NaN or infinite values \\(in bfloat16\\)"):
+        index.search(queries, k=3)
 
 
 def test_a_search_runs_its_own_torch_work_on_one_thread(index, monkeypatch):

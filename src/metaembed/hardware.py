@@ -44,3 +44,18 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def torch_threads_exactly(threads: int) -> Iterator[None]:
+    """Run torch on exactly ``threads`` threads in the calling thread for the block (raising the count too, unlike
+    :func:`torch_threads`)."""
+    before = torch.get_num_threads()
+    if threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

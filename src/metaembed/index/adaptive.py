@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from metaembed.budgets import PAPER_BUDGETS, Budget, clip_budgets
-from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search, ranked_by_id_on_ties,
+from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, exact_search, ranked_by_id_on_ties,
                                      rerank)
 from metaembed.index.validation import check_positive_int, parse_query_vectors
 from metaembed.scoring import query_prefix_weights
@@ -84,7 +84,7 @@ def climb(index: "MultiVectorIndex", queries: Tensor, ladder: Sequence[Budget], 
 
     ``margin=inf`` takes every query to the last rung (a cascade at the max budget)."""
     first = ladder[0]
-    scores, keys = exact_search(index._segments, index._live, queries[:, : first.query], first.document, candidates,
+    scores, keys = exact_search(index._segments, index._deleted, queries[:, : first.query], first.document, candidates,
                                 compute_dtype, threads=index.search_threads())
     keys = keys.masked_fill(torch.isinf(scores), -1)  # fewer live documents than candidates: deleted rows are no candidates
     n_candidates = (keys >= 0).sum(dim=1)
@@ -155,7 +155,7 @@ def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, m
     used = [rungs[j] for j in outcome.rung.tolist()]
     # Equal scores rank by document id, as exact search and `metaembed eval` rank them.
     scores, keys = ranked_by_id_on_ties(lambda width: (outcome.scores, outcome.keys), k, outcome.scores.shape[1],
-                                        lambda key: document_id(index._segments, index._offsets, key))
+                                        index._document_id)
     if normalize_by_query:
         totals = query_prefix_weights(queries)  # (n_q, R_q): a query's total weight at each r_q
         scores = scores / totals.gather(1, torch.tensor([[b.query - 1] for b in used])).to(scores.dtype)

@@ -170,8 +170,8 @@ def calibrate_cascade(
     depth = min(len(index), 10_000) if max_candidates is None else check_positive_int(max_candidates, "max_candidates")
     depth = max(depth, k)
     threads = index.search_threads()
-    exact_scores, exact_keys = exact_search(index._segments, index._live, queries, r_c, k, dtype, threads=threads)
-    first_scores, ranked = exact_search(index._segments, index._live, queries[:, : first.query], first.document, depth,
+    exact_scores, exact_keys = exact_search(index._segments, index._deleted, queries, r_c, k, dtype, threads=threads)
+    first_scores, ranked = exact_search(index._segments, index._deleted, queries[:, : first.query], first.document, depth,
                                         dtype, threads=threads)
     ranked = ranked.masked_fill(torch.isinf(first_scores), -1)
     found = exact_keys.unsqueeze(2) == ranked.unsqueeze(1)  # (n_q, k, depth): where each exact hit sits

@@ -33,7 +33,7 @@ from metaembed.index.files import WriterLock
 from metaembed.index.hnsw import FirstVectorGraph, hnsw_candidates
 from metaembed.index.manifest import (CODEBOOK, MANIFEST, create_manifest_locked, new_manifest, read_manifest,
                                       read_manifest_locked)
-from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, document_id, exact_search,
+from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, deleted_masks, document_id, exact_search,
                                     gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank,
                                     resolve_threads, search_method, searching_threads)
 from metaembed.index.codebook import check_subquantizers, default_subquantizers
@@ -168,6 +168,8 @@ class MultiVectorIndex(IndexWriting):
                 self._where[segment.ids[row]] = (s, row)
         counts = [segment.count for segment in self._segments]
         self._offsets = torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]) if counts else [], dtype=torch.long)
+        self._starts: list[int] = self._offsets.tolist()
+        self._deleted = deleted_masks(self._live)
 
     def _storage_of(self, manifest: dict[str, Any]) -> Storage:
         """How ``manifest``'s segments store vectors; a pq codebook is checked and read once (it never changes)."""
@@ -285,6 +287,10 @@ class MultiVectorIndex(IndexWriting):
             return 2 * self.dim + r_c * self.manifest["pq"]["subquantizers"]
         return r_c * (2 * self.dim if self.dtype == "bfloat16" else self.dim + 4)
 
+    def _document_id(self, key: int) -> str:
+        """The id stored under a key of the current state."""
+        return document_id(self._segments, self._starts, key)
+
     def _locate(self, id_: str) -> tuple[int, int]:
         try:
             return self._where[id_]
@@ -361,17 +367,17 @@ class MultiVectorIndex(IndexWriting):
         queries, r_c = self._prepare_queries(query_vectors, budget, dtype)
         threads = self.search_threads()
         if rescore:
-            found_scores, found = exact_search(self._segments, self._live, queries, r_c, max(rescore, k), dtype,
+            found_scores, found = exact_search(self._segments, self._deleted, queries, r_c, max(rescore, k), dtype,
                                                normalize_by_query, threads)
             found = found.masked_fill(torch.isinf(found_scores), -1)
             search = lambda width: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype,  # noqa: E731
                                           normalize_by_query, full_precision=True)
             total = found.shape[1]
         else:
-            search = lambda width: exact_search(self._segments, self._live, queries, r_c, width, dtype,  # noqa: E731
+            search = lambda width: exact_search(self._segments, self._deleted, queries, r_c, width, dtype,  # noqa: E731
                                                 normalize_by_query, threads)
             total = sum(segment.count for segment in self._segments)
-        scores, keys = ranked_by_id_on_ties(search, k, total, lambda key: document_id(self._segments, self._offsets, key))
+        scores, keys = ranked_by_id_on_ties(search, k, total, self._document_id)
         used = Budget(queries.shape[1], r_c)
         return self._results(scores, keys, budgets=[used] * len(queries), costs=[len(self) * used.query * r_c] * len(queries),
                              arrays=arrays, k=k)
@@ -409,7 +415,7 @@ class MultiVectorIndex(IndexWriting):
         exact_first = first_stage == "exact" or candidates >= len(self)
         if exact_first:
             # exact first stage, or every document a candidate (an approximate HNSW walk could only miss some)
-            first_scores, keys = exact_search(self._segments, self._live, queries[:, : first.query], first.document,
+            first_scores, keys = exact_search(self._segments, self._deleted, queries[:, : first.query], first.document,
                                               candidates, dtype, normalize_by_query, self.search_threads())
             keys = keys.masked_fill(torch.isinf(first_scores), -1)  # deleted rows fill the list when few are live
         else:
@@ -419,7 +425,7 @@ class MultiVectorIndex(IndexWriting):
         scores, keys = ranked_by_id_on_ties(
             lambda width, found=keys: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype,
                                              normalize_by_query, full_precision=self._storage.full_precision),
-            k, keys.shape[1], lambda key: document_id(self._segments, self._offsets, key))
+            k, keys.shape[1], self._document_id)
         return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None,
                              arrays=arrays, k=k)
 

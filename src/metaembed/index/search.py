@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metaembed.hardware import cpu_has_native_bf16, torch_threads
-from metaembed.index.scan import max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
+from metaembed.hardware import cpu_has_native_bf16, torch_threads, torch_threads_exactly
+from metaembed.index.intraop import INTRA_OP_THREADS
+from metaembed.index.scan import SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
 from metaembed.index.segment import Segment
 from metaembed.index.taskboard import TaskBoard, run_as_caller, run_helper
 from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
@@ -92,7 +95,7 @@ def merge_top_k(best: tuple[Tensor, Tensor], scores: Tensor, keys: Tensor, k: in
 
 def exact_search(
     segments: Sequence[Segment],
-    live: Sequence[Tensor],
+    deleted: Sequence[Tensor | None],
     queries: Tensor,
     r_c: int,
     k: int,
@@ -100,7 +103,8 @@ def exact_search(
     normalize_by_query: bool = False,
     threads: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Top-k (scores, keys) of every query over every live document, keys = segment offset + row.
+    """Top-k (scores, keys) of every query over every live document, keys = segment offset + row; ``deleted`` holds
+    each segment's deleted rows as a mask, None where it has none (the index keeps it: :func:`deleted_masks`).
 
     With ``threads`` > 1 the search's tasks (:func:`~metaembed.index.scan.search_tasks`) go to that many
     single-threaded workers, the caller and threads - 1 helpers, each taking the next task when done with its own;
@@ -111,15 +115,39 @@ def exact_search(
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None
-    threads = worth_threads([segment.count for segment in segments], r_c, n_q * r_q, queries.shape[-1], threads)
-    tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], threads)
-    deleted = [None if bool(alive.all()) else ~alive for alive in live]  # most segments have no deletions
+    workers = worth_threads([segment.count for segment in segments], r_c, n_q * r_q, queries.shape[-1], threads)
+    tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], workers)
+    # a search too small to share among workers runs on the caller, on torch's own threads where that has recently
+    # been faster for searches of its size (an idle machine), else on one (see metaembed.index.intraop)
+    size = INTRA_OP_THREADS.size(sum(segment.count for segment in segments) * r_c, n_q * r_q)
+    caller_threads = INTRA_OP_THREADS.choose(size, threads) if workers == 1 < threads else 1
+    started = time.perf_counter()
+
+    def done(found: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        if workers == 1 < threads:
+            INTRA_OP_THREADS.record(size, caller_threads, time.perf_counter() - started)
+        return found
     merge_every = max(k, _PENDING_SCORES // max(1, n_q))
 
     def run(number: int) -> Tensor:
         """A task's maxima over its documents' vectors (any thread)."""
         task = tasks[number]
         return max_over_ranks(rank_maxima(segments[task.segment], prepared, n_q * r_q, task.start, task.stop, task.ranks))
+
+    def scored(task: SearchTask, maxima: Tensor) -> Tensor:
+        """(n_q, stop - start) fp32 MaxSim of a task's documents, -inf where deleted."""
+        scores = scores_from_maxima(segments[task.segment], maxima, prepared, (n_q, r_q), task.start, task.stop)
+        if normalize_by_query:
+            scores /= totals
+        if deleted[task.segment] is not None:
+            scores.masked_fill_(deleted[task.segment][task.start:task.stop], float("-inf"))
+        return scores
+
+    if len(tasks) == 1:  # one block (a small search): no board, no merging, keys from positions
+        with torch_threads_exactly(caller_threads):
+            scores = scored(tasks[0], run(0))
+            top, positions = scores.topk(min(k, scores.shape[1]), dim=1)
+            return done((top, positions.add_(tasks[0].offset + tasks[0].start)))
 
     parts: dict[int, list[Tensor]] = {}
     best = (torch.empty(n_q, 0), torch.empty(n_q, 0, dtype=torch.long))
@@ -138,26 +166,25 @@ def exact_search(
                 if len(collected) < task.parts:
                     continue
                 maxima = max_over_ranks(collected)
-            s, start, stop = task.segment, task.start, task.stop
-            scores = scores_from_maxima(segments[s], maxima, prepared, (n_q, r_q), start, stop)
-            if normalize_by_query:
-                scores /= totals
-            if deleted[s] is not None:
-                scores.masked_fill_(deleted[s][start:stop], float("-inf"))
-            waiting.append((scores, torch.arange(task.offset + start, task.offset + stop)))
-            columns += stop - start
+            waiting.append((scored(task, maxima), torch.arange(task.offset + task.start, task.offset + task.stop)))
+            columns += task.stop - task.start
             if columns >= merge_every:
                 best = merge_top_k(best, *_joined(waiting), k)
                 waiting, columns = [], 0
 
     board = TaskBoard(len(tasks))
-    with torch_threads(1):  # the calling thread is the first worker
-        if threads > 1 and len(tasks) > 1:
-            pool = search_pool(threads - 1)
-            for _ in range(threads - 1):
+    with torch_threads_exactly(caller_threads):  # the calling thread is the first worker
+        if workers > 1 and len(tasks) > 1:
+            pool = search_pool(workers - 1)
+            for _ in range(workers - 1):
                 pool.submit(run_helper, board, run)
         run_as_caller(board, run, consume)
-        return merge_top_k(best, *_joined(waiting), k) if waiting else best
+        return done(merge_top_k(best, *_joined(waiting), k) if waiting else best)
+
+
+def deleted_masks(live: Sequence[Tensor]) -> list[Tensor | None]:
+    """Each segment's deleted rows (the complement of its live mask), None for a segment without deletions (most)."""
+    return [None if bool(alive.all()) else ~alive for alive in live]
 
 
 def _joined(blocks: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -268,7 +295,8 @@ def ids_of_keys(segments: Sequence[Segment], offsets: Tensor, keys: Any) -> list
     bad = (rows < -1) | (rows >= total)
     if bad.any():
         raise ValueError(f"document key {int(rows[bad][0])} is not in this index (keys run from 0 to {total - 1}; -1 = none)")
-    return [[None if key < 0 else document_id(segments, offsets, key) for key in row] for row in rows.tolist()]
+    starts = offsets.tolist()
+    return [[None if key < 0 else document_id(segments, starts, key) for key in row] for row in rows.tolist()]
 
 
 def ranked_results(segments: Sequence[Segment], offsets: Tensor, scores: Tensor, keys: Tensor,
@@ -286,14 +314,13 @@ def ranked_results(segments: Sequence[Segment], offsets: Tensor, scores: Tensor,
         return SearchArrays(padded_scores, padded_keys, budgets=list(budgets) if budgets else [],
                             costs=list(costs) if costs else None)
     starts = offsets.tolist()
-    segment_of = (np.searchsorted(np.asarray(starts, dtype=np.int64), np.maximum(keys, 0), side="right") - 1).tolist()
     results = []
     for q, (query_scores, query_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
         result = SearchResult([], [], [], budget=budgets[q] if budgets else None, cost=costs[q] if costs else None)
-        for column, (score, key) in enumerate(zip(query_scores, query_keys)):
+        for score, key in zip(query_scores, query_keys):
             if key < 0:
                 continue
-            s = segment_of[q][column]
+            s = bisect.bisect_right(starts, key) - 1
             row = key - starts[s]
             result.ids.append(segments[s].ids[row])
             result.scores.append(score)
@@ -302,10 +329,11 @@ def ranked_results(segments: Sequence[Segment], offsets: Tensor, scores: Tensor,
     return results
 
 
-def document_id(segments: Sequence[Segment], offsets: Tensor, key: int) -> str:
-    """The document id stored under a global key (segment offset + row)."""
-    s = int(torch.searchsorted(offsets, key, right=True)) - 1
-    return segments[s].ids[key - int(offsets[s])]
+def document_id(segments: Sequence[Segment], starts: Sequence[int], key: int) -> str:
+    """The document id stored under a global key (segment start + row); ``starts`` as a list (a bisect over it
+    costs ~1 us, a torch searchsorted ~10: ties look up several ids per query)."""
+    s = bisect.bisect_right(starts, key) - 1
+    return segments[s].ids[key - starts[s]]
 
 
 def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int, total: int,

@@ -18,7 +18,7 @@ def unit(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)
 
 
-def choices(record: IntraOpThreads, size: tuple[int, int], searches: int, seconds: dict[int, float]) -> list[int]:
+def choices(record: IntraOpThreads, size: tuple[int, int, int], searches: int, seconds: dict[int, float]) -> list[int]:
     """The choice of each of ``searches`` searches of ``size``, each recorded as taking ``seconds[choice]``."""
     made = []
     for _ in range(searches):
@@ -81,7 +81,7 @@ def test_a_small_search_on_torch_threads_gives_the_one_thread_results(index, mon
     found = [index.search(queries, k=12, budget=budget, compute_dtype=torch.float32) for _ in range(3)]
     assert torch.get_num_threads() == before  # restored
     assert seen[:2] == [1, 2]  # one thread first, then torch's two; both timed
-    size = record.size(len(index._segments[0].ids) * budget[1], budget[0])
+    size = record.size(len(index._segments[0].ids) * budget[1], budget[0], 1)
     assert set(record._seconds) == {(*size, 1), (*size, 2)}
     assert found[1][0].ids == found[0][0].ids == found[2][0].ids
     np.testing.assert_allclose(found[1][0].scores, found[0][0].scores, rtol=0, atol=1e-5)

@@ -37,7 +37,7 @@ def test_size_tiers_and_the_tail_the_policy_merges():
     assert tail_to_merge([300 * MB] * 4) == 4
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "int8", "pq"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32", "int8", "pq"])
 def test_compact_keeps_every_live_document_as_stored_and_drops_deleted_ones(tmp_path, dtype):
     documents = unit(300, 8, 32, seed=1)
     settings = {"subquantizers": 8, "full_precision": True} if dtype == "pq" else {}

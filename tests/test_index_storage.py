@@ -120,6 +120,33 @@ def test_int8_storage_quality(tmp_path, documents):
         assert index.bytes_per_document() < 8 * 16 * 2  # smaller than bf16 vectors alone
 
 
+def test_float32_storage_ranks_exactly_as_fp32_maxsim(tmp_path, documents):
+    """fp32 storage keeps every value as given and scores in fp32: the ranking and scores of fp32 MaxSim, where a
+    bf16 index rounds near-ties apart; rank-major on disk like bf16, 4 D bytes a vector."""
+    with MultiVectorIndex.create(tmp_path / "f", 16, 8, dtype="float32") as index:
+        index.add([f"a{i}" for i in range(70)], documents[:70])
+        index.add([f"a{i}" for i in range(70, 120)], documents[70:])
+        assert torch.equal(index.get_vectors([f"a{i}" for i in range(120)]), documents)  # not one bit rounded
+        assert index.bytes_per_document() >= 8 * 16 * 4 and index.scored_bytes_per_document(4) == 4 * 16 * 4
+        queries = unit(6, 4, 16, seed=5)
+        expected = metaembed.maxsim(queries, documents, 4, 8, dtype=torch.float32).topk(10, dim=1)
+        for searched in (index.search(queries, k=10, budget=(4, 8)), index.cascade_search(queries, k=10, budget=(4, 8),
+                                                                                           candidates=120)):
+            assert [r.ids for r in searched] == [[f"a{i}" for i in row] for row in expected.indices.tolist()]
+            torch.testing.assert_close(torch.tensor([r.scores for r in searched]), expected.values, rtol=0, atol=1e-6)
+        with pytest.raises(ValueError, match=r"NaN or infinite values \(in float32\)"):
+            index.add(["bad"], torch.full((1, 8, 16), float("inf")))
+        index.add(["huge"], torch.full((1, 8, 16), 1e38))  # finite in fp32, though not in bf16: accepted
+        assert index.compact() == 3
+        assert torch.equal(index.get_vectors(["a5"]), documents[5:6])
+    with MultiVectorIndex.open(tmp_path / "f") as reader:
+        reader.verify()
+        assert reader.dtype == "float32" and len(reader) == 121
+        segment = tmp_path / "f" / "segments" / reader.manifest["segments"][0]["name"]
+        raw = torch.frombuffer(bytearray((segment / "vectors.bin").read_bytes()), dtype=torch.float32).view(8, 121, 16)
+        assert torch.equal(raw[3, :120], documents[:, 3])  # rank-major: a budget reads a prefix
+
+
 def test_reader_sees_commits_after_refresh(index, tmp_path):
     reader = MultiVectorIndex.open(tmp_path / "ix", mode="r")
     index.add(["late"], unit(1, 8, 16, seed=4))

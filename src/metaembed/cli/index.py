@@ -20,7 +20,7 @@ def index_command(
     document_budget: int = typer.Option(None, "--document-budget", help="Vectors stored per document (default: all the model's document meta tokens, 64 for the paper's models)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Encoding batch size."),
     chunk_size: int = typer.Option(512, "--chunk-size", help="Documents per committed segment: an interrupted run loses at most one chunk per process."),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="Vector storage: bfloat16, int8 (per-vector scales) or pq (a mean vector per document + product-quantized residual codes: 1/12.8 of bf16 by default; scored on the codes)."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="Vector storage: bfloat16, float32 (exact fp32 rankings, 2x the bytes), int8 (per-vector scales) or pq (a mean vector per document + product-quantized residual codes: 1/12.8 of bf16 by default; scored on the codes)."),
     subquantizers: int = typer.Option(None, "--subquantizers", help="pq only: code bytes per stored vector (a divisor of the vector size; default size / 8)."),
     full_precision: bool = typer.Option(False, "--full-precision", help="pq only: also keep bf16 copies on disk, so each search rescores its best candidates exactly."),
     allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths", help="Accept image paths that lead outside the corpus file's folder (refused by default)."),

@@ -22,20 +22,21 @@ machine pays for few slow tries (one in 512 at most, once settled), and a machin
 
 
 class IntraOpThreads:
-    """Per search size (document vectors read and query vectors, each to a power of two): the recent seconds of
-    searches run on one torch thread and on ``threads``, and which to run next."""
+    """Per search size (document vectors read and query vectors, each to a power of two, and the number of tasks
+    it is cut into, e.g. one per segment): the recent seconds of searches run on one torch thread and on
+    ``threads``, and which to run next."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seconds: dict[tuple[int, int, int], deque[float]] = {}
-        self._tries: dict[tuple[int, int], _Tries] = {}
+        self._seconds: dict[tuple[int, ...], deque[float]] = {}
+        self._tries: dict[tuple[int, int, int], _Tries] = {}
 
     @staticmethod
-    def size(document_vectors: int, query_vectors: int) -> tuple[int, int]:
-        """The size class of a search: bit lengths of its document and query vector counts."""
-        return document_vectors.bit_length(), query_vectors.bit_length()
+    def size(document_vectors: int, query_vectors: int, tasks: int = 1) -> tuple[int, int, int]:
+        """The size class of a search: bit lengths of its document and query vector counts, and its task count."""
+        return document_vectors.bit_length(), query_vectors.bit_length(), tasks
 
-    def choose(self, size: tuple[int, int], threads: int) -> int:
+    def choose(self, size: tuple[int, int, int], threads: int) -> int:
         """1 or ``threads`` for the next search of ``size``: each choice is tried first, then the faster of their
         recent medians, except now and then (every 8th search, the gap doubling up to 512 while the faster choice
         stays the same) the other."""
@@ -51,7 +52,7 @@ class IntraOpThreads:
             tries = self._tries.setdefault(size, _Tries())
             return other if tries.due(faster) else faster
 
-    def record(self, size: tuple[int, int], threads: int, seconds: float) -> None:
+    def record(self, size: tuple[int, int, int], threads: int, seconds: float) -> None:
         """A search of ``size`` run on ``threads`` torch threads took ``seconds``."""
         with self._lock:
             self._seconds.setdefault((*size, threads), deque(maxlen=_RECENT)).append(seconds)

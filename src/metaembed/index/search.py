@@ -119,7 +119,7 @@ def exact_search(
     tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], workers)
     # a search too small to share among workers runs on the caller, on torch's own threads where that has recently
     # been faster for searches of its size (an idle machine), else on one (see metaembed.index.intraop)
-    size = INTRA_OP_THREADS.size(sum(segment.count for segment in segments) * r_c, n_q * r_q)
+    size = INTRA_OP_THREADS.size(sum(segment.count for segment in segments) * r_c, n_q * r_q, len(tasks))
     caller_threads = INTRA_OP_THREADS.choose(size, threads) if workers == 1 < threads else 1
     started = time.perf_counter()
 

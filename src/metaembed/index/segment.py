@@ -33,13 +33,13 @@ from metaembed.index.codebook import PreparedQueries, ProductCodebook, anchored_
 from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
 
-STORAGE_DTYPES = ("bfloat16", "int8", "pq")
-_NUMPY_STORAGE = {"bfloat16": np.uint16, "int8": np.int8}
+STORAGE_DTYPES = ("bfloat16", "float32", "int8", "pq")
+_NUMPY_STORAGE = {"bfloat16": np.uint16, "float32": np.float32, "int8": np.int8}
 
 
 @dataclass(frozen=True)
 class Storage:
-    """How an index stores vectors: ``dtype`` (bfloat16, int8 or pq), and for pq its codebook and whether bf16
+    """How an index stores vectors: ``dtype`` (bfloat16, float32, int8 or pq), and for pq its codebook and whether bf16
     copies are kept beside the codes for exact rescoring."""
 
     dtype: str
@@ -49,7 +49,7 @@ class Storage:
 
 def segment_files(dtype: str, full_precision: bool = False) -> set[str]:
     """The files every segment of an index storing ``dtype`` holds (pq: with bf16 copies when ``full_precision``)."""
-    vectors = {"bfloat16": {"vectors.bin"}, "int8": {"vectors.bin", "scales.bin"},
+    vectors = {"bfloat16": {"vectors.bin"}, "float32": {"vectors.bin"}, "int8": {"vectors.bin", "scales.bin"},
                "pq": {"anchors.bin", "codes.bin"} | ({"vectors.bin"} if full_precision else set())}[dtype]
     return vectors | {"ids.json", "metadata.json"}
 
@@ -81,6 +81,8 @@ def encode_rank_major(vectors: Tensor, storage: Storage) -> dict[str, np.ndarray
     if storage.dtype == "int8":
         codes, scales = quantize_int8(vectors.detach().float().transpose(0, 1).contiguous())
         return {"vectors.bin": codes.numpy(), "scales.bin": scales.numpy()}
+    if storage.dtype == "float32":
+        return {"vectors.bin": vectors.detach().float().transpose(0, 1).contiguous().numpy()}
     arrays = {}
     if storage.dtype == "pq":
         if storage.codebook is None:
@@ -126,7 +128,7 @@ class Segment:
 
     folder: Path
     record: dict[str, Any]
-    vectors: Tensor | None  # (R, n, D), torch.bfloat16 or torch.int8, memory-mapped (pq: the bf16 copies, if kept)
+    vectors: Tensor | None  # (R, n, D), torch.bfloat16, float32 or int8, memory-mapped (pq: the bf16 copies, if kept)
     scales: Tensor | None  # (R, n) fp32 for int8
     ids: list[str]
     codes: Tensor | None = None  # (R, n, M) uint8 for pq: residuals from the anchors
@@ -154,7 +156,7 @@ class Segment:
 
     @property
     def stores_plain_vectors(self) -> bool:
-        """Whether the scored vectors are stored as they are (bf16), not as int8 with scales or pq codes."""
+        """Whether the scored vectors are stored as they are (bf16 or fp32), not as int8 with scales or pq codes."""
         return self.codes is None and self.scales is None
 
     @property
@@ -250,7 +252,7 @@ class Segment:
 
     def rank_block(self, rank: int, start: int, stop: int, dtype: torch.dtype) -> Tensor:
         """Vector number ``rank`` of documents ``start:stop`` as (n, D) in ``dtype``: a contiguous slice of the
-        rank-major file (no copy when ``dtype`` is the bf16 storage type)."""
+        rank-major file (no copy when ``dtype`` is the storage type)."""
         self.require_ranks(rank + 1)
         if self.codes is not None:
             return (self.anchors[start:stop].float() + self.codebook.decode(self.codes[rank, start:stop])).to(dtype)

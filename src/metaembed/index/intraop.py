@@ -13,6 +13,9 @@ from collections import deque
 
 _RECENT = 5
 """Times kept per (size, choice): their median ignores a one-off stall (a page fault, a descheduled thread)."""
+_FIRST_SAMPLES = 3
+"""Each choice runs this many times (alternating) before either is preferred: the first run on torch's threads
+pays for waking them."""
 _FIRST_TRY = 8
 """Searches of a size between tries of the slower choice at first, and again whenever the faster one changes."""
 _LAST_TRY = 512
@@ -37,17 +40,15 @@ class IntraOpThreads:
         return document_vectors.bit_length(), query_vectors.bit_length(), tasks
 
     def choose(self, size: tuple[int, int, int], threads: int) -> int:
-        """1 or ``threads`` for the next search of ``size``: each choice is tried first, then the faster of their
-        recent medians, except now and then (every 8th search, the gap doubling up to 512 while the faster choice
-        stays the same) the other."""
+        """1 or ``threads`` for the next search of ``size``: each choice runs _FIRST_SAMPLES times first
+        (alternating), then the faster of their recent medians, except now and then (every 8th search, the gap
+        doubling up to 512 while the faster choice stays the same) the other."""
         if threads <= 1:
             return 1
         with self._lock:
-            one, many = self._seconds.get((*size, 1)), self._seconds.get((*size, threads))
-            if not one:
-                return 1
-            if not many:
-                return threads
+            one, many = self._seconds.get((*size, 1), ()), self._seconds.get((*size, threads), ())
+            if min(len(one), len(many)) < _FIRST_SAMPLES:
+                return 1 if len(one) <= len(many) else threads
             faster, other = (threads, 1) if statistics.median(many) < statistics.median(one) else (1, threads)
             tries = self._tries.setdefault(size, _Tries())
             return other if tries.due(faster) else faster

@@ -113,7 +113,7 @@ def test_index_errors_name_their_flag(built, tmp_path):
     assert_user_error(invoke("index", "--model", model, "--corpus", tmp_path / "none.jsonl", "--out", out),
                       "error: --corpus:", "none.jsonl", "does not exist")
     assert_user_error(invoke("index", "--model", model, "--corpus", corpus, "--out", out, "--dtype", "fp8"),
-                      "error: --dtype:", "bfloat16, int8 or pq")
+                      "error: --dtype:", "bfloat16, float32, int8 or pq")
     assert_user_error(invoke("index", "--model", model, "--corpus", corpus, "--out", out, "--document-budget", 9),
                       "error: --document-budget:", "more than the model's 8")
     assert_user_error(invoke("index", "--model", model, "--corpus", corpus, "--out", index, "--document-budget", 4),

@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import metaembed
 from metaembed.cli import app
 from metaembed.data.item import Item
 from metaembed.index import MultiVectorIndex
@@ -82,6 +83,23 @@ def test_index_then_search(model_path, corpus, tmp_path):
     assert [hit["id"] for hit in json.loads(threaded.stdout.strip().splitlines()[-1])["hits"]] == direct.ids
     no_threads = invoke("search", "--index", out, "--query", "pdf", "--threads", 0)
     assert no_threads.exit_code != 0 and "--threads must be at least 1, got 0" in flat(no_threads.output)
+
+
+def test_float32_index_gives_the_models_fp32_maxsim_exactly(model_path, corpus, tmp_path):
+    out = tmp_path / "ix"
+    result = invoke("index", "--model", model_path, "--corpus", corpus, "--out", out, "--dtype", "float32", "--chunk-size", 5)
+    assert result.exit_code == 0, result.output
+    index = MultiVectorIndex.open(out)
+    model = MetaEmbed.from_pretrained(model_path)
+    documents = model.encode_document(TEXTS)
+    assert index.dtype == "float32" and len(index.manifest["segments"]) == 1  # chunks merged when the build ends
+    torch.testing.assert_close(index.get_vectors([f"doc{i}" for i in range(12)]), documents, rtol=0, atol=1e-6)
+    result = invoke("search", "--index", out, "--query", "a pdf reader", "--budget", "2,4", "--top-k", 12, "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout.strip().splitlines()[-1])["hits"]
+    exact = metaembed.maxsim(model.encode_query(["a pdf reader"]), documents, 2, 4, dtype=torch.float32)[0]
+    assert [hit["id"] for hit in hits] == [f"doc{i}" for i in exact.argsort(descending=True).tolist()]
+    assert [hit["score"] for hit in hits] == pytest.approx(exact.sort(descending=True).values.tolist(), abs=1e-5)
 
 
 def test_interrupted_index_resumes_where_it_left_off(model_path, corpus, tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ cosine): same pairs, steps, batch, learning rate and temperature; each trained m
 backbone both ways beside them; on the training domain's test split and on a domain it never saw.
 
     .venv/bin/python benchmarks/mmr_training/late_interaction_ceiling.py     # ~45 min on 2 cores
+    .venv/bin/python benchmarks/mmr_training/late_interaction_ceiling.py --scorings tokens --no-eval \
+        --save-dir /tmp/metaembed-mmr-benchmark/teachers   # only train and save the token model (a distillation teacher)
 
 Why (issue 14): MetaEmbed's meta vectors are a budgeted summary of the item's token states, so a token-level model
 trained on the same data bounds what a larger budget can add over one vector. If the trained token model is not
@@ -129,6 +131,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--temperature", type=float, default=0.03)
     parser.add_argument("--max-length", type=int, default=128, help="text tokens per item (as the benchmark's arms)")
+    parser.add_argument("--scorings", nargs="+", choices=SCORINGS, default=list(SCORINGS), help="which models to train")
+    parser.add_argument("--save-dir", default=None, help="save each trained model (and tokenizer) to SAVE_DIR/<scoring>")
+    parser.add_argument("--no-eval", action="store_true", help="train (and save) only")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(args.work_dir)
@@ -138,15 +143,20 @@ def main() -> None:
     per_query: dict[str, dict[str, dict[str, dict[str, float]]]] = {}  # set -> model -> scoring -> query -> nDCG
     seconds = {}
     tokenizer, backbone = AutoTokenizer.from_pretrained(minilm_path()), AutoModel.from_pretrained(minilm_path())
-    for name, task in sets.items():
+    for name, task in sets.items() if not args.no_eval else ():
         per_query.setdefault(name, {})["untrained"] = evaluate(backbone, tokenizer, task, args.max_length)
-    for scoring in SCORINGS:
+    for scoring in args.scorings:
         start = time.perf_counter()
         tokenizer, model = train(scoring, rows, args)
         seconds[scoring] = round(time.perf_counter() - start, 1)
-        for name, task in sets.items():
+        if args.save_dir:
+            model.save_pretrained(Path(args.save_dir) / scoring)
+            tokenizer.save_pretrained(Path(args.save_dir) / scoring)
+        for name, task in sets.items() if not args.no_eval else ():
             per_query[name][f"trained as {scoring}"] = evaluate(model, tokenizer, task, args.max_length)
             print(name, scoring, {s: mean(v) for s, v in per_query[name][f"trained as {scoring}"].items()}, flush=True)
+    if args.no_eval or set(args.scorings) != set(SCORINGS):
+        return
     results = {
         "backbone": "all-MiniLM-L6-v2", "train_set": args.train_set, "cross_set": args.cross_set,
         "train_rows": len(rows), "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,

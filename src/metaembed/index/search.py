@@ -111,7 +111,9 @@ def exact_search(
     when none is left the caller runs again any task still in a helper's hands and keeps the first result
     (:mod:`metaembed.index.taskboard`), so a helper whose core is busy elsewhere never holds the search up: 2 threads
     on a loaded machine are not slower than 1. The caller joins the parts of segments shared by their ranks and
-    merges every result into the top-k."""
+    merges every result into the top-k. A search too small for helpers (:func:`~metaembed.index.scan.worth_threads`)
+    runs in the caller alone, on torch's own ``threads`` where that has recently been faster for its size
+    (:mod:`metaembed.index.intraop`); one task is scored without the board."""
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None

@@ -252,3 +252,27 @@ def test_anchor_with_windows_pulls_every_vector_to_its_window(tiny_bert_path, te
                 + anchor_loss(documents, references)) / 2
     assert logged["loss_anchor"].item() == pytest.approx(expected.item(), abs=1e-5)
     assert anchor_loss(references, references).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_fine_tuned_teacher_replaces_the_frozen_backbone(model, tiny_bert_path, tmp_path):
+    """``distill_teacher_model``: the distillation and anchor terms read that model's token states (e.g. a ColBERT-style
+    fine-tune of the backbone), not the backbone as it was; a MetaEmbed folder or an unused teacher is refused."""
+    from metaembed.training.run import build_teacher
+
+    tuned = AutoModel.from_pretrained(tiny_bert_path)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            parameter.add_(0.01)
+    tuned.save_pretrained(tmp_path / "tuned")
+    teacher = build_teacher(model, TrainConfig(model=tiny_bert_path, distill_weight=1.0,
+                                               distill_teacher_model=str(tmp_path / "tuned")))
+    for mine, theirs in zip(teacher.backbone.state_dict().values(), tuned.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    plain = build_teacher(model, TrainConfig(model=tiny_bert_path, distill_weight=1.0))
+    assert not torch.equal(next(iter(plain.backbone.parameters())), next(iter(teacher.backbone.parameters())))
+    model.save_pretrained(str(tmp_path / "metaembed"))
+    with pytest.raises(ValueError, match="is a MetaEmbed checkpoint"):
+        build_teacher(model, TrainConfig(model=tiny_bert_path, distill_weight=1.0,
+                                         distill_teacher_model=str(tmp_path / "metaembed")))
+    with pytest.raises(ValueError, match="set distill_weight or anchor_weight above 0"):
+        TrainConfig(model=tiny_bert_path, distill_teacher_model=str(tmp_path / "tuned"))

@@ -18,7 +18,8 @@ the diversity term (an item's own vectors' mean cosine, ``diversity_weight``), (
 (vector 1 is the backbone's own mean pooling, the item's tokens never read the meta tokens), (l) (k) plus the
 diversity term of (j), (m) (k) with every vector the mean plus a learned residual (training's default), (n) (m)
 plus the distillation of (f), (o) (m) plus best-sentence distillation (``distill_teacher: sentences``: the teacher
-scores a document by its best sentence, each encoded alone); (d) the plain backbone as users have it (mean
+scores a document by its best sentence, each encoded alone), (w) (m) plus distillation from ``--teacher-model``, the
+backbone fine-tuned token by token (``late_interaction_ceiling.py --scorings tokens --save-dir``) rather than frozen; (d) the plain backbone as users have it (mean
 pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
 with ``--cross-domain pydocs`` (or ``sources``), on a set from a domain it never saw. ``--passages pydocs`` trains
 on the standard-library families that neither test nor dev holds.
@@ -100,10 +101,13 @@ ARMS = {
     "t_mean_residual_query_weights": model_settings(first_vector="mean", meta_residual=True),
     "u_mmr_boosted": model_settings(mmr_nesting="boosted"),
     "v_mean_residual_boosted": model_settings(first_vector="mean", meta_residual=True, mmr_nesting="boosted"),
+    "w_mean_residual_trained_teacher_distill": model_settings(first_vector="mean", meta_residual=True),
 }
+TRAINED_TEACHER = ("w_mean_residual_trained_teacher_distill",)
+"""Arms whose distillation teacher is --teacher-model (a token-level fine-tune of the backbone), not the frozen backbone."""
 QUERY_WEIGHTED = ("s_mean_first_query_weights", "t_mean_residual_query_weights")
 DISTILLED = ("f_mmr_distill", "i_mmr_windows_distill", "n_mmr_mean_residual_distill",
-             "o_mmr_mean_residual_sentence_distill")
+             "o_mmr_mean_residual_sentence_distill", *TRAINED_TEACHER)
 PLAIN = "d_untrained_mean_pooling"
 
 
@@ -264,7 +268,8 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                             ("s_mean_first_query_weights", "k_mmr_mean_first"),
                             ("t_mean_residual_query_weights", "m_mmr_mean_residual"),
                             ("u_mmr_boosted", "a_mmr"), ("u_mmr_boosted", "b_largest_group_only"),
-                            ("v_mean_residual_boosted", "m_mmr_mean_residual")):
+                            ("v_mean_residual_boosted", "m_mmr_mean_residual"),
+                            ("w_mean_residual_trained_teacher_distill", "m_mmr_mean_residual")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in ("c_single_vector", PLAIN):
@@ -410,6 +415,8 @@ ARM_LABELS = {
     "t_mean_residual_query_weights": "(t) (m), query vectors weighted as in (s)",
     "u_mmr_boosted": "(u) (a) with boosted nesting: each group trains only the vectors its nested group lacks",
     "v_mean_residual_boosted": "(v) (m) with boosted nesting",
+    "w_mean_residual_trained_teacher_distill": "(w) (m) + distillation from a token-level fine-tune of the backbone "
+                                               "(--teacher-model)",
 }
 
 
@@ -535,6 +542,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="arm (q): one loss weight per paper group, (1,1) first")
     parser.add_argument("--query-tail-weight", type=float, default=1.0,
                         help="arms (s), (t): query vectors 2..16 together weigh this many times vector 1")
+    parser.add_argument("--teacher-model", default=None,
+                        help="arm (w): the distillation teacher, a token-level fine-tune of the backbone "
+                             "(late_interaction_ceiling.py --scorings tokens --save-dir DIR: DIR/tokens)")
     parser.add_argument("--reuse-trained", action="store_true",
                         help="evaluate an arm's saved model instead of training it again when its saved training "
                              "settings equal this run's (same data, steps, seed)")
@@ -564,6 +574,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default=None,
                         help="default: benchmarks/results/mmr_training.json (single), mmr_training_two_topic.json")
     args = parser.parse_args(argv)
+    if set(args.arms) & set(TRAINED_TEACHER) and not args.teacher_model:
+        parser.error(f"arm {TRAINED_TEACHER[0]} distils --teacher-model: give it")
     two_topic = args.passages == "two-topic"
     args.steps = args.steps or (200 if two_topic else 300)
     args.max_length = args.max_length or (64 if args.passages == "single" else 128)
@@ -640,6 +652,7 @@ def main(argv: list[str] | None = None) -> None:
             distill_temperature=args.distill_temperature if arm in DISTILLED else None,
             group_weights=args.group_weights_q if arm == "q_mmr_mean_residual_weighted" else None,
             query_tail_weight=args.query_tail_weight if arm in QUERY_WEIGHTED else None,
+            distill_teacher_model=args.teacher_model if arm in TRAINED_TEACHER else None,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()

@@ -143,6 +143,10 @@ class TrainConfig:
                                    "query's mean-pooled embedding).")
     distill_temperature: float | None = setting(None, help="Softmax temperature of the distillation teacher's "
                                                 "scores; None: temperature.")
+    distill_teacher_model: str | None = setting(None, help="A model folder of the backbone's architecture and "
+                                                "tokenizer, fine-tuned token by token (ColBERT-style), whose token "
+                                                "states the distillation and anchor terms read instead of the frozen "
+                                                "backbone's (None: the backbone as it was before training).")
     loss: str = setting("plain", help="plain, or cached (GradCache: the batch is embedded in "
                                                "chunks of mini_batch_size).")
     mini_batch_size: int = setting(8, help="Chunk size of the cached loss.")
@@ -266,6 +270,9 @@ class TrainConfig:
             raise ValueError(f"mmr_nesting must be one of {', '.join(MMR_NESTINGS)}, got {self.mmr_nesting!r}")
         if self.distill_teacher not in DISTILL_TEACHERS:
             raise ValueError(f"distill_teacher must be one of {', '.join(DISTILL_TEACHERS)}, got {self.distill_teacher!r}")
+        if self.distill_teacher_model is not None and not (self.distill_weight or self.anchor_weight):
+            raise ValueError("distill_teacher_model is read by the distillation and anchor terms: set distill_weight "
+                             "or anchor_weight above 0")
         if self.distill_temperature is not None and not self.distill_temperature > 0:
             raise ValueError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if not self.temperature > 0:

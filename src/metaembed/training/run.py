@@ -191,13 +191,15 @@ def build_loss(model: MetaEmbed, config: TrainConfig) -> MMRLoss:
 
 
 def build_teacher(model: MetaEmbed, config: TrainConfig) -> BackboneTeacher:
-    """The backbone as it was before training (loaded again, frozen), for the anchor and distillation terms."""
-    if is_metaembed_folder(config.model):
+    """The backbone as it was before training (loaded again, frozen), or ``distill_teacher_model`` (a fine-tuned
+    copy of its architecture), for the anchor and distillation terms."""
+    source = config.distill_teacher_model or config.model
+    if is_metaembed_folder(source):
         raise ValueError(
-            f"anchor_weight/distill_weight: {config.model!r} is a MetaEmbed checkpoint; the backbone teacher needs the "
-            "plain backbone it came from"
+            f"anchor_weight/distill_weight: {source!r} is a MetaEmbed checkpoint; the teacher must be a plain model of "
+            "the backbone's architecture (the backbone it came from, or distill_teacher_model)"
         )
-    backbone = type(model.backbone.model).from_pretrained(config.model)
+    backbone = type(model.backbone.model).from_pretrained(source)
     backbone.to(next(model.parameters()).device)
     tokenizer = model.backbone.tokenizer
     return BackboneTeacher(backbone, model.backbone.meta_token_id_base, getattr(tokenizer, "pad_token_id", None),

@@ -30,28 +30,14 @@ def bf16_is_fast(device: str | torch.device) -> bool:
 
 
 @contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run torch on at most ``threads`` threads in the calling thread for the block (None: leave it as it is).
+def torch_threads(threads: int | None, exactly: bool = False) -> Iterator[None]:
+    """Run torch on at most ``threads`` threads in the calling thread for the block (None: leave it as it is;
+    ``exactly``: on that many, raising the count too).
 
     Also for small operations: waking a thread pool costs more than they do, and on a busy machine a parallel
     region waits for its slowest, possibly descheduled, thread."""
     before = torch.get_num_threads()
-    if threads is None or threads >= before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def torch_threads_exactly(threads: int) -> Iterator[None]:
-    """Run torch on exactly ``threads`` threads in the calling thread for the block (raising the count too, unlike
-    :func:`torch_threads`)."""
-    before = torch.get_num_threads()
-    if threads == before:
+    if threads is None or threads == before or (threads > before and not exactly):
         yield
         return
     torch.set_num_threads(threads)

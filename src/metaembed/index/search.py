@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metaembed.hardware import cpu_has_native_bf16, torch_threads, torch_threads_exactly
+from metaembed.hardware import cpu_has_native_bf16, torch_threads
 from metaembed.index.intraop import INTRA_OP_THREADS
 from metaembed.index.scan import SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
 from metaembed.index.segment import Segment
@@ -146,7 +146,7 @@ def exact_search(
         return scores
 
     if len(tasks) == 1:  # one block (a small search): no board, no merging, keys from positions
-        with torch_threads_exactly(caller_threads):
+        with torch_threads(caller_threads, exactly=True):
             scores = scored(tasks[0], run(0))
             top, positions = scores.topk(min(k, scores.shape[1]), dim=1)
             return done((top, positions.add_(tasks[0].offset + tasks[0].start)))
@@ -175,7 +175,7 @@ def exact_search(
                 waiting, columns = [], 0
 
     board = TaskBoard(len(tasks))
-    with torch_threads_exactly(caller_threads):  # the calling thread is the first worker
+    with torch_threads(caller_threads, exactly=True):  # the calling thread is the first worker
         if workers > 1 and len(tasks) > 1:
             pool = search_pool(workers - 1)
             for _ in range(workers - 1):

@@ -12,7 +12,7 @@ Systems:
   queries at once, documents in RAM);
 - sentence-transformers 6 ``util.maxsim`` (bf16, documents in RAM, then ``topk``);
 - metaembed: exact search on its on-disk bf16 index, in bf16 (the default on CPUs with native bf16: scores rounded to
-  bf16, so near-ties order by rounding) and in fp32; the cascade with its candidate count calibrated on 200 other
+  bf16, so near-ties order by rounding), and on an fp32 index (``dtype="float32"``, scored in fp32); the cascade with its candidate count calibrated on 200 other
   queries (``calibrate_cascade``, recall target 0.99); ``dtype="pq"`` (48 code bytes a vector), alone and with
   bf16 copies rescoring its best 100;
 - Qdrant local mode through ``QdrantMultiVectorIndex`` (exact MaxSim multivectors, qdrant-client);

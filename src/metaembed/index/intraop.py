@@ -1,9 +1,9 @@
 """Whether a search too small to share among worker threads runs on torch's own (intra-op) threads, learned from the
 searches' own times: on an idle 2-core machine it pays (a lone (1,1) query over 10,000 documents: torch.mv 0.49 ->
-0.29 ms), on a busy one it costs (a parallel region waits for its slowest, possibly descheduled, thread). The kernel
-cannot tell which without being asked at every search (its count of runnable threads also counts torch's own workers,
-which spin for milliseconds after each parallel region), so each search size keeps the recent times of both choices,
-takes the faster, and tries the other now and then to notice when the machine changes."""
+0.29 ms), on a busy one it costs (a parallel region waits for its slowest, possibly descheduled, thread). The kernel's count
+of runnable threads (/proc/loadavg) cannot tell which: it also counts torch's own workers, which spin for
+milliseconds after each parallel region. So each search size keeps the recent times of both choices, takes the
+faster, and tries the other now and then to notice when the machine changes."""
 
 from __future__ import annotations
 

@@ -249,7 +249,7 @@ class MultiVectorIndex(IndexWriting):
                 raise ValueError(f"these keys come from index state {keys.generation}, and the index has committed "
                                  f"state {self.manifest['generation']} since (a merge renumbers keys): search again")
             keys = keys.keys
-        return ids_of_keys(self._segments, self._offsets, keys)
+        return ids_of_keys(self._segments, self._starts, keys)
 
     def key_of(self, id_: str) -> int:
         """The integer key of a stored document id (what :class:`SearchArrays` reports); MissingIdsError if absent."""
@@ -485,7 +485,7 @@ class MultiVectorIndex(IndexWriting):
     def _results(self, scores: Tensor, keys: Tensor, budgets: Sequence[Budget] | None = None,
                  costs: Sequence[int] | None = None, arrays: bool = False, k: int = 0) -> list[SearchResult] | SearchArrays:
         """Ranked (n_q, <= k) scores and keys as per-query results (ids and metadata), or as :class:`SearchArrays`."""
-        found = ranked_results(self._segments, self._offsets, scores, keys, budgets, costs, arrays, k)
+        found = ranked_results(self._segments, self._starts, scores, keys, budgets, costs, arrays, k)
         if isinstance(found, SearchArrays):
             found.generation = self.manifest["generation"]
         return found

@@ -288,7 +288,7 @@ def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor,
     return out
 
 
-def ids_of_keys(segments: Sequence[Segment], offsets: Tensor, keys: Any) -> list[list[str | None]]:
+def ids_of_keys(segments: Sequence[Segment], starts: Sequence[int], keys: Any) -> list[list[str | None]]:
     """String ids of a (n_queries, k) array of document keys, None for key -1; a key the index never had is an error."""
     rows = np.asarray(keys, dtype=np.int64)
     if rows.ndim != 2:
@@ -297,11 +297,10 @@ def ids_of_keys(segments: Sequence[Segment], offsets: Tensor, keys: Any) -> list
     bad = (rows < -1) | (rows >= total)
     if bad.any():
         raise ValueError(f"document key {int(rows[bad][0])} is not in this index (keys run from 0 to {total - 1}; -1 = none)")
-    starts = offsets.tolist()
     return [[None if key < 0 else document_id(segments, starts, key) for key in row] for row in rows.tolist()]
 
 
-def ranked_results(segments: Sequence[Segment], offsets: Tensor, scores: Tensor, keys: Tensor,
+def ranked_results(segments: Sequence[Segment], starts: Sequence[int], scores: Tensor, keys: Tensor,
                    budgets: Sequence[tuple[int, int]] | None = None, costs: Sequence[int] | None = None,
                    arrays: bool = False, k: int = 0) -> list[SearchResult] | SearchArrays:
     """Ranked (n_q, <= k) scores and keys as per-query :class:`SearchResult` (ids and metadata looked up), or as one
@@ -315,7 +314,6 @@ def ranked_results(segments: Sequence[Segment], offsets: Tensor, scores: Tensor,
         padded_scores[:, : scores.shape[1]], padded_keys[:, : keys.shape[1]] = scores, keys
         return SearchArrays(padded_scores, padded_keys, budgets=list(budgets) if budgets else [],
                             costs=list(costs) if costs else None)
-    starts = offsets.tolist()
     results = []
     for q, (query_scores, query_keys) in enumerate(zip(scores.tolist(), keys.tolist())):
         result = SearchResult([], [], [], budget=budgets[q] if budgets else None, cost=costs[q] if costs else None)

@@ -207,3 +207,45 @@ def test_boosted_loss_has_the_shared_value_and_bad_nestings_are_named(model, tin
 
     with pytest.raises(ValueError, match="mmr_nesting must be one of shared, boosted"):
         TrainConfig(model=tiny_bert_path, train_jsonl=["x.jsonl"], output_dir=str(tmp_path), mmr_nesting="both").validate()
+
+
+def test_only_largest_is_the_largest_groups_loss_alone_and_switches_back(model):
+    columns = features(model, with_negatives=True)
+    mmr = MMRLoss(model, weights=[1.0, 2.0, 1.0, 1.0, 3.0])
+    everything = mmr([copy.copy(c) for c in columns]).detach()
+    logged = {name: value.item() for name, value in mmr.last_group_losses.items()}
+    largest_alone = MMRLoss(model, groups=["16,64"])([copy.copy(c) for c in columns]).detach()
+    mmr.only_largest = True
+    assert mmr.active_weights() == [0.0, 0.0, 0.0, 0.0, 5.0]
+    alone = mmr([copy.copy(c) for c in columns]).detach()
+    torch.testing.assert_close(alone, largest_alone)
+    assert alone.item() == pytest.approx(logged["loss_16x64"], rel=1e-5)
+    assert not torch.allclose(alone, everything)  # the test would pass vacuously if the groups agreed
+    assert list(mmr.last_group_losses) == ["loss_1x1", "loss_2x4", "loss_4x8", "loss_8x16", "loss_16x64"]  # still logged
+    mmr.only_largest = False
+    torch.testing.assert_close(mmr([copy.copy(c) for c in columns]).detach(), everything)
+    assert mmr.active_weights() == [1.0, 2.0, 1.0, 1.0, 3.0]
+
+
+def test_training_runs_the_largest_group_alone_for_its_first_steps(tiny_bert_path, tmp_path, one_thread):
+    import json
+
+    from metaembed.training import TrainConfig, train
+
+    rows = tmp_path / "train.jsonl"
+    rows.write_text("".join(json.dumps({"query": q, "positive": d}) + "\n" for q, d in zip(QUERIES, POSITIVES)))
+    config = TrainConfig(model=tiny_bert_path, train_jsonl=[str(rows)], output_dir=str(tmp_path / "run"),
+                         num_query_meta_tokens=4, num_document_meta_tokens=8, groups=["1,1", "2,4", "4,8"],
+                         largest_group_first_steps=2, batch_size=5, max_steps=4, learning_rate=1e-3,
+                         num_negatives=0, save_steps=1000, logging_steps=1, bf16="false", no_duplicates=False)
+    train(config)
+    logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = {record["step"]: record for record in logs if "loss_4x8" in record and "loss" in record}
+    assert sorted(steps) == [1, 2, 3, 4]
+    for step, record in steps.items():
+        groups = [record["loss_1x1"], record["loss_2x4"], record["loss_4x8"]]
+        expected = record["loss_4x8"] if step <= 2 else sum(groups) / 3
+        assert record["loss"] == pytest.approx(expected, rel=1e-3), (step, record)
+    assert steps[3]["loss"] != pytest.approx(steps[3]["loss_4x8"], rel=1e-3)  # the switch is visible
+    with pytest.raises(ValueError, match="largest_group_first_steps must be >= 0, got -1"):
+        TrainConfig(model=tiny_bert_path, output_dir=str(tmp_path), largest_group_first_steps=-1).validate()

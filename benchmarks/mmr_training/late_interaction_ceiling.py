@@ -10,8 +10,9 @@ backbone both ways beside them; on the training domain's test split and on a dom
 Why (issue 14): MetaEmbed's meta vectors are a budgeted summary of the item's token states, so a token-level model
 trained on the same data bounds what a larger budget can add over one vector. If the trained token model is not
 clearly above the trained single vector, the data and backbone, not the MMR recipe, keep the curve flat.
-Reads the sets `run.py --passages sources --cross-domain pydocs` builds under --work-dir. Writes
-benchmarks/results/late_interaction_ceiling.{json,md}.
+Reads the sets `run.py --passages sources --cross-domain pydocs` builds under --work-dir (or any pair given as
+--train-set / --cross-set, e.g. the multi-facet Python-docs set `pydocs-dense-1000-200` with
+`--results late_interaction_ceiling_pydocs_dense`). Writes benchmarks/results/<--results>.{json,md}.
 """
 
 from __future__ import annotations
@@ -131,10 +132,15 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--temperature", type=float, default=0.03)
     parser.add_argument("--max-length", type=int, default=128, help="text tokens per item (as the benchmark's arms)")
+    parser.add_argument("--eval-max-length", type=int, default=None,
+                        help="text tokens per test item (default: --max-length; as run.py's --eval-max-length)")
     parser.add_argument("--scorings", nargs="+", choices=SCORINGS, default=list(SCORINGS), help="which models to train")
     parser.add_argument("--save-dir", default=None, help="save each trained model (and tokenizer) to SAVE_DIR/<scoring>")
     parser.add_argument("--no-eval", action="store_true", help="train (and save) only")
+    parser.add_argument("--results", default="late_interaction_ceiling",
+                        help="file stem under benchmarks/results/ (one per training set)")
     args = parser.parse_args()
+    args.eval_max_length = args.eval_max_length or args.max_length
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(args.work_dir)
     rows = [json.loads(line) for line in (work / args.train_set / "train.jsonl").read_text().splitlines() if line.strip()]
@@ -144,7 +150,7 @@ def main() -> None:
     seconds = {}
     tokenizer, backbone = AutoTokenizer.from_pretrained(minilm_path()), AutoModel.from_pretrained(minilm_path())
     for name, task in sets.items() if not args.no_eval else ():
-        per_query.setdefault(name, {})["untrained"] = evaluate(backbone, tokenizer, task, args.max_length)
+        per_query.setdefault(name, {})["untrained"] = evaluate(backbone, tokenizer, task, args.eval_max_length)
     for scoring in args.scorings:
         start = time.perf_counter()
         tokenizer, model = train(scoring, rows, args)
@@ -153,14 +159,15 @@ def main() -> None:
             model.save_pretrained(Path(args.save_dir) / scoring)
             tokenizer.save_pretrained(Path(args.save_dir) / scoring)
         for name, task in sets.items() if not args.no_eval else ():
-            per_query[name][f"trained as {scoring}"] = evaluate(model, tokenizer, task, args.max_length)
+            per_query[name][f"trained as {scoring}"] = evaluate(model, tokenizer, task, args.eval_max_length)
             print(name, scoring, {s: mean(v) for s, v in per_query[name][f"trained as {scoring}"].items()}, flush=True)
     if args.no_eval or set(args.scorings) != set(SCORINGS):
         return
     results = {
         "backbone": "all-MiniLM-L6-v2", "train_set": args.train_set, "cross_set": args.cross_set,
         "train_rows": len(rows), "steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "temperature": args.temperature, "max_text_tokens": args.max_length, "machine": machine(),
+        "temperature": args.temperature, "max_text_tokens": args.max_length,
+        "max_text_tokens_at_test": args.eval_max_length, "machine": machine(),
         "training_seconds": seconds,
         "ndcg@10": {name: {model: {s: mean(v) for s, v in scorings.items()} for model, scorings in models.items()}
                     for name, models in per_query.items()},
@@ -175,13 +182,13 @@ def main() -> None:
         "queries": {name: len(task.queries) for name, task in sets.items()},
         "documents": {name: len(task.corpus) for name, task in sets.items()},
     }
-    out = REPO / "benchmarks" / "results" / "late_interaction_ceiling.json"
+    out = REPO / "benchmarks" / "results" / f"{args.results}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     sizes = ", ".join(f"{n}: {results['queries'][n]} q / {results['documents'][n]} docs" for n in sets)
     lines = ["# The late-interaction ceiling: all-MiniLM-L6-v2 trained token by token against trained as one vector", "",
              f"Trained on `{args.train_set}` ({len(rows)} rows), {args.steps} steps of batch {args.batch_size} (+1 hard "
              f"negative), learning rate {args.learning_rate}, temperature {args.temperature}, {args.max_length} text "
-             f"tokens, bf16 autocast; {machine()}; training {seconds['mean']:.0f} s (mean) and {seconds['tokens']:.0f} s "
+             f"tokens ({args.eval_max_length} at test), bf16 autocast; {machine()}; training {seconds['mean']:.0f} s (mean) and {seconds['tokens']:.0f} s "
              "(tokens). Tested on its test split and across domains on "
              f"`{args.cross_set}` ({sizes}).",
              "", "nDCG@10 (x100); rows: the model, columns: how it scores (mean = mean pooling + cosine, one vector; "

@@ -19,7 +19,10 @@ the diversity term (an item's own vectors' mean cosine, ``diversity_weight``), (
 diversity term of (j), (m) (k) with every vector the mean plus a learned residual (training's default), (n) (m)
 plus the distillation of (f), (o) (m) plus best-sentence distillation (``distill_teacher: sentences``: the teacher
 scores a document by its best sentence, each encoded alone), (w) (m) plus distillation from ``--teacher-model``, the
-backbone fine-tuned token by token (``late_interaction_ceiling.py --scorings tokens --save-dir``) rather than frozen; (d) the plain backbone as users have it (mean
+backbone fine-tuned token by token (``late_interaction_ceiling.py --scorings tokens --save-dir``) rather than frozen,
+(x) the backbone's mean pooling as one vector, fine-tuned (what a sentence-transformers user trains: the strongest
+single-vector reference), (y) (a) and (z) (m) whose first ``--largest-group-first`` steps (default half) train only
+the (16,64) group, as (b) does throughout (``largest_group_first_steps``); (d) the plain backbone as users have it (mean
 pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
 with ``--cross-domain pydocs`` (or ``sources``), on a set from a domain it never saw. ``--passages pydocs`` trains
 on the standard-library families that neither test nor dev holds.
@@ -102,7 +105,14 @@ ARMS = {
     "u_mmr_boosted": model_settings(mmr_nesting="boosted"),
     "v_mean_residual_boosted": model_settings(first_vector="mean", meta_residual=True, mmr_nesting="boosted"),
     "w_mean_residual_trained_teacher_distill": model_settings(first_vector="mean", meta_residual=True),
+    "x_mean_pooling_single_vector": model_settings(groups=["1,1"], query=1, document=1, first_vector="mean"),
+    "y_mmr_largest_group_first": model_settings(),
+    "z_mean_residual_largest_group_first": model_settings(first_vector="mean", meta_residual=True),
 }
+LARGEST_GROUP_FIRST = ("y_mmr_largest_group_first", "z_mean_residual_largest_group_first")
+"""Arms whose first --largest-group-first steps train only the (16,64) group (largest_group_first_steps)."""
+SINGLE_VECTOR = ("c_single_vector", "x_mean_pooling_single_vector")
+"""Arms with one vector per item: scored at (1,1) only, and references every other arm is compared with."""
 TRAINED_TEACHER = ("w_mean_residual_trained_teacher_distill",)
 """Arms whose distillation teacher is --teacher-model (a token-level fine-tune of the backbone), not the frozen backbone."""
 QUERY_WEIGHTED = ("s_mean_first_query_weights", "t_mean_residual_query_weights")
@@ -269,14 +279,16 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                             ("t_mean_residual_query_weights", "m_mmr_mean_residual"),
                             ("u_mmr_boosted", "a_mmr"), ("u_mmr_boosted", "b_largest_group_only"),
                             ("v_mean_residual_boosted", "m_mmr_mean_residual"),
-                            ("w_mean_residual_trained_teacher_distill", "m_mmr_mean_residual")):
+                            ("w_mean_residual_trained_teacher_distill", "m_mmr_mean_residual"),
+                            ("y_mmr_largest_group_first", "a_mmr"), ("y_mmr_largest_group_first", "b_largest_group_only"),
+                            ("z_mean_residual_largest_group_first", "m_mmr_mean_residual")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
-    for reference in ("c_single_vector", PLAIN):
+    for reference in (*SINGLE_VECTOR, PLAIN):
         if reference not in arms:
             continue
         for arm in arms:
-            if arm in (reference, PLAIN):
+            if arm in (reference, PLAIN) or (arm in SINGLE_VECTOR and reference in SINGLE_VECTOR and arm < reference):
                 continue
             budgets = ["1,1", "16,64"] if arm in multi else ["1,1"]
             pairs += [(f"{short[arm]} ({b}) - {short[reference]} (1,1)", (arm, b), (reference, "1,1")) for b in budgets]
@@ -372,11 +384,13 @@ def plot(results: dict, path: Path) -> None:
     for axis, (arms, metric, prefix) in zip(axes, panels):
         for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-"), ("f_mmr_distill", "D-"),
                            ("g_mmr_windows", "v-"), ("h_mmr_windows_anchor", "P-"),
-                           ("i_mmr_windows_distill", "X-")):
+                           ("i_mmr_windows_distill", "X-"), ("m_mmr_mean_residual", "*-"),
+                           ("y_mmr_largest_group_first", "h-"), ("z_mean_residual_largest_group_first", "H-")):
             if arm in arms:
                 values = [arms[arm]["budgets"][b][metric] for b in budgets]
                 axis.plot(range(len(budgets)), values, style, label=ARM_LABELS[arm])
-        for arm, color, line in (("c_single_vector", "tab:green", "--"), (PLAIN, "gray", ":")):
+        for arm, color, line in (("c_single_vector", "tab:green", "--"), ("x_mean_pooling_single_vector", "tab:olive", "-."),
+                                 (PLAIN, "gray", ":")):
             if arm in arms:
                 axis.axhline(arms[arm]["budgets"]["1,1"][metric], color=color, linestyle=line, label=ARM_LABELS[arm])
         low, high = axis.get_ylim()
@@ -417,6 +431,10 @@ ARM_LABELS = {
     "v_mean_residual_boosted": "(v) (m) with boosted nesting",
     "w_mean_residual_trained_teacher_distill": "(w) (m) + distillation from a token-level fine-tune of the backbone "
                                                "(--teacher-model)",
+    "y_mmr_largest_group_first": "(y) (a), the first --largest-group-first steps only the (16,64) group (as (b))",
+    "z_mean_residual_largest_group_first": "(z) (m), the first --largest-group-first steps only the (16,64) group",
+    "x_mean_pooling_single_vector": "(x) single vector = the backbone's mean pooling, fine-tuned (first_vector: mean; "
+                                    "what a sentence-transformers user trains)",
 }
 
 
@@ -545,6 +563,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher-model", default=None,
                         help="arm (w): the distillation teacher, a token-level fine-tune of the backbone "
                              "(late_interaction_ceiling.py --scorings tokens --save-dir DIR: DIR/tokens)")
+    parser.add_argument("--largest-group-first", type=int, default=None,
+                        help="arms (y), (z): steps that train only the (16,64) group before every group (default: half)")
     parser.add_argument("--reuse-trained", action="store_true",
                         help="evaluate an arm's saved model instead of training it again when its saved training "
                              "settings equal this run's (same data, steps, seed)")
@@ -653,12 +673,14 @@ def main(argv: list[str] | None = None) -> None:
             group_weights=args.group_weights_q if arm == "q_mmr_mean_residual_weighted" else None,
             query_tail_weight=args.query_tail_weight if arm in QUERY_WEIGHTED else None,
             distill_teacher_model=args.teacher_model if arm in TRAINED_TEACHER else None,
+            largest_group_first_steps=(args.largest_group_first if args.largest_group_first is not None
+                                       else args.steps // 2) if arm in LARGEST_GROUP_FIRST else 0,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
         encode_start = time.perf_counter()
         q, d = encode_arm(model_path, query_texts, doc_texts, args.eval_max_length, args.encode_batch_size)
         encode_seconds = time.perf_counter() - encode_start
-        budgets = [Budget(1, 1)] if arm == "c_single_vector" else [Budget(*b) for b in PAPER_BUDGETS]
+        budgets = [Budget(1, 1)] if arm in SINGLE_VECTOR else [Budget(*b) for b in PAPER_BUDGETS]
         metrics, per_query[arm] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
         results["arms"][arm] = {
             "groups": arm_settings["groups"], "train_seconds": train_seconds,

@@ -126,6 +126,9 @@ class TrainConfig:
     mmr_nesting: str = setting("shared", help="How the groups share gradients: shared (the paper: every group trains "
                                "every vector of its prefix) or boosted (a group trains only the vectors its largest "
                                "nested group lacks, so a larger budget learns what the smaller one misses).")
+    largest_group_first_steps: int = setting(0, help="Train only the largest budget group for this many optimizer "
+                                             "steps, then every group (the vectors first spread out as they do when "
+                                             "that group is trained alone); 0: every group from the first step.")
     temperature: float = setting(DEFAULT_TEMPERATURE, help="Softmax temperature of the InfoNCE loss.")
     normalize_by_query: bool = setting(True, help="Divide each group's MaxSim scores by its r_q, so every group's "
                                        "logits share one scale (see MMRLoss).")
@@ -254,6 +257,8 @@ class TrainConfig:
                      "gradient_accumulation_steps", "save_steps", "logging_steps", "lora_rank"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.largest_group_first_steps < 0:
+            raise ValueError(f"largest_group_first_steps must be >= 0, got {self.largest_group_first_steps}")
         if self.num_negatives < 0:
             raise ValueError(f"num_negatives must be >= 0, got {self.num_negatives}")
         for name in ("anchor_weight", "diversity_weight", "distill_weight"):

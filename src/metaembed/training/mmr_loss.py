@@ -182,6 +182,9 @@ class MMRLoss(nn.Module):
         distill_temperature: the teacher's softmax temperature. Default: ``temperature``.
         The plain (non-cached) wrapped loss only: the GradCache path does not carry the extra terms.
 
+    ``only_largest = True`` (set by :class:`~metaembed.training.trainer.LargestGroupFirstCallback` for a run's
+    first steps) makes the loss the largest group's InfoNCE alone; every group is still logged.
+
     After each forward, ``last_group_losses`` maps ``loss_{r_q}x{r_c}`` to that group's (unweighted)
     mean InfoNCE over the local queries, detached, for logging.
     """
@@ -245,6 +248,7 @@ class MMRLoss(nn.Module):
         if any(weight < 0 for weight in weights):
             raise ValueError(f"group weights must be non-negative, got {weights}")
         self.weights = weights
+        self.only_largest = False
         self.temperature = float(temperature)
         self.normalize_by_query = normalize_by_query
         self.teacher = teacher if anchor_weight > 0 or distill_weight > 0 else None
@@ -286,6 +290,15 @@ class MMRLoss(nn.Module):
             "nesting": self.nesting,
             "gather_across_devices": self.gather_across_devices,
         }
+
+    def active_weights(self) -> list[float]:
+        """The group weights this step: ``weights``, or with ``only_largest`` the largest group's alone (weighted
+        ``len(groups)``, so the total is exactly that group's loss)."""
+        if not self.only_largest:
+            return self.weights
+        largest = max(range(len(self.groups)), key=lambda index: (self.groups[index].query * self.groups[index].document,
+                                                                   self.groups[index].query))
+        return [float(len(self.groups)) if index == largest else 0.0 for index in range(len(self.groups))]
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
@@ -383,7 +396,7 @@ class MMRLoss(nn.Module):
             labels = labels + get_rank() * batch_size * per_row
             local = slice(local.start + get_rank() * batch_size * per_row, local.stop + get_rank() * batch_size * per_row)
 
-        weights = torch.tensor(self.weights, dtype=torch.float32, device=queries.device)
+        weights = torch.tensor(self.active_weights(), dtype=torch.float32, device=queries.device)
         if score_chunk is None:
             r_q = max(group.query for group in self.groups)
             r_c = max(group.document for group in self.groups)

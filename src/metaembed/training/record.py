@@ -30,6 +30,8 @@ def training_record(config: TrainConfig, examples: Sequence[Any], groups: Sequen
     }
     if config.group_weights:
         settings["group weights"] = list(config.group_weights)
+    if config.largest_group_first_steps:
+        settings["largest group alone, first steps"] = config.largest_group_first_steps
     if config.mmr_nesting != "shared":
         settings["group nesting"] = config.mmr_nesting
     for name in ("anchor_weight", "diversity_weight", "distill_weight"):

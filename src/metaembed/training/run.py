@@ -38,7 +38,7 @@ from metaembed.training.lora import apply_lora, is_vision_part, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
 from metaembed.training.record import training_record
 from metaembed.training.regularizers import BackboneTeacher
-from metaembed.training.trainer import LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback
+from metaembed.training.trainer import LargestGroupFirstCallback, LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,10 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[LogAtSaveCallback(), MetricsLogCallback(metrics_path, examples_per_step), *(callbacks or [])],
+        callbacks=[LogAtSaveCallback(), MetricsLogCallback(metrics_path, examples_per_step),
+                   *([LargestGroupFirstCallback(loss, config.largest_group_first_steps)]
+                     if config.largest_group_first_steps else []),
+                   *(callbacks or [])],
     )
     trainer.lora_checkpoints = config.lora
     if trainer.is_world_process_zero():

@@ -157,3 +157,15 @@ class LogAtSaveCallback(TrainerCallback):
         if control.should_save or control.should_training_stop:
             control.should_log = True
         return control
+
+
+class LargestGroupFirstCallback(TrainerCallback):
+    """For a run's first ``steps`` optimizer steps the MMR loss trains its largest group alone, then every group
+    (``largest_group_first_steps``). Read from the step counter, so a resumed run switches at the same step."""
+
+    def __init__(self, loss: MMRLoss, steps: int) -> None:
+        self.loss = loss
+        self.steps = steps
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.loss.only_largest = state.global_step < self.steps

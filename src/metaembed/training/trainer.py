@@ -5,7 +5,9 @@ and checkpoint LoRA runs as their trainable weights only.
 Progress and logs are the trainer's own: its progress bar (which also prints every log line) and ``report_to``
 (TensorBoard, W&B, ...). Two callbacks add what it has no setting for: :class:`MetricsLogCallback` keeps every
 log as a line of ``metrics.jsonl`` (with the throughput since the last log), which benchmarks and a resumed run
-read, and :class:`LogAtSaveCallback` logs at every checkpoint, so a resumed run logs each step once."""
+read, and :class:`LogAtSaveCallback` logs at every checkpoint, so a resumed run logs each step once.
+:class:`LargestGroupFirstCallback` switches the MMR loss from its largest group alone to every group
+(``largest_group_first_steps``)."""
 
 from __future__ import annotations
 

@@ -3,9 +3,11 @@ name the machine they ran on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from metaembed.training import TrainConfig, train
@@ -29,6 +31,23 @@ def train_or_reuse(config: TrainConfig, reuse: bool) -> tuple[str, float | None,
     seconds = round(time.perf_counter() - start, 1)
     record.write_text(json.dumps({"training_loss": trained.training_loss, "seconds": seconds}) + "\n")
     return trained.model_path, trained.training_loss, seconds
+
+
+def cached_evaluation(model_path: str, inputs: dict, evaluate: Callable[[], dict]) -> dict:
+    """``evaluate()``'s JSON result for this saved model and these evaluation ``inputs`` (texts, ids, lengths), kept
+    beside the model in ``benchmark_eval.json`` and returned from there while neither the model's files nor the
+    inputs change: a later run re-scores a reused arm (for paired comparisons) without encoding its sets again."""
+    files = sorted(path for path in Path(model_path).rglob("*") if path.is_file())
+    stamp = [(str(path.relative_to(model_path)), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    key = hashlib.sha256(json.dumps([stamp, inputs], sort_keys=True).encode()).hexdigest()
+    cache = Path(model_path).parent / "benchmark_eval.json"
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key in stored:
+        print(f"  reusing the evaluation in {cache} (same model files, same test sets)", flush=True)
+        return stored[key]
+    stored[key] = evaluate()
+    cache.write_text(json.dumps(stored) + "\n")
+    return stored[key]
 
 
 def machine() -> str:

@@ -8,7 +8,7 @@ import json
 import pytest
 from rich.console import Console
 
-from metaembed import MultiVectorIndex
+from metaembed import MetaEmbed, MultiVectorIndex
 from metaembed.data.debian import find_translation_files
 from metaembed.quickstart import Quickstart, QuickstartSettings
 
@@ -48,6 +48,8 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
         assert len(index) == 300 and index.max_document_vectors == 64
     model_file = work / "train" / "model" / "0_MetaTransformer" / "model.safetensors"
     assert model_file.is_file()
+    backbone_config = json.loads((model_file.parent / "sentence_bert_config.json").read_text())
+    assert backbone_config["meta_attention"] == "document_lines"  # a vector per line of a source package's document
     card = (work / "train" / "model" / "README.md").read_text()
     assert "## Budget curve" in card and "\n| (16,64) | " in card  # the run's budget curve is in the model's card
     assert f"metaembed search --index {work / 'index'} --model {work / 'train' / 'model'}" in output
@@ -71,3 +73,20 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
     _, rebuilt = run(work, fresh=True)
     assert "--fresh: removing" in rebuilt and "Reusing" not in rebuilt
     assert model_file.stat().st_mtime_ns != trained_at
+
+
+def test_quickstart_on_python_docs(tmp_path):
+    """--data pydocs: the standard library's docs (a module's members, a line each) end to end, read whole (448 tokens)
+    when indexed; a later run on other data replaces the folder's run rather than mixing the two."""
+    work = tmp_path / "qs"
+    result, output = run(work, data="pydocs")
+    stats = json.loads((work / "data" / "stats.json").read_text())
+    assert stats["max_body_words"] == 16 and stats["test_queries"] == 40
+    assert set(result["results"]["budgets"]) == {"1,1", "2,4", "4,8", "8,16", "16,64"}
+    with MultiVectorIndex.open(work / "index") as index:
+        assert len(index) == stats["corpus_documents"]
+    model = MetaEmbed.from_pretrained(result["model_path"])
+    assert model.backbone.meta_attention == "document_lines" and model.max_seq_length == 448
+    assert json.loads((work / "quickstart.json").read_text())["data"] == "pydocs"
+    _, again = run(work)
+    assert "holds a run on the 'pydocs' data: removing it" in again

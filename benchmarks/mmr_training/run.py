@@ -22,12 +22,16 @@ scores a document by its best sentence, each encoded alone), (w) (m) plus distil
 backbone fine-tuned token by token (``late_interaction_ceiling.py --scorings tokens --save-dir``) rather than frozen,
 (x) the backbone's mean pooling as one vector, fine-tuned (what a sentence-transformers user trains: the strongest
 single-vector reference), (y) (a) and (z) (m) whose first ``--largest-group-first`` steps (default half) train only
-the (16,64) group, as (b) does throughout (``largest_group_first_steps``); (d) the plain backbone as users have it (mean
+the (16,64) group, as (b) does throughout (``largest_group_first_steps``), (aa) (m) with ``meta_attention:
+document_segments`` and (ab) with ``document_lines`` (vector v >= 2 reads the document's line v - 1, its tokens read
+apart or with the whole document); (d) the plain backbone as users have it (mean
 pooling, cosine, no training): every other arm is compared with it, on the training domain's test split and,
 with ``--cross-domain pydocs`` (or ``sources``), on a set from a domain it never saw. ``--passages pydocs`` trains
 on the standard-library families that neither test nor dev holds.
 Also measures the MMR loss cost: all groups vs the largest group alone (scoring + backward on fixed
-embeddings, the part MMR changes), and how alike an item's vectors are (trained arms vs untrained).
+embeddings, the part MMR changes), and how alike an item's vectors are (trained arms vs untrained). Each arm's
+scores are kept beside its model (``benchmark_eval.json``), so ``--reuse-trained`` re-scores reused arms for paired
+comparisons without encoding the sets again.
 Writes benchmarks/results/mmr_training[_two_topic].json, .md and .png.
 """
 
@@ -64,7 +68,7 @@ from metaembed.training.run import use_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from arms import machine, train_or_reuse  # noqa: E402
+from arms import cached_evaluation, machine, train_or_reuse  # noqa: E402
 from analysis import mean_vector_cosine, paired_bootstrap  # noqa: E402
 from two_topic import build_two_topic_set, by_half_per_budget, write_two_topic_training  # noqa: E402
 
@@ -108,6 +112,9 @@ ARMS = {
     "x_mean_pooling_single_vector": model_settings(groups=["1,1"], query=1, document=1, first_vector="mean"),
     "y_mmr_largest_group_first": model_settings(),
     "z_mean_residual_largest_group_first": model_settings(first_vector="mean", meta_residual=True),
+    "aa_mean_residual_segments": model_settings(first_vector="mean", meta_residual=True,
+                                                meta_attention="document_segments"),
+    "ab_mean_residual_lines": model_settings(first_vector="mean", meta_residual=True, meta_attention="document_lines"),
 }
 LARGEST_GROUP_FIRST = ("y_mmr_largest_group_first", "z_mean_residual_largest_group_first")
 """Arms whose first --largest-group-first steps train only the (16,64) group (largest_group_first_steps)."""
@@ -281,7 +288,11 @@ def comparison_pairs(arms: list[str]) -> list[tuple[str, tuple[str, str], tuple[
                             ("v_mean_residual_boosted", "m_mmr_mean_residual"),
                             ("w_mean_residual_trained_teacher_distill", "m_mmr_mean_residual"),
                             ("y_mmr_largest_group_first", "a_mmr"), ("y_mmr_largest_group_first", "b_largest_group_only"),
-                            ("z_mean_residual_largest_group_first", "m_mmr_mean_residual")):
+                            ("z_mean_residual_largest_group_first", "m_mmr_mean_residual"),
+                            ("aa_mean_residual_segments", "m_mmr_mean_residual"),
+                            ("aa_mean_residual_segments", "a_mmr"),
+                            ("ab_mean_residual_lines", "m_mmr_mean_residual"), ("ab_mean_residual_lines", "a_mmr"),
+                            ("ab_mean_residual_lines", "aa_mean_residual_segments")):
         if other in arms and windowed in arms:
             pairs += [(f"{short[windowed]} ({b}) - {short[other]} ({b})", (windowed, b), (other, b)) for b in ("1,1", "16,64")]
     for reference in (*SINGLE_VECTOR, PLAIN):
@@ -337,6 +348,26 @@ def encode_arm(model_path: str, queries: list[str], documents: list[str], text_t
         q = model.encode_query(queries, batch_size=batch_size, show_progress_bar=True)
         d = model.encode_document(documents, batch_size=batch_size, show_progress_bar=True)
     return q, d
+
+
+def score_arm(model_path: str, budgets: list[Budget], data: "BenchmarkData", cross, args) -> dict:
+    """One trained arm at every budget: mean metrics and per-query nDCG@10 on the test split (and across domains),
+    how alike its vectors are and its (r_q, r_c) grid; JSON, so cached_evaluation can keep it."""
+    query_ids, doc_ids, qrels = data.query_ids, data.doc_ids, data.qrels
+    start = time.perf_counter()
+    q, d = encode_arm(model_path, data.query_texts, data.doc_texts, args.eval_max_length, args.encode_batch_size)
+    scored = {"encode_seconds": round(time.perf_counter() - start, 1)}
+    scored["metrics"], scored["per_query"] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
+    if q.shape[1] > 1:
+        scored["vector_spread"] = vector_spread(q, d)
+        scored["ndcg@10_grid"] = budget_grid(q, d, query_ids, doc_ids, qrels)
+    del q, d
+    if cross is not None:
+        print("  across domains ...", flush=True)
+        q, d = encode_arm(model_path, cross.query_texts, cross.doc_texts, args.eval_max_length, args.encode_batch_size)
+        scored["cross_metrics"], scored["cross_per_query"] = evaluate_budgets(q, d, budgets, cross.query_ids,
+                                                                              cross.doc_ids, cross.qrels)
+    return scored
 
 
 def mean_pooled_reference(path: str, max_length: int, queries, documents, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -434,6 +465,10 @@ ARM_LABELS = {
                                                "(--teacher-model)",
     "y_mmr_largest_group_first": "(y) (a), the first --largest-group-first steps only the (16,64) group (as (b))",
     "z_mean_residual_largest_group_first": "(z) (m), the first --largest-group-first steps only the (16,64) group",
+    "aa_mean_residual_segments": "(aa) (m) with a document's lines read apart: vector v >= 2 its line v - 1 "
+                                 "(meta_attention: document_segments)",
+    "ab_mean_residual_lines": "(ab) (m), vector v >= 2 = the mean of line v - 1's token states + a learned map of its "
+                              "meta token (which reads that line; meta_attention: document_lines)",
     "x_mean_pooling_single_vector": "(x) single vector = the backbone's mean pooling, fine-tuned (first_vector: mean; "
                                     "what a sentence-transformers user trains)",
 }
@@ -678,28 +713,26 @@ def main(argv: list[str] | None = None) -> None:
                                        else args.steps // 2) if arm in LARGEST_GROUP_FIRST else 0,
         )
         model_path, training_loss, train_seconds = train_or_reuse(config, args.reuse_trained)
-        encode_start = time.perf_counter()
-        q, d = encode_arm(model_path, query_texts, doc_texts, args.eval_max_length, args.encode_batch_size)
-        encode_seconds = time.perf_counter() - encode_start
         budgets = [Budget(1, 1)] if arm in SINGLE_VECTOR else [Budget(*b) for b in PAPER_BUDGETS]
-        metrics, per_query[arm] = evaluate_budgets(q, d, budgets, query_ids, doc_ids, qrels)
+        inputs = {"eval_max_length": args.eval_max_length, "budgets": [str(b) for b in budgets],
+                  "test": [query_ids, query_texts, doc_ids, doc_texts, qrels],
+                  "cross": None if cross is None else [cross.query_ids, cross.query_texts, cross.doc_ids, cross.doc_texts,
+                                                       cross.qrels]}
+        scored = cached_evaluation(model_path, inputs, lambda: score_arm(model_path, budgets, data, cross, args))
+        per_query[arm] = scored["per_query"]
         results["arms"][arm] = {
             "groups": arm_settings["groups"], "train_seconds": train_seconds,
-            "encode_seconds": round(encode_seconds, 1), "final_training_loss": training_loss,
-            "budgets": metrics,
+            "encode_seconds": scored["encode_seconds"], "final_training_loss": training_loss,
+            "budgets": scored["metrics"],
         }
         if data.half:
             results["arms"][arm]["ndcg@10_by_half"] = by_half_per_budget(per_query[arm], data.half)
-        if q.shape[1] > 1:
-            results["arms"][arm]["vector_spread"] = vector_spread(q, d)
-            results["arms"][arm]["ndcg@10_grid"] = budget_grid(q, d, query_ids, doc_ids, qrels)
-        del q, d
+        for name in ("vector_spread", "ndcg@10_grid"):
+            if name in scored:
+                results["arms"][arm][name] = scored[name]
         if cross is not None:
-            print(f"  {arm} across domains ...", flush=True)
-            q, d = encode_arm(model_path, cross.query_texts, cross.doc_texts, args.eval_max_length, args.encode_batch_size)
-            metrics, cross_per_query[arm] = evaluate_budgets(q, d, budgets, cross.query_ids, cross.doc_ids, cross.qrels)
-            results["cross_domain"]["arms"][arm] = {"budgets": metrics}
-            del q, d
+            cross_per_query[arm] = scored["cross_per_query"]
+            results["cross_domain"]["arms"][arm] = {"budgets": scored["cross_metrics"]}
         write_results(results, Path(args.results))  # partial results survive an interrupted run
 
     print("untrained MetaEmbed: how alike an item's vectors are before training ...", flush=True)

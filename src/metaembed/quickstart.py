@@ -31,11 +31,13 @@ class QuickstartSettings:
     """A trained MetaEmbed checkpoint (folder or hub id) to use instead of training one."""
     fresh: bool = False
     data: str = "sources"
-    """``sources`` (multi-facet: metaembed.data.debian_sources) or ``descriptions`` (one topic: metaembed.data.debian)."""
+    """``sources`` (multi-facet: metaembed.data.debian_sources), ``pydocs`` (multi-facet, one line per member:
+    metaembed.data.pydocs, DENSE) or ``descriptions`` (one topic: metaembed.data.debian)."""
     train_steps: int = 40
     batch_size: int = 16
-    max_text_tokens: int = 128
-    """A source package's document is ~110 tokens (median), up to ~215 (95th percentile)."""
+    max_text_tokens: int | None = None
+    """Training length; None: 128 (a source package's document is ~110 tokens, median; up to ~215, 95th percentile),
+    256 for ``pydocs``, whose documents (up to 300 words) are then read whole (448 tokens) when indexed."""
     corpus_size: int = 2000
     test_queries: int = 500
     seed: int = 0
@@ -44,6 +46,7 @@ class QuickstartSettings:
 
 DATA_SETS = {
     "sources": "Debian binary package summaries -> their source package's document (several binaries each)",
+    "pydocs": "Python standard-library members' summaries -> their module's documentation (a line per member)",
     "descriptions": "Debian package summaries -> descriptions",
 }
 
@@ -68,6 +71,7 @@ class Quickstart:
     def build_data(self):
         from metaembed.data.debian import DebianRetrievalPaths, build_debian_retrieval_set
         from metaembed.data.debian_sources import build_debian_sources_retrieval_set
+        from metaembed.data.pydocs import DENSE, build_pydocs_retrieval_set
 
         if self.settings.data not in DATA_SETS:
             raise ValueError(f"data must be one of {sorted(DATA_SETS)}, got {self.settings.data!r}")
@@ -78,6 +82,11 @@ class Quickstart:
         )
         if paths.stats.is_file() and paths.train_jsonl.is_file():
             self.console.print(f"Reusing the retrieval set in {self.data_dir}")
+        elif self.settings.data == "pydocs":
+            paths = build_pydocs_retrieval_set(  # no distractor documents: every other family trains
+                self.data_dir, seed=self.settings.seed, num_test_queries=self.settings.test_queries,
+                num_dev_queries=min(200, self.settings.test_queries), corpus_size=1, **DENSE,
+            )
         else:
             build = build_debian_sources_retrieval_set if self.settings.data == "sources" else build_debian_retrieval_set
             paths = build(
@@ -101,15 +110,20 @@ class Quickstart:
             return str(final)
         if self.train_dir.exists():
             shutil.rmtree(self.train_dir)  # an interrupted run: start the (short) training again
+        pydocs = self.settings.data == "pydocs"
         config = TrainConfig(
             model=minilm_path(), train_jsonl=[str(train_jsonl)], output_dir=str(self.train_dir),
             max_steps=self.settings.train_steps, batch_size=self.settings.batch_size,
-            max_seq_length=self.settings.max_text_tokens, learning_rate=5e-5, meta_token_learning_rate=1e-3,
+            max_seq_length=self.settings.max_text_tokens or (256 if pydocs else 128),
+            inference_max_seq_length=448 if pydocs else None,
+            # a vector per document line: a larger budget reads the members of a module, the binaries of a package
+            meta_attention="document_lines",
+            learning_rate=5e-5, meta_token_learning_rate=1e-3,
             save_steps=10 * self.settings.train_steps, logging_steps=10, seed=self.settings.seed,
         )
         self.console.print(
             f"{config.max_steps} steps of batch {config.batch_size} (one hard negative each), groups {config.groups}, "
-            f"temperature {config.temperature}"
+            f"temperature {config.temperature}, a vector per document line (meta_attention {config.meta_attention})"
         )
         result = train(config)
         self.console.print(f"Trained in {result.global_step} steps, final loss {result.training_loss:.3f} -> {result.model_path}")
@@ -165,7 +179,8 @@ class Quickstart:
         stats = self.data_dir / "stats.json"
         if not stats.is_file():
             return None
-        return "sources" if "max_packages" in json.loads(stats.read_text()) else "descriptions"
+        recorded = json.loads(stats.read_text())
+        return "pydocs" if "modules_walked" in recorded else "sources" if "max_packages" in recorded else "descriptions"
 
     # ------------------------------------------------------------------------------------ all
     def run(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ def quickstart(
     model: str = typer.Option(None, "--model", "-m", help="Use this trained MetaEmbed checkpoint instead of training one."),
     fresh: bool = typer.Option(False, "--fresh", help="Rebuild everything instead of reusing the working folder."),
     data: str = typer.Option("sources", help="'sources': a source package's binaries as one multi-facet document; "
+                                             "'pydocs': a Python standard-library module's members, a line each; "
                                              "'descriptions': one package's description per document."),
     steps: int = typer.Option(40, help="MMR training steps."),
     corpus_size: int = typer.Option(2000, help="Passages in the test corpus."),

@@ -19,7 +19,9 @@ class MetaTokenPooling(Module):
 
     ``residual_dim`` (the hidden size H; needs ``first_vector="mean"``) makes every meta vector the item's mean
     plus a learned linear map of its meta token's state: ``mean + W h_i``. ``W`` starts at zero, so an untrained
-    model scores every budget exactly as the backbone's mean pooling does, and training only adds to it.
+    model scores every budget exactly as the backbone's mean pooling does, and training only adds to it. Where the
+    features carry ``meta_reads`` (batch, R - 1, seq) (``meta_attention: document_segments``), ``mean`` is each meta
+    token's own line: the mean of the token states it reads.
     """
 
     config_keys: list[str] = ["residual_dim"]
@@ -40,13 +42,15 @@ class MetaTokenPooling(Module):
         index = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         vectors = hidden.gather(1, index)
         own = features.pop("own_token_mask", None)
+        reads = features.pop("meta_reads", None)
         if self.meta_residual is not None and own is None:
             raise ValueError("a MetaTokenPooling with residual_dim needs first_vector='mean' (the item's own-token mean)")
         if own is not None:
             weights = own.to(device=hidden.device, dtype=hidden.dtype).unsqueeze(-1)
             mean = ((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)).unsqueeze(1)
             if self.meta_residual is not None:
-                vectors = mean + self.meta_residual(vectors.to(self.meta_residual.weight.dtype)).to(hidden.dtype)
+                base = mean if reads is None else _masked_means(hidden, reads.to(hidden.device))
+                vectors = base + self.meta_residual(vectors.to(self.meta_residual.weight.dtype)).to(hidden.dtype)
             vectors = torch.cat([mean, vectors], dim=1)
         features["token_embeddings"] = vectors
         features["attention_mask"] = torch.ones(vectors.shape[:2], dtype=torch.long, device=hidden.device)
@@ -67,3 +71,9 @@ class MetaTokenPooling(Module):
         if pooling.meta_residual is not None:
             cls.load_torch_weights(model_name_or_path, **hub, model=pooling)
         return pooling
+
+
+def _masked_means(hidden: torch.Tensor, reads: torch.Tensor) -> torch.Tensor:
+    """(batch, R, H): per row of ``reads`` (batch, R, seq), the mean of the ``hidden`` (batch, seq, H) states it marks."""
+    weights = reads.to(hidden.dtype)
+    return (weights @ hidden) / weights.sum(dim=2, keepdim=True).clamp(min=1)

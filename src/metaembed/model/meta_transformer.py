@@ -32,8 +32,9 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
-from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, FIRST_VECTORS, FULL, meta_blind_attention,
-                                         nested_window_attention, windowed_sides)
+from metaembed.model.meta_segments import line_segment_ids, segment_attention
+from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, DOCUMENT_SEGMENTS, FIRST_VECTORS, FULL, meta_blind_attention,
+                                         nested_window_attention, segmented_sides, windowed_sides)
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
 
@@ -43,7 +44,7 @@ META_TOKENS_FILE = "meta_tokens.safetensors"
 QUERY_SIDE, DOCUMENT_SIDE = "query", "document"
 
 # Features computed here for our own pooling; they must never reach the backbone's forward.
-_PRIVATE_FEATURES = ("meta_positions",)
+_PRIVATE_FEATURES = ("meta_positions", "segment_ids")
 
 
 def side_of_task(task: str | None) -> str:
@@ -81,6 +82,7 @@ class MetaTransformer(Transformer):
         """``meta`` (the paper) or ``mean`` (vector 1 is the backbone's mean pooling; see FIRST_VECTORS); ``auto``
         becomes one of them once the backbone is loaded."""
         self._windowed_sides = windowed_sides(meta_attention)
+        self._segmented_sides = segmented_sides(meta_attention)
         self.meta_attention = meta_attention
         """What meta tokens attend to: ``full`` (the paper) or nested windows (see metaembed.model.meta_windows)."""
         for name, value in (("num_query_meta_tokens", num_query_meta_tokens), ("num_document_meta_tokens", num_document_meta_tokens)):
@@ -123,7 +125,7 @@ class MetaTransformer(Transformer):
                 "images will be refused. (transformers 5 builds some VLM processors, e.g. Qwen2-VL's, with a "
                 "video processor that needs torchvision.)"
             )
-        if self._windowed_sides or (first_vector == "mean" and not self._is_causal()):
+        if self._windowed_sides or self._segmented_sides or (first_vector == "mean" and not self._is_causal()):
             self._check_windows_supported(model_name_or_path)
         embeddings.register_forward_pre_hook(self._swap_meta_ids_for_lookup)
         embeddings.register_forward_hook(self._write_meta_embeddings)
@@ -215,6 +217,10 @@ class MetaTransformer(Transformer):
         side = side_of_task(kwargs.get("task"))
         num_meta = self.num_appended_meta_tokens(side)
         kwargs["max_length"] = self._max_real_tokens(kwargs.get("max_length"), num_meta)
+        texts = self._segmented_texts(inputs, prompt) if side in self._segmented_sides else None
+        if texts is not None:
+            processing_kwargs = dict(processing_kwargs or {})
+            processing_kwargs["text"] = {**processing_kwargs.get("text", {}), "return_offsets_mapping": True}
         features = super().preprocess(inputs, prompt=prompt, processing_kwargs=processing_kwargs, **kwargs)
         if not features:
             return features
@@ -222,7 +228,23 @@ class MetaTransformer(Transformer):
             raise ValueError(
                 "meta tokens need a token sequence: this backbone's processor returned no input_ids/attention_mask"
             )
+        if texts is not None:
+            if "offset_mapping" not in features:
+                raise ValueError(f"meta_attention={self.meta_attention!r} finds a document's lines from the tokenizer's "
+                                 "character offsets, but this backbone's processor returned none (it renders text "
+                                 "through a chat template or a processor): use a plain text backbone")
+            features["segment_ids"] = line_segment_ids(texts, features.pop("offset_mapping"))
         return self._append_meta_tokens(features, self.meta_token_ids(side)[:num_meta])
+
+    def _segmented_texts(self, inputs, prompt: str | None) -> list[str] | None:
+        """The strings a segmented side's batch tokenizes (prompt first), or None when the batch is not plain text
+        (images, messages: one segment each)."""
+        if not isinstance(inputs, (list, tuple)) or not all(isinstance(item, str) for item in inputs):
+            return None
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"meta_attention={self.meta_attention!r} finds a document's lines from a fast tokenizer's "
+                             f"character offsets, but this backbone's tokenizer ({type(self.tokenizer).__name__}) is not fast")
+        return [f"{prompt}{item}" if prompt else item for item in inputs]
 
     def _append_meta_tokens(self, features: dict[str, Any], meta_ids: Tensor) -> dict[str, Any]:
         input_ids: Tensor = features["input_ids"]
@@ -288,12 +310,13 @@ class MetaTransformer(Transformer):
         """Nested windows, and a mean first vector over a bidirectional backbone, need :meth:`_takes_explicit_mask`."""
         if self._takes_explicit_mask():
             return
-        setting = f"meta_attention={self.meta_attention!r}" if self._windowed_sides else "first_vector='mean'"
+        by_attention = bool(self._windowed_sides or self._segmented_sides)
+        setting = f"meta_attention={self.meta_attention!r}" if by_attention else "first_vector='mean'"
         if hasattr(self.config, "vision_config"):
             raise ValueError(
                 f"{setting}: {model_name_or_path!r} is a vision-language model, whose attention masks and positions "
                 "are built inside the model; this works with text backbones only"
-                + ("" if self._windowed_sides else " (or a decoder, whose meta tokens come last)")
+                + ("" if by_attention else " (or a decoder, whose meta tokens come last)")
             )
         raise ValueError(
             f"{setting} needs attn_implementation 'sdpa' or 'eager' (an explicit "
@@ -315,32 +338,43 @@ class MetaTransformer(Transformer):
             self._causal = any(getattr(module, "is_causal", False) is True for module in self.model.modules())
         return self._causal
 
-    def _attention_mask(self, features: dict[str, Any], meta_positions: Tensor) -> Tensor | None:
-        """The 4-D attention mask this batch needs: nested windows where its side reads them, else (first_vector
-        'mean', bidirectional backbone) the item's own tokens blind to the meta tokens; None for the plain mask."""
+    def _attention_mask(self, features: dict[str, Any], meta_positions: Tensor,
+                        segment_ids: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """The 4-D attention mask this batch needs: lines read apart or nested windows where its side reads them,
+        else (first_vector 'mean', bidirectional backbone) the item's own tokens blind to the meta tokens; None for
+        the plain mask. Second, with lines, what each meta vector averages (``reads`` of segment_attention)."""
+        reads = None
         if meta_positions.shape[1] == 0:
-            return None
+            return None, None
         first_meta_id = features["input_ids"].gather(1, meta_positions[:, :1].to(features["input_ids"].device))
         side = QUERY_SIDE if bool((first_meta_id < self.meta_token_id_base + self.num_query_meta_tokens).all()) else DOCUMENT_SIDE
-        if self.reads_windows(side):
+        if side in self._segmented_sides and segment_ids is not None:
+            allowed, reads = segment_attention(features["attention_mask"], meta_positions, segment_ids,
+                                               causal=self._is_causal(), first_ordinal=1 + (self.first_vector == "mean"),
+                                               apart=self.meta_attention == DOCUMENT_SEGMENTS)
+        elif self.reads_windows(side):
             allowed = nested_window_attention(features["attention_mask"], meta_positions, causal=self._is_causal())
         elif self.first_vector == "mean" and not self._is_causal():
             allowed = meta_blind_attention(features["attention_mask"], meta_positions)
         else:
-            return None
+            return None, None
         if self._attention_implementation() == "sdpa":
-            return allowed
+            return allowed, reads
         dtype = self.model.dtype
-        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        return additive, reads
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         private = {key: features.pop(key) for key in _PRIVATE_FEATURES if key in features}
-        special_mask = self._windowed_sides or self.first_vector == "mean"
+        segment_ids = private.pop("segment_ids", None)
+        special_mask = self._windowed_sides or self._segmented_sides or self.first_vector == "mean"
         if special_mask and "meta_positions" in private and "attention_mask" not in kwargs:
-            mask = self._attention_mask(features, private["meta_positions"])
+            mask, reads = self._attention_mask(features, private["meta_positions"], segment_ids)
             if mask is not None:
                 kwargs["attention_mask"] = mask
+            if reads is not None:
+                private["meta_reads"] = reads
         if self.first_vector == "mean" and "meta_positions" in private:
             own = features["attention_mask"].bool().clone()
             own.scatter_(1, private["meta_positions"].to(own.device), False)

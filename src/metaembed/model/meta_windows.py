@@ -22,9 +22,12 @@ import torch
 from torch import Tensor
 
 FULL, DOCUMENT_WINDOWS, WINDOWS = "full", "document_windows", "windows"
-META_ATTENTION_MODES = (FULL, DOCUMENT_WINDOWS, WINDOWS)
+DOCUMENT_LINES, DOCUMENT_SEGMENTS = "document_lines", "document_segments"
+META_ATTENTION_MODES = (FULL, DOCUMENT_WINDOWS, WINDOWS, DOCUMENT_LINES, DOCUMENT_SEGMENTS)
 """``full``: the paper's (every meta token sees the whole item); ``document_windows``: nested windows for
-documents, full for queries; ``windows``: nested windows on both sides."""
+documents, full for queries; ``windows``: nested windows on both sides; ``document_lines``: a document's meta
+token v reads its line v - 1; ``document_segments``: the same with the lines' own tokens also read apart (see
+metaembed.model.meta_segments); both full for queries."""
 
 FIRST_VECTORS = ("meta", "mean")
 """What an item's first vector is: ``meta`` (the paper: the first meta token's state) or ``mean`` (the mean of the
@@ -40,7 +43,14 @@ def windowed_sides(mode: str) -> tuple[str, ...]:
     """The sides ("query", "document") whose meta tokens read nested windows under ``mode``."""
     if mode not in META_ATTENTION_MODES:
         raise ValueError(f"meta_attention must be one of {', '.join(META_ATTENTION_MODES)}, got {mode!r}")
-    return {FULL: (), DOCUMENT_WINDOWS: ("document",), WINDOWS: ("query", "document")}[mode]
+    return {FULL: (), DOCUMENT_WINDOWS: ("document",), WINDOWS: ("query", "document"), DOCUMENT_LINES: (),
+            DOCUMENT_SEGMENTS: ()}[mode]
+
+
+def segmented_sides(mode: str) -> tuple[str, ...]:
+    """The sides whose items are read line by line under ``mode`` (see metaembed.model.meta_segments)."""
+    windowed_sides(mode)  # names the setting and its choices when wrong
+    return ("document",) if mode in (DOCUMENT_LINES, DOCUMENT_SEGMENTS) else ()
 
 
 def nested_window_bounds(num_meta: int, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -86,8 +86,10 @@ class MetaEmbed(MultiVectorEncoder):
         The query and document meta tokens are separate, freshly initialised parameters; ``projection_dim``
         adds a linear projection (no bias, no activation) before the L2 normalisation. ``prompts`` maps
         task names (``"query"``, ``"document"`` or your own) to instructions prepended to the text.
-        ``meta_attention`` is ``"full"`` (the paper: every meta token reads the whole item) or nested windows
-        (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py).
+        ``meta_attention`` is ``"full"`` (the paper: every meta token reads the whole item), nested windows
+        (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py) or
+        ``"document_lines"`` (vector v >= 2 reads the document's line v - 1) or ``"document_segments"`` (the same, the
+        lines' own tokens also read apart; model/meta_segments.py).
         ``first_vector="mean"`` makes each item's first vector the backbone's own mean pooling (the item's tokens
         never read the meta tokens), so the (1,1) budget starts exactly where the backbone stands and the meta
         tokens add vectors 2..R; ``"meta"`` (default) is the paper's; ``"auto"`` is ``"mean"`` where the backbone

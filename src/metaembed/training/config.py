@@ -81,7 +81,9 @@ class TrainConfig:
     projection_dim: int | None = setting(None, help="Project every vector to this size (None: the backbone's).")
     meta_attention: str = setting("full", help="What meta tokens read: full (the paper: the whole item), "
                                   "document_windows or windows (nested windows: vector 1 the whole item, then halves, "
-                                  "quarters, ...; see metaembed.model.meta_windows).")
+                                  "quarters, ...; see metaembed.model.meta_windows), document_lines (vector 1 the "
+                                  "whole document, vector v its line v - 1) or document_segments (the same, each line's "
+                                  "tokens also read apart; see metaembed.model.meta_segments).")
     first_vector: str = setting("auto", help="An item's first vector: mean (the backbone's own mean pooling: the "
                                 "item's tokens never read the meta tokens, so (1,1) starts where the backbone stands; "
                                 "the meta tokens give vectors 2..R), meta (the paper: the first meta token), or auto "

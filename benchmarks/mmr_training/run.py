@@ -412,19 +412,16 @@ def plot(results: dict, path: Path) -> None:
     panels = [(results["arms"], metric, "") for metric in ("ndcg@10", "recall@1")]
     if results.get("cross_domain", {}).get("arms"):
         panels[1] = (results["cross_domain"]["arms"], "ndcg@10", "across domains: ")
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     for axis, (arms, metric, prefix) in zip(axes, panels):
-        for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("e_mmr_anchor", "^-"), ("f_mmr_distill", "D-"),
-                           ("g_mmr_windows", "v-"), ("h_mmr_windows_anchor", "P-"),
-                           ("i_mmr_windows_distill", "X-"), ("m_mmr_mean_residual", "*-"),
-                           ("y_mmr_largest_group_first", "h-"), ("z_mean_residual_largest_group_first", "H-")):
-            if arm in arms:
-                values = [arms[arm]["budgets"][b][metric] for b in budgets]
-                axis.plot(range(len(budgets)), values, style, label=ARM_LABELS[arm])
+        multi = [arm for arm in arms if arm in ARMS and arm not in SINGLE_VECTOR]
+        for arm, marker in zip(multi, "os^DvPX*hHpd<>"):
+            values = [arms[arm]["budgets"][b][metric] for b in budgets]
+            axis.plot(range(len(budgets)), values, f"{marker}-", label=_legend_label(arm))
         for arm, color, line in (("c_single_vector", "tab:green", "--"), ("x_mean_pooling_single_vector", "tab:olive", "-."),
                                  (PLAIN, "gray", ":")):
             if arm in arms:
-                axis.axhline(arms[arm]["budgets"]["1,1"][metric], color=color, linestyle=line, label=ARM_LABELS[arm])
+                axis.axhline(arms[arm]["budgets"]["1,1"][metric], color=color, linestyle=line, label=_legend_label(arm))
         low, high = axis.get_ylim()
         middle, span = (low + high) / 2, max(high - low, 0.06)  # never zoom a one-point wiggle into a climb
         axis.set_ylim(middle - span / 2, middle + span / 2)
@@ -432,12 +429,21 @@ def plot(results: dict, path: Path) -> None:
         axis.set_xlabel("budget (r_q, r_c)")
         axis.set_ylabel(f"{prefix}{metric} (y span >= 0.06)")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    passages = {"two-topic": "two-topic passages", "sources": "source packages"}.get(results["settings"]["passages"], "descriptions")
-    figure.suptitle(f"MMR training, all-MiniLM-L6-v2, Debian summaries -> {passages} ({results['settings']['steps']} steps)")
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    data = {"two-topic": "Debian summaries -> two-topic passages", "sources": "Debian summaries -> source packages",
+            "pydocs": "stdlib summaries -> module docs", "pydocs-dense": "stdlib summaries -> module docs (dense)",
+            }.get(results["settings"]["passages"], "Debian summaries -> descriptions")
+    figure.suptitle(f"MMR training, all-MiniLM-L6-v2, {data} ({results['settings']['steps']} steps)")
+    figure.tight_layout(rect=(0, 0.06 * ((len(labels) + 1) // 2), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
+
+
+def _legend_label(arm: str, width: int = 70) -> str:
+    """An arm's label, cut to fit a legend."""
+    label = ARM_LABELS.get(arm, arm)
+    return label if len(label) <= width else label[: width - 3] + "..."
 
 
 ARM_LABELS = {

@@ -84,7 +84,8 @@ class MetaTransformer(Transformer):
         self._windowed_sides = windowed_sides(meta_attention)
         self._segmented_sides = segmented_sides(meta_attention)
         self.meta_attention = meta_attention
-        """What meta tokens attend to: ``full`` (the paper) or nested windows (see metaembed.model.meta_windows)."""
+        """What meta tokens attend to: ``full`` (the paper), nested windows (see metaembed.model.meta_windows) or a
+        document's lines (metaembed.model.meta_segments)."""
         for name, value in (("num_query_meta_tokens", num_query_meta_tokens), ("num_document_meta_tokens", num_document_meta_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -20,8 +20,8 @@ tokenizer's character offsets; an input that is not plain text (an image, a chat
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 from torch import Tensor
@@ -33,16 +33,12 @@ def line_segment_ids(texts: Sequence[str], offsets: Tensor) -> Tensor:
     character spans (``return_offsets_mapping``)."""
     segments = torch.zeros(offsets.shape[:2], dtype=torch.long)
     for row, text in enumerate(texts):
-        line_starts, numbers, number = [], [], 0
-        position = 0
-        for line in text.split("\n"):
-            number += bool(line.strip())
-            line_starts.append(position)
-            numbers.append(number)
-            position += len(line) + 1
-        for column, (start, stop) in enumerate(offsets[row].tolist()):
-            if stop > start:
-                segments[row, column] = numbers[bisect.bisect_right(line_starts, start) - 1]
+        lines = text.split("\n")
+        line_starts = torch.tensor(list(accumulate((len(line) + 1 for line in lines[:-1]), initial=0)))
+        numbers = torch.tensor([bool(line.strip()) for line in lines]).cumsum(dim=0)  # non-empty lines so far
+        starts, stops = offsets[row, :, 0].long().contiguous(), offsets[row, :, 1].long()
+        line = torch.searchsorted(line_starts, starts, right=True) - 1  # the line each token starts in
+        segments[row] = torch.where(stops > starts, numbers[line], 0)
     return segments
 
 

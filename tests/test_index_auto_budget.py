@@ -194,7 +194,8 @@ def test_calibration_reaches_its_target_and_is_monotone(dev_set):
     index, queries, query_ids, qrels = dev_set
     settings = {"max_budget": (4, 8), "candidates": 30, **FP32}
     at_1_1 = ndcg(index.search(queries, k=10, budget=(1, 1), **FP32), query_ids, qrels)
-    calibration = metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=0.95, **settings)
+    calibration = metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=0.95, keep="metric",
+                                                  **settings)
     assert calibration.reference == pytest.approx(ndcg(index.search(queries, k=10, budget=(4, 8), **FP32), query_ids, qrels))
     assert at_1_1 < 0.95 * calibration.reference  # (1,1) alone misses the target: escalation is needed
     assert calibration.reached and 0 < calibration.margin < math.inf
@@ -220,19 +221,56 @@ def test_calibration_reaches_its_target_and_is_monotone(dev_set):
     assert np.mean([r.cost for r in cheaper]) == pytest.approx(below_cost)
     assert calibration.curve[0][1] == pytest.approx(at_1_1)  # threshold 0: everything at (1,1)
 
-    margins = [metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=t, **settings).margin
-               for t in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0)]
-    assert margins[0] == 0.0 and margins == sorted(margins)
+    for keep in ("metric", "gain"):
+        margins = [metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=t, keep=keep,
+                                                   **settings).margin for t in (0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0)]
+        assert margins[0] == 0.0 and margins == sorted(margins)
 
     index.set_properties(auto_margin=calibration.margin)  # stored: the default of later auto searches
     stored = index.search(queries, k=10, budget="auto", max_budget=(4, 8), candidates=30, **FP32)
     assert [r.ids for r in stored] == [r.ids for r in results]
 
 
+def test_calibration_keeps_a_share_of_the_gain_with_calibrated_candidates(dev_set):
+    """keep="gain" (the default): the goal is (1,1) + target x ((4,8) - (1,1)); the candidate count is the fewest
+    that hold 99% of (4,8)'s top 10 among (1,1)'s candidates; store() makes both the index's auto defaults."""
+    index, queries, query_ids, qrels = dev_set
+    at_1_1 = ndcg(index.search(queries, k=10, budget=(1, 1), **FP32), query_ids, qrels)
+    at_4_8 = ndcg(index.search(queries, k=10, budget=(4, 8), **FP32), query_ids, qrels)
+    calibration = metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=0.9, max_budget=(4, 8), **FP32)
+    assert calibration.keep == "gain" and calibration.first == pytest.approx(at_1_1)
+    assert calibration.goal == pytest.approx(at_1_1 + 0.9 * (at_4_8 - at_1_1))
+    assert calibration.reached and calibration.achieved >= calibration.goal - 1e-12
+    cascade = metaembed.calibrate_cascade(index, queries, k=10, target=0.99, budget=(4, 8), **FP32)
+    assert calibration.candidates == cascade.candidates
+    # here (4,8)'s top 10 past the relevant pair are random documents: 99% of them needs nearly the whole index
+    fewer = metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=0.9, max_budget=(4, 8),
+                                            candidate_recall=0.5, **FP32)
+    half = metaembed.calibrate_cascade(index, queries, k=10, target=0.5, budget=(4, 8), **FP32)
+    assert 10 <= fewer.candidates == half.candidates < calibration.candidates <= len(index)
+    assert fewer.mean_cost < calibration.mean_cost
+    # as a share of the metric, the same target asks for less: (1,1) is already most of (4,8)'s nDCG
+    as_metric = metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=0.9, keep="metric",
+                                                max_budget=(4, 8), candidates=calibration.candidates, **FP32)
+    assert as_metric.goal < calibration.goal and as_metric.margin <= calibration.margin
+
+    calibration.store(index)
+    reopened = MultiVectorIndex.open(index.path)
+    assert reopened.properties["auto_candidates"] == calibration.candidates
+    stored = reopened.search(queries, k=10, budget="auto", max_budget=(4, 8), **FP32)
+    given = index.search(queries, k=10, budget="auto", max_budget=(4, 8), auto_margin=calibration.margin,
+                         candidates=calibration.candidates, **FP32)
+    assert [r.ids for r in stored] == [r.ids for r in given]
+    assert ndcg(stored, query_ids, qrels) == pytest.approx(calibration.achieved, abs=1e-9)
+    assert np.mean([r.cost for r in stored]) == pytest.approx(calibration.mean_cost)
+
+
 def test_calibration_errors(dev_set):
     index, queries, query_ids, qrels = dev_set
     with pytest.raises(ValueError, match="target must be between 0 and 1"):
         metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, target=95)
+    with pytest.raises(ValueError, match="keep must be 'gain' .* or 'metric', got 'ndcg'"):
+        metaembed.calibrate_auto_margin(index, queries, query_ids, qrels, keep="ndcg")
     with pytest.raises(ValueError, match="59 query ids for 60 queries"):
         metaembed.calibrate_auto_margin(index, queries, query_ids[1:], qrels)
     with pytest.raises(ValueError, match="r_c=9 is larger"):
@@ -274,3 +312,49 @@ def test_cli_budget_auto_prints_the_budget_used(tiny_bert_path, tmp_path):
     assert not_auto.exit_code != 0 and "only apply to --budget auto" in flat(not_auto)
     bad = search("--budget", "fast")
     assert bad.exit_code != 0 and "or 'auto'" in flat(bad)
+
+
+def test_cli_calibrate_stores_what_the_python_api_finds(tiny_bert_path, tmp_path):
+    """`metaembed calibrate` encodes the judged dev queries as evaluation does, stores the margin and the candidate
+    count calibrate_auto_margin finds for them, and later auto searches use both; --dry-run stores nothing."""
+    from metaembed.cli import app
+    from metaembed.data.beir import load_beir
+    from metaembed.evaluation.encoding import QUERY, encode_items
+    from metaembed.model import MetaEmbed
+    from tests.test_eval_sweep import DOCUMENTS, QRELS, write_beir
+
+    model_dir = tmp_path / "model"
+    model = MetaEmbed.from_backbone(tiny_bert_path, num_query_meta_tokens=4, num_document_meta_tokens=8)
+    model.save_pretrained(str(model_dir))
+    beir = write_beir(tmp_path / "beir")
+    (beir / "qrels" / "dev.tsv").write_text(QRELS)
+    with MultiVectorIndex.create(tmp_path / "ix", model.embedding_dim, 8, properties={"model": str(model_dir)}) as index:
+        index.add([f"d{i}" for i in range(len(DOCUMENTS))], model.encode_document(DOCUMENTS))
+    task = load_beir(beir, split="dev")
+    encoded, _ = encode_items(model, QUERY, list(task.qrels), [task.queries[q] for q in task.qrels], progress=False)
+    with MultiVectorIndex.open(tmp_path / "ix") as index:
+        expected = metaembed.calibrate_auto_margin(index, encoded.vectors, encoded.ids, task.qrels, target=0.9)
+
+    def calibrate(*args: str):
+        return CliRunner().invoke(app, ["calibrate", "--index", str(tmp_path / "ix"), "--data", str(beir), *args])
+
+    dry = calibrate("--target", "0.9", "--dry-run")
+    assert dry.exit_code == 0 and "dry run: nothing stored" in dry.output, dry.output
+    assert "auto_margin" not in MultiVectorIndex.open(tmp_path / "ix").properties
+    stored = calibrate("--target", "0.9")
+    assert stored.exit_code == 0, stored.output
+    assert f"4 dev queries; nDCG@10 at (1,1) {expected.first:.4f}, at (4,8) {expected.reference:.4f}" in stored.output
+    assert f"margin {expected.margin:.4f}, {expected.candidates} candidates" in stored.output
+    properties = MultiVectorIndex.open(tmp_path / "ix").properties
+    assert properties["auto_margin"] == expected.margin and properties["auto_candidates"] == expected.candidates == 10
+
+    flat = lambda r: " ".join(r.output.replace("│", " ").split())  # noqa: E731
+    bad_keep = calibrate("--keep", "all")
+    assert bad_keep.exit_code == 2 and "--keep" in flat(bad_keep) and "got 'all'" in flat(bad_keep)
+    too_big = calibrate("--max-budget", "4,9")
+    assert too_big.exit_code == 2 and "--max-budget" in flat(too_big) and "r_c=9 is larger" in flat(too_big)
+    with MultiVectorIndex.create(tmp_path / "other", model.embedding_dim, 8) as other:  # another corpus's index
+        other.add(["x0", "x1"], model.encode_document(DOCUMENTS[:2]))
+    elsewhere = CliRunner().invoke(app, ["calibrate", "--index", str(tmp_path / "other"), "--data", str(beir),
+                                         "--model", str(model_dir)])
+    assert elsewhere.exit_code == 2 and "none of the documents the dev qrels of" in flat(elsewhere), elsewhere.output

@@ -29,14 +29,15 @@ def test_line_ids_come_from_offsets(tiny_bert_path):
 
 def test_meta_tokens_take_lines_in_order():
     lines = torch.tensor([3, 1, 0])
-    # The paper's layout (first_ordinal 1): meta 1 is the whole item, then lines 1, 2, ...; 0 = the whole item.
-    assert meta_segments(5, lines, first_ordinal=1).tolist() == [[0, 1, 2, 3, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0]]
+    # The paper's layout (first_ordinal 1): meta 1 is the whole item, then lines 1, 2, ..., and past the last line
+    # the lines again from line 1; 0 = the whole item (an item without lines: every meta token).
+    assert meta_segments(6, lines, first_ordinal=1).tolist() == [[0, 1, 2, 3, 1, 2], [0, 1, 1, 1, 1, 1], [0] * 6]
     # With a mean first vector the meta tokens give vectors 2.. and start at line 1.
-    assert meta_segments(4, lines, first_ordinal=2).tolist() == [[1, 2, 3, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    assert meta_segments(5, lines, first_ordinal=2).tolist() == [[1, 2, 3, 1, 2], [1, 1, 1, 1, 1], [0] * 5]
 
 
 def test_attention_mask_by_hand():
-    # [CLS] a a b [SEP] meta(line 1) meta(line 2) meta(whole: no line 3) pad
+    # [CLS] a a b [SEP] meta(line 1) meta(line 2) meta(no line 3: line 1 again) pad
     mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1, 0]])
     segments = torch.tensor([[0, 1, 1, 2, 0, 0, 0, 0, 0]])
     allowed, reads = segment_attention(mask, torch.tensor([[5, 6, 7]]), segments, causal=False, first_ordinal=2,
@@ -49,12 +50,12 @@ def test_attention_mask_by_hand():
         [1, 1, 1, 1, 1, 0, 0, 0, 0],  # [SEP]
         [1, 1, 1, 0, 1, 1, 0, 0, 0],  # meta for line 1: line 1, the special tokens, itself
         [1, 0, 0, 1, 1, 0, 1, 0, 0],  # meta for line 2
-        [1, 1, 1, 1, 1, 0, 0, 1, 0],  # a third meta token, no third line: the whole item
+        [1, 1, 1, 0, 1, 0, 0, 1, 0],  # a third meta token, no third line: line 1 again
         [0, 0, 0, 0, 0, 0, 0, 0, 1],  # padding: itself only
     ])
     assert torch.equal(allowed[0, 0].int(), expected)
     assert reads[0].int().tolist() == [[0, 1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0, 0, 0],
-                                       [1, 1, 1, 1, 1, 0, 0, 0, 0]]
+                                       [0, 1, 1, 0, 0, 0, 0, 0, 0]]
     causal, _ = segment_attention(mask, torch.tensor([[5, 6, 7]]), segments, causal=True, first_ordinal=2, apart=True)
     assert causal[0, 0, 2].int().tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
     assert causal[0, 0, 3].int().tolist() == [1, 0, 0, 1, 0, 0, 0, 0, 0]
@@ -94,10 +95,9 @@ def line_layout(tokenizer) -> tuple[list[int], torch.Tensor]:
 
 
 def expected_vectors(states: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
-    """Vector 1 the mean of every own token, vector v the mean of line v - 1, the whole item again past the lines."""
+    """Vector 1 the mean of every own token, vector v the mean of line v - 1, the lines again from line 1 past them."""
     lines = int(segment.max())
-    expected = [states.mean(dim=0)] + [states[segment[0] == n].mean(dim=0) for n in range(1, lines + 1)]
-    expected += [states.mean(dim=0)] * (R_C - len(expected))
+    expected = [states.mean(dim=0)] + [states[segment[0] == 1 + (v - 2) % lines].mean(dim=0) for v in range(2, R_C + 1)]
     return F.normalize(torch.stack(expected), dim=-1)
 
 

@@ -1,5 +1,6 @@
-"""The quickstart end to end at a small size: real Debian data, real MiniLM training, index, every budget
-evaluated; a second run reuses every stage. (`make quickstart` runs the same code at full size.)"""
+"""The quickstart end to end at a small size: real Python docs (and Debian) data, real MiniLM training, index, every
+budget evaluated, auto calibrated; a second run reuses every stage. (`make quickstart` runs the same code at full
+size.)"""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ def run(work, **overrides) -> tuple[dict, str]:
 
 
 def test_quickstart_builds_everything_then_reuses_it(tmp_path):
+    """The default data (the standard library's docs: a module's members, a line each), read whole (448 tokens)
+    when indexed."""
     work = tmp_path / "qs"
     result, output = run(work)
+    stats = json.loads((work / "data" / "stats.json").read_text())
+    assert stats["max_body_words"] == 16 and stats["test_queries"] == 40
 
     budgets = ["1,1", "2,4", "4,8", "8,16", "16,64"]
     overall = result["results"]
@@ -45,16 +50,24 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
     assert "\nbackbone " in output and "backbone: " in output  # the plain backbone's row and what it is
     assert (work / "eval" / "budget_curve.png").stat().st_size > 10_000
     with MultiVectorIndex.open(work / "index") as index:
-        assert len(index) == 300 and index.max_document_vectors == 64
+        assert len(index) == stats["corpus_documents"] and index.max_document_vectors == 64
+        properties = index.properties
+    # budget=auto calibrated on the dev queries, stored in the index, and run on the test queries
+    auto = result["auto"]
+    assert properties["auto_margin"] == auto["margin"] and properties["auto_candidates"] == auto["candidates"] >= 10
+    assert 0 < auto["cost_share"] <= 1 and sum(auto["stopped"].values()) == pytest.approx(1.0)
+    assert 0 <= auto["ndcg@10"] <= 1 and f"On the 40 test queries: nDCG@10 {100 * auto['ndcg@10']:.2f} with auto" in output
+    assert MetaEmbed.from_pretrained(result["model_path"]).max_seq_length == 448
     model_file = work / "train" / "model" / "0_MetaTransformer" / "model.safetensors"
     assert model_file.is_file()
     backbone_config = json.loads((model_file.parent / "sentence_bert_config.json").read_text())
-    assert backbone_config["meta_attention"] == "document_lines"  # a vector per line of a source package's document
+    assert backbone_config["meta_attention"] == "document_lines"  # a vector per line: a module's member
     card = (work / "train" / "model" / "README.md").read_text()
     assert "## Budget curve" in card and "\n| (16,64) | " in card  # the run's budget curve is in the model's card
-    assert f"metaembed search --index {work / 'index'} --model {work / 'train' / 'model'}" in output
+    assert f"metaembed search --index {work / 'index'} --query 'parse command-line options' --budget auto" in output
     assert f"metaembed serve --index {work / 'index'}" in output
-    assert set(result["timings"]) == {"data", "train", "index", "evaluate", "total"}
+    assert set(result["timings"]) == {"data", "train", "index", "evaluate", "auto", "total"}
+    assert json.loads((work / "quickstart.json").read_text())["data"] == "pydocs"
 
     trained_at = model_file.stat().st_mtime_ns
     _, again = run(work)
@@ -75,18 +88,17 @@ def test_quickstart_builds_everything_then_reuses_it(tmp_path):
     assert model_file.stat().st_mtime_ns != trained_at
 
 
-def test_quickstart_on_python_docs(tmp_path):
-    """--data pydocs: the standard library's docs (a module's members, a line each) end to end, read whole (448 tokens)
-    when indexed; a later run on other data replaces the folder's run rather than mixing the two."""
+def test_quickstart_on_debian_sources(tmp_path):
+    """--data sources: a Debian source package's binaries, a line each; a later run on other data replaces the
+    folder's run rather than mixing the two."""
     work = tmp_path / "qs"
-    result, output = run(work, data="pydocs")
-    stats = json.loads((work / "data" / "stats.json").read_text())
-    assert stats["max_body_words"] == 16 and stats["test_queries"] == 40
+    result, output = run(work, data="sources")
     assert set(result["results"]["budgets"]) == {"1,1", "2,4", "4,8", "8,16", "16,64"}
     with MultiVectorIndex.open(work / "index") as index:
-        assert len(index) == stats["corpus_documents"]
+        assert len(index) == 300 and index.properties["auto_candidates"] == result["auto"]["candidates"]
     model = MetaEmbed.from_pretrained(result["model_path"])
-    assert model.backbone.meta_attention == "document_lines" and model.max_seq_length == 448
-    assert json.loads((work / "quickstart.json").read_text())["data"] == "pydocs"
+    assert model.backbone.meta_attention == "document_lines"
+    assert json.loads((work / "quickstart.json").read_text())["data"] == "sources"
+    assert "--query 'a text editor for the terminal' --budget auto" in output
     _, again = run(work)
-    assert "holds a run on the 'pydocs' data: removing it" in again
+    assert "holds a run on the 'sources' data: removing it" in again

@@ -93,7 +93,7 @@ def test_auto_budget_returns_the_budget_used(client):
     upload = client.post("/search/upload", data={"query": "text editor", "budget": "auto", "max_budget": "2,4"})
     assert upload.status_code == 200 and upload.json()["budget"] in ([1, 1], [2, 4])
     auto = client.get("/stats").json()["auto"]
-    assert auto == {"max_budget": [4, 8], "margin": 0.09, "calibrated": False}
+    assert auto == {"max_budget": [4, 8], "margin": 0.09, "candidates": 100, "calibrated": False}
     assert 'value = "auto"' in client.get("/").text
 
 

@@ -4,9 +4,11 @@
 
 The corpus is encoded once at the full document budget and the dev and test queries once at the full query
 budget; the documents go into a MultiVectorIndex (bf16). Fixed budgets: exact search at every rung of the
-paper's ladder clipped to ``--max-budget``. Auto: for each target share of the max budget's dev nDCG@k, the
-margin from ``calibrate_auto_margin`` on the DEV queries, then ``search(budget="auto")`` on the TEST queries;
-also the uncalibrated default margin and margin inf (every query climbs: the candidates' ceiling).
+paper's ladder clipped to ``--max-budget``. Auto: for each target share of what the max budget adds over (1,1) in
+dev nDCG@k (``keep="gain"``, the default) and of the max budget's dev nDCG@k (``keep="metric"``), the stage-1
+candidates and the margin from ``calibrate_auto_margin`` on the DEV queries, then ``search(budget="auto")`` on the
+TEST queries; also the uncalibrated defaults (margin 0.09, max(100, 10 k) candidates) and margin inf (every query
+climbs: the candidates' ceiling).
 Cost is SearchResult.cost, query x document dot products. Writes JSON, .md and .png (default
 benchmarks/results/auto_budget.*).
 """
@@ -34,7 +36,7 @@ from metaembed.data.item import Item
 from metaembed.data.tasks import RetrievalTask  # noqa: E402
 from metaembed.evaluation import evaluate_run  # noqa: E402
 from metaembed.evaluation.stats import paired_bootstrap  # noqa: E402
-from metaembed.index.adaptive import DEFAULT_AUTO_MARGIN, auto_ladder  # noqa: E402
+from metaembed.index.adaptive import DEFAULT_AUTO_MARGIN, auto_ladder, default_candidates  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -89,18 +91,19 @@ def markdown(out: dict) -> str:
              f"Model {s['model']}, max budget ({s['max_budget']}), k={s['k']}; auto margins calibrated on "
              f"{s['dev_queries']} dev queries. Cost: dot products per query (fixed ({s['max_budget']}): "
              f"{out['fixed'][-1]['mean_cost']:,.0f}).", "",
-             "| search | margin | nDCG@10 | recall@10 | dot products / query | nDCG vs max | cost vs max | "
+             "| search | margin | candidates | nDCG@10 | recall@10 | dot products / query | nDCG vs max | cost vs max | "
              f"dev nDCG vs max | stopped at {' / '.join(f'({b})' for b in s['ladder'])} | Δ nDCG vs max [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in out["fixed"]:
-        lines.append(f"| fixed ({row['budget']}) | | {row['ndcg']:.4f} | {row['recall']:.4f} | {row['mean_cost']:,.0f} | "
+        lines.append(f"| fixed ({row['budget']}) | | | {row['ndcg']:.4f} | {row['recall']:.4f} | {row['mean_cost']:,.0f} | "
                      f"{row['ndcg_ratio']:.3f} | {row['cost_ratio']:.3f} | | | |")
     for row in out["auto"]:
         margin = row["margin"] if isinstance(row["margin"], str) else f"{row['margin']:.4f}"
         stops = " / ".join(f"{v:.0%}" for v in row["stopped"].values())
         dev = f"{row['dev_achieved_ndcg'] / row['dev_reference_ndcg']:.3f}" if row.get("dev_reference_ndcg") else ""
         ci = row["bootstrap_vs_max"]
-        lines.append(f"| {row['label']} | {margin} | {row['ndcg']:.4f} | {row['recall']:.4f} | {row['mean_cost']:,.0f} | "
+        lines.append(f"| {row['label']} | {margin} | {row['candidates']} | {row['ndcg']:.4f} | {row['recall']:.4f} | "
+                     f"{row['mean_cost']:,.0f} | "
                      f"{row['ndcg_ratio']:.3f} | {row['cost_ratio']:.3f} | {dev} | {stops} | "
                      f"{ci['difference']:+.4f} [{ci['ci95_low']:+.4f}, {ci['ci95_high']:+.4f}] |")
     unreached = [row["label"] for row in out["auto"] if row.get("reached") is False]
@@ -121,11 +124,14 @@ def plot(out: dict, path: Path) -> None:
     axis.plot([r["mean_cost"] for r in fixed], [r["ndcg"] for r in fixed], "o-", color="tab:blue", label="fixed budget")
     for r in fixed:
         axis.annotate(f"({r['budget']})", (r["mean_cost"], r["ndcg"]), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    markers = {"target": ("*", "tab:red"), "default": ("D", "tab:green"), "inf": ("s", "tab:gray")}
+    markers = {"target": ("*", "tab:red"), "metric target": ("P", "tab:purple"), "default": ("D", "tab:green"),
+               "inf": ("s", "tab:gray")}
     for kind, (marker, color) in markers.items():
         rows = [r for r in out["auto"] if r["kind"] == kind]
         axis.scatter([r["mean_cost"] for r in rows], [r["ndcg"] for r in rows], marker=marker, color=color, s=70, zorder=3,
-                     label={"target": "auto, calibrated to a target", "default": f"auto, default margin {DEFAULT_AUTO_MARGIN}",
+                     label={"target": "auto, calibrated: a share of the gain over (1,1)",
+                            "metric target": "auto, calibrated: a share of the max budget's nDCG",
+                            "default": f"auto, default margin {DEFAULT_AUTO_MARGIN}",
                             "inf": "auto, margin inf (all climb)"}[kind])
     points: dict[tuple[float, float], list[str]] = {}  # targets landing on the same point share one label
     for r in out["auto"]:
@@ -157,6 +163,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128, help="Text tokens per item (meta tokens come on top).")
     parser.add_argument("--max-budget", type=Budget.parse, default=Budget(16, 64))
     parser.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.95, 0.98, 0.99])
+    parser.add_argument("--keep", nargs="+", choices=["gain", "metric"], default=["gain", "metric"],
+                        help="what each target is a share of (calibrate_auto_margin's keep)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--results", type=Path, default=RESULTS / "auto_budget.json")
     parser.add_argument("--limit-queries", type=int, help="First N queries of each split (a quick check only).")
@@ -190,19 +198,23 @@ def main() -> None:
         fixed = [{"budget": str(b), **score(index.search(test_q, k, b))} for b in rungs]
         reference = fixed[-1]
         margins: list[tuple[str, str, float | None, object]] = []
-        for target in args.targets:
-            calibration = metaembed.calibrate_auto_margin(index, dev_q, dev_ids, dev.qrels, target=target,
-                                                          max_budget=top, metric=f"ndcg@{k}")
-            margins.append((f"auto, target {target:g}", "target", target, calibration))
+        for keep in args.keep:
+            for target in args.targets:
+                calibration = metaembed.calibrate_auto_margin(index, dev_q, dev_ids, dev.qrels, target=target, keep=keep,
+                                                              max_budget=top, metric=f"ndcg@{k}")
+                margins.append((f"auto, {target:g} of the {'gain' if keep == 'gain' else 'max nDCG'}",
+                                "target" if keep == "gain" else "metric target", target, calibration))
         margins += [(f"auto, default margin {DEFAULT_AUTO_MARGIN}", "default", None, DEFAULT_AUTO_MARGIN),
                     ("auto, margin inf", "inf", None, math.inf)]
         auto = []
         for label, kind, target, source in margins:
             margin = source if isinstance(source, float) else source.margin
-            row = {"label": label, "kind": kind, "target": target, "margin": finite(margin),
-                   **score(index.search(test_q, k, "auto", max_budget=top, auto_margin=margin))}
+            candidates = default_candidates(k) if isinstance(source, float) else source.candidates
+            row = {"label": label, "kind": kind, "target": target, "margin": finite(margin), "candidates": candidates,
+                   **score(index.search(test_q, k, "auto", max_budget=top, auto_margin=margin, candidates=candidates))}
             if not isinstance(source, float):
-                row.update(reached=source.reached, dev_reference_ndcg=source.reference, dev_achieved_ndcg=source.achieved,
+                row.update(keep=source.keep, reached=source.reached, dev_reference_ndcg=source.reference,
+                           dev_first_ndcg=source.first, dev_goal_ndcg=source.goal, dev_achieved_ndcg=source.achieved,
                            dev_mean_cost=source.mean_cost, dev_stopped_counts=source.stopped)
             auto.append(row)
 

@@ -474,7 +474,8 @@ ARM_LABELS = {
     "aa_mean_residual_segments": "(aa) (m) with a document's lines read apart: vector v >= 2 its line v - 1 "
                                  "(meta_attention: document_segments)",
     "ab_mean_residual_lines": "(ab) (m), vector v >= 2 = the mean of line v - 1's token states + a learned map of its "
-                              "meta token (which reads that line; meta_attention: document_lines)",
+                              "meta token (which reads that line; past the last line, the lines again; "
+                              "meta_attention: document_lines)",
     "x_mean_pooling_single_vector": "(x) single vector = the backbone's mean pooling, fine-tuned (first_vector: mean; "
                                     "what a sentence-transformers user trains)",
 }

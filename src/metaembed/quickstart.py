@@ -1,10 +1,12 @@
 """The quickstart: MetaEmbed end to end on data this machine already has, in a few minutes on a CPU.
 
-Debian package data becomes a retrieval set (by default one source package's binaries as a multi-facet
-document, one binary's summary as the query; ``data="descriptions"``: a summary -> its own description);
-all-MiniLM-L6-v2 is fine-tuned with MMR;
-the test corpus is indexed at the full document budget; every budget is evaluated. Each stage leaves its
-result in the working folder and is reused by the next run (``fresh=True`` rebuilds everything).
+Documentation this machine has becomes a retrieval set (by default a Python standard-library module's members, a
+line each, as a multi-facet document and one member's summary as the query; ``data="sources"``: a Debian source
+package's binaries -> one binary's summary; ``data="descriptions"``: a Debian package summary -> its own description);
+all-MiniLM-L6-v2 is fine-tuned with MMR, a vector per document line; the test corpus is indexed at the full document
+budget; every budget is evaluated next to the plain backbone; ``budget="auto"`` is calibrated on the dev queries and
+stored in the index. Each stage leaves its result in the working folder and is reused by the next run (``fresh=True``
+rebuilds everything).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,23 +33,24 @@ class QuickstartSettings:
     model: str | None = None
     """A trained MetaEmbed checkpoint (folder or hub id) to use instead of training one."""
     fresh: bool = False
-    data: str = "sources"
-    """``sources`` (multi-facet: metaembed.data.debian_sources), ``pydocs`` (multi-facet, one line per member:
-    metaembed.data.pydocs, DENSE) or ``descriptions`` (one topic: metaembed.data.debian)."""
+    data: str = "pydocs"
+    """``pydocs`` (multi-facet, one line per member: metaembed.data.pydocs, DENSE), ``sources`` (multi-facet, a line
+    per binary package: metaembed.data.debian_sources) or ``descriptions`` (one topic: metaembed.data.debian)."""
     train_steps: int = 40
     batch_size: int = 16
     max_text_tokens: int | None = None
     """Training length; None: 128 (a source package's document is ~110 tokens, median; up to ~215, 95th percentile),
     256 for ``pydocs``, whose documents (up to 300 words) are then read whole (448 tokens) when indexed."""
     corpus_size: int = 2000
+    """Documents in the test corpus of ``sources`` and ``descriptions`` (``pydocs``: the test and dev modules')."""
     test_queries: int = 500
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
 
 DATA_SETS = {
-    "sources": "Debian binary package summaries -> their source package's document (several binaries each)",
     "pydocs": "Python standard-library members' summaries -> their module's documentation (a line per member)",
+    "sources": "Debian binary package summaries -> their source package's document (several binaries each)",
     "descriptions": "Debian package summaries -> descriptions",
 }
 
@@ -65,7 +69,7 @@ class Quickstart:
         self.cache_dir = self.work / "cache"
 
     def stage(self, number: int, title: str) -> None:
-        self.console.rule(f"[bold]{number}/5 {title}")
+        self.console.rule(f"[bold]{number}/6 {title}")
 
     # ------------------------------------------------------------------------------------ stages
     def build_data(self):
@@ -174,6 +178,49 @@ class Quickstart:
         self.console.print(f"Plot: {self.eval_dir / 'budget_curve.png'}   Table: {self.eval_dir / 'results.md'}")
         return results
 
+    def calibrate_auto(self, model, beir_dir: Path) -> dict[str, Any]:
+        """``budget="auto"`` calibrated on the dev queries and stored in the index (``metaembed search --budget auto``
+        uses it), then run on the test queries against the index's own max budget."""
+        from metaembed.budgets import Budget
+        from metaembed.data.beir import load_beir
+        from metaembed.evaluation import EncodingCache, evaluate_run
+        from metaembed.evaluation.encoding import QUERY, encode_items
+        from metaembed.index import MultiVectorIndex
+        from metaembed.index.calibration import calibrate_auto_margin
+
+        self.stage(5, "Auto: per-query budgets, calibrated on the dev queries")
+
+        def judged_queries(split: str):
+            task = load_beir(beir_dir, split=split)
+            ids = [q for q in task.queries if q in task.qrels]
+            encoded, _ = encode_items(model, QUERY, ids, [task.queries[q] for q in ids], batch_size=self.settings.batch_size,
+                                      prompt=task.query_prompt, cache=EncodingCache(self.cache_dir),
+                                      where=f"{beir_dir} {split} queries", progress=False)
+            return task.qrels, encoded
+
+        dev_qrels, dev = judged_queries("dev")
+        test_qrels, test = judged_queries("test")
+        with MultiVectorIndex.open(self.index_dir, mode="a") as index:
+            calibration = calibrate_auto_margin(index, dev.vectors, dev.ids, dev_qrels)
+            calibration.store(index)
+            auto = index.search(test.vectors, k=10, budget="auto")
+            fixed = index.search(test.vectors, k=10, budget=calibration.max_budget)
+        ndcg = {name: evaluate_run({q: r.ids for q, r in zip(test.ids, hits)}, test_qrels, ["ndcg@10"])[0]["ndcg@10"]
+                for name, hits in (("auto", auto), ("fixed", fixed))}
+        cost = sum(r.cost for r in auto) / max(1, sum(r.cost for r in fixed))
+        used = Counter(str(Budget(*r.budget)) for r in auto)
+        stopped = {rung: used[rung] / max(1, len(auto)) for rung in calibration.stopped}
+        top = calibration.max_budget
+        self.console.print(
+            f"Calibrated on {len(dev.ids)} dev queries (keep {calibration.target:.0%} of what ({top}) adds over (1,1)): "
+            f"margin {calibration.margin:.4f}, {calibration.candidates} candidates; stored in {self.index_dir}")
+        self.console.print(
+            f"On the {len(test.ids)} test queries: nDCG@10 {100 * ndcg['auto']:.2f} with auto, {100 * ndcg['fixed']:.2f} at "
+            f"({top}) ({ndcg['auto'] / ndcg['fixed']:.1%}), at {cost:.1%} of ({top})'s dot products; stopped at "
+            + ", ".join(f"({rung}) {share:.0%}" for rung, share in stopped.items()), soft_wrap=True)
+        return {"margin": calibration.margin, "candidates": calibration.candidates, "ndcg@10": ndcg["auto"],
+                "max_budget_ndcg@10": ndcg["fixed"], "cost_share": cost, "stopped": stopped}
+
     def _previous_data(self) -> str | None:
         """The data set of the retrieval set already in the working folder (None when there is none)."""
         stats = self.data_dir / "stats.json"
@@ -208,20 +255,22 @@ class Quickstart:
         index = timed("index", self.build_index, model, model_path, paths.beir)
         results = timed("evaluate", self.evaluate, model, model_path, paths.beir)
         index.close()
+        auto = timed("auto", self.calibrate_auto, model, paths.beir)
         if not self.settings.model:  # the model trained here: its card shows this run's budget curve
             from metaembed.evaluation.report import budget_curve
 
             model.attach_budget_curve(model_path, budget_curve(results))
         timings["total"] = round(time.perf_counter() - started, 1)
-        self.stage(5, "Next")
+        self.stage(6, "Next")
         self.console.print(f"Done in {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items() if k != 'total')}).")
-        example = "a text editor for the terminal"
+        example = "parse command-line options" if self.settings.data == "pydocs" else "a text editor for the terminal"
         self.console.print("Try it:")
-        self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --model {model_path} --query '{example}' --budget 4,8", soft_wrap=True)
+        self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --query '{example}' --budget 4,8", soft_wrap=True)
+        self.console.print(f"  .venv/bin/metaembed search --index {self.index_dir} --query '{example}' --budget auto", soft_wrap=True)
         self.console.print(f"  .venv/bin/metaembed serve --index {self.index_dir} --model {model_path}   # then open http://127.0.0.1:8000/", soft_wrap=True)
         (self.work / "quickstart.json").write_text(
-            json.dumps({"timings": timings, "model": model_path, "data": self.settings.data}, indent=2))
-        return {"results": results, "timings": timings, "model_path": model_path}
+            json.dumps({"timings": timings, "model": model_path, "data": self.settings.data, "auto": auto}, indent=2))
+        return {"results": results, "timings": timings, "model_path": model_path, "auto": auto}
 
 
 def _describe_stats(stats: dict[str, Any]) -> str:

@@ -17,14 +17,16 @@ def quickstart(
                                   help="Working folder for data, model, index and results (reused by a second run)."),
     model: str = typer.Option(None, "--model", "-m", help="Use this trained MetaEmbed checkpoint instead of training one."),
     fresh: bool = typer.Option(False, "--fresh", help="Rebuild everything instead of reusing the working folder."),
-    data: str = typer.Option("sources", help="'sources': a source package's binaries as one multi-facet document; "
-                                             "'pydocs': a Python standard-library module's members, a line each; "
+    data: str = typer.Option("pydocs", help="'pydocs': a Python standard-library module's members, a line each; "
+                                            "'sources': a Debian source package's binaries as one multi-facet document; "
                                              "'descriptions': one package's description per document."),
     steps: int = typer.Option(40, help="MMR training steps."),
-    corpus_size: int = typer.Option(2000, help="Passages in the test corpus."),
+    corpus_size: int = typer.Option(2000, help="Documents in the test corpus ('sources', 'descriptions'; 'pydocs' has "
+                                    "its test and dev modules')."),
     test_queries: int = typer.Option(500, help="Test queries."),
 ) -> None:
-    """Build a Debian retrieval set, fine-tune MiniLM with MMR, index, evaluate every budget, print what next."""
+    """Build a retrieval set from documentation on this machine, fine-tune MiniLM with MMR, index, evaluate every
+    budget next to the plain backbone, calibrate budget=auto, print what next."""
     from metaembed.quickstart import Quickstart, QuickstartSettings
 
     settings = QuickstartSettings(

@@ -26,7 +26,7 @@ def search_command(
     top_k: int = typer.Option(10, "--top-k", "-k", help="How many documents to return."),
     cascade: int = typer.Option(0, "--cascade", help="Rerank this many first-stage candidates found at (1,1) instead of exact "
                                 "search (0: exact); with --budget auto, how many (1,1) candidates escalated queries rerank "
-                                "(0: max(100, 10 k))."),
+                                "(0: the index's calibrated auto_candidates, else max(100, 10 k))."),
     threads: int = typer.Option(None, "--threads", help="Threads a search uses, each on its own blocks of documents "
                                 "(default: torch's thread count)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),

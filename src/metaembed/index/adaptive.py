@@ -38,6 +38,9 @@ without dev data, keeping the max budget's quality matters more than the last bi
 AUTO_MARGIN_PROPERTY = "auto_margin"
 """The index manifest property a calibrated threshold is stored under (``index.set_properties(auto_margin=x)``)."""
 
+AUTO_CANDIDATES_PROPERTY = "auto_candidates"
+"""The index manifest property a calibrated stage-1 candidate count is stored under; the default of auto searches."""
+
 OnRung = Callable[[int, Tensor, Tensor, Tensor], None]
 """Called as ``on_rung(rung, query_rows, scores, keys)`` after each rung with the queries ranked there."""
 
@@ -122,6 +125,13 @@ def resolve_max_budget(index: "MultiVectorIndex", max_budget: Any, given_query_v
     return top
 
 
+def resolve_candidates(index: "MultiVectorIndex", k: int, candidates: int | None = None) -> int:
+    """Stage-1 candidates: ``candidates``, else the index's calibrated ``auto_candidates``, else
+    :func:`default_candidates`; at least k."""
+    stored = getattr(index, "properties", {}).get(AUTO_CANDIDATES_PROPERTY)
+    return max(k, candidates or (int(stored) if stored else default_candidates(k)))
+
+
 def resolve_margin(index: "MultiVectorIndex", auto_margin: float | None) -> float:
     """The threshold: ``auto_margin``, else the index's calibrated one, else :data:`DEFAULT_AUTO_MARGIN`."""
     margin = auto_margin if auto_margin is not None else index.properties.get(AUTO_MARGIN_PROPERTY, DEFAULT_AUTO_MARGIN)
@@ -134,13 +144,13 @@ def resolve_margin(index: "MultiVectorIndex", auto_margin: float | None) -> floa
 def prepare(index: "MultiVectorIndex", query_vectors: Any, k: int, max_budget: Any, candidates: int | None,
             ladder: Iterable[Sequence[int]] | None,
             compute_dtype: torch.dtype = torch.float32) -> tuple[Tensor, list[Budget], int]:
-    """Checked (queries, rungs, candidates) for an auto search or its calibration."""
+    """Checked (queries, rungs, candidates) for an auto search or its calibration (see :func:`resolve_candidates`)."""
     k = check_positive_int(k, "k")
     if candidates is not None:
         candidates = check_positive_int(candidates, "candidates")
     queries = parse_query_vectors(query_vectors, index.dim, index.query_finite_dtypes(compute_dtype))
     rungs = auto_ladder(resolve_max_budget(index, max_budget, queries.shape[1]), ladder)
-    return queries, rungs, max(k, candidates or default_candidates(k))
+    return queries, rungs, resolve_candidates(index, k, candidates)
 
 
 def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, max_budget: Any = None,

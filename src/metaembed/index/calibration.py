@@ -1,9 +1,16 @@
-"""Calibrate search settings on dev queries: ``budget="auto"``'s margin and the cascade's candidate count.
+"""Calibrate search settings on dev queries: ``budget="auto"``'s margin and candidates, the cascade's candidate count.
 
-``budget="auto"``: the smallest margin threshold that keeps a target share of the max budget's quality. Every
-dev query is ranked once at every rung of the ladder (one climb with every query escalated), then each candidate
-threshold is simulated from those rankings: a threshold t stops a query at the first rung whose
-margin is >= t, so only the observed margins (and 0, and inf) need trying, and the whole sweep costs one sort.
+``budget="auto"``: first the stage-1 candidate count that holds the max budget's top k (as for a cascade), then the
+smallest margin threshold that keeps a target share of what the max budget buys over the first rung (or, with
+``keep="metric"``, of the max budget's quality). Every dev query is ranked once at every rung of the ladder (one
+climb with every query escalated), then each candidate threshold is simulated from those rankings: a threshold t
+stops a query at the first rung whose margin is >= t, so only the observed margins (and 0, and inf) need trying,
+and the whole sweep costs one sort.
+
+Why the gain by default: how close (1,1) already comes to the max budget differs between query sets far more than
+which queries are close calls does. On the dense Python docs (benchmarks/results/auto_budget_pydocs_dense_lines.md)
+dev's (1,1) is 96% of its (16,64) and test's 92%: 95% of the metric, met on dev by (1,1) alone, stops every test
+query there (92% of (16,64) on test); 95% of the gain keeps 99% of (16,64) on test at 8% of its dot products.
 """
 
 from __future__ import annotations
@@ -31,15 +38,23 @@ class AutoMarginCalibration:
     """A calibrated threshold and what it gives on the calibration queries."""
 
     margin: float
-    """Store it with ``index.set_properties(auto_margin=margin)`` or pass it as ``search(..., auto_margin=margin)``."""
+    """Store it with :meth:`store` or pass it as ``search(..., auto_margin=margin)``."""
+    candidates: int
+    """Stage-1 candidates reranked by the later rungs (given, or calibrated to ``candidate_recall``)."""
     target: float
+    keep: str
+    """``gain``: ``achieved`` >= first + target x (reference - first); ``metric``: >= target x reference."""
     metric: str
     reference: float
     """The metric of exact search at the fixed ``max_budget``."""
+    first: float
+    """The metric with every query at the ladder's first rung (margin 0)."""
+    goal: float
+    """The metric ``achieved`` must reach (see ``keep``)."""
     achieved: float
-    """The metric of ``budget="auto"`` at ``margin`` (>= target x reference unless ``reached`` is False)."""
+    """The metric of ``budget="auto"`` at ``margin`` (>= goal unless ``reached`` is False)."""
     reached: bool
-    """False when even escalating every query (margin inf) stays below the target: its candidates miss too much."""
+    """False when even escalating every query (margin inf) stays below the goal: its candidates miss too much."""
     max_budget: Budget
     stopped: dict[str, int]
     """How many queries stop at each rung ("r_q,r_c" -> count)."""
@@ -51,6 +66,12 @@ class AutoMarginCalibration:
     """(threshold, metric, mean dot products per query) at every candidate threshold, ascending: the whole
     cost/quality trade-off, to pick another operating point without searching again."""
 
+    def store(self, index: "MultiVectorIndex") -> None:
+        """Make these the index's defaults for ``budget="auto"`` (its ``auto_margin`` and ``auto_candidates``)."""
+        from metaembed.index.adaptive import AUTO_CANDIDATES_PROPERTY, AUTO_MARGIN_PROPERTY
+
+        index.set_properties(**{AUTO_MARGIN_PROPERTY: self.margin, AUTO_CANDIDATES_PROPERTY: self.candidates})
+
 
 def calibrate_auto_margin(
     index: "MultiVectorIndex",
@@ -59,24 +80,33 @@ def calibrate_auto_margin(
     qrels: Mapping[str, Mapping[str, int]],
     *,
     target: float = 0.95,
+    keep: str = "gain",
     max_budget: Budget | tuple[int, int] | str | None = None,
     metric: str = "ndcg@10",
     candidates: int | None = None,
+    candidate_recall: float = 0.99,
     ladder: Iterable[Sequence[int]] | None = None,
     compute_dtype: torch.dtype | None = None,
 ) -> AutoMarginCalibration:
-    """The smallest observed margin at which ``budget="auto"`` reaches ``target`` x the fixed ``max_budget``'s
-    ``metric`` on these dev queries (query_vectors (n, R_q, D), their ids, qrels query -> doc -> grade)."""
+    """The smallest observed margin at which ``budget="auto"`` keeps ``target`` of the fixed ``max_budget``'s gain
+    in ``metric`` over the first rung (``keep="metric"``: reaches ``target`` x its ``metric``) on these dev queries
+    (query_vectors (n, R_q, D), their ids, qrels query -> doc -> grade). ``candidates`` (default: the fewest that
+    keep ``candidate_recall`` of the max budget's top k among the first rung's, :func:`calibrate_cascade`)."""
     from metaembed.evaluation.metrics import evaluate_run, max_cutoff
 
     if not 0 <= target <= 1:
-        raise ValueError(f"target must be between 0 and 1 (a share of the max budget's {metric}), got {target}")
+        raise ValueError(f"target must be between 0 and 1 (a share of the max budget's {metric} or gain), got {target}")
+    if keep not in ("gain", "metric"):
+        raise ValueError(f"keep must be 'gain' (of the max budget over the first rung) or 'metric', got {keep!r}")
     query_ids = list(query_ids)
     k = max_cutoff([metric])
     queries, rungs, n_candidates = prepare(index, query_vectors, k, max_budget, candidates, ladder)
     if len(query_ids) != len(queries):
         raise ValueError(f"{len(query_ids)} query ids for {len(queries)} queries of vectors")
     dtype = compute_dtype or default_compute_dtype(index._storage_torch_dtype())
+    if candidates is None:
+        n_candidates = calibrate_cascade(index, queries, k=k, target=candidate_recall, budget=rungs[-1],
+                                         first_stage_budget=rungs[0], compute_dtype=dtype).candidates
     judged = {q: qrels[q] for q in query_ids if q in qrels}
 
     rankings: list[dict[str, list[str]]] = [{} for _ in rungs]
@@ -109,12 +139,15 @@ def calibrate_auto_margin(
     totals = (values[:, 0].sum() + np.concatenate([[0.0], np.cumsum(gains.ravel()[order])])[applied]) / scored
     stage1 = len(index) * rungs[0].query * rungs[0].document
     costs = stage1 + np.concatenate([[0.0], np.cumsum(extra.ravel()[order])])[applied] / max(1, len(queries))
-    good = np.nonzero(totals >= target * reference - 1e-12)[0]
+    first = float(totals[0])  # threshold 0: every query at the first rung
+    goal = target * reference if keep == "metric" else first + target * max(0.0, reference - first)
+    good = np.nonzero(totals >= goal - 1e-12)[0]
     best = good[0] if len(good) else len(thresholds) - 1
     chosen = float(thresholds[best]) if len(good) else math.inf
     stop = (leave < chosen).sum(axis=1)
     return AutoMarginCalibration(
-        margin=chosen, target=target, metric=metric, reference=float(reference), achieved=float(totals[best]),
+        margin=chosen, candidates=int(n_candidates), target=target, keep=keep, metric=metric,
+        reference=float(reference), first=first, goal=float(goal), achieved=float(totals[best]),
         reached=bool(len(good)), max_budget=rungs[-1],
         stopped={str(b): int((stop == j).sum()) for j, b in enumerate(rungs)},
         mean_cost=float(costs[best]), fixed_cost=float(len(index) * rungs[-1].query * rungs[-1].document),

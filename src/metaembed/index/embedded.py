@@ -349,8 +349,8 @@ class MultiVectorIndex(IndexWriting):
 
         ``budget="auto"``: per-query test-time scaling up to ``max_budget`` (default: all vectors), escalating
         while the rank-1/rank-2 gap of score / r_q is below ``auto_margin`` (default: the index's calibrated
-        ``auto_margin`` property, else 0.09), reranking ``candidates`` (default max(100, 10 k)) found at the
-        first rung of ``ladder`` (default: the paper's budgets); see :mod:`metaembed.index.adaptive`.
+        ``auto_margin`` property, else 0.09), reranking ``candidates`` (default: the calibrated ``auto_candidates``
+        property, else max(100, 10 k)) found at the first rung of ``ladder`` (default: the paper's budgets); see :mod:`metaembed.index.adaptive`.
         Every result records the budget it used and its cost in dot products."""
         if is_auto(budget):
             from metaembed.index.adaptive import auto_search

@@ -10,11 +10,12 @@ teacher_headroom_pydocs_dense.md). With these layouts, in one forward pass:
                             document_segments: within their own line (and the special tokens: [CLS]/[SEP]/BOS),
                             so each line is encoded apart
     vector 1                the whole item (the mean of its own tokens with a mean first vector)
-    vector v >= 2           line v - 1: its meta token reads that line only (an item with fewer lines gives its
-                            extra meta tokens the whole item)
+    vector v >= 2           line v - 1: its meta token reads that line only; an item with n < r_c - 1 lines
+                            reads them again (vector v: line ((v - 2) mod n) + 1), so every vector past the first
+                            is a line and a larger budget never adds a second summary of the whole item
 
-so a budget r_c covers the item and its first r_c - 1 lines. With ``meta_residual`` each line's vector starts at the
-mean of that line's token states (see MetaTokenPooling). Lines are the text's non-empty lines, found from the fast
+so a budget r_c covers the item and its first r_c - 1 lines (all of them, some twice, when it has fewer). With
+``meta_residual`` each line's vector starts at the mean of that line's token states (see MetaTokenPooling). Lines are the text's non-empty lines, found from the fast
 tokenizer's character offsets; an input that is not plain text (an image, a chat message) is one segment.
 """
 
@@ -44,10 +45,12 @@ def line_segment_ids(texts: Sequence[str], offsets: Tensor) -> Tensor:
 
 def meta_segments(num_meta: int, num_segments: Tensor, first_ordinal: int) -> Tensor:
     """(batch, num_meta) long: the line each appended meta token reads (1-based), 0 for the whole item. Meta token
-    ``j`` gives vector ``first_ordinal + j`` (1-based): vector 1 is the whole item, vector v >= 2 line v - 1."""
-    ordinal = torch.arange(first_ordinal, first_ordinal + num_meta, device=num_segments.device)
-    line = (ordinal - 1).unsqueeze(0).expand(num_segments.shape[0], -1)
-    return torch.where(line <= num_segments.unsqueeze(1), line, torch.zeros_like(line))
+    ``j`` gives vector ``first_ordinal + j`` (1-based): vector 1 is the whole item, vector v >= 2 line v - 1, and
+    past the item's n lines line ((v - 2) mod n) + 1; an item without lines gives every meta token the whole item."""
+    ordinal = torch.arange(first_ordinal, first_ordinal + num_meta, device=num_segments.device).unsqueeze(0)
+    lines = num_segments.unsqueeze(1)
+    line = (ordinal - 2) % lines.clamp(min=1) + 1  # past the item's last line: its lines again, from line 1
+    return torch.where((ordinal >= 2) & (lines > 0), line, torch.zeros_like(line))
 
 
 def segment_attention(attention_mask: Tensor, meta_positions: Tensor, segment_ids: Tensor, *, causal: bool,

@@ -93,13 +93,14 @@ class SearchService:
     def stats(self) -> dict[str, Any]:
         """What /stats answers: count, dim, dtype, the model serving and the model that built the index, the budgets
         offered with their bytes, the auto setting."""
-        from metaembed.index.adaptive import AUTO_MARGIN_PROPERTY, DEFAULT_AUTO_MARGIN
+        from metaembed.index.adaptive import AUTO_MARGIN_PROPERTY, DEFAULT_AUTO_MARGIN, resolve_candidates
         from metaembed.index.provenance import MODEL_PROPERTY
 
         with self._lock:
             count = len(self.index)
             properties = getattr(self.index, "properties", {})
             calibrated = properties.get(AUTO_MARGIN_PROPERTY)
+            candidates = resolve_candidates(self.index, 10)
         return {
             "model": self.model_facts(),
             "index_model": properties.get(MODEL_PROPERTY),
@@ -117,6 +118,7 @@ class SearchService:
                 for b in self.budgets
             ],
             "auto": {"max_budget": list(self.budgets[-1]), "margin": DEFAULT_AUTO_MARGIN if calibrated is None else calibrated,
+                     "candidates": candidates,
                      "calibrated": calibrated is not None},
         }
 
@@ -199,11 +201,11 @@ class SearchService:
 
     def _bytes_read(self, count: int, used: Budget, top: Budget, top_k: int) -> int:
         """Vector bytes an auto search read: every document at the first rung, then its candidates at each rung climbed."""
-        from metaembed.index.adaptive import auto_ladder, default_candidates
+        from metaembed.index.adaptive import auto_ladder, resolve_candidates
 
         rungs = auto_ladder(top, self.budgets)
         climbed = rungs[1 : rungs.index(used) + 1]
-        candidates = min(count, default_candidates(top_k))
+        candidates = min(count, resolve_candidates(self.index, top_k))
         return self.bytes_per_document(rungs[0].document) * count + sum(
             self.bytes_per_document(b.document) * candidates for b in climbed)
 

@@ -60,7 +60,8 @@ def calibrate_command(
             result.store(opened)
     shares = ", ".join(f"({b}) {n}" for b, n in result.stopped.items())
     typer.echo(f"{len(encoded.ids)} {split} queries; nDCG@10 at ({Budget(1, 1)}) {result.first:.4f}, at "
-               f"({result.max_budget}) {result.reference:.4f}; goal {result.goal:.4f} ({target:g} of the {keep})")
+               f"({result.max_budget}) {result.reference:.4f}, every query climbed on {result.candidates} candidates "
+               f"{result.ceiling:.4f}; goal {result.goal:.4f} ({target:g} of the {keep})")
     typer.echo(f"auto: margin {result.margin:.4f}, {result.candidates} candidates -> nDCG@10 {result.achieved:.4f} at "
                f"{result.mean_cost / result.fixed_cost:.1%} of ({result.max_budget})'s dot products; stopped at {shares}"
                + ("" if result.reached else "; goal NOT reached even with every query at the max budget"))

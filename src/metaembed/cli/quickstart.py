@@ -20,7 +20,7 @@ def quickstart(
     data: str = typer.Option("pydocs", help="'pydocs': a Python standard-library module's members, a line each; "
                                             "'sources': a Debian source package's binaries as one multi-facet document; "
                                              "'descriptions': one package's description per document."),
-    steps: int = typer.Option(40, help="MMR training steps."),
+    steps: int = typer.Option(80, help="MMR training steps (of batch 16 + 1 hard negative)."),
     corpus_size: int = typer.Option(2000, help="Documents in the test corpus ('sources', 'descriptions'; 'pydocs' has "
                                     "its test and dev modules')."),
     test_queries: int = typer.Option(500, help="Test queries."),

@@ -73,8 +73,26 @@ def test_the_mode_is_a_setting():
         TrainConfig(model="m", meta_attention=mode).validate()
     assert segmented_sides("full") == () and segmented_sides("document_windows") == ()
     with pytest.raises(ValueError, match="meta_attention must be one of full, document_windows, windows, document_lines, "
-                                         "document_segments, got 'lines'"):
+                                         "document_segments or auto, got 'lines'"):
         segmented_sides("lines")
+
+
+def test_auto_reads_lines_where_the_backbone_can(tiny_bert_path, tiny_llama_path, tiny_composed_vlm_path, tmp_path):
+    """meta_attention "auto": document_lines for a text backbone (encoder or decoder), full for a vision-language
+    model; the saved model records the layout chosen, and its vectors are those of document_lines itself."""
+    TrainConfig(model="m", meta_attention="auto").validate()
+    with pytest.raises(ValueError, match="resolved when the backbone is loaded"):
+        windowed_sides("auto")
+    for path in (tiny_bert_path, tiny_llama_path):
+        auto = MetaEmbed.from_backbone(path, R_Q, R_C, meta_attention="auto", first_vector="mean", device="cpu").eval()
+        assert auto.backbone.meta_attention == "document_lines"
+        explicit = MetaEmbed.from_backbone(path, R_Q, R_C, meta_attention="document_lines", first_vector="mean",
+                                           device="cpu").eval()
+        torch.testing.assert_close(auto.encode_document([DOCUMENT]), explicit.encode_document([DOCUMENT]))
+    auto.save_pretrained(str(tmp_path / "saved"))
+    assert MetaEmbed.from_pretrained(str(tmp_path / "saved")).backbone.meta_attention == "document_lines"
+    vlm = MetaEmbed.from_backbone(tiny_composed_vlm_path, R_Q, R_C, meta_attention="auto", device="cpu")
+    assert vlm.backbone.meta_attention == "full"
 
 
 @pytest.fixture(scope="module", params=[(path, mode) for path in ("tiny_bert_path", "tiny_llama_path")

@@ -33,7 +33,8 @@ from transformers.utils import logging
 
 import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
 from metaembed.model.meta_segments import line_segment_ids, segment_attention
-from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, DOCUMENT_SEGMENTS, FIRST_VECTORS, FULL, meta_blind_attention,
+from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, AUTO_META_ATTENTION, DOCUMENT_LINES, DOCUMENT_SEGMENTS,
+                                         FIRST_VECTORS, FULL, check_meta_attention, meta_blind_attention,
                                          nested_window_attention, segmented_sides, windowed_sides)
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
@@ -81,11 +82,12 @@ class MetaTransformer(Transformer):
         self.first_vector = first_vector
         """``meta`` (the paper) or ``mean`` (vector 1 is the backbone's mean pooling; see FIRST_VECTORS); ``auto``
         becomes one of them once the backbone is loaded."""
-        self._windowed_sides = windowed_sides(meta_attention)
-        self._segmented_sides = segmented_sides(meta_attention)
+        resolved_later = check_meta_attention(meta_attention) == AUTO_META_ATTENTION
+        self._windowed_sides = () if resolved_later else windowed_sides(meta_attention)
+        self._segmented_sides = () if resolved_later else segmented_sides(meta_attention)
         self.meta_attention = meta_attention
         """What meta tokens attend to: ``full`` (the paper), nested windows (see metaembed.model.meta_windows) or a
-        document's lines (metaembed.model.meta_segments)."""
+        document's lines (metaembed.model.meta_segments); ``auto`` becomes one of them once the backbone is loaded."""
         for name, value in (("num_query_meta_tokens", num_query_meta_tokens), ("num_document_meta_tokens", num_document_meta_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -98,6 +100,9 @@ class MetaTransformer(Transformer):
         super().__init__(model_name_or_path, **kwargs)
         if self.first_vector == AUTO_FIRST_VECTOR:
             self.first_vector = "mean" if self._supports_mean_first_vector() else "meta"
+        if self.meta_attention == AUTO_META_ATTENTION:
+            self.meta_attention = DOCUMENT_LINES if self._reads_lines() else FULL
+            self._segmented_sides = segmented_sides(self.meta_attention)
 
         embeddings = self.model.get_input_embeddings()
         hidden_size = embeddings.weight.shape[1]
@@ -323,6 +328,11 @@ class MetaTransformer(Transformer):
             f"{setting} needs attn_implementation 'sdpa' or 'eager' (an explicit "
             f"attention mask), but {model_name_or_path!r} uses {self._attention_implementation()!r}"
         )
+
+    def _reads_lines(self) -> bool:
+        """Whether ``document_lines`` works here: a text backbone taking an explicit mask, with a fast tokenizer
+        (whose character offsets find the lines)."""
+        return self._takes_explicit_mask() and bool(getattr(self.tokenizer, "is_fast", False))
 
     def _supports_mean_first_vector(self) -> bool:
         """Whether ``first_vector="mean"`` works here: a decoder (its meta tokens come last) or a backbone that

@@ -34,15 +34,28 @@ FIRST_VECTORS = ("meta", "mean")
 item's own token states, which never read the meta tokens (:func:`meta_blind_attention`): the backbone's own
 mean-pooled embedding, so the (1,1) budget starts where the backbone stands; the meta tokens give vectors 2..R)."""
 
+AUTO_META_ATTENTION = "auto"
+"""A setting, not a layout: ``document_lines`` where the backbone can read a document's lines (a text backbone
+with a fast tokenizer that takes an explicit attention mask), else ``full``. A built model records the layout
+it chose."""
+
 AUTO_FIRST_VECTOR = "auto"
 """A setting, not a layout: ``mean`` where the backbone supports it (a text model, or a decoder), else ``meta``
 (a vision-language model over a bidirectional encoder). A built model always records the layout it chose."""
 
 
+def check_meta_attention(mode: str) -> str:
+    """``mode`` when it is a layout or ``auto``; else an error that names the setting and its choices."""
+    if mode not in (*META_ATTENTION_MODES, AUTO_META_ATTENTION):
+        raise ValueError(f"meta_attention must be one of {', '.join(META_ATTENTION_MODES)} or {AUTO_META_ATTENTION}, "
+                         f"got {mode!r}")
+    return mode
+
+
 def windowed_sides(mode: str) -> tuple[str, ...]:
-    """The sides ("query", "document") whose meta tokens read nested windows under ``mode``."""
-    if mode not in META_ATTENTION_MODES:
-        raise ValueError(f"meta_attention must be one of {', '.join(META_ATTENTION_MODES)}, got {mode!r}")
+    """The sides ("query", "document") whose meta tokens read nested windows under ``mode`` (a layout, not auto)."""
+    if check_meta_attention(mode) == AUTO_META_ATTENTION:
+        raise ValueError("meta_attention 'auto' is resolved when the backbone is loaded (see AUTO_META_ATTENTION)")
     return {FULL: (), DOCUMENT_WINDOWS: ("document",), WINDOWS: ("query", "document"), DOCUMENT_LINES: (),
             DOCUMENT_SEGMENTS: ()}[mode]
 

@@ -82,8 +82,9 @@ class TrainConfig:
     meta_attention: str = setting("full", help="What meta tokens read: full (the paper: the whole item), "
                                   "document_windows or windows (nested windows: vector 1 the whole item, then halves, "
                                   "quarters, ...; see metaembed.model.meta_windows), document_lines (vector 1 the "
-                                  "whole document, vector v its line v - 1) or document_segments (the same, each line's "
-                                  "tokens also read apart; see metaembed.model.meta_segments).")
+                                  "whole document, vector v its line v - 1), document_segments (the same, each line's "
+                                  "tokens also read apart; see metaembed.model.meta_segments), or auto (document_lines "
+                                  "where the backbone can read lines: a text backbone with a fast tokenizer; else full).")
     first_vector: str = setting("auto", help="An item's first vector: mean (the backbone's own mean pooling: the "
                                 "item's tokens never read the meta tokens, so (1,1) starts where the backbone stands; "
                                 "the meta tokens give vectors 2..R), meta (the paper: the first meta token), or auto "
@@ -224,12 +225,12 @@ class TrainConfig:
         """Check every value, naming the setting when one is wrong; lists and mappings given as text (flags) are
         read here: ``groups`` "1,1 2,4" or "1,1;2,4", ``mmeb_subsets`` "A=1,B=2", ``training_args`` JSON."""
         # imported here, not at the top: the settings (and `metaembed train --help`) load without torch
-        from metaembed.model.meta_windows import AUTO_FIRST_VECTOR, FIRST_VECTORS, windowed_sides
+        from metaembed.model.meta_windows import AUTO_FIRST_VECTOR, FIRST_VECTORS, check_meta_attention
         from metaembed.training.data import BAD_ROW_POLICIES
 
         if self.on_bad_row not in BAD_ROW_POLICIES:
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {self.on_bad_row!r}")
-        windowed_sides(self.meta_attention)  # names the setting and its choices when wrong
+        check_meta_attention(self.meta_attention)  # names the setting and its choices when wrong
         if self.first_vector not in (*FIRST_VECTORS, AUTO_FIRST_VECTOR):
             raise ValueError(f"first_vector must be {', '.join(FIRST_VECTORS)} or {AUTO_FIRST_VECTOR}, "
                              f"got {self.first_vector!r}")

@@ -33,6 +33,9 @@ MEANINGS = {
     "full": "every meta token reads the whole item, as in the paper",
     "document_windows": "document vectors read nested windows (vector 1 the whole item, then halves, quarters, ...)",
     "windows": "query and document vectors read nested windows (vector 1 the whole item, then halves, quarters, ...)",
+    "document_lines": "document vector 1 is the whole document, vector v >= 2 its line v - 1 (the lines again past the "
+                      "last); queries as in the paper",
+    "document_segments": "as document_lines, each line's tokens also read apart from the other lines",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from sentence_transformers import SentenceTransformer
 
 from metaembed import MetaEmbed
@@ -55,11 +56,39 @@ def test_a_single_vector_model_with_a_mean_first_vector_is_mean_pooling(tiny_ber
     assert model.backbone.num_appended_meta_tokens("query") == 0
 
 
-def test_bad_settings_are_named(tiny_bert_path, tiny_composed_vlm_path):
+def test_a_composed_vlm_over_an_encoder_averages_its_own_tokens_images_included(tiny_composed_vlm_path, tmp_path):
+    """metaembed's composed VLM hands the explicit mask to its language model: over a bidirectional encoder the
+    first vector is the mean of the item's own tokens (image tokens included), computed here without any meta token
+    in the sequence."""
+    image = Image.new("RGB", (56, 56), (128, 128, 128))
+    ImageDraw.Draw(image).ellipse([8, 8, 48, 48], fill=(220, 30, 30))
+    image.save(tmp_path / "disc.png")
+    items = [{"image": str(tmp_path / "disc.png")}, {"text": "a red disc on grey", "image": str(tmp_path / "disc.png")},
+             "a red disc"]
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 3, 5, first_vector="mean").eval()
+    before = model.encode_document(items)
+    for index, item in enumerate(items):
+        features = model.backbone.preprocess([item])
+        own = torch.ones_like(features["input_ids"], dtype=torch.bool)
+        own[0, features["meta_positions"][0]] = False
+        own &= features["attention_mask"].bool()
+        ids = features["input_ids"][own].unsqueeze(0)
+        extra = {"pixel_values": features["pixel_values"]} if "pixel_values" in features else {}
+        with torch.no_grad():
+            states = model.backbone.model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).last_hidden_state
+        expected = torch.nn.functional.normalize(states[0].mean(dim=0), dim=-1)
+        torch.testing.assert_close(before[index, 0], expected, atol=2e-5, rtol=0)
+    with torch.no_grad():
+        model.backbone.document_meta_tokens.add_(torch.randn_like(model.backbone.document_meta_tokens))
+    after = model.encode_document(items)
+    torch.testing.assert_close(after[:, 0], before[:, 0], atol=1e-5, rtol=0)
+    assert float((after[:, 1:] - before[:, 1:]).abs().max()) > 1e-2
+    torch.testing.assert_close(model.encode_document(items[:1])[0], after[0], atol=1e-5, rtol=0)  # alone == in a batch
+
+
+def test_bad_settings_are_named(tiny_bert_path):
     with pytest.raises(ValueError, match="first_vector must be one of meta, mean, auto, got 'first'"):
         MetaEmbed.from_backbone(tiny_bert_path, 2, 2, first_vector="first")
-    with pytest.raises(ValueError, match="first_vector='mean'.*vision-language model.*or a decoder"):
-        MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 2, first_vector="mean")
     with pytest.raises(ValueError, match="first_vector must be meta, mean or auto"):
         TrainConfig(model=tiny_bert_path, train_jsonl=["x.jsonl"], first_vector="avg").validate()
 

@@ -136,14 +136,18 @@ def test_a_search_never_waits_for_a_stalled_helper(index, small_blocks, monkeypa
     queries = unit(3, 8, 16, seed=2)
     index.threads = 1
     expected = index.search(queries, k=10, budget=(4, 8), compute_dtype=torch.float32)
-    release, stalled, returned = threading.Event(), [], []
+    release, helper_started, stalled, returned = threading.Event(), threading.Event(), [], []
     real = search_module.rank_maxima
 
     def stall_in_helpers(*args, **kwargs):
-        if threading.current_thread().name.startswith("metaembed-search") and not release.is_set():
-            stalled.append(1)
-            release.wait(timeout=60)
-            returned.append(release.is_set())
+        if threading.current_thread().name.startswith("metaembed-search"):
+            if not release.is_set():
+                stalled.append(1)
+                helper_started.set()
+                release.wait(timeout=60)
+                returned.append(release.is_set())
+        else:  # on a loaded machine the caller could run every task before a helper wakes: give one the chance
+            helper_started.wait(timeout=10)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "rank_maxima", stall_in_helpers)

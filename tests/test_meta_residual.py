@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metaembed import MetaEmbed
+from metaembed.model.meta_transformer import MetaTransformer
 from metaembed.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,12 +54,17 @@ def test_the_residual_needs_a_mean_first_vector(tiny_bert_path):
         TrainConfig(model=tiny_bert_path, train_jsonl=["x.jsonl"], first_vector="meta", meta_residual=True).validate()
 
 
-@pytest.mark.parametrize("backbone, layout", [("tiny_bert_path", "mean"), ("tiny_qwen2_path", "mean"),
-                                              ("tiny_composed_vlm_path", "meta")])
-def test_auto_takes_the_mean_and_its_residual_wherever_the_backbone_allows(backbone, layout, request):
+@pytest.mark.parametrize("backbone, attention, layout", [
+    ("tiny_bert_path", None, "mean"), ("tiny_qwen2_path", None, "mean"), ("tiny_composed_vlm_path", None, "mean"),
+    ("tiny_bert_path", "flash_attention_2", "meta"),  # a bidirectional encoder that cannot take the explicit mask
+])
+def test_auto_takes_the_mean_and_its_residual_wherever_the_backbone_allows(backbone, attention, layout, request,
+                                                                          monkeypatch):
     path = request.getfixturevalue(backbone)
+    if attention is not None:
+        monkeypatch.setattr(MetaTransformer, "_attention_implementation", lambda self: attention)
     model = MetaEmbed.from_backbone(path, 2, 3, first_vector="auto", meta_residual=None)
-    assert model.backbone.first_vector == layout  # a VLM over a bidirectional encoder keeps the paper's layout
+    assert model.backbone.first_vector == layout  # metaembed's composed VLM takes the mask a bidirectional encoder needs
     assert (model[1].meta_residual is not None) == (layout == "mean")
     if layout == "meta":
         with pytest.raises(ValueError, match="cannot have a mean first vector .first_vector='auto' chose 'meta'"):

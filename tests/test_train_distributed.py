@@ -81,8 +81,9 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(tiny_bert_pat
     for name in ("0.query_meta_tokens", "0.document_meta_tokens"):
         assert not torch.equal(one_model[name], initial[name]), name
     assert set(two_model) == set(one_model)
-    for name in one_model:
-        torch.testing.assert_close(two_model[name], one_model[name], atol=1e-5, rtol=1e-4, msg=name)
+    for name in one_model:  # Adam moves every weight by ~1e-3 a step: a wrong all-reduce shows far above 5e-5, while
+        # float summation order (AVX2 and AMX kernels, one process or two) moves a weight by ~1e-5
+        torch.testing.assert_close(two_model[name], one_model[name], atol=5e-5, rtol=1e-4, msg=name)
 
 
 class _Budgets(torch.nn.Module):

@@ -9,7 +9,12 @@ Arms, each trained the same steps on the same pairs (vision tower frozen, langua
 full, meta tokens in full): (a) MMR with the paper's groups, (b) only the largest group (16,64), (c) a single
 vector per item from the same towers (one meta token per side: the CLIP-style baseline), (d) untrained (the
 composed model as built: pretrained towers, new projector and meta tokens), (e) the language model alone as an
-ordinary single-vector model on the items' text (text -> image+text only: the baseline without images). Every arm is evaluated with
+ordinary single-vector model on the items' text (text -> image+text only: the baseline without images), (f) both
+towers frozen and a ridge map fitted on the training pairs from pooled image features to the text embedding (the
+simplest retriever a user could build from the same towers: training the vision-language model pays only above it;
+benchmarks/multimodal/frozen_linear.py), (g) arm (a) with LoRA on the language model, (h) the composed model with
+only the projector warm start (metaembed.training.projector_warm_start, which every trained arm starts from unless
+--no-warm-start), (i) arm (a) without that warm start. Every arm is evaluated with
 ``metaembed eval``'s own sweep on the set's three tasks (text -> image, image -> text, text -> image+text),
 at every budget; paired bootstrap intervals over the queries compare budgets and arms.
 Writes benchmarks/results/multimodal.{json,md,png}.
@@ -36,9 +41,12 @@ from metaembed.evaluation.stats import paired_bootstrap  # noqa: E402
 from metaembed.evaluation.sweep import SweepSettings  # noqa: E402
 from metaembed.model import pretrained  # noqa: E402
 from metaembed.training import TrainConfig  # noqa: E402
+from metaembed.training.data import read_jsonl  # noqa: E402
+from metaembed.training.projector_warm_start import warm_start_projector  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arms import machine, train_or_reuse  # noqa: E402
+from multimodal.frozen_linear import evaluate_frozen_linear  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 METRICS = ("ndcg@10", "recall@1", "recall@10")
@@ -49,11 +57,20 @@ ARMS = {
     "b_largest_group_only": dict(groups=["16,64"], num_query_meta_tokens=16, num_document_meta_tokens=64),
     "c_single_vector": dict(groups=["1,1"], num_query_meta_tokens=1, num_document_meta_tokens=1),
     "d_untrained": dict(num_query_meta_tokens=16, num_document_meta_tokens=64),
+    "h_warm_start_only": {},
+    "i_mmr_no_warm_start": dict(groups=PAPER_GROUPS, num_query_meta_tokens=16, num_document_meta_tokens=64,
+                                projector_warm_start=False),
     "e_text_only": {},
+    "f_frozen_linear": {},
+    "g_mmr_lora": dict(groups=PAPER_GROUPS, num_query_meta_tokens=16, num_document_meta_tokens=64, lora=True),
 }
 ARM_LABELS = {"a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) only (16,64)",
               "c_single_vector": "(c) single vector (CLIP-style)", "d_untrained": "(d) untrained",
-              "e_text_only": "(e) the language model alone on the text (mean pooling, cosine; images unseen)"}
+              "e_text_only": "(e) the language model alone on the text (mean pooling, cosine; images unseen)",
+              "f_frozen_linear": "(f) frozen towers + a ridge map (pooled image features -> the text embedding)",
+              "g_mmr_lora": "(g) MMR, paper groups, LoRA on the language model",
+              "h_warm_start_only": "(h) untrained but for the projector warm start (closed-form ridge)",
+              "i_mmr_no_warm_start": "(i) MMR, paper groups, without the projector warm start"}
 TEXT_ONLY_TASKS = ("text-to-image-text",)
 """Tasks whose items all hold text, where the plain language model (arm e) can answer at all."""
 LANGUAGE_MODELS = {"minilm": ("all-MiniLM-L6-v2", pretrained.minilm_path),
@@ -65,10 +82,13 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
     language_path = args.language_model_path or LANGUAGE_MODELS[language][1]()
     vision = pretrained.mobilenet_v2_path()
     folder = work / "runs" / language / arm
-    if arm == "d_untrained":
+    if arm in ("d_untrained", "h_warm_start_only"):
         model_path = folder / "model"
         if not (model_path / "config.json").is_file():
-            model = MetaEmbed.from_backbone(language_path, 16, 64, vision_tower=vision, max_seq_length=args.max_length)
+            model = MetaEmbed.from_backbone(language_path, 16, 64, vision_tower=vision, max_seq_length=args.max_length,
+                                            first_vector="auto", meta_residual=None)  # training's layout
+            if arm == "h_warm_start_only":
+                warm_start_projector(model, read_jsonl(data.train_jsonl)[0])
             model.save_pretrained(str(model_path))
         return str(model_path), None
     config = TrainConfig(
@@ -76,8 +96,8 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
         max_steps=args.steps, batch_size=args.batch_size, num_negatives=1, learning_rate=args.learning_rate,
         warmup_ratio=0.1, max_seq_length=args.max_length, attention_dropout=0.0, seed=0, save_steps=10**6,
         projector_learning_rate=args.projector_learning_rate,
-        logging_steps=10, lora=args.lora, batches_by_task=not args.mixed_batches,
-        dataloader_num_workers=args.dataloader_workers, **ARMS[arm],
+        logging_steps=10, batches_by_task=not args.mixed_batches, dataloader_num_workers=args.dataloader_workers,
+        **{"lora": args.lora, "projector_warm_start": not args.no_warm_start, **ARMS[arm]},
     )
     path, _, seconds = train_or_reuse(config, args.reuse_trained)
     return path, seconds
@@ -128,7 +148,7 @@ def evaluate_text_only(language_path: str, data, args: argparse.Namespace) -> di
 def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Per task: paired nDCG@10 differences (first - second) with 95% bootstrap intervals."""
     pairs = []
-    for arm in ("a_mmr", "b_largest_group_only", "d_untrained"):
+    for arm in ("a_mmr", "b_largest_group_only", "g_mmr_lora", "i_mmr_no_warm_start", "d_untrained", "h_warm_start_only"):
         if arm in arms:
             short = arm[0]
             pairs.append((f"{short} (16,64) - {short} (1,1)", (arm, "16,64"), (arm, "1,1")))
@@ -138,6 +158,14 @@ def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
     if "e_text_only" in arms:
         pairs += [(f"a ({b}) - e", ("a_mmr", b), ("e_text_only", "1,1")) for b in ("1,1", "16,64") if "a_mmr" in arms]
         pairs += [("c (1,1) - e", ("c_single_vector", "1,1"), ("e_text_only", "1,1"))] if "c_single_vector" in arms else []
+    if "f_frozen_linear" in arms:
+        pairs += [(f"{arm[0]} ({b}) - f", (arm, b), ("f_frozen_linear", "1,1"))
+                  for arm, budgets in (("a_mmr", ("1,1", "16,64")), ("c_single_vector", ("1,1",)), ("g_mmr_lora", ("1,1", "16,64")))
+                  if arm in arms for b in budgets]
+    if {"a_mmr", "i_mmr_no_warm_start"} <= set(arms):
+        pairs += [(f"a ({b}) - i ({b})", ("a_mmr", b), ("i_mmr_no_warm_start", b)) for b in ("1,1", "16,64")]
+    if {"a_mmr", "g_mmr_lora"} <= set(arms):
+        pairs += [(f"g ({b}) - a ({b})", ("g_mmr_lora", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     if "c_single_vector" in arms:
         for arm in ("a_mmr", "b_largest_group_only"):
             if arm in arms:
@@ -165,14 +193,15 @@ def plot(results: dict, path: Path) -> None:
         arms = results["language_models"][language]["arms"]
         for column, task in enumerate(tasks):
             axis = axes[row][column]
-            for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("d_untrained", "x:")):
+            for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("g_mmr_lora", "^-"),
+                               ("i_mmr_no_warm_start", "v-"), ("d_untrained", "x:"), ("h_warm_start_only", "+:")):
                 if arm in arms:
                     axis.plot(range(len(BUDGETS)), [arms[arm]["tasks"][task][b]["ndcg@10"] for b in BUDGETS], style,
                               label=ARM_LABELS[arm])
-            for arm, colour in (("c_single_vector", "tab:green"), ("e_text_only", "tab:gray")):
+            for arm, colour in (("c_single_vector", "tab:green"), ("e_text_only", "tab:gray"), ("f_frozen_linear", "tab:red")):
                 if arm in arms and task in arms[arm]["tasks"]:
                     axis.axhline(arms[arm]["tasks"][task]["1,1"]["ndcg@10"], color=colour, linestyle="--",
-                                 label=ARM_LABELS[arm].split(" (")[0] if arm == "e_text_only" else ARM_LABELS[arm])
+                                 label=ARM_LABELS[arm].split(" (")[0] if arm != "c_single_vector" else ARM_LABELS[arm])
             axis.set_xticks(range(len(BUDGETS)), [f"({b})" for b in BUDGETS], fontsize=7)
             axis.set_title(f"{LANGUAGE_MODELS[language][0]}: {task}", fontsize=9)
             axis.set_ylabel("nDCG@10")
@@ -190,7 +219,8 @@ def markdown(results: dict) -> str:
              *([f"Note: {results['note']}", ""] if results.get("note") else []),
              f"Settings: {settings['steps']} steps, batch {settings['batch_size']} + 1 hard negative, lr "
              f"{settings['learning_rate']} (projector: {settings.get('projector_learning_rate') or 'the same'}), {settings['max_length']} own tokens per item, "
-             f"{'batches mixing the tasks' if settings.get('mixed_batches') else 'each batch from one task'}, vision tower frozen, "
+             f"{'batches mixing the tasks' if settings.get('mixed_batches') else 'each batch from one task'}, "
+             f"projector {'as composed (no warm start)' if settings.get('no_warm_start', True) else 'warm-started (closed-form ridge)'}, vision tower frozen, "
              f"{'LoRA' if settings['lora'] else 'language model and projector in full'}; machine: {results['machine']}.", ""]
     for language, entry in results["language_models"].items():
         lines += [f"## {LANGUAGE_MODELS[language][0]}", ""]
@@ -225,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--language-models", nargs="+", default=["minilm"], choices=sorted(LANGUAGE_MODELS))
     parser.add_argument("--arms", nargs="+",
-                        default=["e_text_only", "d_untrained", "a_mmr", "c_single_vector", "b_largest_group_only"],
+                        default=["e_text_only", "f_frozen_linear", "d_untrained", "h_warm_start_only", "a_mmr",
+                                 "c_single_vector", "b_largest_group_only"],
                         choices=list(ARMS))
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -239,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-only", action="store_true",
                         help="train the arms and stop (a later --reuse-trained run evaluates them); arms run in parallel "
                              "processes this way")
+    parser.add_argument("--no-warm-start", action="store_true",
+                        help="train from the composed projector as built (default: the closed-form projector warm start, "
+                             "metaembed.training.projector_warm_start)")
     parser.add_argument("--mixed-batches", action="store_true",
                         help="batches mix the three tasks (default: each batch from one task, batches_by_task)")
     parser.add_argument("--language-model-path", default=None,
@@ -276,13 +310,17 @@ def main(argv: list[str] | None = None) -> None:
         for arm in args.arms:
             print(f"== {language} / {arm}", flush=True)
             if args.train_only:
-                if arm not in ("d_untrained", "e_text_only"):
+                if arm not in ("d_untrained", "e_text_only", "f_frozen_linear", "h_warm_start_only"):
                     arm_model(arm, language, data, args.work, args)
                 continue
             start = time.perf_counter()
             if arm == "e_text_only":
                 seconds = None
                 arms[arm] = evaluate_text_only(args.language_model_path or LANGUAGE_MODELS[language][1](), data, args)
+            elif arm == "f_frozen_linear":
+                seconds = None
+                arms[arm] = evaluate_frozen_linear(args.language_model_path or LANGUAGE_MODELS[language][1](),
+                                                   pretrained.mobilenet_v2_path(), data, METRICS, args.eval_batch_size)
             else:
                 path, seconds = arm_model(arm, language, data, args.work, args)
                 start = time.perf_counter()

@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/offline_gpu/pack.py --minilm --data /tmp/mmr-work              # text benchmarks
     .venv/bin/python benchmarks/offline_gpu/pack.py --smollm2 --mobilenet --data /tmp/mm/data-3000
 
-Writes ``--out``/1, /2, ... (each at most ``--part-mib``; send one per command, in order) holding one tar split in
+Writes ``--out``/1, /2, ... (each at most ``--part-mib``; send one per command, in order: keep ``--out`` ignored by
+git (``echo /.dev/ >> .git/info/exclude``) and name one part per call in the device tool's ``carry``, since the working
+tree that travels is capped at 64 MiB in all) holding one tar split in
 parts: the wheels of the packages the machine lacks (``--wheels``, pinned to constraints.txt; pip downloads them for
 ``--python-version``), all-MiniLM-L6-v2 with its weights rounded to bf16 (half the bytes; unpack.sh loads them back
 as fp32, so compare every arm, the plain backbone included, on the same rounded weights), SmolLM2's GGUF and

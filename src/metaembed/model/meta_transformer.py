@@ -31,7 +31,7 @@ from sentence_transformers.util import load_dir_path
 from torch import Tensor, nn
 from transformers.utils import logging
 
-import metaembed.model.vlm  # noqa: F401  (registers the composed vision-language backbone with the Auto classes)
+from metaembed.model.vlm import MetaEmbedVLMModel  # also registers the composed vision-language backbone (Auto classes)
 from metaembed.model.meta_segments import line_segment_ids, segment_attention
 from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, AUTO_META_ATTENTION, DOCUMENT_LINES, DOCUMENT_SEGMENTS,
                                          FIRST_VECTORS, FULL, check_meta_attention, meta_blind_attention,
@@ -297,8 +297,9 @@ class MetaTransformer(Transformer):
         return features
 
     def _uses_plain_positions(self, features: dict[str, Any]) -> bool:
-        """Text backbones take 1-D position ids; VLMs compute their own (multimodal rotary) positions."""
-        if hasattr(self.config, "vision_config") or "pixel_values" in features:
+        """Text backbones and metaembed's composed VLM take 1-D position ids; other VLMs compute their own
+        (multimodal rotary) positions."""
+        if (hasattr(self.config, "vision_config") or "pixel_values" in features) and not self._is_composed_vlm():
             return False
         params = self.model_forward_params if self.model_forward_params is not None else self._declared_forward_params
         return "position_ids" in params
@@ -307,16 +308,23 @@ class MetaTransformer(Transformer):
     def _attention_implementation(self) -> str:
         return getattr(self.model.config, "_attn_implementation", None) or "eager"
 
+    def _is_composed_vlm(self) -> bool:
+        """Whether the backbone is metaembed's own composed VLM (metaembed.model.vlm), which hands 1-D positions and
+        an explicit attention mask to its language model as a text backbone takes them."""
+        return isinstance(self.model, MetaEmbedVLMModel)
+
     def _takes_explicit_mask(self) -> bool:
         """Whether this backbone takes the explicit 4-D attention mask that nested windows (and a mean first vector
-        over a bidirectional backbone) need: a text backbone with ``sdpa`` or ``eager`` attention."""
-        return not hasattr(self.config, "vision_config") and self._attention_implementation() in ("sdpa", "eager")
+        over a bidirectional backbone) need: a text backbone or a composed VLM with ``sdpa`` or ``eager`` attention."""
+        text_like = not hasattr(self.config, "vision_config") or self._is_composed_vlm()
+        return text_like and self._attention_implementation() in ("sdpa", "eager")
 
     def _check_windows_supported(self, model_name_or_path: str) -> None:
-        """Nested windows, and a mean first vector over a bidirectional backbone, need :meth:`_takes_explicit_mask`."""
-        if self._takes_explicit_mask():
-            return
+        """Nested windows, and a mean first vector over a bidirectional backbone, need :meth:`_takes_explicit_mask`;
+        windows and lines are for text backbones only."""
         by_attention = bool(self._windowed_sides or self._segmented_sides)
+        if self._takes_explicit_mask() and not (by_attention and hasattr(self.config, "vision_config")):
+            return
         setting = f"meta_attention={self.meta_attention!r}" if by_attention else "first_vector='mean'"
         if hasattr(self.config, "vision_config"):
             raise ValueError(
@@ -332,7 +340,8 @@ class MetaTransformer(Transformer):
     def _reads_lines(self) -> bool:
         """Whether ``document_lines`` works here: a text backbone taking an explicit mask, with a fast tokenizer
         (whose character offsets find the lines)."""
-        return self._takes_explicit_mask() and bool(getattr(self.tokenizer, "is_fast", False))
+        text = not hasattr(self.config, "vision_config")
+        return text and self._takes_explicit_mask() and bool(getattr(self.tokenizer, "is_fast", False))
 
     def _supports_mean_first_vector(self) -> bool:
         """Whether ``first_vector="mean"`` works here: a decoder (its meta tokens come last) or a backbone that

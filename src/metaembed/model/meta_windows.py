@@ -40,8 +40,9 @@ with a fast tokenizer that takes an explicit attention mask), else ``full``. A b
 it chose."""
 
 AUTO_FIRST_VECTOR = "auto"
-"""A setting, not a layout: ``mean`` where the backbone supports it (a text model, or a decoder), else ``meta``
-(a vision-language model over a bidirectional encoder). A built model always records the layout it chose."""
+"""A setting, not a layout: ``mean`` where the backbone supports it (a text model, a decoder, or metaembed's
+composed VLM, which takes the explicit mask), else ``meta`` (another vision-language model over a bidirectional
+encoder). A built model always records the layout it chose."""
 
 
 def check_meta_attention(mode: str) -> str:

@@ -88,8 +88,8 @@ class TrainConfig:
     first_vector: str = setting("auto", help="An item's first vector: mean (the backbone's own mean pooling: the "
                                 "item's tokens never read the meta tokens, so (1,1) starts where the backbone stands; "
                                 "the meta tokens give vectors 2..R), meta (the paper: the first meta token), or auto "
-                                "(mean where the backbone supports it; meta for a vision-language model over a "
-                                "bidirectional encoder).")
+                                "(mean where the backbone supports it: text backbones, decoders and metaembed's composed "
+                                "VLMs; meta for another vision-language model over a bidirectional encoder).")
     meta_residual: bool | None = setting(None, help="Every meta vector is the item's mean plus a learned, zero-"
                                          "initialised linear map of its meta token's state, so every budget starts "
                                          "where the backbone's mean pooling stands (None: on with a mean first vector).")
@@ -102,6 +102,12 @@ class TrainConfig:
                                        "vision-language backbone (see metaembed.model.vlm).")
     train_vision_tower: bool = setting(False, help="Train the vision tower's weights too; by default a VLM's vision "
                                        "tower stays frozen.")
+    projector_warm_start: bool = setting(True, help="For a freshly composed vision-language backbone (vision_tower, or "
+                                         "a composed folder as model): before training, fit a linear path of the "
+                                         "new projector in closed form (ridge from the tower's pooled features to the "
+                                         "mean word embedding of the paired captions), so training starts from a "
+                                         "model that already matches images to words (see "
+                                         "metaembed.training.projector_warm_start).")
     max_seq_length: int | None = setting(None, help="Most tokens an item keeps of its own (text, image placeholders); "
                                          "the meta tokens are appended beyond it. None: as many as the backbone's "
                                          "positions hold next to the meta tokens.")

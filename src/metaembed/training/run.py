@@ -36,6 +36,7 @@ from metaembed.training.data import (
 )
 from metaembed.training.lora import apply_lora, is_vision_part, merge_lora
 from metaembed.training.mmr_loss import MMRLoss
+from metaembed.training.projector_warm_start import warm_start_projector
 from metaembed.training.record import training_record
 from metaembed.training.regularizers import BackboneTeacher
 from metaembed.training.trainer import LargestGroupFirstCallback, LogAtSaveCallback, MetaEmbedTrainer, MetricsLogCallback
@@ -312,6 +313,10 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
 
     torch.manual_seed(config.seed)
     model = build_model(config)
+    if config.projector_warm_start and module_folder(config.model) is None:  # a fresh backbone; on resume the
+        warm_start = warm_start_projector(model, examples)                 # checkpoint then overwrites the fit
+        if warm_start is not None:
+            logger.info(warm_start.summary())
     length = inference_length(model, config)
     if length is not None:  # a length the saved model could not take is refused now, not after training
         model.backbone._check_room_for_meta_tokens(length)

@@ -18,7 +18,9 @@ class MetaEmbedVLMConfig(PreTrainedConfig):
     where the processor put the ``<image>`` placeholders.
 
     ``vision_channels``: the grid's channel count (the projector's input); ``image_token_id``: the
-    placeholder's id in the language model's (extended) vocabulary.
+    placeholder's id in the language model's (extended) vocabulary; ``projector_linear_skip``: the projector
+    also has a linear path beside its MLP (added by :func:`metaembed.training.projector_warm_start`, which
+    fits it in closed form before training).
     """
 
     model_type = MODEL_TYPE
@@ -32,4 +34,5 @@ class MetaEmbedVLMConfig(PreTrainedConfig):
     vision_channels: int = 1280
     image_token_id: int = 0
     projector_hidden_act: str = "gelu"
+    projector_linear_skip: bool = False
     tie_word_embeddings: bool = False

@@ -20,7 +20,8 @@ from metaembed.model.vlm.configuration import MetaEmbedVLMConfig
 
 
 class GridProjector(nn.Module):
-    """Two-layer MLP from the vision grid's channels to the language model's hidden size (LLaVA-1.5's shape)."""
+    """Two-layer MLP from the vision grid's channels to the language model's hidden size (LLaVA-1.5's shape),
+    plus, with ``projector_linear_skip``, a linear path beside it (a warm start fits that path in closed form)."""
 
     def __init__(self, config: MetaEmbedVLMConfig) -> None:
         super().__init__()
@@ -28,9 +29,20 @@ class GridProjector(nn.Module):
         self.linear_1 = nn.Linear(config.vision_channels, hidden)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(hidden, hidden)
+        self.linear_skip = nn.Linear(config.vision_channels, hidden) if config.projector_linear_skip else None
+
+    def add_linear_skip(self) -> nn.Linear:
+        """Add the linear path (zero, so the projector's output is unchanged) and return it."""
+        if self.linear_skip is None:
+            weight = self.linear_1.weight
+            self.linear_skip = nn.Linear(weight.shape[1], self.linear_2.out_features, device=weight.device, dtype=weight.dtype)
+        nn.init.zeros_(self.linear_skip.weight)
+        nn.init.zeros_(self.linear_skip.bias)
+        return self.linear_skip
 
     def forward(self, cells: Tensor) -> Tensor:
-        return self.linear_2(self.act(self.linear_1(cells)))
+        tokens = self.linear_2(self.act(self.linear_1(cells)))
+        return tokens if self.linear_skip is None else tokens + self.linear_skip(cells)
 
 
 class MetaEmbedVLMPreTrainedModel(PreTrainedModel):

@@ -1,0 +1,154 @@
+"""The projector warm start (metaembed.training.projector_warm_start): the closed-form ridge checked against an
+independent least-squares solution, which training rows it reads, the fitted linear path on a tiny composed VLM
+(its image tokens are exactly the fitted map of each grid cell: the MLP starts at zero), the save/load round trip,
+the cases it leaves alone, and training that runs it for a fresh backbone (and not when turned off)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from metaembed import MetaEmbed
+from metaembed.data.item import Item
+from metaembed.training import TrainConfig, train
+from metaembed.training.data import TrainingExample
+from metaembed.training.projector_warm_start import fit_ridge, image_caption_pairs, warm_start_projector
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
+           "black": (10, 10, 10), "purple": (140, 30, 160), "orange": (250, 140, 20), "white": (245, 245, 245)}
+
+
+def draw_images(folder: Path) -> dict[str, Path]:
+    """One PNG per colour: a filled disc on grey."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, colour in COLOURS.items():
+        image = Image.new("RGB", (56, 56), (128, 128, 128))
+        ImageDraw.Draw(image).ellipse([8, 8, 48, 48], fill=colour)
+        paths[name] = folder / f"{name}.png"
+        image.save(paths[name])
+    return paths
+
+
+def caption_examples(paths: dict[str, Path]) -> list[TrainingExample]:
+    """Text -> image rows for half the colours, image -> text rows for the other half."""
+    examples = []
+    for index, (name, path) in enumerate(paths.items()):
+        text, image = Item(text=f"a {name} disc"), Item(image=path)
+        query, positive = (text, image) if index % 2 == 0 else (image, text)
+        examples.append(TrainingExample(query=query, positive=positive, negatives=[], source=f"rows:{index}"))
+    return examples
+
+
+def test_fit_ridge_matches_an_independent_least_squares_solution():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(50, 6, generator=generator) * torch.tensor([1.0, 2.0, 3.0, 0.5, 1.0, 4.0]) + 3.0
+    targets = features @ torch.randn(6, 3, generator=generator) + 0.1 * torch.randn(50, 3, generator=generator) + 1.0
+    weight, bias = fit_ridge(features, targets, 0.2)
+    # by hand: centre both sides, strength 0.2 x trace(Xc^T Xc) / channels, ridge as least squares on stacked rows
+    features, targets = features.double(), targets.double()
+    centred = features - features.mean(dim=0)
+    ridge = 0.2 * (centred ** 2).sum() / 6
+    stacked = torch.cat([centred, ridge.sqrt() * torch.eye(6, dtype=torch.float64)])
+    goal = torch.cat([targets - targets.mean(dim=0), torch.zeros(6, 3, dtype=torch.float64)])
+    expected = torch.linalg.lstsq(stacked, goal).solution
+    torch.testing.assert_close(weight, expected)
+    torch.testing.assert_close(bias, targets.mean(dim=0) - features.mean(dim=0) @ expected)
+    # no ridge on exactly linear data: the map itself
+    true_map, true_bias = torch.randn(6, 3, generator=generator).double(), torch.tensor([1.0, -2.0, 0.5]).double()
+    weight, bias = fit_ridge(features, features @ true_map + true_bias, 0.0)
+    torch.testing.assert_close(weight, true_map)
+    torch.testing.assert_close(bias, true_bias)
+
+
+def test_pairs_are_image_alone_with_text_alone_either_way_and_capped_by_distinct_images(tmp_path):
+    cat, dog, mixed = tmp_path / "cat.png", tmp_path / "dog.png", tmp_path / "mixed.png"
+    rows = [
+        (Item(text="a cat"), Item(image=cat)),
+        (Item(image=dog), Item(text="a dog")),
+        (Item(text="a query"), Item(text="a caption", image=mixed)),  # image + text: not a caption pair
+        (Item(text="a query"), Item(text="a passage")),               # text only
+        (Item(text="   "), Item(image=mixed)),                          # blank caption
+        (Item(text="a cat again"), Item(image=cat)),
+    ]
+    examples = [TrainingExample(query=q, positive=p, negatives=[], source=f"r:{i}") for i, (q, p) in enumerate(rows)]
+    assert [(item.image, text) for item, text in image_caption_pairs(examples, max_images=10)] == [
+        (cat, "a cat"), (dog, "a dog"), (cat, "a cat again")]
+    assert [(item.image, text) for item, text in image_caption_pairs(examples, max_images=1)] == [
+        (cat, "a cat"), (cat, "a cat again")]
+
+
+def test_warm_start_fits_the_linear_path_and_the_image_tokens_are_that_map(tiny_composed_vlm_path, tmp_path):
+    paths = draw_images(tmp_path / "images")
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0)
+    report = warm_start_projector(model, caption_examples(paths), progress=False)
+    assert (report.pairs, report.images, report.strength) == (8, 8, 0.15)
+    assert 0.0 < report.r2 <= 1.0
+    vlm, processor = model.backbone.model, model.backbone.processor
+    assert vlm.config.projector_linear_skip is True
+    # the same fit, computed here from the tower and the word-embedding table
+    pictures = [Image.open(path).convert("RGB") for path in paths.values()]
+    pixels = processor.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        grid = vlm.vision_tower(pixel_values=pixels).last_hidden_state
+    table = vlm.get_input_embeddings().weight.detach()
+    targets = torch.stack([table[processor.tokenizer(f"a {name} disc", add_special_tokens=False)["input_ids"]].mean(dim=0)
+                           for name in paths])
+    weight, bias = fit_ridge(grid.mean(dim=(2, 3)), targets, 0.15)
+    skip = vlm.projector.linear_skip
+    torch.testing.assert_close(skip.weight.detach(), weight.T.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(skip.bias.detach(), bias.float(), rtol=1e-4, atol=1e-5)
+    # every image token is the fitted map of its own grid cell: the MLP beside it starts at zero
+    cells = grid.flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        tokens = vlm.get_image_features(pixels)
+    torch.testing.assert_close(tokens, (cells.double() @ weight + bias).float(), rtol=1e-4, atol=1e-4)
+    # the image tokens' mean over cells predicts each caption's mean word embedding at least as well as the mean
+    predicted = tokens.mean(dim=1)
+    assert ((predicted - targets) ** 2).sum() < ((targets - targets.mean(dim=0)) ** 2).sum()
+
+    item = {"image": str(paths["red"])}
+    before = model.encode_document([item])
+    model.save_pretrained(str(tmp_path / "saved"))
+    loaded = MetaEmbed.from_pretrained(str(tmp_path / "saved"))
+    assert loaded.backbone.model.config.projector_linear_skip is True
+    torch.testing.assert_close(loaded.encode_document([item]), before)
+
+
+def test_text_backbones_and_rows_without_caption_pairs_are_left_alone(tiny_bert_path, tiny_composed_vlm_path, tmp_path):
+    paths = draw_images(tmp_path / "images")
+    text_model = MetaEmbed.from_backbone(tiny_bert_path, 2, 4, meta_token_init_seed=0)
+    assert warm_start_projector(text_model, caption_examples(paths), progress=False) is None
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0)
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    image_and_text = [TrainingExample(query=Item(text="a query"), positive=Item(text="a disc", image=paths["red"]),
+                                      negatives=[], source="r:0")]
+    assert warm_start_projector(model, image_and_text, progress=False) is None
+    assert model.backbone.model.projector.linear_skip is None
+    assert model.backbone.model.config.projector_linear_skip is False
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+
+
+def _write_rows(folder: Path) -> Path:
+    paths = draw_images(folder / "images")
+    rows = [{"query": f"a {name} disc", "positive": {"image": f"images/{name}.png"}} for name in paths]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return folder / "train.jsonl"
+
+
+@pytest.mark.parametrize("warm_start", [True, False], ids=["default", "off"])
+def test_training_a_fresh_vlm_warm_starts_its_projector_unless_turned_off(tiny_composed_vlm_path, tmp_path, warm_start):
+    result = train(TrainConfig(
+        model=tiny_composed_vlm_path, train_jsonl=[str(_write_rows(tmp_path / "data"))], output_dir=str(tmp_path / "run"),
+        batch_size=4, max_steps=1, learning_rate=1e-4, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
+        num_document_meta_tokens=4, projector_warm_start=warm_start,
+    ))
+    trained = MetaEmbed.from_pretrained(result.model_path)
+    assert (trained.backbone.model.projector.linear_skip is not None) is warm_start
+    assert trained.backbone.model.config.projector_linear_skip is warm_start

@@ -206,9 +206,13 @@ def plot(results: dict, path: Path) -> None:
             axis.set_title(f"{LANGUAGE_MODELS[language][0]}: {task}", fontsize=9)
             axis.set_ylabel("nDCG@10")
             axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    legend: dict[str, object] = {}  # every arm once, whichever panel drew it (arm (e) only has the text task)
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=7)
     figure.suptitle(f"MobileNetV2 + language model, MMR on clip art and icons ({results['settings']['steps']} steps)")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.04 + 0.035 * ((len(legend) + 2) // 3), 1, 1))
     figure.savefig(path, dpi=110)
 
 

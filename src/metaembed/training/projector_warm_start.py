@@ -52,7 +52,8 @@ def image_caption_pairs(examples: Sequence, max_images: int) -> list[tuple[Item,
     seen: set[str] = set()
     for example in examples:
         for image_side, text_side in ((example.query, example.positive), (example.positive, example.query)):
-            if image_side.image is None or image_side.text or text_side.image is not None or not (text_side.text or "").strip():
+            image_alone = image_side.image is not None and not image_side.text
+            if not image_alone or text_side.image is not None or not (text_side.text or "").strip():
                 continue
             key = repr(image_side.image)
             if key not in seen:
@@ -71,7 +72,8 @@ def fit_ridge(features: torch.Tensor, targets: torch.Tensor, strength: float) ->
     centred = features - mean
     gram = centred.T @ centred
     ridge = strength * gram.diagonal().sum() / gram.shape[0]
-    weight = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype), centred.T @ (targets - target_mean))
+    regularised = gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype)
+    weight = torch.linalg.solve(regularised, centred.T @ (targets - target_mean))
     return weight, target_mean - mean @ weight
 
 
@@ -88,7 +90,8 @@ def _pooled_features(vlm, image_processor, images: list[Item], batch_size: int, 
     """(images, channels): the vision tower's feature grid averaged over its cells, one row per image."""
     rows = []
     device = next(vlm.vision_tower.parameters()).device
-    for start in tqdm(range(0, len(images), batch_size), desc="projector warm start", unit="batch", disable=not progress):
+    batches = range(0, len(images), batch_size)
+    for start in tqdm(batches, desc="projector warm start", unit="batch", disable=not progress):
         pictures = [load_image(item.image) for item in images[start:start + batch_size]]
         pixels = image_processor(images=pictures, return_tensors="pt")["pixel_values"].to(device)
         pixels = pixels.to(vlm.vision_tower.dtype, memory_format=torch.channels_last)

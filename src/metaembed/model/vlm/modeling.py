@@ -32,10 +32,11 @@ class GridProjector(nn.Module):
         self.linear_skip = nn.Linear(config.vision_channels, hidden) if config.projector_linear_skip else None
 
     def add_linear_skip(self) -> nn.Linear:
-        """Add the linear path (zero, so the projector's output is unchanged) and return it."""
+        """Add the linear path (or reset it) at zero, where it adds nothing yet, and return it."""
         if self.linear_skip is None:
             weight = self.linear_1.weight
-            self.linear_skip = nn.Linear(weight.shape[1], self.linear_2.out_features, device=weight.device, dtype=weight.dtype)
+            self.linear_skip = nn.Linear(weight.shape[1], self.linear_2.out_features, device=weight.device,
+                                         dtype=weight.dtype)
         nn.init.zeros_(self.linear_skip.weight)
         nn.init.zeros_(self.linear_skip.bias)
         return self.linear_skip

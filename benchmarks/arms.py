@@ -54,18 +54,9 @@ def machine() -> str:
     """Where the run ran, for the report."""
     import torch
 
-    from metaembed.hardware import cpu_has_native_bf16
+    from metaembed.hardware import cpu_has_native_bf16, cpu_model_name
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA, bf16 mixed precision), {os.cpu_count()} CPU threads"
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")), "CPU")
     precision = "native bf16" if cpu_has_native_bf16() else "no native bf16: fp32"
-    return f"{torch.get_num_threads()} threads of {model} ({precision}), no GPU"
-
-
-def _cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return handle.read()
-    except OSError:
-        return ""
+    return f"{torch.get_num_threads()} threads of {cpu_model_name()} ({precision}), no GPU"

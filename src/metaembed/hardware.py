@@ -11,14 +11,25 @@ import torch
 
 
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 matmul is emulated and slow."""
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, or "" where there is none."""
     try:
         with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
+            return handle.read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without it bf16 matmul is emulated and slow."""
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name as the kernel reports it (e.g. for benchmark reports), or "CPU"."""
+    lines = _cpuinfo().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
 
 
 def bf16_is_fast(device: str | torch.device) -> bool:

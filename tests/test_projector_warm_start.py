@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from transformers import AutoModel, AutoProcessor
 
 from metaembed import MetaEmbed
 from metaembed.data.item import Item
+from metaembed.model.vlm import IMAGE_TOKEN
 from metaembed.training import TrainConfig, train
 from metaembed.training.data import TrainingExample
 from metaembed.training.projector_warm_start import fit_ridge, image_caption_pairs, warm_start_projector
@@ -142,13 +144,127 @@ def _write_rows(folder: Path) -> Path:
     return folder / "train.jsonl"
 
 
-@pytest.mark.parametrize("warm_start", [True, False], ids=["default", "off"])
-def test_training_a_fresh_vlm_warm_starts_its_projector_unless_turned_off(tiny_composed_vlm_path, tmp_path, warm_start):
+@pytest.mark.parametrize(("warm_start", "readout"), [(True, True), (True, False), (False, True)],
+                         ids=["default", "no-readout", "off"])
+def test_training_a_fresh_vlm_warm_starts_its_projector_unless_turned_off(tiny_composed_vlm_path, tmp_path, warm_start,
+                                                                          readout):
     result = train(TrainConfig(
         model=tiny_composed_vlm_path, train_jsonl=[str(_write_rows(tmp_path / "data"))], output_dir=str(tmp_path / "run"),
         batch_size=4, max_steps=1, learning_rate=1e-4, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
-        num_document_meta_tokens=4, projector_warm_start=warm_start,
+        num_document_meta_tokens=4, projector_warm_start=warm_start, image_readout=readout,
     ))
     trained = MetaEmbed.from_pretrained(result.model_path)
     assert (trained.backbone.model.projector.linear_skip is not None) is warm_start
     assert trained.backbone.model.config.projector_linear_skip is warm_start
+    # the image readout comes with the warm start (training's layout has a mean first vector), unless turned off
+    assert trained.backbone.first_vector == "mean"
+    assert (trained.backbone.model.image_readout is not None) is (warm_start and readout)
+    assert trained.backbone.model.config.image_readout is (warm_start and readout)
+
+def test_image_readout_adds_a_linear_map_of_each_cell_to_that_cells_output_only(tiny_composed_vlm_path):
+    vlm = AutoModel.from_pretrained(tiny_composed_vlm_path).eval()
+    processor = AutoProcessor.from_pretrained(tiny_composed_vlm_path)
+    batch = processor(images=[Image.new("RGB", (90, 70), (200, 30, 30))], text=[f"{IMAGE_TOKEN}a red square"],
+                      return_tensors="pt")
+    with torch.no_grad():
+        plain = vlm(**batch).last_hidden_state
+        readout = vlm.add_image_readout()
+        torch.testing.assert_close(vlm(**batch).last_hidden_state, plain, rtol=0, atol=0)  # starts at zero
+        generator = torch.Generator().manual_seed(0)
+        readout.weight.copy_(torch.randn(readout.weight.shape, generator=generator))
+        readout.bias.copy_(torch.randn(readout.bias.shape, generator=generator))
+        added = vlm(**batch).last_hidden_state - plain
+        cells = vlm.get_image_cells(batch["pixel_values"])[0]
+    placeholders = batch["input_ids"][0] == vlm.config.image_token_id
+    assert vlm.config.image_readout is True and int(placeholders.sum()) == cells.shape[0] == 4
+    torch.testing.assert_close(added[0, placeholders], cells @ readout.weight.T + readout.bias, rtol=1e-5, atol=1e-5)
+    assert torch.equal(added[0, ~placeholders], torch.zeros_like(added[0, ~placeholders]))
+
+
+def test_warm_start_fits_the_image_readout_to_what_the_image_mean_misses_of_its_caption(tiny_composed_vlm_path, tmp_path):
+    paths = draw_images(tmp_path / "images")
+    examples = caption_examples(paths)
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0, first_vector="auto",
+                                    meta_residual=None)
+    assert model.backbone.first_vector == "mean"
+    warm_start_projector(model, examples, progress=False, image_readout=False)  # the projector's fit alone
+    vlm, processor = model.backbone.model, model.backbone.processor
+    images = [{"image": str(path)} for path in paths.values()]
+    captions = [f"a {name} disc" for name in paths]
+    raw = _raw_first_vectors(model)
+    image_means, caption_means = raw(images, "document"), raw(captions, "query")
+
+    report = warm_start_projector(model, examples, progress=False)
+    assert report.readout_r2 is not None and 0.0 < report.readout_r2 <= 1.0
+    # by hand: pooled tower features -> (caption mean - image mean) / share of the item's own tokens that are cells
+    pictures = [Image.open(path).convert("RGB") for path in paths.values()]
+    pixels = processor.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        grid = vlm.vision_tower(pixel_values=pixels).last_hidden_state
+    own_tokens = processor(images=pictures[:1], text=[IMAGE_TOKEN], return_tensors="pt")["attention_mask"].sum()
+    share = grid.shape[2] * grid.shape[3] / int(own_tokens)
+    weight, bias = fit_ridge(grid.mean(dim=(2, 3)), (caption_means - image_means) / share, 0.15)
+    torch.testing.assert_close(vlm.image_readout.weight.detach(), weight.T.float(), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(vlm.image_readout.bias.detach(), bias.float(), rtol=1e-3, atol=1e-4)
+    # an image's mean now moves by exactly share x the fitted map of its pooled features, and towards its caption
+    after = raw(images, "document")
+    torch.testing.assert_close(after - image_means, share * (grid.mean(dim=(2, 3)).double() @ weight + bias).float(),
+                               rtol=1e-3, atol=1e-4)
+    assert ((after - caption_means) ** 2).sum() < ((image_means - caption_means) ** 2).sum()
+    # text items do not change; lone == in a padded batch; the save/load round trip keeps the readout
+    torch.testing.assert_close(raw(captions, "query"), caption_means, rtol=0, atol=0)
+    lone = model.encode_document(images[:1])
+    mixed = model.encode_document([images[0], {"text": "a long caption " * 5, "image": images[1]["image"]}])
+    torch.testing.assert_close(mixed[:1], lone, rtol=1e-5, atol=1e-5)
+    model.save_pretrained(str(tmp_path / "saved"))
+    loaded = MetaEmbed.from_pretrained(str(tmp_path / "saved"))
+    assert loaded.backbone.model.config.image_readout is True
+    torch.testing.assert_close(loaded.encode_document(images), model.encode_document(images))
+
+
+def test_the_image_readout_is_not_fitted_where_the_first_vector_is_a_meta_token(tiny_composed_vlm_path, tmp_path):
+    paths = draw_images(tmp_path / "images")
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0, first_vector="meta")
+    report = warm_start_projector(model, caption_examples(paths), progress=False)
+    assert report.readout_r2 is None and report.r2 > 0
+    assert model.backbone.model.image_readout is None and model.backbone.model.config.image_readout is False
+
+
+def _raw_first_vectors(model):
+    """Encode items one at a time (``encode`` reorders a batch by length) and return their first vectors before
+    normalisation (the pooling's output)."""
+    from metaembed.model.meta_pooling import MetaTokenPooling
+
+    pooling = next(module for module in model if isinstance(module, MetaTokenPooling))
+
+    def encode(items, side):
+        captured = []
+        handle = pooling.register_forward_hook(lambda module, args, output: captured.append(
+            output["token_embeddings"][:, 0].detach().clone()))
+        try:
+            for item in items:
+                (model.encode_query if side == "query" else model.encode_document)([item], budget=1)
+        finally:
+            handle.remove()
+        return torch.cat(captured)
+
+    return encode
+
+
+def test_an_unmerged_lora_adapter_loads_back_with_the_warm_started_layers(tiny_composed_vlm_path, tmp_path):
+    data = str(_write_rows(tmp_path / "data"))
+    models = {}
+    for merge in (True, False):
+        result = train(TrainConfig(
+            model=tiny_composed_vlm_path, train_jsonl=[data], output_dir=str(tmp_path / f"run-{merge}"), batch_size=4,
+            max_steps=2, learning_rate=3e-3, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
+            num_document_meta_tokens=4, lora=True, lora_rank=4, lora_alpha=8, merge_lora=merge, seed=0,
+        ))
+        models[merge] = MetaEmbed.from_pretrained(result.model_path)
+    adapter = models[False].backbone
+    assert adapter.composed_vlm_layers == {"projector_linear_skip": True, "image_readout": True}
+    assert adapter.model.config.image_readout is True and adapter.model.config.projector_linear_skip is True
+    # the adapter's trained copies of the fitted layers are the ones in use: the same vectors as the merged model
+    items = [{"image": str(tmp_path / "data" / "images" / f"{name}.png")} for name in ("red", "blue", "white")]
+    torch.testing.assert_close(models[False].encode_document(items), models[True].encode_document(items),
+                               rtol=1e-4, atol=1e-4)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from transformers.utils import logging
 
 from metaembed.model.vlm import MetaEmbedVLMModel  # also registers the composed vision-language backbone (Auto classes)
+from metaembed.model.vlm.configuration import COMPOSED_VLM_OPTIONAL_LAYERS
 from metaembed.model.meta_segments import line_segment_ids, segment_attention
 from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, AUTO_META_ATTENTION, DOCUMENT_LINES, DOCUMENT_SEGMENTS,
                                          FIRST_VECTORS, FULL, check_meta_attention, meta_blind_attention,
@@ -61,7 +62,7 @@ class MetaTransformer(Transformer):
     """
 
     config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens", "meta_attention",
-                              "first_vector"]
+                              "first_vector", "composed_vlm_layers"]
     save_in_root: bool = False
     """Saved in its own folder (``0_MetaTransformer``), not at the top of the model's folder: see metaembed.model.loading."""
 
@@ -74,8 +75,11 @@ class MetaTransformer(Transformer):
         meta_token_init_seed: int = 0,
         meta_attention: str = FULL,
         first_vector: str = "meta",
+        composed_vlm_layers: dict[str, bool] | None = None,
         **kwargs: Any,
     ) -> None:
+        if composed_vlm_layers:  # see the property of that name
+            kwargs["config_kwargs"] = {**(kwargs.get("config_kwargs") or {}), **composed_vlm_layers}
         if first_vector not in (*FIRST_VECTORS, AUTO_FIRST_VECTOR):
             raise ValueError(f"first_vector must be one of {', '.join((*FIRST_VECTORS, AUTO_FIRST_VECTOR))}, "
                              f"got {first_vector!r}")
@@ -312,6 +316,15 @@ class MetaTransformer(Transformer):
         """Whether the backbone is metaembed's own composed VLM (metaembed.model.vlm), which hands 1-D positions and
         an explicit attention mask to its language model as a text backbone takes them."""
         return isinstance(self.model, MetaEmbedVLMModel)
+
+    @property
+    def composed_vlm_layers(self) -> dict[str, bool] | None:
+        """A composed VLM's optional layers (added by the training warm start), saved with the module and applied to
+        the backbone's config on load: a LoRA adapter saves only its own weights and names the base it was made on,
+        so without them the base would be rebuilt without those layers and their trained weights dropped."""
+        if not self._is_composed_vlm():
+            return None
+        return {name: bool(getattr(self.model.config, name, False)) for name in COMPOSED_VLM_OPTIONAL_LAYERS}
 
     def _takes_explicit_mask(self) -> bool:
         """Whether this backbone takes the explicit 4-D attention mask that nested windows (and a mean first vector

@@ -313,8 +313,9 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
 
     torch.manual_seed(config.seed)
     model = build_model(config)
-    if config.projector_warm_start and module_folder(config.model) is None:  # a fresh backbone; on resume the
-        warm_start = warm_start_projector(model, examples)                 # checkpoint then overwrites the fit
+    # A fresh backbone only: on resume the checkpoint overwrites the fit.
+    if config.projector_warm_start and module_folder(config.model) is None:
+        warm_start = warm_start_projector(model, examples, image_readout=config.image_readout)
         if warm_start is not None:
             logger.info(warm_start.summary())
     length = inference_length(model, config)

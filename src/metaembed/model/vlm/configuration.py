@@ -8,6 +8,8 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 MODEL_TYPE = "metaembed_vlm"
+COMPOSED_VLM_OPTIONAL_LAYERS = ("projector_linear_skip", "image_readout")
+"""The config flags that add layers to a composed VLM after it is composed (the training warm start adds them)."""
 IMAGE_TOKEN = "<image>"
 
 
@@ -20,7 +22,9 @@ class MetaEmbedVLMConfig(PreTrainedConfig):
     ``vision_channels``: the grid's channel count (the projector's input); ``image_token_id``: the
     placeholder's id in the language model's (extended) vocabulary; ``projector_linear_skip``: the projector
     also has a linear path beside its MLP (added by :func:`metaembed.training.projector_warm_start`, which
-    fits it in closed form before training).
+    fits it in closed form before training); ``image_readout``: a linear map of each grid cell is added to the
+    language model's output state at that cell's token (a skip past the language model; fitted by the same warm
+    start).
     """
 
     model_type = MODEL_TYPE
@@ -35,4 +39,5 @@ class MetaEmbedVLMConfig(PreTrainedConfig):
     image_token_id: int = 0
     projector_hidden_act: str = "gelu"
     projector_linear_skip: bool = False
+    image_readout: bool = False
     tie_word_embeddings: bool = False

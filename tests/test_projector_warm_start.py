@@ -144,22 +144,23 @@ def _write_rows(folder: Path) -> Path:
     return folder / "train.jsonl"
 
 
-@pytest.mark.parametrize(("warm_start", "readout"), [(True, True), (True, False), (False, True)],
-                         ids=["default", "no-readout", "off"])
+@pytest.mark.parametrize(("warm_start", "readout"), [(True, None), (True, True), (False, True)],
+                         ids=["default", "readout", "off"])
 def test_training_a_fresh_vlm_warm_starts_its_projector_unless_turned_off(tiny_composed_vlm_path, tmp_path, warm_start,
                                                                           readout):
     result = train(TrainConfig(
         model=tiny_composed_vlm_path, train_jsonl=[str(_write_rows(tmp_path / "data"))], output_dir=str(tmp_path / "run"),
         batch_size=4, max_steps=1, learning_rate=1e-4, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
-        num_document_meta_tokens=4, projector_warm_start=warm_start, image_readout=readout,
+        num_document_meta_tokens=4, projector_warm_start=warm_start,
+        **({} if readout is None else {"image_readout": readout}),
     ))
     trained = MetaEmbed.from_pretrained(result.model_path)
     assert (trained.backbone.model.projector.linear_skip is not None) is warm_start
     assert trained.backbone.model.config.projector_linear_skip is warm_start
-    # the image readout comes with the warm start (training's layout has a mean first vector), unless turned off
+    # the image readout comes with the warm start when asked for (training's layout has a mean first vector)
     assert trained.backbone.first_vector == "mean"
-    assert (trained.backbone.model.image_readout is not None) is (warm_start and readout)
-    assert trained.backbone.model.config.image_readout is (warm_start and readout)
+    assert (trained.backbone.model.image_readout is not None) is bool(warm_start and readout)
+    assert trained.backbone.model.config.image_readout is bool(warm_start and readout)
 
 def test_image_readout_adds_a_linear_map_of_each_cell_to_that_cells_output_only(tiny_composed_vlm_path):
     vlm = AutoModel.from_pretrained(tiny_composed_vlm_path).eval()
@@ -194,7 +195,7 @@ def test_warm_start_fits_the_image_readout_to_what_the_image_mean_misses_of_its_
     raw = _raw_first_vectors(model)
     image_means, caption_means = raw(images, "document"), raw(captions, "query")
 
-    report = warm_start_projector(model, examples, progress=False)
+    report = warm_start_projector(model, examples, progress=False, image_readout=True)
     assert report.readout_r2 is not None and 0.0 < report.readout_r2 <= 1.0
     # by hand: pooled tower features -> (caption mean - image mean) / share of the item's own tokens that are cells
     pictures = [Image.open(path).convert("RGB") for path in paths.values()]
@@ -225,7 +226,7 @@ def test_warm_start_fits_the_image_readout_to_what_the_image_mean_misses_of_its_
 def test_the_image_readout_is_not_fitted_where_the_first_vector_is_a_meta_token(tiny_composed_vlm_path, tmp_path):
     paths = draw_images(tmp_path / "images")
     model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0, first_vector="meta")
-    report = warm_start_projector(model, caption_examples(paths), progress=False)
+    report = warm_start_projector(model, caption_examples(paths), progress=False, image_readout=True)
     assert report.readout_r2 is None and report.r2 > 0
     assert model.backbone.model.image_readout is None and model.backbone.model.config.image_readout is False
 
@@ -258,7 +259,7 @@ def test_an_unmerged_lora_adapter_loads_back_with_the_warm_started_layers(tiny_c
         result = train(TrainConfig(
             model=tiny_composed_vlm_path, train_jsonl=[data], output_dir=str(tmp_path / f"run-{merge}"), batch_size=4,
             max_steps=2, learning_rate=3e-3, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
-            num_document_meta_tokens=4, lora=True, lora_rank=4, lora_alpha=8, merge_lora=merge, seed=0,
+            num_document_meta_tokens=4, lora=True, lora_rank=4, lora_alpha=8, merge_lora=merge, seed=0, image_readout=True,
         ))
         models[merge] = MetaEmbed.from_pretrained(result.model_path)
     adapter = models[False].backbone

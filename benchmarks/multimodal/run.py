@@ -14,8 +14,8 @@ towers frozen and a ridge map fitted on the training pairs from pooled image fea
 simplest retriever a user could build from the same towers: training the vision-language model pays only above it;
 benchmarks/multimodal/frozen_linear.py), (g) arm (a) with LoRA on the language model, (h) the composed model with
 only the projector warm start (metaembed.training.projector_warm_start, which every trained arm starts from unless
---no-warm-start; it also fits the image readout, a linear skip from each grid cell to the language model's output,
-unless --no-image-readout), (i) arm (a) without that warm start. Every arm is evaluated with
+--no-warm-start; with --image-readout it also fits the image readout, a linear skip from each grid cell to the
+language model's output), (i) arm (a) without that warm start. Every arm is evaluated with
 ``metaembed eval``'s own sweep on the set's three tasks (text -> image, image -> text, text -> image+text),
 at every budget; paired bootstrap intervals over the queries compare budgets and arms.
 Writes benchmarks/results/multimodal.{json,md,png}.
@@ -83,7 +83,7 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
     language_path = args.language_model_path or LANGUAGE_MODELS[language][1]()
     vision = pretrained.mobilenet_v2_path()
     folder = work / "runs" / language / arm
-    if arm == "h_warm_start_only" and args.no_image_readout:
+    if arm == "h_warm_start_only" and not args.image_readout:
         folder = folder.with_name(f"{arm}_no_image_readout")
     if arm in ("d_untrained", "h_warm_start_only"):
         model_path = folder / "model"
@@ -91,7 +91,7 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
             model = MetaEmbed.from_backbone(language_path, 16, 64, vision_tower=vision, max_seq_length=args.max_length,
                                             first_vector="auto", meta_residual=None)  # training's layout
             if arm == "h_warm_start_only":
-                warm_start_projector(model, read_jsonl(data.train_jsonl)[0], image_readout=not args.no_image_readout)
+                warm_start_projector(model, read_jsonl(data.train_jsonl)[0], image_readout=args.image_readout)
             model.save_pretrained(str(model_path))
         return str(model_path), None
     config = TrainConfig(
@@ -100,7 +100,7 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
         warmup_ratio=0.1, max_seq_length=args.max_length, attention_dropout=0.0, seed=0, save_steps=10**6,
         projector_learning_rate=args.projector_learning_rate,
         logging_steps=10, batches_by_task=not args.mixed_batches, dataloader_num_workers=args.dataloader_workers,
-        **{"lora": args.lora, "projector_warm_start": not args.no_warm_start, "image_readout": not args.no_image_readout,
+        **{"lora": args.lora, "projector_warm_start": not args.no_warm_start, "image_readout": args.image_readout,
            **ARMS[arm]},
     )
     path, _, seconds = train_or_reuse(config, args.reuse_trained)
@@ -168,6 +168,9 @@ def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
                   if arm in arms for b in budgets]
     if {"a_mmr", "i_mmr_no_warm_start"} <= set(arms):
         pairs += [(f"a ({b}) - i ({b})", ("a_mmr", b), ("i_mmr_no_warm_start", b)) for b in ("1,1", "16,64")]
+    for arm in ("a_mmr", "c_single_vector"):
+        if {arm, "h_warm_start_only"} <= set(arms):  # what the training steps add to the warm start alone
+            pairs += [(f"{arm[0]} (1,1) - h (1,1)", (arm, "1,1"), ("h_warm_start_only", "1,1"))]
     if {"a_mmr", "g_mmr_lora"} <= set(arms):
         pairs += [(f"g ({b}) - a ({b})", ("g_mmr_lora", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     if "c_single_vector" in arms:
@@ -229,7 +232,7 @@ def markdown(results: dict) -> str:
              f"{settings['learning_rate']} (projector: {settings.get('projector_learning_rate') or 'the same'}), {settings['max_length']} own tokens per item, "
              f"{'batches mixing the tasks' if settings.get('mixed_batches') else 'each batch from one task'}, "
              f"projector {'as composed (no warm start)' if settings.get('no_warm_start', True) else 'warm-started (closed-form ridge)'}, "
-             f"{'an image readout fitted with it' if settings.get('no_image_readout') is False and not settings.get('no_warm_start', True) else 'no image readout'}, vision tower frozen, "
+             f"{'an image readout fitted with it' if settings.get('image_readout') and not settings.get('no_warm_start', True) else 'no image readout'}, vision tower frozen, "
              f"{'LoRA' if settings['lora'] else 'language model and projector in full'}; machine: {results['machine']}.", ""]
     for language, entry in results["language_models"].items():
         lines += [f"## {LANGUAGE_MODELS[language][0]}", ""]
@@ -282,9 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-warm-start", action="store_true",
                         help="train from the composed projector as built (default: the closed-form projector warm start, "
                              "metaembed.training.projector_warm_start)")
-    parser.add_argument("--no-image-readout", action="store_true",
-                        help="warm start the projector only (default: also fit the image readout, a linear skip from "
-                             "each grid cell to the language model's output; metaembed.training.projector_warm_start)")
+    parser.add_argument("--image-readout", action="store_true",
+                        help="the warm start also fits the image readout, a linear skip from each grid cell to the "
+                             "language model's output (metaembed.training.projector_warm_start); off by default")
     parser.add_argument("--mixed-batches", action="store_true",
                         help="batches mix the three tasks (default: each batch from one task, batches_by_task)")
     parser.add_argument("--language-model-path", default=None,

@@ -108,10 +108,12 @@ class TrainConfig:
                                          "mean word embedding of the paired captions), so training starts from a "
                                          "model that already matches images to words (see "
                                          "metaembed.training.projector_warm_start).")
-    image_readout: bool = setting(True, help="With projector_warm_start and a mean first vector: also give the "
+    image_readout: bool = setting(False, help="With projector_warm_start and a mean first vector: also give the "
                                   "vision-language backbone an image readout (each grid cell's features mapped "
                                   "linearly onto the language model's output at that cell), fitted in closed form to "
-                                  "what an image's mean misses of its caption's.")
+                                  "what an image's mean misses of its caption's. Lifts image-alone retrieval to the "
+                                  "level of a ridge map between frozen towers, but image+text documents then lean on "
+                                  "the image and lose much of their text's match (see README, Benchmarks).")
     max_seq_length: int | None = setting(None, help="Most tokens an item keeps of its own (text, image placeholders); "
                                          "the meta tokens are appended beyond it. None: as many as the backbone's "
                                          "positions hold next to the meta tokens.")

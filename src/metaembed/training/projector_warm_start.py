@@ -176,7 +176,7 @@ def fit_image_readout(model, images: list[Item], pairs: list[tuple[int, str]], p
 
 
 def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, strength: float = RIDGE_STRENGTH,
-                         batch_size: int = 32, progress: bool = True, image_readout: bool = True) -> WarmStartReport | None:
+                         batch_size: int = 32, progress: bool = True, image_readout: bool = False) -> WarmStartReport | None:
     """Fit the projector's linear path of ``model`` (a MetaEmbed over a composed VLM) on the image-caption pairs of
     ``examples`` and zero its MLP's output layer, so training starts from the fitted map; then, with ``image_readout``
     and a model whose first vector is the own-token mean, fit the image readout; see the module docstring.

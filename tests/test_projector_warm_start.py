@@ -182,7 +182,8 @@ def test_image_readout_adds_a_linear_map_of_each_cell_to_that_cells_output_only(
     assert torch.equal(added[0, ~placeholders], torch.zeros_like(added[0, ~placeholders]))
 
 
-def test_warm_start_fits_the_image_readout_to_what_the_image_mean_misses_of_its_caption(tiny_composed_vlm_path, tmp_path):
+def test_warm_start_fits_the_image_readout_to_what_the_image_mean_misses_of_its_caption(tiny_composed_vlm_path,
+                                                                                         tmp_path):
     paths = draw_images(tmp_path / "images")
     examples = caption_examples(paths)
     model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0, first_vector="auto",
@@ -259,7 +260,8 @@ def test_an_unmerged_lora_adapter_loads_back_with_the_warm_started_layers(tiny_c
         result = train(TrainConfig(
             model=tiny_composed_vlm_path, train_jsonl=[data], output_dir=str(tmp_path / f"run-{merge}"), batch_size=4,
             max_steps=2, learning_rate=3e-3, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
-            num_document_meta_tokens=4, lora=True, lora_rank=4, lora_alpha=8, merge_lora=merge, seed=0, image_readout=True,
+            num_document_meta_tokens=4, lora=True, lora_rank=4, lora_alpha=8, merge_lora=merge, seed=0,
+            image_readout=True,
         ))
         models[merge] = MetaEmbed.from_pretrained(result.model_path)
     adapter = models[False].backbone

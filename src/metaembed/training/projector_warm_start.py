@@ -10,10 +10,12 @@ the words that describe such images, and training starts from a model that alrea
 clip-art set: nDCG@10 ~6 instead of ~0.5). The MLP beside the linear path starts at zero and learns the rest.
 
 The language model's input side loses much of what a ridge fitted straight into its *output* space keeps (frozen
-towers + such a map: nDCG@10 ~13 on the clip art). So, for a model whose first vector is the mean of an item's own
-token states, the warm start also fits the VLM's *image readout* (``image_readout``: a linear map of each grid cell
-added to the language model's output at that cell's token): a ridge from pooled features to what the item's mean
-misses of its caption's mean, ``(caption mean - image mean) / (share of the item's tokens that are image cells)``.
+towers + such a map: nDCG@10 ~13 on the clip art). So, on request (``image_readout``) and for a model whose first
+vector is the mean of an item's own token states, the warm start also fits the VLM's *image readout* (a linear map
+of each grid cell added to the language model's output at that cell's token): a ridge from pooled features to what
+the item's mean misses of its caption's mean, ``(caption mean - image mean) / (share of the item's tokens that are
+image cells)``. It is off by default: an image+text item's mean then leans on its many image cells, and documents
+whose text carries the match lose much of it (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def fit_image_readout(model, images: list[Item], pairs: list[tuple[int, str]], p
     """Fit the image readout of ``model``'s composed VLM (see the module docstring) on ``pairs`` (row of ``images``,
     caption), where row i of ``pooled`` holds ``images[i]``'s pooled tower features; returns the fit's R^2."""
     readout = _vlm(model).add_image_readout()
-    image_means, shares = _first_vectors(model, [item.to_model_input() for item in images], "document", batch_size, progress)
+    image_inputs = [item.to_model_input() for item in images]
+    image_means, shares = _first_vectors(model, image_inputs, "document", batch_size, progress)
     caption_means, _ = _first_vectors(model, [caption for _, caption in pairs], "query", batch_size, progress)
     rows = [row for row, _ in pairs]
     targets = (caption_means - image_means[rows]) / shares[rows].clamp(min=1e-6).unsqueeze(1)
@@ -176,7 +179,8 @@ def fit_image_readout(model, images: list[Item], pairs: list[tuple[int, str]], p
 
 
 def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, strength: float = RIDGE_STRENGTH,
-                         batch_size: int = 32, progress: bool = True, image_readout: bool = False) -> WarmStartReport | None:
+                         batch_size: int = 32, progress: bool = True,
+                         image_readout: bool = False) -> WarmStartReport | None:
     """Fit the projector's linear path of ``model`` (a MetaEmbed over a composed VLM) on the image-caption pairs of
     ``examples`` and zero its MLP's output layer, so training starts from the fitted map; then, with ``image_readout``
     and a model whose first vector is the own-token mean, fit the image readout; see the module docstring.
@@ -213,8 +217,8 @@ def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, s
     vlm.config.projector_linear_skip = True
     readout_r2 = None
     if image_readout and model.backbone.first_vector == "mean":
-        readout_r2 = fit_image_readout(model, images, [(row, caption) for row, (_, caption) in zip(rows, pairs)], pooled,
-                                       strength, batch_size, progress)
+        captions = [(row, caption) for row, (_, caption) in zip(rows, pairs)]
+        readout_r2 = fit_image_readout(model, images, captions, pooled, strength, batch_size, progress)
     elif image_readout:
         logger.info("image readout not fitted: it adds to the mean first vector, and this model's first vector is a "
                     "meta token")

@@ -74,7 +74,8 @@ class MetaEmbedVLMModel(MetaEmbedVLMPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.projector = GridProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
-        self.image_readout = nn.Linear(config.vision_channels, config.text_config.hidden_size) if config.image_readout else None
+        self.image_readout = (nn.Linear(config.vision_channels, config.text_config.hidden_size)
+                              if config.image_readout else None)
         """With ``image_readout``: a linear map of each grid cell added to the language model's *output* state at that
         cell's token, a skip past the language model (a warm start fits it in closed form)."""
         self.post_init()
@@ -160,5 +161,6 @@ class MetaEmbedVLMModel(MetaEmbedVLMPreTrainedModel):
         hidden = outputs.last_hidden_state
         if self.image_readout is not None and cells is not None:
             readout = self.image_readout(cells).to(hidden.dtype)
-            hidden = hidden + torch.zeros_like(hidden).masked_scatter(placeholders.unsqueeze(-1).to(hidden.device), readout)
+            at_cells = placeholders.unsqueeze(-1).to(hidden.device)
+            hidden = hidden + torch.zeros_like(hidden).masked_scatter(at_cells, readout)
         return BaseModelOutput(last_hidden_state=hidden)

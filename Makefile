@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup constraints browser quickstart demo test help-text
+.PHONY: setup constraints browser quickstart quickstart-images demo test help-text
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ browser:
 # The main job: Debian retrieval set -> MMR fine-tuning of MiniLM -> index -> every budget evaluated (~4 min on 2 cores).
 quickstart: setup
 	$(BIN)/metaembed quickstart
+
+# The main job's multimodal half: Debian clip art and icons -> a MobileNetV2 + MiniLM vision-language model, warm-started
+# and MMR-trained -> the test images indexed -> the three image tasks at every budget next to the frozen towers.
+quickstart-images: setup
+	$(BIN)/metaembed quickstart --data images
 
 # A one-minute look: an untrained MetaEmbed over MiniLM scoring a few inputs at every budget.
 demo: setup

@@ -16,9 +16,10 @@ from transformers import AutoModel, AutoProcessor
 from metaembed import MetaEmbed
 from metaembed.data.item import Item
 from metaembed.model.vlm import IMAGE_TOKEN
+from metaembed.ridge import fit_ridge, held_out_strength
 from metaembed.training import TrainConfig, train
 from metaembed.training.data import TrainingExample
-from metaembed.training.projector_warm_start import fit_ridge, image_caption_pairs, warm_start_projector
+from metaembed.training.projector_warm_start import image_caption_pairs, warm_start_projector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,6 +68,43 @@ def test_fit_ridge_matches_an_independent_least_squares_solution():
     weight, bias = fit_ridge(features, features @ true_map + true_bias, 0.0)
     torch.testing.assert_close(weight, true_map)
     torch.testing.assert_close(bias, true_bias)
+
+
+def test_the_held_out_strength_is_the_one_that_predicts_unseen_groups_best():
+    generator = torch.Generator().manual_seed(1)
+    groups = torch.arange(40).repeat_interleave(2)  # two rows per group (an image with two captions)
+    features = torch.randn(40, 30, generator=generator)[groups]
+    signal = features[:, :3] @ torch.randn(3, 4, generator=generator)  # 3 of 30 channels matter
+    targets = signal + 2.0 * torch.randn(80, 4, generator=generator)  # noisy: a weak fit overfits
+    best, scores = held_out_strength(features, targets, groups, strengths=(0.0, 0.5, 5.0, 500.0), folds=4)
+    assert best == max(scores, key=scores.get) and set(scores) == {0.0, 0.5, 5.0, 500.0}
+    assert scores[0.0] < scores[best] and best > 0.0  # no ridge memorises the noise
+    # recomputed by hand for the chosen strength: groups dealt to folds in a seeded order, never split
+    order = torch.unique(groups)[torch.randperm(40, generator=torch.Generator().manual_seed(0))]
+    fold = torch.tensor([{int(g): i % 4 for i, g in enumerate(order)}[int(g)] for g in groups])
+    predicted = torch.empty(80, 4, dtype=torch.float64)
+    for k in range(4):
+        weight, bias = fit_ridge(features[fold != k], targets[fold != k], best)
+        predicted[fold == k] = features[fold == k].double() @ weight + bias
+    residual = ((targets.double() - predicted) ** 2).sum()
+    total = ((targets.double() - targets.double().mean(dim=0)) ** 2).sum()
+    assert scores[best] == pytest.approx(float(1 - residual / total))
+    with pytest.raises(ValueError, match="needs at least 5 groups, got 3"):
+        held_out_strength(features[:6], targets[:6], groups[:6])
+
+
+def test_a_warm_start_without_a_strength_chooses_each_fits_on_held_out_images(tiny_composed_vlm_path, tmp_path):
+    paths = draw_images(tmp_path / "images")
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0, first_vector="mean")
+    report = warm_start_projector(model, caption_examples(paths), progress=False, strength=None, image_readout=True)
+    assert set(report.held_out_r2) == {"projector", "image_readout"}
+    assert report.strength == max(report.held_out_r2["projector"], key=report.held_out_r2["projector"].get)
+    assert report.readout_strength == max(report.held_out_r2["image_readout"],
+                                          key=report.held_out_r2["image_readout"].get)
+    assert "strengths chosen on held-out images" in report.summary()
+    fixed = warm_start_projector(MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, meta_token_init_seed=0),
+                                 caption_examples(paths), progress=False)
+    assert fixed.held_out_r2 is None and fixed.strength == 0.15
 
 
 def test_pairs_are_image_alone_with_text_alone_either_way_and_capped_by_distinct_images(tmp_path):
@@ -161,6 +199,28 @@ def test_training_a_fresh_vlm_warm_starts_its_projector_unless_turned_off(tiny_c
     assert trained.backbone.first_vector == "mean"
     assert (trained.backbone.model.image_readout is not None) is bool(warm_start and readout)
     assert trained.backbone.model.config.image_readout is bool(warm_start and readout)
+
+
+def test_training_settings_reach_the_warm_start_and_the_model(tiny_composed_vlm_path, tmp_path, monkeypatch):
+    """warm_start_strength None (held-out choice) and mixed_image_weight go from TrainConfig to the fit and the model;
+    values out of range are refused by name."""
+    import metaembed.training.run as training_run
+
+    seen = {}
+    real = training_run.warm_start_projector
+    monkeypatch.setattr(training_run, "warm_start_projector",
+                        lambda *a, **k: seen.update(k) or real(*a, **k))
+    result = train(TrainConfig(
+        model=tiny_composed_vlm_path, train_jsonl=[str(_write_rows(tmp_path / "data"))], output_dir=str(tmp_path / "run"),
+        batch_size=4, max_steps=1, learning_rate=1e-4, warmup_ratio=0.0, save_steps=100, num_query_meta_tokens=2,
+        num_document_meta_tokens=4, warm_start_strength=None, mixed_image_weight=0.2, image_readout=True,
+    ))
+    assert seen["strength"] is None and seen["image_readout"] is True
+    assert MetaEmbed.from_pretrained(result.model_path).backbone.mixed_image_weight == 0.2
+    with pytest.raises(ValueError, match="mixed_image_weight must lie strictly between 0 and 1"):
+        TrainConfig(model="m", mixed_image_weight=1.0)
+    with pytest.raises(ValueError, match="warm_start_strength must be >= 0"):
+        TrainConfig(model="m", warm_start_strength=-1)
 
 def test_image_readout_adds_a_linear_map_of_each_cell_to_that_cells_output_only(tiny_composed_vlm_path):
     vlm = AutoModel.from_pretrained(tiny_composed_vlm_path).eval()

@@ -5,13 +5,17 @@ size.)"""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from metaembed import MetaEmbed, MultiVectorIndex
+from metaembed.cli import app
 from metaembed.data.debian import find_translation_files
 from metaembed.quickstart import Quickstart, QuickstartSettings
+from tests.test_data_images import needs_rsvg, write_fixture_packages
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +27,8 @@ def debian_lists():
 
 
 def run(work, **overrides) -> tuple[dict, str]:
-    settings = QuickstartSettings(work_dir=work, train_steps=2, batch_size=8, max_text_tokens=32, corpus_size=300,
-                                  test_queries=40, **overrides)
+    small = dict(train_steps=2, batch_size=8, max_text_tokens=32, corpus_size=300, test_queries=40)
+    settings = QuickstartSettings(work_dir=work, **{**small, **overrides})
     console = Console(record=True, width=200)
     result = Quickstart(settings, console=console).run()
     return result, console.export_text()
@@ -102,3 +106,39 @@ def test_quickstart_on_debian_sources(tmp_path):
     assert "--query 'a text editor for the terminal' --budget auto" in output
     _, again = run(work)
     assert "holds a run on the 'sources' data: removing it" in again
+
+
+@needs_rsvg
+def test_quickstart_multimodal_half(tmp_path):
+    """--data images on small fixture packages: a MobileNetV2 + MiniLM model warm-started and trained, the test images
+    indexed (their files kept for the page's thumbnails), the three tasks evaluated at every budget next to the
+    frozen-towers yardstick (and MiniLM on the one text task), an image query printed and run."""
+    roots, lists = write_fixture_packages(tmp_path / "pkgs")
+    work = tmp_path / "qs"
+    result, output = run(work, data="images", batch_size=4, max_text_tokens=None, corpus_size=12, test_queries=5,
+                         image_package_roots=roots, image_lists_dir=lists)
+    budgets = ["1,1", "2,4", "4,8", "8,16", "16,64"]
+    saved = json.loads((work / "eval" / "results.json").read_text())
+    assert list(saved["budgets"]) == budgets
+    tasks = set(saved["budgets"]["16,64"]["tasks"])
+    assert tasks == {"text-to-image", "image-to-text", "text-to-image-text"}
+    assert "frozen_towers" in saved["baselines"] and "backbone" in saved["baselines"]
+    comparisons = saved["paired"]["comparisons"]
+    assert "(16,64) - frozen_towers" in comparisons and "(16,64) - backbone" in comparisons
+    assert "Yardstick: frozen towers: " in output and "mobilenet" in output and "fitted on" in output
+    model = MetaEmbed.from_pretrained(result["model_path"])
+    assert model.accepts_images and model.backbone.mixed_image_weight == 0.25
+    assert model.backbone.model.config.image_readout and model.backbone.model.config.projector_linear_skip
+    with MultiVectorIndex.open(work / "index") as index:
+        metadata = index.get_metadata(next(iter(json.loads(line)["_id"] for line in
+                                                (work / "data/beir/text-to-image/corpus.jsonl").read_text().splitlines())))
+    assert Path(metadata["image"]).is_absolute() and Path(metadata["image"]).is_file()
+    command = next(line for line in output.splitlines() if "--query-image" in line)
+    picture = Path(command.split("--query-image ")[1].split()[0])
+    assert picture.is_file() and f"metaembed search --index {work / 'index'}" in command
+    assert f"metaembed serve --index {work / 'index'}" in output
+    assert json.loads((work / "quickstart.json").read_text())["data"] == "images"
+    assert Quickstart(QuickstartSettings(work_dir=work, data="images"))._previous_data() == "images"
+    found = CliRunner().invoke(app, ["search", "-i", str(work / "index"), "--query-image", str(picture), "-k", "3", "--json"])
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.stdout.strip().splitlines()[-1])["hits"]) == 3

@@ -176,6 +176,33 @@ def test_image_upload_add_search_and_thumbnail(image_client):
     assert image_client.get("/items/gzip/image").status_code == 404  # a text item has no image
 
 
+def test_thumbnails_of_an_index_built_from_a_beir_corpus_with_relative_image_paths(tiny_qwen2_vl_path, tmp_path,
+                                                                                    monkeypatch):
+    """A BEIR corpus names its images relative to its own folder: the thumbnail is found there, wherever the server
+    runs from, and the corpus folder (recorded in the index) is the folder images may be served from."""
+    import json
+
+    from metaembed.cli.serve import _corpus_roots
+    from metaembed.index import build_index
+
+    corpus = tmp_path / "beir"
+    (corpus / "images").mkdir(parents=True)
+    Image.new("RGB", (48, 32), (10, 200, 10)).save(corpus / "images" / "green.png")
+    (corpus / "corpus.jsonl").write_text(json.dumps({"_id": "green", "title": "a green card", "image": "images/green.png"}) + "\n")
+    model = MetaEmbed.from_backbone(tiny_qwen2_vl_path, 2, 4, device="cpu")
+    build_index(model, corpus / "corpus.jsonl", tmp_path / "index", progress=False)
+    index = MultiVectorIndex.open(tmp_path / "index")
+    assert index.get_metadata("green")["image"] == "images/green.png"  # stored as the corpus names it
+    settings = ServiceSettings(allowed_image_roots=_corpus_roots(index))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    client = TestClient(create_app(SearchService(model, index, settings)))
+    thumbnail = client.get("/items/green/image")
+    assert thumbnail.status_code == 200, thumbnail.text
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (48, 32)
+
+
 def test_corrupt_and_oversized_uploads(image_client):
     corrupt = image_client.post("/search/upload", data={"query": "x"}, files={"image": ("bad.png", b"not a png at all", "image/png")})
     assert corrupt.status_code == 400 and "bad.png" in corrupt.json()["detail"]

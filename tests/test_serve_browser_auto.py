@@ -5,28 +5,21 @@ from __future__ import annotations
 import pytest
 
 from tests.test_serve_api import DOCUMENTS
-from tests.test_serve_browser import CHROMIUM, CHROMIUM_ARGS, server_url  # noqa: F401  (server_url is a fixture)
+from tests.test_serve_browser import CHROMIUM, browser_page, server_url  # noqa: F401  (server_url is a fixture)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
 
 
 def test_auto_budget_in_the_browser(server_url):  # noqa: F811
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(server_url + "/")
-            page.wait_for_selector("#budget option[value=auto]", state="attached")
-            assert page.inner_text("#budget option[value=auto]").startswith("auto — (1, 1) first, up to (4, 8)")
-            page.fill("#query", DOCUMENTS["vim"])
-            page.select_option("#budget", "auto")
-            page.click("#go")
-            page.wait_for_selector("#cost-auto")
-            assert page.inner_text("#cost-auto") == "(auto, up to (4, 8))"
-            assert page.inner_text("#cost-budget") in ("(1, 1)", "(2, 4)", "(4, 8)")
-            assert "dot products" in page.inner_text("#cost")
-            assert page.locator("li.hit").first.get_attribute("data-id") == "vim"
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(server_url + "/")
+        page.wait_for_selector("#budget option[value=auto]", state="attached")
+        assert page.inner_text("#budget option[value=auto]").startswith("auto — (1, 1) first, up to (4, 8)")
+        page.fill("#query", DOCUMENTS["vim"])
+        page.select_option("#budget", "auto")
+        page.click("#go")
+        page.wait_for_selector("#cost-auto")
+        assert page.inner_text("#cost-auto") == "(auto, up to (4, 8))"
+        assert page.inner_text("#cost-budget") in ("(1, 1)", "(2, 4)", "(4, 8)")
+        assert "dot products" in page.inner_text("#cost")
+        assert page.locator("li.hit").first.get_attribute("data-id") == "vim"

@@ -78,20 +78,31 @@ LANGUAGE_MODELS = {"minilm": ("all-MiniLM-L6-v2", pretrained.minilm_path),
                    "smollm2": ("SmolLM2-135M-Instruct", pretrained.smollm2_135m_path)}
 
 
+def variant(args: argparse.Namespace) -> str:
+    """The suffix of an arm's folders for settings that change the model (none: the folders of earlier runs)."""
+    weight = f"_image_weight_{args.mixed_image_weight:g}" if args.mixed_image_weight is not None else ""
+    strength = "" if args.warm_start_strength == 0.15 else (
+        "_strength_held_out" if args.warm_start_strength is None else f"_strength_{args.warm_start_strength:g}")
+    return weight + strength
+
+
 def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespace) -> tuple[str, float | None]:
     """(model folder, training seconds or None) of one arm over one language model."""
     language_path = args.language_model_path or LANGUAGE_MODELS[language][1]()
     vision = pretrained.mobilenet_v2_path()
-    folder = work / "runs" / language / arm
+    folder = work / "runs" / language / (arm + variant(args))
     if arm == "h_warm_start_only" and not args.image_readout:
         folder = folder.with_name(f"{arm}_no_image_readout")
     if arm in ("d_untrained", "h_warm_start_only"):
         model_path = folder / "model"
         if not (model_path / "config.json").is_file():
             model = MetaEmbed.from_backbone(language_path, 16, 64, vision_tower=vision, max_seq_length=args.max_length,
-                                            first_vector="auto", meta_residual=None)  # training's layout
+                                            first_vector="auto", meta_residual=None,  # training's layout
+                                            mixed_image_weight=args.mixed_image_weight)
             if arm == "h_warm_start_only":
-                warm_start_projector(model, read_jsonl(data.train_jsonl)[0], image_readout=args.image_readout)
+                report = warm_start_projector(model, read_jsonl(data.train_jsonl)[0], image_readout=args.image_readout,
+                                              strength=args.warm_start_strength)
+                print(report.summary(), report.held_out_r2 or "", flush=True)
             model.save_pretrained(str(model_path))
         return str(model_path), None
     config = TrainConfig(
@@ -101,6 +112,7 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
         projector_learning_rate=args.projector_learning_rate,
         logging_steps=10, batches_by_task=not args.mixed_batches, dataloader_num_workers=args.dataloader_workers,
         **{"lora": args.lora, "projector_warm_start": not args.no_warm_start, "image_readout": args.image_readout,
+           "mixed_image_weight": args.mixed_image_weight, "warm_start_strength": args.warm_start_strength,
            **ARMS[arm]},
     )
     path, _, seconds = train_or_reuse(config, args.reuse_trained)
@@ -288,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-readout", action="store_true",
                         help="the warm start also fits the image readout, a linear skip from each grid cell to the "
                              "language model's output (metaembed.training.projector_warm_start); off by default")
+    parser.add_argument("--warm-start-strength", type=lambda v: None if v == "held-out" else float(v), default=0.15,
+                        help="the warm start's relative ridge strength, or 'held-out' (chosen by cross-validation)")
+    parser.add_argument("--mixed-image-weight", type=float, default=None,
+                        help="the share of an image+text item's mean first vector held by its image cells")
     parser.add_argument("--mixed-batches", action="store_true",
                         help="batches mix the three tasks (default: each batch from one task, batches_by_task)")
     parser.add_argument("--language-model-path", default=None,
@@ -339,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 path, seconds = arm_model(arm, language, data, args.work, args)
                 start = time.perf_counter()
-                arms[arm] = evaluate_arm(path, arm, data, args.work / "eval" / language / arm, args)
+                arms[arm] = evaluate_arm(path, arm, data, args.work / "eval" / language / (arm + variant(args)), args)
             arms[arm]["train_seconds"] = seconds
             arms[arm]["eval_seconds"] = round(time.perf_counter() - start, 1)
             results["tasks"] = list(max((a["tasks"] for a in arms.values()), key=len))

@@ -77,7 +77,8 @@ def resolve_baselines(model: Any, baselines: Mapping[str, Any] | None) -> tuple[
                 raise BaselineError(f"baseline {str(described[name]['source'])!r} cannot be loaded: {_reason(error)}") from None
         else:
             described[name] = {"source": type(source).__name__}
-        described[name]["description"] = describe_single_vector_model(source) if _is_iterable(source) else "single vector"
+        described[name]["description"] = (source.describe() if hasattr(source, "describe") else
+                                          describe_single_vector_model(source) if _is_iterable(source) else "single vector")
         loaded[name] = source
     return loaded, described
 
@@ -101,8 +102,16 @@ def has_images(items: Iterable[Any]) -> bool:
     return any(getattr(item, "image", None) is not None for item in items)
 
 
+def accepts_images(baseline: Any) -> bool:
+    """Whether a baseline encodes images too (e.g. :class:`~metaembed.evaluation.frozen_towers.FrozenTowers`)."""
+    return bool(getattr(baseline, "accepts_images", False)) and hasattr(baseline, "encode_items")
+
+
 def encode_single_vector(model: Any, items: Sequence[Any], batch_size: int, progress: bool) -> torch.Tensor:
-    """(n, 1, D) unit vectors from a single-vector sentence-transformers model, for text items."""
+    """(n, 1, D) unit vectors from a single-vector model: an image-capable baseline's own ``encode_items``, else a
+    sentence-transformers model on the items' text."""
+    if accepts_images(model):
+        return model.encode_items(items, batch_size, progress).float().cpu().unsqueeze(1)
     texts = [getattr(item, "text", None) or "" for item in items]
     vectors = model.encode(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True,
                            show_progress_bar=progress)

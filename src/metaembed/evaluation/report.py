@@ -30,6 +30,10 @@ def _spread(entry: dict[str, Any], key: str) -> str:
     return _format(median, 1.0) + ("" if p90 is None else f" / {p90:.2f}")
 
 
+SHORT_LABEL = 14
+"""The longest baseline name a table row shows as it is (longer ones become ``baseline N``)."""
+
+
 def _difference(comparison: dict[str, Any] | None, decimals: int = 2) -> str:
     """``+1.23 [+0.40, +2.10]`` in points, or ``-0.10 [-0.50, +0.30] noise`` when the interval spans zero."""
     if not comparison:
@@ -49,7 +53,7 @@ def _delta_columns(results: dict[str, Any]) -> list[tuple[str, Any]]:
         if len(budgets) > 1:
             columns.append((f"Δ vs ({budgets[0]})", lambda b: comparisons.get(f"({b}) - ({budgets[0]})")))
         if first_baseline:
-            label = first_baseline if len(first_baseline) <= 12 else "baseline"
+            label = first_baseline if len(first_baseline) <= SHORT_LABEL else "baseline"
             columns.append((f"Δ vs {label}", lambda b: comparisons.get(f"({b}) - {first_baseline}")))
     return columns
 
@@ -113,12 +117,14 @@ def _safe(get, entry: dict[str, Any]) -> Any:
 def _baseline_labels(results: dict[str, Any]) -> dict[str, str]:
     """Short row labels for baselines: the name when it is short, else ``baseline N``."""
     names = list(results.get("baselines", {}))
-    return {name: name if len(name) <= 12 else f"baseline {n}" for n, name in enumerate(names, start=1)}
+    return {name: name if len(name) <= SHORT_LABEL else f"baseline {n}" for n, name in enumerate(names, start=1)}
 
 
-def _baseline_note(name: str, label: str, entry: dict[str, Any], limit: int) -> str:
+def _baseline_note(name: str, label: str, entry: dict[str, Any], limit: int, tasks: int = 1) -> str:
     source = entry.get("source") or name
-    about = f" ({entry['description']})" if entry.get("description") else ""
+    ran = len(entry.get("tasks") or {}) or tasks
+    about = f" [on {ran} of the {tasks} tasks]" if ran < tasks else ""
+    about += f" ({entry['description']})" if entry.get("description") else ""
     text = f"{label}: {short_name(source, max(20, limit - len(label) - len(about) - 2))}{about}"
     return text[:limit]
 
@@ -148,7 +154,8 @@ def compact_notes(results: dict[str, Any], width: int = TERMINAL_WIDTH) -> list[
     """What the short table's rows and numbers are, one line each (at most ``width`` characters)."""
     headline = results["headline"]
     labels = _baseline_labels(results)
-    notes = [_baseline_note(name, labels[name], entry, width) for name, entry in results.get("baselines", {}).items()]
+    notes = [_baseline_note(name, labels[name], entry, width, len(results["tasks"]))
+             for name, entry in results.get("baselines", {}).items()]
     notes += [f"no {name} baseline: {info.get('skipped')}"[:width] for name, info in results.get("baselines_not_run", {}).items()]
     paired = results.get("paired", {}).get("comparisons", {})
     if paired:
@@ -164,14 +171,43 @@ def compact_notes(results: dict[str, Any], width: int = TERMINAL_WIDTH) -> list[
 
 def terminal_table(results: dict[str, Any]) -> str:
     """The table printed after a run, at most 100 columns wide (:func:`compact_table`); notes below say what
-    the rows and numbers are. Everything else is in results.md."""
+    the rows and numbers are; a run of several tasks then gets :func:`task_table`. Everything else is in results.md."""
     header, body = compact_table(results)
-    rows = [header, *body]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {1, len(header) - 2, len(header) - 1}
-    lines = ["  ".join(cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
-    return "\n".join([*lines, *compact_notes(results)])
+    per_task = task_table(results)
+    return "\n".join([*_aligned([header, *body], right={1, len(header) - 2, len(header) - 1}),
+                      *compact_notes(results), *([""] + per_task if per_task else [])])
+
+
+def _aligned(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Text rows padded into columns (the columns in ``right`` right-aligned)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+            for row in rows]
+
+
+def task_table(results: dict[str, Any], max_tasks: int = 4) -> list[str]:
+    """Per task (a run of 2 to ``max_tasks`` retrieval tasks): the headline metric of every budget and baseline
+    (— where a baseline did not run), then the largest budget minus the first and minus each baseline, paired
+    within the task with 95% intervals. A mean over tasks hides a baseline that ran on some of them only."""
+    tasks = list(results["tasks"])
+    by_task = results.get("paired", {}).get("by_task", {})
+    if not 2 <= len(tasks) <= max_tasks or "groups" in results["budgets"][results["budget_list"][0]]:
+        return []
+    headline = results["headline"]
+    rows = [[f"per task: {headline}", *tasks]]
+    for budget in results["budget_list"]:
+        entry = results["budgets"][budget]["tasks"]
+        rows.append([f"({budget})", *[_format(entry[task].get(headline)) for task in tasks]])
+    for name, entry in results.get("baselines", {}).items():
+        rows.append([name, *[_format((entry.get("tasks") or {}).get(task, {}).get(headline)) for task in tasks]])
+    first, last = results["budget_list"][0], results["budget_list"][-1]
+    others = [f"({first})"] if last != first else []
+    for other in [*others, *results.get("baselines", {})]:
+        key = f"({last}) - {other}"
+        if any(key in by_task.get(task, {}) for task in tasks):
+            rows.append([f"Δ {key}", *[_difference(by_task.get(task, {}).get(key), 1) if key in by_task.get(task, {})
+                                       else "—" for task in tasks]])
+    return _aligned(rows, right=set(range(1, len(tasks) + 1)))
 
 
 def budget_curve(results: dict[str, Any]) -> BudgetCurve:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from metaembed.budgets import Budget
 from metaembed.data.tasks import RetrievalTask
-from metaembed.evaluation.baselines import encode_single_vector, has_images
+from metaembed.evaluation.baselines import accepts_images, encode_single_vector, has_images
 from metaembed.evaluation.cache import EncodingCache
 from metaembed.evaluation.encoding import DOCUMENT, QUERY, encode_items
 from metaembed.evaluation.metrics import evaluate_run, max_cutoff
@@ -122,9 +122,16 @@ def evaluate_retrieval_task(model: Any, task: RetrievalTask, budgets: Sequence[B
     k = max_cutoff(settings.metrics)
     metrics = tuple(dict.fromkeys([*settings.metrics, task.headline]))
     baselines = dict(settings.baselines)
-    if baselines and (has_images(task.corpus[i] for i in document_ids) or has_images(task.queries[q] for q in queries.ids)):
-        issues.add("baseline_not_run", f"{task.source}: items with images; the text baselines are not scored on it")
-        baselines = {}
+    items = [*(task.corpus[i] for i in document_ids), *(task.queries[q] for q in queries.ids)]
+    if baselines and has_images(items):
+        text_only = sorted(name for name, baseline in baselines.items() if not accepts_images(baseline))
+        if text_only and all((getattr(item, "text", None) or "").strip() for item in items):
+            issues.add("baseline_text_only", f"{task.source}: the text baselines ({', '.join(text_only)}) read the "
+                       "items' text alone, their images unseen")
+        elif text_only:
+            issues.add("baseline_not_run", f"{task.source}: items with an image and no text; the text baselines "
+                       f"({', '.join(text_only)}) are not scored on it")
+            baselines = {name: baseline for name, baseline in baselines.items() if name not in text_only}
     encoded_baselines = {  # (queries, documents), encoded before the scoring bar starts
         name: (encode_single_vector(baseline, [task.queries[i] for i in queries.ids], settings.batch_size, settings.progress),
                encode_single_vector(baseline, [task.corpus[i] for i in document_ids], settings.batch_size, settings.progress))

@@ -94,18 +94,35 @@ def check_budget_limits(budgets: Iterable[Budget | str | tuple[int, int]], limit
 
 def paired_differences(task_results: dict[str, dict[str, Any]], budgets: Sequence[Budget], resamples: int) -> dict[str, Any]:
     """The headline metric of every budget minus the first budget's and minus each baseline's, paired over
-    every query of every retrieval task (ids prefixed by task), with 95% bootstrap intervals."""
+    every query of every retrieval task (ids prefixed by task), with 95% bootstrap intervals. A baseline run on
+    some of the tasks only is paired over the queries of those."""
     pooled: dict[str, dict[str, float]] = {}
     for task_name, result in task_results.items():
         for system, values in result.get("per_query_headline", {}).items():
             pooled.setdefault(system, {}).update({f"{task_name}/{q}": v for q, v in values.items()})
+    return _compare_systems(pooled, budgets, resamples)
+
+
+def paired_differences_by_task(task_results: dict[str, dict[str, Any]], budgets: Sequence[Budget],
+                               resamples: int) -> dict[str, dict[str, Any]]:
+    """:func:`paired_differences` within each task of a run of several (task -> comparisons); {} for one task."""
+    if len(task_results) < 2:
+        return {}
+    return {name: comparisons for name, result in task_results.items()
+            if (comparisons := _compare_systems(result.get("per_query_headline", {}), budgets, resamples))}
+
+
+def _compare_systems(pooled: dict[str, dict[str, float]], budgets: Sequence[Budget], resamples: int) -> dict[str, Any]:
+    """Every budget minus the first budget and minus each other system (a baseline), over their shared queries."""
     if not pooled:
         return {}
     keys = [str(budget) for budget in budgets]
     baselines = [system for system in pooled if system not in keys]
     comparisons = {}
     for key in keys:
-        if key != keys[0]:
+        if key not in pooled:
+            continue
+        if key != keys[0] and keys[0] in pooled:
             comparisons[f"({key}) - ({keys[0]})"] = paired_bootstrap(pooled[key], pooled[keys[0]], resamples)
         for baseline in baselines:
             comparisons[f"({key}) - {baseline}"] = paired_bootstrap(pooled[key], pooled[baseline], resamples)
@@ -242,8 +259,11 @@ def run_budget_sweep(
     for name in settings.baselines:
         runs = [r["baselines"][name] for r in task_results.values() if name in r.get("baselines", {})]
         if runs:
-            baselines[name] = {**_pooled(runs), "index_bytes_per_document": runs[0]["embedding_dim"] * BF16_BYTES}
+            baselines[name] = {**_pooled(runs), "index_bytes_per_document": runs[0]["embedding_dim"] * BF16_BYTES,
+                               "tasks": {task: r["baselines"][name]["metrics"] for task, r in task_results.items()
+                                         if name in r.get("baselines", {})}}
     paired = paired_differences(task_results, budgets, settings.bootstrap_resamples)
+    by_task = paired_differences_by_task(task_results, budgets, settings.bootstrap_resamples)
     return {
         "model": {
             "name": model_name, "fingerprint": model_fingerprint(model), "embedding_dim": dimension,
@@ -263,7 +283,8 @@ def run_budget_sweep(
         "budget_list": [str(b) for b in budgets],
         "budgets": summary,
         "baselines": baselines,
-        "paired": {"metric": headline, "comparisons": paired} if paired else {},
+        "paired": ({"metric": headline, "comparisons": paired, **({"by_task": by_task} if by_task else {})}
+                   if paired else {}),
         "tasks": {name: {k: v for k, v in r.items() if k not in ("budgets", "baselines", "per_query_headline")}
                   for name, r in task_results.items()},
         "runs": writer.files if writer is not None else {},

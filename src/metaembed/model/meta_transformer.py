@@ -62,7 +62,7 @@ class MetaTransformer(Transformer):
     """
 
     config_keys: list[str] = [*Transformer.config_keys, "num_query_meta_tokens", "num_document_meta_tokens", "meta_attention",
-                              "first_vector", "composed_vlm_layers"]
+                              "first_vector", "composed_vlm_layers", "mixed_image_weight"]
     save_in_root: bool = False
     """Saved in its own folder (``0_MetaTransformer``), not at the top of the model's folder: see metaembed.model.loading."""
 
@@ -76,6 +76,7 @@ class MetaTransformer(Transformer):
         meta_attention: str = FULL,
         first_vector: str = "meta",
         composed_vlm_layers: dict[str, bool] | None = None,
+        mixed_image_weight: float | None = None,
         **kwargs: Any,
     ) -> None:
         if composed_vlm_layers:  # see the property of that name
@@ -83,6 +84,11 @@ class MetaTransformer(Transformer):
         if first_vector not in (*FIRST_VECTORS, AUTO_FIRST_VECTOR):
             raise ValueError(f"first_vector must be one of {', '.join((*FIRST_VECTORS, AUTO_FIRST_VECTOR))}, "
                              f"got {first_vector!r}")
+        if mixed_image_weight is not None and not 0.0 < mixed_image_weight < 1.0:
+            raise ValueError(f"mixed_image_weight must lie strictly between 0 and 1, got {mixed_image_weight!r}")
+        self.mixed_image_weight = mixed_image_weight
+        """The share of an image+text item's mean first vector that its image cells hold (the rest: its text and
+        special tokens); None: every own token weighs the same, so a 7 x 7 grid outweighs a short caption ~4 to 1."""
         self.first_vector = first_vector
         """``meta`` (the paper) or ``mean`` (vector 1 is the backbone's mean pooling; see FIRST_VECTORS); ``auto``
         becomes one of them once the backbone is loaded."""
@@ -137,6 +143,10 @@ class MetaTransformer(Transformer):
             )
         if self._windowed_sides or self._segmented_sides or (first_vector == "mean" and not self._is_causal()):
             self._check_windows_supported(model_name_or_path)
+        if mixed_image_weight is not None and not (self._is_composed_vlm() and self.first_vector == "mean"):
+            raise ValueError("mixed_image_weight weighs the image cells in the mean first vector of a composed "
+                             f"vision-language backbone; {model_name_or_path!r} with first_vector={self.first_vector!r} "
+                             "has none")
         embeddings.register_forward_pre_hook(self._swap_meta_ids_for_lookup)
         embeddings.register_forward_hook(self._write_meta_embeddings)
 
@@ -317,6 +327,24 @@ class MetaTransformer(Transformer):
         an explicit attention mask to its language model as a text backbone takes them."""
         return isinstance(self.model, MetaEmbedVLMModel)
 
+    def _weigh_image_cells(self, own: Tensor, input_ids: Tensor) -> Tensor:
+        """(batch, seq) float weights of the own tokens for the mean: in a row holding image cells and text (a token
+        neither a cell nor special), the cells share ``mixed_image_weight`` of the row's total and the other own tokens
+        the rest, each group evenly; any other row keeps weight 1 per own token. The total stays the own-token count."""
+        cells = own & (input_ids == self.model.config.image_token_id)
+        special = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), device=input_ids.device)
+        text = own & ~cells & ~torch.isin(input_ids, special)
+        weights = own.float()
+        mixed = cells.any(dim=1) & text.any(dim=1)
+        if not bool(mixed.any()):
+            return weights
+        total, cell_count = own.sum(dim=1, keepdim=True).float(), cells.sum(dim=1, keepdim=True).float()
+        rest = own & ~cells
+        cell_weight = self.mixed_image_weight * total / cell_count.clamp(min=1)
+        rest_weight = (1 - self.mixed_image_weight) * total / (total - cell_count).clamp(min=1)
+        weighted = torch.where(cells, cell_weight, torch.where(rest, rest_weight, torch.zeros_like(weights)))
+        return torch.where(mixed.unsqueeze(1), weighted, weights)
+
     @property
     def composed_vlm_layers(self) -> dict[str, bool] | None:
         """A composed VLM's optional layers (added by the training warm start), saved with the module and applied to
@@ -411,7 +439,8 @@ class MetaTransformer(Transformer):
         if self.first_vector == "mean" and "meta_positions" in private:
             own = features["attention_mask"].bool().clone()
             own.scatter_(1, private["meta_positions"].to(own.device), False)
-            private["own_token_mask"] = own
+            private["own_token_mask"] = own if self.mixed_image_weight is None else self._weigh_image_cells(
+                own, features["input_ids"])
         try:
             features = super().forward(features, **kwargs)
         finally:

@@ -79,6 +79,7 @@ class MetaEmbed(MultiVectorEncoder):
         meta_residual: bool | None = False,
         vision_tower: str | None = None,
         query_tail_weight: float | None = None,
+        mixed_image_weight: float | None = None,
         **kwargs: Any,
     ) -> "MetaEmbed":
         """A new MetaEmbed model over a Hugging Face backbone (hub id or local folder).
@@ -100,7 +101,9 @@ class MetaEmbed(MultiVectorEncoder):
         vision-language backbone of it and the language model ``name_or_path`` (see metaembed.model.vlm),
         composed once into the cache folder. ``query_tail_weight`` weighs a query's vectors 2..R_q together that many
         times vector 1 (see QueryVectorWeights: a larger budget adds to vector 1's score rather than averaging it
-        away); None: every vector weighs the same (the paper). Other keyword arguments go to ``MultiVectorEncoder``.
+        away); None: every vector weighs the same (the paper). ``mixed_image_weight`` (a composed VLM with a mean first
+        vector) is the share of an image+text item's mean that its image cells hold (None: one share per token).
+        Other keyword arguments go to ``MultiVectorEncoder``.
         """
         if meta_residual and first_vector == "meta":
             raise ValueError("meta_residual=True adds to the item's mean: it needs first_vector='mean'")
@@ -113,6 +116,7 @@ class MetaEmbed(MultiVectorEncoder):
             meta_token_init_seed=meta_token_init_seed,
             meta_attention=meta_attention,
             first_vector=first_vector,
+            mixed_image_weight=mixed_image_weight,
             max_seq_length=max_seq_length,
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,

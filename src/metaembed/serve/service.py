@@ -283,7 +283,12 @@ class SearchService:
         image = (metadata or {}).get("image")
         if not image:
             raise KeyError(item_id)
-        path = Path(image).resolve()
+        path = Path(image)
+        if not path.is_absolute():  # a BEIR or items file names its images relative to its own folder
+            corpus = (getattr(self.index, "properties", None) or {}).get("corpus")
+            if corpus:
+                path = (Path(corpus) if Path(corpus).is_dir() else Path(corpus).parent) / path
+        path = path.resolve()
         roots = [root.resolve() for root in self.settings.allowed_image_roots]
         if self.settings.media_dir is not None:
             roots.append(self.settings.media_dir.resolve())

@@ -108,12 +108,19 @@ class TrainConfig:
                                          "mean word embedding of the paired captions), so training starts from a "
                                          "model that already matches images to words (see "
                                          "metaembed.training.projector_warm_start).")
+    warm_start_strength: float | None = setting(0.15, help="The projector warm start's ridge strength, relative to the "
+                                                "features' variance per channel (see metaembed.ridge); None: chosen "
+                                                "for each fit by 5-fold cross-validation over the training images.")
     image_readout: bool = setting(False, help="With projector_warm_start and a mean first vector: also give the "
                                   "vision-language backbone an image readout (each grid cell's features mapped "
                                   "linearly onto the language model's output at that cell), fitted in closed form to "
                                   "what an image's mean misses of its caption's. Lifts image-alone retrieval to the "
                                   "level of a ridge map between frozen towers, but image+text documents then lean on "
                                   "the image and lose much of their text's match (see README, Benchmarks).")
+    mixed_image_weight: float | None = setting(None, help="A composed vision-language backbone with a mean first "
+                                               "vector: the share of an image+text item's mean that its image cells "
+                                               "hold, the rest going to its text (None: every token the same share, so "
+                                               "a 7 x 7 grid outweighs a short caption; see README, Benchmarks).")
     max_seq_length: int | None = setting(None, help="Most tokens an item keeps of its own (text, image placeholders); "
                                          "the meta tokens are appended beyond it. None: as many as the backbone's "
                                          "positions hold next to the meta tokens.")
@@ -250,6 +257,11 @@ class TrainConfig:
             raise ValueError("meta_residual adds to the item's mean: it needs first_vector: mean (or auto)")
         if self.query_tail_weight is not None and not float(self.query_tail_weight) > 0:
             raise ValueError(f"query_tail_weight must be positive (or None), got {self.query_tail_weight}")
+        if self.warm_start_strength is not None and not float(self.warm_start_strength) >= 0:
+            raise ValueError(f"warm_start_strength must be >= 0 (or None), got {self.warm_start_strength}")
+        if self.mixed_image_weight is not None and not 0 < float(self.mixed_image_weight) < 1:
+            raise ValueError(f"mixed_image_weight must lie strictly between 0 and 1 (or be None), "
+                             f"got {self.mixed_image_weight}")
         if self.loss not in LOSS_MODES:
             raise ValueError(f"loss must be one of {LOSS_MODES}, got {self.loss!r}")
         self.bf16 = str(self.bf16).lower()

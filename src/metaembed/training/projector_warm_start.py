@@ -28,16 +28,12 @@ import torch
 from tqdm.auto import tqdm
 
 from metaembed.data.item import Item
-from metaembed.inputs import load_image, prepare_items
+from metaembed.inputs import prepare_items
 from metaembed.model.meta_pooling import MetaTokenPooling
+from metaembed.model.vlm.pooled import pooled_grid_features
+from metaembed.ridge import RIDGE_STRENGTH, explained_variance, fit_ridge, held_out_strength
 
 logger = logging.getLogger(__name__)
-
-RIDGE_STRENGTH = 0.15
-"""Ridge strength as a fraction of the features' total variance per channel (trace of the centred Gram matrix
-divided by the channel count): scale-free across towers and data sizes. The zero-shot check on the clip-art set
-was flat within ~1.5 nDCG@10 between 0.015 and 1.5."""
-
 
 @dataclass(frozen=True)
 class WarmStartReport:
@@ -49,11 +45,16 @@ class WarmStartReport:
     strength: float
     r2: float
     readout_r2: float | None = None
+    readout_strength: float | None = None
+    held_out_r2: dict[str, dict[float, float]] | None = None
+    """With strengths chosen on held-out images: each fit's held-out R^2 per strength tried."""
 
     def summary(self) -> str:
-        readout = "" if self.readout_r2 is None else f"; image readout R^2 {self.readout_r2:.3f}"
+        readout = "" if self.readout_r2 is None else (f"; image readout strength {self.readout_strength:.3g}, "
+                                                      f"R^2 {self.readout_r2:.3f}")
+        chosen = "" if self.held_out_r2 is None else " (strengths chosen on held-out images)"
         return (f"projector warm start: ridge over {self.pairs} image-text pairs ({self.images} images), "
-                f"strength {self.strength:.3g}, R^2 {self.r2:.3f}{readout}")
+                f"strength {self.strength:.3g}, R^2 {self.r2:.3f}{readout}{chosen}")
 
 
 def image_caption_pairs(examples: Sequence, max_images: int) -> list[tuple[Item, str]]:
@@ -75,39 +76,12 @@ def image_caption_pairs(examples: Sequence, max_images: int) -> list[tuple[Item,
     return pairs
 
 
-def fit_ridge(features: torch.Tensor, targets: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight (channels, out), bias (out,)) of ``features @ weight + bias ~ targets``, centred ridge in closed form;
-    ``strength`` is relative (see :data:`RIDGE_STRENGTH`)."""
-    features, targets = features.double(), targets.double()
-    mean, target_mean = features.mean(dim=0), targets.mean(dim=0)
-    centred = features - mean
-    gram = centred.T @ centred
-    ridge = strength * gram.diagonal().sum() / gram.shape[0]
-    regularised = gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype)
-    weight = torch.linalg.solve(regularised, centred.T @ (targets - target_mean))
-    return weight, target_mean - mean @ weight
-
-
 def _vlm(model):
     """The composed vision-language module inside a MetaEmbed model, or None for any other backbone."""
     from metaembed.model.vlm.modeling import MetaEmbedVLMModel
 
     module = model.backbone.model
     return module if isinstance(module, MetaEmbedVLMModel) else None
-
-
-@torch.no_grad()
-def _pooled_features(vlm, image_processor, images: list[Item], batch_size: int, progress: bool) -> torch.Tensor:
-    """(images, channels): the vision tower's feature grid averaged over its cells, one row per image."""
-    rows = []
-    device = next(vlm.vision_tower.parameters()).device
-    batches = range(0, len(images), batch_size)
-    for start in tqdm(batches, desc="projector warm start", unit="batch", disable=not progress):
-        pictures = [load_image(item.image) for item in images[start:start + batch_size]]
-        pixels = image_processor(images=pictures, return_tensors="pt")["pixel_values"].to(device)
-        pixels = pixels.to(vlm.vision_tower.dtype, memory_format=torch.channels_last)
-        rows.append(vlm.vision_tower(pixel_values=pixels).last_hidden_state.float().mean(dim=(2, 3)).cpu())
-    return torch.cat(rows)
 
 
 @torch.no_grad()
@@ -121,18 +95,10 @@ def _caption_word_means(vlm, tokenizer, captions: list[str]) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def _r2(targets: torch.Tensor, fitted: torch.Tensor) -> float:
-    """The fraction of the targets' variance (about their mean) that ``fitted`` explains."""
-    targets, fitted = targets.double(), fitted.double()
-    residual = ((targets - fitted) ** 2).sum()
-    total = ((targets - targets.mean(dim=0)) ** 2).sum().clamp(min=1e-12)
-    return float(1 - residual / total)
-
-
 @torch.no_grad()
 def _first_vectors(model, items: list, side: str, batch_size: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(items, hidden) raw first vectors (the own-token mean, before normalisation) and (items,) the share of each
-    item's own tokens that are image cells, in the order of ``items``.
+    item's mean that its image cells hold, in the order of ``items``.
 
     Runs the model's modules up to its pooling on batches in the given order (``encode`` sorts by length and
     normalises, so its raw intermediate states cannot be read in order)."""
@@ -152,8 +118,8 @@ def _first_vectors(model, items: list, side: str, batch_size: int, progress: boo
             features = {key: value.to(model.device) if isinstance(value, torch.Tensor) else value
                         for key, value in features.items()}
             states = backbone(features)
-            own = states["own_token_mask"].bool()
-            cells = own & (states["input_ids"] == image_token_id)
+            own = states["own_token_mask"].float()  # weights, where the model weighs an image+text item's cells
+            cells = own * (states["input_ids"] == image_token_id)
             shares.append((cells.sum(dim=1) / own.sum(dim=1).clamp(min=1)).float().cpu())
             means.append(pooling(states)["token_embeddings"][:, 0].float().cpu())
     finally:
@@ -161,29 +127,45 @@ def _first_vectors(model, items: list, side: str, batch_size: int, progress: boo
     return torch.cat(means), torch.cat(shares)
 
 
-def fit_image_readout(model, images: list[Item], pairs: list[tuple[int, str]], pooled: torch.Tensor, strength: float,
-                      batch_size: int, progress: bool = False) -> float:
+def fit_image_readout(model, images: list[Item], pairs: list[tuple[int, str]], pooled: torch.Tensor,
+                      strength: float | None, batch_size: int, progress: bool = False,
+                      held_out: dict[str, dict[float, float]] | None = None) -> tuple[float, float]:
     """Fit the image readout of ``model``'s composed VLM (see the module docstring) on ``pairs`` (row of ``images``,
-    caption), where row i of ``pooled`` holds ``images[i]``'s pooled tower features; returns the fit's R^2."""
+    caption), where row i of ``pooled`` holds ``images[i]``'s pooled tower features; returns (strength, the fit's
+    R^2). ``strength`` None: chosen on held-out images (their scores go to ``held_out["image_readout"]``)."""
     readout = _vlm(model).add_image_readout()
     image_inputs = [item.to_model_input() for item in images]
     image_means, shares = _first_vectors(model, image_inputs, "document", batch_size, progress)
     caption_means, _ = _first_vectors(model, [caption for _, caption in pairs], "query", batch_size, progress)
     rows = [row for row, _ in pairs]
     targets = (caption_means - image_means[rows]) / shares[rows].clamp(min=1e-6).unsqueeze(1)
+    strength = _strength(strength, pooled[rows], targets, torch.tensor(rows), held_out, "image_readout")
     weight, bias = fit_ridge(pooled[rows], targets, strength)
     with torch.no_grad():
         readout.weight.copy_(weight.T.to(readout.weight.dtype))
         readout.bias.copy_(bias.to(readout.bias.dtype))
-    return _r2(targets, pooled[rows].double() @ weight + bias)
+    return strength, explained_variance(targets, pooled[rows].double() @ weight + bias)
 
 
-def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, strength: float = RIDGE_STRENGTH,
+def _strength(strength: float | None, features: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor,
+              held_out: dict[str, dict[float, float]] | None, name: str) -> float:
+    """``strength``, or (None) the one whose fit best predicts held-out images (metaembed.ridge.held_out_strength)."""
+    if strength is not None:
+        return strength
+    chosen, scores = held_out_strength(features, targets, groups)
+    if held_out is not None:
+        held_out[name] = scores
+    return chosen
+
+
+def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, strength: float | None = RIDGE_STRENGTH,
                          batch_size: int = 32, progress: bool = True,
                          image_readout: bool = False) -> WarmStartReport | None:
     """Fit the projector's linear path of ``model`` (a MetaEmbed over a composed VLM) on the image-caption pairs of
     ``examples`` and zero its MLP's output layer, so training starts from the fitted map; then, with ``image_readout``
     and a model whose first vector is the own-token mean, fit the image readout; see the module docstring.
+    ``strength`` (relative, see metaembed.ridge) None: each fit's strength is chosen by 5-fold cross-validation
+    over the images (the one that best predicts images it was not fitted on).
 
     Returns None, changing nothing, when the backbone is not a composed VLM or no example pairs an image alone with
     a text alone (logged)."""
@@ -201,12 +183,15 @@ def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, s
             distinct[repr(item.image)] = len(images)
             images.append(item)
     processor = model.backbone.processor
-    pooled = _pooled_features(vlm, processor.image_processor, images, batch_size, progress)
+    pooled = pooled_grid_features(vlm.vision_tower, processor.image_processor, [item.image for item in images],
+                                  batch_size, progress, desc="projector warm start")
     rows = [distinct[repr(item.image)] for item, _ in pairs]
     features = pooled[rows]
     targets = _caption_word_means(vlm, processor.tokenizer, [caption for _, caption in pairs])
-    weight, bias = fit_ridge(features, targets, strength)
-    r2 = _r2(targets, features.double() @ weight + bias)
+    held_out: dict[str, dict[float, float]] | None = {} if strength is None else None
+    projector_strength = _strength(strength, features, targets, torch.tensor(rows), held_out, "projector")
+    weight, bias = fit_ridge(features, targets, projector_strength)
+    r2 = explained_variance(targets, features.double() @ weight + bias)
     projector = vlm.projector
     with torch.no_grad():
         skip = projector.add_linear_skip()
@@ -215,11 +200,12 @@ def warm_start_projector(model, examples: Sequence, *, max_images: int = 4096, s
         projector.linear_2.weight.zero_()
         projector.linear_2.bias.zero_()
     vlm.config.projector_linear_skip = True
-    readout_r2 = None
+    readout_r2 = readout_strength = None
     if image_readout and model.backbone.first_vector == "mean":
         captions = [(row, caption) for row, (_, caption) in zip(rows, pairs)]
-        readout_r2 = fit_image_readout(model, images, captions, pooled, strength, batch_size, progress)
+        readout_strength, readout_r2 = fit_image_readout(model, images, captions, pooled, strength, batch_size,
+                                                         progress, held_out)
     elif image_readout:
         logger.info("image readout not fitted: it adds to the mean first vector, and this model's first vector is a "
                     "meta token")
-    return WarmStartReport(len(pairs), len(images), strength, r2, readout_r2)
+    return WarmStartReport(len(pairs), len(images), projector_strength, r2, readout_r2, readout_strength, held_out)

@@ -133,6 +133,7 @@ def build_model(config: TrainConfig) -> MetaEmbed:
         first_vector=config.first_vector,
         meta_residual=config.meta_residual,
         query_tail_weight=config.query_tail_weight,
+        mixed_image_weight=config.mixed_image_weight,
         config_kwargs=config_kwargs,
     )
 
@@ -315,7 +316,8 @@ def train(config: TrainConfig | dict[str, Any] | str | Path, callbacks: list[Tra
     model = build_model(config)
     # A fresh backbone only: on resume the checkpoint overwrites the fit.
     if config.projector_warm_start and module_folder(config.model) is None:
-        warm_start = warm_start_projector(model, examples, image_readout=config.image_readout)
+        warm_start = warm_start_projector(model, examples, image_readout=config.image_readout,
+                                          strength=config.warm_start_strength)
         if warm_start is not None:
             logger.info(warm_start.summary())
     length = inference_length(model, config)

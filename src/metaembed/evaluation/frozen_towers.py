@@ -77,16 +77,16 @@ class FrozenTowers:
         the hard links a set's task folders share count once)."""
         from metaembed.model.vlm.pooled import pooled_grid_features
 
-        keys = [_file_key(image) if isinstance(image, (str, Path)) else None for image in images]
-        missing = list(dict.fromkeys(i for i, key in enumerate(keys) if key is None or key not in self._pooled))
+        # a file by its identity, an image in memory by its position in this call
+        keys = [_file_key(image) if isinstance(image, (str, Path)) else f"call:{i}" for i, image in enumerate(images)]
+        found = {key: self._pooled[key] for key in set(keys) if key in self._pooled}
+        missing = {key: images[i] for i, key in enumerate(keys) if key not in found}  # each key once
         if missing:
-            computed = pooled_grid_features(self.tower, self.image_processor, [images[i] for i in missing], batch_size,
+            computed = pooled_grid_features(self.tower, self.image_processor, list(missing.values()), batch_size,
                                             progress, desc="frozen towers: images")
-            fresh = dict(zip(missing, computed))
-            self._pooled.update({keys[i]: row for i, row in fresh.items() if keys[i] is not None})
-        else:
-            fresh = {}
-        return torch.stack([fresh[i] if i in fresh else self._pooled[keys[i]] for i in range(len(images))])
+            found.update(zip(missing, computed))
+            self._pooled.update({key: row for key, row in zip(missing, computed) if not key.startswith("call:")})
+        return torch.stack([found[key] for key in keys])
 
     def encode_items(self, items: Sequence[Any], batch_size: int = 32, progress: bool = False) -> torch.Tensor:
         """(n, D) unit vectors of :class:`~metaembed.data.item.Item`-like objects (``text``, ``image``): a text, a

@@ -136,3 +136,57 @@ def test_scored_beside_the_budgets_where_a_text_baseline_can_or_cannot_run(tower
     documents = towers.encode_items([Item(image=pictures[name]) for name in COLOURS])
     hits = (queries @ documents.T).argmax(dim=1).tolist()
     assert {row["query_id"]: row["recall@1"] for row in task} == {f"q{i}": float(hits[i] == i) for i in range(len(COLOURS))}
+
+
+def test_a_composed_model_records_its_towers_and_of_model_rebuilds_them(tiny_composed_vlm_path, tiny_mobilenet_v2_path,
+                                                                        tiny_bert_path):
+    model = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4)
+    config = model.backbone.model.config
+    assert config.vision_tower_source == str(Path(tiny_mobilenet_v2_path).resolve())
+    assert config.language_model_source == str(Path(tiny_bert_path).resolve())
+    towers = FrozenTowers.of_model(model)
+    assert (towers.vision_tower, towers.language_model) == (config.vision_tower_source, config.language_model_source)
+    config.vision_tower_source = None  # a folder composed before the towers were recorded
+    with pytest.raises(ValueError, match="composed before its towers were recorded"):
+        FrozenTowers.of_model(model)
+    with pytest.raises(ValueError, match="has no composed vision-language backbone"):
+        FrozenTowers.of_model(MetaEmbed.from_backbone(tiny_bert_path, 2, 4))
+
+
+def test_eval_command_scores_the_frozen_towers_of_the_model(tiny_composed_vlm_path, tiny_mobilenet_v2_path,
+                                                            tiny_bert_path, pictures, tmp_path):
+    from typer.testing import CliRunner
+
+    from metaembed.cli import app
+
+    folder = tmp_path / "m"
+    MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 4, first_vector="mean").save_pretrained(str(folder))
+    data = tmp_path / "tasks"
+    write_image_task(data / "to-image", pictures, documents_have_text=False)
+    train = tmp_path / "train.jsonl"  # its image paths relative to it, as metaembed train reads them
+    shutil.copytree(next(iter(pictures.values())).parent, tmp_path / "discs")
+    train.write_text("".join(json.dumps({"query": f"a {name} disc", "positive": {"image": f"discs/{path.name}"}}) + "\n"
+                             for name, path in pictures.items()))
+    command = ["eval", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "o"), "--budget", "1,1",
+               "--no-cache", "--no-baseline", "--frozen-towers", str(train)]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert f"yardstick: frozen towers: {Path(tiny_mobilenet_v2_path).resolve()} (pooled grid)" in result.stdout
+    assert f"{len(pictures)} pairs, ridge strength 0.05" in result.stdout
+
+    # the same towers fitted by hand rank the task the same way
+    expected = FrozenTowers(tiny_bert_path, tiny_mobilenet_v2_path).fit(list(pictures.values()),
+                                                                       [f"a {name} disc" for name in pictures])
+    queries = expected.encode_items([Item(text=f"a {name} disc") for name in pictures])
+    documents = expected.encode_items([Item(image=path) for path in pictures.values()])
+    hits = (queries @ documents.T).argmax(dim=1).tolist()
+    per_query = [json.loads(line) for line in (tmp_path / "o" / "per_query.jsonl").read_text().splitlines()]
+    scored = {row["query_id"]: row["recall@1"] for row in per_query if row["system"] == FROZEN_TOWERS}
+    assert scored == {f"q{i}": float(hits[i] == i) for i in range(len(pictures))}
+
+    missing = CliRunner().invoke(app, command[:-1] + [str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code != 0 and "--frozen-towers" in missing.output and "no such file" in missing.output
+    text_model = tmp_path / "text"
+    MetaEmbed.from_backbone(tiny_bert_path, 2, 4).save_pretrained(str(text_model))
+    refused = CliRunner().invoke(app, [*command[:2], str(text_model), *command[3:]])
+    assert refused.exit_code != 0 and "has no composed vision-language backbone" in refused.output

@@ -83,7 +83,7 @@ def variant(args: argparse.Namespace) -> str:
     weight = f"_image_weight_{args.mixed_image_weight:g}" if args.mixed_image_weight is not None else ""
     strength = "" if args.warm_start_strength == 0.15 else (
         "_strength_held_out" if args.warm_start_strength is None else f"_strength_{args.warm_start_strength:g}")
-    return weight + strength
+    return weight + strength + ("_readout" if args.image_readout else "")
 
 
 def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespace) -> tuple[str, float | None]:
@@ -91,8 +91,6 @@ def arm_model(arm: str, language: str, data, work: Path, args: argparse.Namespac
     language_path = args.language_model_path or LANGUAGE_MODELS[language][1]()
     vision = pretrained.mobilenet_v2_path()
     folder = work / "runs" / language / (arm + variant(args))
-    if arm == "h_warm_start_only" and not args.image_readout:
-        folder = folder.with_name(f"{arm}_no_image_readout")
     if arm in ("d_untrained", "h_warm_start_only"):
         model_path = folder / "model"
         if not (model_path / "config.json").is_file():

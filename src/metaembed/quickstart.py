@@ -241,7 +241,7 @@ class Quickstart:
         self.stage(4, "Evaluate: every budget on the test split" + (" of every task" if self.images else ""))
         budgets = clip_budgets(PAPER_BUDGETS, model.num_query_meta_tokens, model.num_document_meta_tokens)
         # the yardstick: the backbone a user already has (recorded in the model); on images first the frozen towers
-        baselines: dict[str, Any] = {FROZEN_TOWERS: self._frozen_towers()} if self.images else {}
+        baselines: dict[str, Any] = {FROZEN_TOWERS: self._frozen_towers(model)} if self.images else {}
         baselines[BACKBONE] = BACKBONE
         results = evaluate(
             model, beir_dir, budgets, self.eval_dir, format="beir", split="test",
@@ -252,18 +252,12 @@ class Quickstart:
         self.console.print(f"Plot: {self.eval_dir / 'budget_curve.png'}   Table: {self.eval_dir / 'results.md'}")
         return results
 
-    def _frozen_towers(self):
+    def _frozen_towers(self, model):
         """The image tasks' yardstick, fitted on the training pairs (metaembed.evaluation.frozen_towers)."""
         from metaembed.evaluation.frozen_towers import FrozenTowers
-        from metaembed.model.pretrained import mobilenet_v2_path
-        from metaembed.training.data import read_jsonl
-        from metaembed.training.projector_warm_start import image_caption_pairs
 
-        examples = read_jsonl(self.data_dir / "train.jsonl")[0]
-        pairs = image_caption_pairs(examples, max_images=10**9)
-        towers = FrozenTowers(minilm_path(), mobilenet_v2_path())
-        towers.fit([item.image for item, _ in pairs], [caption for _, caption in pairs])
-        self.console.print(f"Yardstick: {towers.describe()}, fitted on {len(pairs)} training pairs", soft_wrap=True)
+        towers = FrozenTowers.of_model(model).fit_pairs_file(self.data_dir / "train.jsonl")
+        self.console.print(f"Yardstick: {towers.describe()}", soft_wrap=True)
         return towers
 
     def calibrate_auto(self, model, beir_dir: Path) -> dict[str, Any]:

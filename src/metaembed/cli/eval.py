@@ -64,6 +64,9 @@ def eval_command(
     score_dtype: str = typer.Option("float32", help="MaxSim compute dtype: float32 (exact ranking) or bfloat16 (faster)."),
     baseline: list[str] = typer.Option(None, "--baseline", help="Also score this single-vector sentence-transformers model (folder or hub id; "
                                        "a plain backbone gets mean pooling) beside the budgets, with paired intervals (repeatable)."),
+    frozen_towers: Path = typer.Option(None, "--frozen-towers", help="Also score the frozen-towers yardstick of a composed "
+                                       "vision-language model (its two pretrained towers, one ridge map fitted on this training JSONL's "
+                                       "image-caption pairs) on every task, image tasks included."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Do not score the model's own backbone (scored by default when it loads)."),
     latency_repeats: int = typer.Option(3, "--latency-repeats", help="Timed passes for the latency median and p90, searched through a bf16 index of the documents in the temporary folder ($TMPDIR; as large as their vectors at the largest budget asked); 0: no latency."),
 ) -> None:
@@ -74,6 +77,7 @@ def eval_command(
     from metaembed.data.beir import DataFormatError
     from metaembed.evaluation.baselines import BACKBONE, BaselineError
     from metaembed.evaluation.cache import EncodingCache
+    from metaembed.evaluation.frozen_towers import FROZEN_TOWERS
     from metaembed.evaluation.report import terminal_table
     from metaembed.evaluation.run import evaluate
     from metaembed.evaluation.sweep import SweepSettings, check_budget_limits, check_budgets
@@ -100,6 +104,8 @@ def eval_command(
         raise CommandError(str(error), "--budget") from None
     baselines = {} if no_baseline else {BACKBONE: BACKBONE}
     baselines.update({name: name for name in baseline or []})
+    if frozen_towers is not None:
+        baselines[FROZEN_TOWERS] = _fitted_frozen_towers(loaded, frozen_towers)
     settings = SweepSettings(batch_size=batch_size, cache_dir=cache_dir, use_cache=not no_cache,
                              score_dtype=getattr(torch, score_dtype), latency_repeats=latency_repeats)
     try:
@@ -120,6 +126,20 @@ def eval_command(
         typer.echo(f"encoding cache: {cache['path']} ({cache['entries']} entries, {cache['bytes'] / 2**20:.1f} MiB; "
                    "see `metaembed cache`)")
     typer.echo(f"wrote results.json, results.md, budget_curve.png, per_query.jsonl and runs/ (TREC) to {out}")
+
+
+def _fitted_frozen_towers(model, train_jsonl: Path):
+    """The model's frozen towers fitted on ``train_jsonl``, or a usage error naming ``--frozen-towers``."""
+    from metaembed.evaluation.frozen_towers import FrozenTowers
+
+    if not train_jsonl.is_file():
+        raise CommandError(f"no such file: {train_jsonl}", "--frozen-towers")
+    try:
+        towers = FrozenTowers.of_model(model).fit_pairs_file(train_jsonl, progress=True)
+    except (ValueError, OSError) as error:  # a bad row, a model without towers, a tower folder gone
+        raise CommandError(str(error), "--frozen-towers") from None
+    typer.echo(f"yardstick: {towers.describe()}")
+    return towers
 
 
 def _looks_like_budget(value: str) -> bool:

@@ -50,9 +50,34 @@ class FrozenTowers:
         self.bias: torch.Tensor | None = None
         self.strength: float | None = None
         self.fit_r2: float | None = None
+        self.fitted_pairs: int | None = None
         self._pooled: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def of_model(cls, model: Any, device: str = "cpu") -> "FrozenTowers":
+        """The frozen towers a MetaEmbed model with a composed vision-language backbone was composed from (its config
+        records them); a clear error for any other backbone."""
+        config = getattr(getattr(getattr(model, "backbone", None), "model", None), "config", None)
+        vision, language = (getattr(config, "vision_tower_source", None), getattr(config, "language_model_source", None))
+        if vision is None or language is None:
+            what = ("was composed before its towers were recorded (compose it again)"
+                    if getattr(config, "model_type", None) == "metaembed_vlm" else
+                    "has no composed vision-language backbone (MetaEmbed.from_backbone(..., vision_tower=...))")
+            raise ValueError(f"the frozen-towers yardstick rebuilds the two towers a model was composed from; this model {what}")
+        return cls(language, vision, device=device)
+
     # ------------------------------------------------------------------------------------ fitting
+    def fit_pairs_file(self, train_jsonl: str | Path, strength: float = FROZEN_TOWERS_STRENGTH, batch_size: int = 32,
+                       progress: bool = False) -> "FrozenTowers":
+        """Fit on every (image alone, text alone) pair of a training file in ``metaembed train``'s JSONL; returns self."""
+        from metaembed.training.data import read_jsonl
+        from metaembed.training.projector_warm_start import image_caption_pairs
+
+        pairs = image_caption_pairs(read_jsonl(Path(train_jsonl))[0], max_images=10**9)
+        if not pairs:
+            raise ValueError(f"{train_jsonl}: no pair of an image alone and a text alone to fit the frozen towers on")
+        return self.fit([item.image for item, _ in pairs], [caption for _, caption in pairs], strength, batch_size, progress)
+
     def fit(self, images: Sequence[Any], captions: Sequence[str], strength: float = FROZEN_TOWERS_STRENGTH,
             batch_size: int = 32, progress: bool = False) -> "FrozenTowers":
         """Fit the ridge map from ``images``' pooled features to their ``captions``' sentence vectors (row i pairs
@@ -62,7 +87,7 @@ class FrozenTowers:
         features = self.image_features(images, batch_size, progress)
         targets = self.encode_texts(list(captions), batch_size, progress)
         self.weight, self.bias = fit_ridge(features, targets, strength)
-        self.strength = strength
+        self.strength, self.fitted_pairs = strength, len(captions)
         self.fit_r2 = explained_variance(targets, features.double() @ self.weight + self.bias)
         return self
 
@@ -107,7 +132,8 @@ class FrozenTowers:
         """What this baseline is, in words, for reports."""
         from metaembed.evaluation.baselines import describe_single_vector_model
 
-        fitted = "not fitted" if self.weight is None else f"ridge strength {self.strength:g}, fit R^2 {self.fit_r2:.2f}"
+        fitted = ("not fitted" if self.weight is None else
+                  f"{self.fitted_pairs} pairs, ridge strength {self.strength:g}, fit R^2 {self.fit_r2:.2f}")
         return (f"frozen towers: {self.vision_tower} (pooled grid) -> ridge map -> {self.language_model} "
                 f"({describe_single_vector_model(self.text_model)}); image+text = the sum of both ({fitted})")
 

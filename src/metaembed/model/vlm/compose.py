@@ -24,7 +24,7 @@ from metaembed.user_cache import cache_folder as user_cache_folder
 from metaembed.user_cache import write_folder_atomically
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-COMPOSE_FORMAT = 1
+COMPOSE_FORMAT = 2
 """Bumped when the composed folder's layout changes, so cached compositions are rebuilt."""
 
 # Images first, then text, whatever order an item's parts come in: truncation (on the right) never cuts an image.
@@ -110,6 +110,7 @@ def compose_vlm(vision_tower: str, language_model: str, out: str | Path, *, proj
     config = MetaEmbedVLMConfig(
         vision_config=vision.config.to_dict(), text_config=language.config.to_dict(), vision_channels=channels,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_tower_source=_source(vision_tower), language_model_source=_source(language_model),
     )
     torch.manual_seed(projector_seed)
     model = MetaEmbedVLMModel(config)
@@ -139,6 +140,12 @@ def composed_vlm_path(vision_tower: str, language_model: str, *, projector_seed:
     if not (folder / "config.json").is_file():
         compose_vlm(vision_tower, language_model, folder, projector_seed=projector_seed)
     return str(folder)
+
+
+def _source(name_or_path: str) -> str:
+    """How a composed config records a tower: a local folder by its absolute path, a hub id as given."""
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.is_dir() else name_or_path
 
 
 def _identity(name_or_path: str) -> str:

@@ -24,7 +24,9 @@ class MetaEmbedVLMConfig(PreTrainedConfig):
     also has a linear path beside its MLP (added by :func:`metaembed.training.projector_warm_start`, which
     fits it in closed form before training); ``image_readout``: a linear map of each grid cell is added to the
     language model's output state at that cell's token (a skip past the language model; fitted by the same warm
-    start).
+    start); ``vision_tower_source`` / ``language_model_source``: the two pretrained towers it was composed from (a
+    folder's absolute path or a hub id; None in folders composed before they were recorded), so their frozen-towers
+    yardstick can be rebuilt (metaembed.evaluation.frozen_towers).
     """
 
     model_type = MODEL_TYPE
@@ -40,4 +42,6 @@ class MetaEmbedVLMConfig(PreTrainedConfig):
     projector_hidden_act: str = "gelu"
     projector_linear_skip: bool = False
     image_readout: bool = False
+    vision_tower_source: str | None = None
+    language_model_source: str | None = None
     tie_word_embeddings: bool = False

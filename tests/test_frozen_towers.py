@@ -172,7 +172,7 @@ def test_eval_command_scores_the_frozen_towers_of_the_model(tiny_composed_vlm_pa
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert f"yardstick: frozen towers: {Path(tiny_mobilenet_v2_path).resolve()} (pooled grid)" in result.stdout
-    assert f"{len(pictures)} pairs, ridge strength 0.05" in result.stdout
+    assert f"fitted on {len(pictures)} training pairs, ridge strength 0.05" in result.stdout
 
     # the same towers fitted by hand rank the task the same way
     expected = FrozenTowers(tiny_bert_path, tiny_mobilenet_v2_path).fit(list(pictures.values()),

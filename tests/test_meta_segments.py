@@ -73,7 +73,7 @@ def test_the_mode_is_a_setting():
         TrainConfig(model="m", meta_attention=mode).validate()
     assert segmented_sides("full") == () and segmented_sides("document_windows") == ()
     with pytest.raises(ValueError, match="meta_attention must be one of full, document_windows, windows, document_lines, "
-                                         "document_segments or auto, got 'lines'"):
+                                         "document_segments, document_regions or auto, got 'lines'"):
         segmented_sides("lines")
 
 

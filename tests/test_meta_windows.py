@@ -63,7 +63,7 @@ def test_modes_are_checked():
     assert windowed_sides("full") == () and windowed_sides("document_windows") == ("document",)
     assert windowed_sides("windows") == ("query", "document")
     with pytest.raises(ValueError, match="meta_attention must be one of full, document_windows, windows, document_lines, "
-                                         "document_segments or auto, got 'tokens'"):
+                                         "document_segments, document_regions or auto, got 'tokens'"):
         windowed_sides("tokens")
     with pytest.raises(ValueError, match="meta_attention must be one of"):
         TrainConfig(model="m", meta_attention="window").validate()

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--meta-token-learning-rate", type=float, default=None,
                         help="the meta tokens' and meta_residual map's learning rate (default: the model's, 1e-4)")
+    parser.add_argument("--meta-attention", default="full", choices=("full", "document_regions"),
+                        help="document_regions: a document's meta tokens read regions of its grid (metaembed.model.meta_regions)")
     parser.add_argument("--results", default="multimodal_composites")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
 
     config = TrainConfig(
         model=minilm_path(), vision_tower=mobilenet_v2_path(), train_jsonl=[str(train_jsonl)],
-        output_dir=str(args.work / f"a_mmr_meta_lr_{args.meta_token_learning_rate or 1e-4:g}_steps_{args.steps}"),
+        output_dir=str(args.work / f"a_mmr_{args.meta_attention}_meta_lr_{args.meta_token_learning_rate or 1e-4:g}"
+                                   f"_steps_{args.steps}"), meta_attention=args.meta_attention,
         meta_token_learning_rate=args.meta_token_learning_rate, max_steps=args.steps, batch_size=args.batch_size, num_negatives=1,
         learning_rate=1e-4, projector_learning_rate=1e-3, warmup_ratio=0.1, max_seq_length=96, attention_dropout=0.0,
         image_readout=True, warm_start_strength=None, save_steps=10**6, logging_steps=10, seed=args.seed,
@@ -119,13 +122,15 @@ def main(argv: list[str] | None = None) -> None:
                        model_name=result.model_path, baselines={FROZEN_TOWERS: towers})
     results["composites"] = {"train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - began, 1),
                              "steps": args.steps, "batch_size": args.batch_size,
-                             "meta_token_learning_rate": args.meta_token_learning_rate or 1e-4, "data": str(args.data),
+                             "meta_token_learning_rate": args.meta_token_learning_rate or 1e-4,
+                             "meta_attention": args.meta_attention, "data": str(args.data),
                              "training_rows": sum(1 for _ in train_jsonl.open()), "yardstick": towers.describe()}
     out = Path(__file__).resolve().parents[1] / "results" / args.results
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     lines = ["# MMR on composites of four images: does the image budget pay when an image holds several things?", "",
              f"The composed MobileNetV2 + all-MiniLM-L6-v2 VLM, warm-started (readout, held-out strengths) and MMR-trained "
-             f"{args.steps} steps of batch {args.batch_size} (meta tokens and residual map at lr "
+             f"{args.steps} steps of batch {args.batch_size} (meta attention {args.meta_attention}; meta tokens and "
+             f"residual map at lr "
              f"{args.meta_token_learning_rate or 1e-4:g}) on {results['composites']['training_rows']} composites "
              f"(benchmarks/multimodal/composites.py; {train_seconds:.0f} s of training). Yardstick: "
              f"{towers.describe()}.", "", "| system | nDCG@10 | R@1 | R@10 |", "|---|---|---|---|"]

@@ -53,6 +53,7 @@ from metaembed.evaluation.baselines import load_single_vector_model  # noqa: E40
 from metaembed.evaluation.frozen_towers import FROZEN_TOWERS_STRENGTH  # noqa: E402
 from metaembed.evaluation.stats import paired_bootstrap  # noqa: E402
 from metaembed.inputs import load_image  # noqa: E402
+from metaembed.model.meta_regions import grid_regions  # noqa: E402
 from metaembed.model.pretrained import minilm_path, mobilenet_v2_path  # noqa: E402
 from metaembed.ridge import fit_ridge  # noqa: E402
 
@@ -63,20 +64,12 @@ METRICS = ("ndcg@10", "recall@1", "recall@10")
 
 
 def region_masks(side: int = 7) -> torch.Tensor:
-    """(63, side * side) float: each region's share of the grid's cells (rows sum to 1), coarse to fine."""
-    def blocks(count: int, width: int) -> list[tuple[int, int]]:
-        starts = [round(i * (side - width) / (count - 1)) for i in range(count)] if count > 1 else [0]
-        return [(start, start + width) for start in starts]
-
-    levels = [blocks(1, side), blocks(2, (side + 1) // 2), blocks(3, 3), blocks(side, 1)]
-    masks = []
-    for spans in levels:
-        for rows in spans:
-            for cols in spans:
-                mask = torch.zeros(side, side)
-                mask[rows[0]:rows[1], cols[0]:cols[1]] = 1
-                masks.append(mask.flatten() / mask.sum())
-    return torch.stack(masks)
+    """(63, side * side) float: each region's share of the grid's cells (rows sum to 1), coarse to fine: the whole
+    grid, then the regions of the ``document_regions`` layout (metaembed.model.meta_regions.grid_regions)."""
+    masks = torch.zeros(1 + len(grid_regions(side)), side * side)
+    for row, region in enumerate([tuple(range(side * side)), *grid_regions(side)]):
+        masks[row, list(region)] = 1 / len(region)
+    return masks
 
 
 @torch.no_grad()

@@ -133,7 +133,7 @@ class FrozenTowers:
         from metaembed.evaluation.baselines import describe_single_vector_model
 
         fitted = ("not fitted" if self.weight is None else
-                  f"{self.fitted_pairs} pairs, ridge strength {self.strength:g}, fit R^2 {self.fit_r2:.2f}")
+                  f"fitted on {self.fitted_pairs} training pairs, ridge strength {self.strength:g}, fit R^2 {self.fit_r2:.2f}")
         return (f"frozen towers: {self.vision_tower} (pooled grid) -> ridge map -> {self.language_model} "
                 f"({describe_single_vector_model(self.text_model)}); image+text = the sum of both ({fitted})")
 

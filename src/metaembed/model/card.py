@@ -36,6 +36,8 @@ MEANINGS = {
     "document_lines": "document vector 1 is the whole document, vector v >= 2 its line v - 1 (the lines again past the "
                       "last); queries as in the paper",
     "document_segments": "as document_lines, each line's tokens also read apart from the other lines",
+    "document_regions": "document vector 1 is the whole item, vectors 2.. read regions of its image's feature grid "
+                        "(quadrants, 3 x 3 blocks, cells); queries as in the paper",
 }
 
 

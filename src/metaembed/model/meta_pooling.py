@@ -20,8 +20,8 @@ class MetaTokenPooling(Module):
     ``residual_dim`` (the hidden size H; needs ``first_vector="mean"``) makes every meta vector the item's mean
     plus a learned linear map of its meta token's state: ``mean + W h_i``. ``W`` starts at zero, so an untrained
     model scores every budget exactly as the backbone's mean pooling does, and training only adds to it. Where the
-    features carry ``meta_reads`` (batch, R - 1, seq) (``meta_attention: document_lines`` or ``document_segments``),
-    ``mean`` is each meta token's own line: the mean of the token states it reads.
+    features carry ``meta_reads`` (batch, R - 1, seq) (``meta_attention: document_lines``, ``document_segments`` or
+    ``document_regions``), ``mean`` is each meta token's own line or region: the mean of the token states it reads.
     """
 
     config_keys: list[str] = ["residual_dim"]

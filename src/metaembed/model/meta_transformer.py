@@ -33,10 +33,11 @@ from transformers.utils import logging
 
 from metaembed.model.vlm import MetaEmbedVLMModel  # also registers the composed vision-language backbone (Auto classes)
 from metaembed.model.vlm.configuration import COMPOSED_VLM_OPTIONAL_LAYERS
+from metaembed.model.meta_regions import region_attention
 from metaembed.model.meta_segments import line_segment_ids, segment_attention
 from metaembed.model.meta_windows import (AUTO_FIRST_VECTOR, AUTO_META_ATTENTION, DOCUMENT_LINES, DOCUMENT_SEGMENTS,
                                          FIRST_VECTORS, FULL, check_meta_attention, meta_blind_attention,
-                                         nested_window_attention, segmented_sides, windowed_sides)
+                                         nested_window_attention, region_sides, segmented_sides, windowed_sides)
 from metaembed.model.saved_config import (METAEMBED_CONFIG_FILE, read_backbone_record, recorded_backbone_name,
                                           write_backbone_record)
 
@@ -95,6 +96,7 @@ class MetaTransformer(Transformer):
         resolved_later = check_meta_attention(meta_attention) == AUTO_META_ATTENTION
         self._windowed_sides = () if resolved_later else windowed_sides(meta_attention)
         self._segmented_sides = () if resolved_later else segmented_sides(meta_attention)
+        self._region_sides = () if resolved_later else region_sides(meta_attention)
         self.meta_attention = meta_attention
         """What meta tokens attend to: ``full`` (the paper), nested windows (see metaembed.model.meta_windows) or a
         document's lines (metaembed.model.meta_segments); ``auto`` becomes one of them once the backbone is loaded."""
@@ -141,6 +143,10 @@ class MetaTransformer(Transformer):
                 "images will be refused. (transformers 5 builds some VLM processors, e.g. Qwen2-VL's, with a "
                 "video processor that needs torchvision.)"
             )
+        if self._region_sides and not (self._is_composed_vlm() and self.first_vector == "mean"):
+            raise ValueError(f"meta_attention='document_regions' reads the feature grid of metaembed's composed "
+                             f"vision-language backbone, with first_vector='mean'; {model_name_or_path!r} with "
+                             f"first_vector={self.first_vector!r} is not one")
         if self._windowed_sides or self._segmented_sides or (first_vector == "mean" and not self._is_causal()):
             self._check_windows_supported(model_name_or_path)
         if mixed_image_weight is not None and not (self._is_composed_vlm() and self.first_vector == "mean"):
@@ -409,7 +415,11 @@ class MetaTransformer(Transformer):
             return None, None
         first_meta_id = features["input_ids"].gather(1, meta_positions[:, :1].to(features["input_ids"].device))
         side = QUERY_SIDE if bool((first_meta_id < self.meta_token_id_base + self.num_query_meta_tokens).all()) else DOCUMENT_SIDE
-        if side in self._segmented_sides and segment_ids is not None:
+        if side in self._region_sides:
+            cells = features["input_ids"] == self.model.config.image_token_id
+            allowed, reads = region_attention(features["attention_mask"], meta_positions, cells,
+                                              causal=self._is_causal(), first_ordinal=1 + (self.first_vector == "mean"))
+        elif side in self._segmented_sides and segment_ids is not None:
             allowed, reads = segment_attention(features["attention_mask"], meta_positions, segment_ids,
                                                causal=self._is_causal(), first_ordinal=1 + (self.first_vector == "mean"),
                                                apart=self.meta_attention == DOCUMENT_SEGMENTS)
@@ -429,7 +439,7 @@ class MetaTransformer(Transformer):
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         private = {key: features.pop(key) for key in _PRIVATE_FEATURES if key in features}
         segment_ids = private.pop("segment_ids", None)
-        special_mask = self._windowed_sides or self._segmented_sides or self.first_vector == "mean"
+        special_mask = self._windowed_sides or self._segmented_sides or self._region_sides or self.first_vector == "mean"
         if special_mask and "meta_positions" in private and "attention_mask" not in kwargs:
             mask, reads = self._attention_mask(features, private["meta_positions"], segment_ids)
             if mask is not None:

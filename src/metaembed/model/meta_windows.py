@@ -23,11 +23,13 @@ from torch import Tensor
 
 FULL, DOCUMENT_WINDOWS, WINDOWS = "full", "document_windows", "windows"
 DOCUMENT_LINES, DOCUMENT_SEGMENTS = "document_lines", "document_segments"
-META_ATTENTION_MODES = (FULL, DOCUMENT_WINDOWS, WINDOWS, DOCUMENT_LINES, DOCUMENT_SEGMENTS)
+DOCUMENT_REGIONS = "document_regions"
+META_ATTENTION_MODES = (FULL, DOCUMENT_WINDOWS, WINDOWS, DOCUMENT_LINES, DOCUMENT_SEGMENTS, DOCUMENT_REGIONS)
 """``full``: the paper's (every meta token sees the whole item); ``document_windows``: nested windows for
 documents, full for queries; ``windows``: nested windows on both sides; ``document_lines``: a document's meta
 token v reads its line v - 1; ``document_segments``: the same with the lines' own tokens also read apart (see
-metaembed.model.meta_segments); both full for queries."""
+metaembed.model.meta_segments); ``document_regions``: a document image's meta tokens read nested regions of its
+feature grid (metaembed.model.meta_regions; a composed vision-language backbone); all three full for queries."""
 
 FIRST_VECTORS = ("meta", "mean")
 """What an item's first vector is: ``meta`` (the paper: the first meta token's state) or ``mean`` (the mean of the
@@ -58,13 +60,19 @@ def windowed_sides(mode: str) -> tuple[str, ...]:
     if check_meta_attention(mode) == AUTO_META_ATTENTION:
         raise ValueError("meta_attention 'auto' is resolved when the backbone is loaded (see AUTO_META_ATTENTION)")
     return {FULL: (), DOCUMENT_WINDOWS: ("document",), WINDOWS: ("query", "document"), DOCUMENT_LINES: (),
-            DOCUMENT_SEGMENTS: ()}[mode]
+            DOCUMENT_SEGMENTS: (), DOCUMENT_REGIONS: ()}[mode]
 
 
 def segmented_sides(mode: str) -> tuple[str, ...]:
     """The sides whose items are read line by line under ``mode`` (see metaembed.model.meta_segments)."""
     windowed_sides(mode)  # names the setting and its choices when wrong
     return ("document",) if mode in (DOCUMENT_LINES, DOCUMENT_SEGMENTS) else ()
+
+
+def region_sides(mode: str) -> tuple[str, ...]:
+    """The sides whose image items are read by grid regions under ``mode`` (see metaembed.model.meta_regions)."""
+    windowed_sides(mode)  # names the setting and its choices when wrong
+    return ("document",) if mode == DOCUMENT_REGIONS else ()
 
 
 def nested_window_bounds(num_meta: int, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -90,7 +90,8 @@ class MetaEmbed(MultiVectorEncoder):
         ``meta_attention`` is ``"full"`` (the paper: every meta token reads the whole item), nested windows
         (``"document_windows"``, ``"windows"``: later vectors read ever finer parts; see model/meta_windows.py) or
         ``"document_lines"`` (vector v >= 2 reads the document's line v - 1) or ``"document_segments"`` (the same, the
-        lines' own tokens also read apart; model/meta_segments.py).
+        lines' own tokens also read apart; model/meta_segments.py) or ``"document_regions"`` (a composed VLM's
+        document image: vector v >= 2 reads a region of its feature grid, quadrants first; model/meta_regions.py).
         ``first_vector="mean"`` makes each item's first vector the backbone's own mean pooling (the item's tokens
         never read the meta tokens), so the (1,1) budget starts exactly where the backbone stands and the meta
         tokens add vectors 2..R; ``"meta"`` (default) is the paper's; ``"auto"`` is ``"mean"`` where the backbone

@@ -83,7 +83,9 @@ class TrainConfig:
                                   "document_windows or windows (nested windows: vector 1 the whole item, then halves, "
                                   "quarters, ...; see metaembed.model.meta_windows), document_lines (vector 1 the "
                                   "whole document, vector v its line v - 1), document_segments (the same, each line's "
-                                  "tokens also read apart; see metaembed.model.meta_segments), or auto (document_lines "
+                                  "tokens also read apart; see metaembed.model.meta_segments), document_regions (a "
+                                  "composed vision-language backbone's document image: vectors 2.. read regions of its "
+                                  "feature grid, quadrants first; see metaembed.model.meta_regions), or auto (document_lines "
                                   "where the backbone can read lines: a text backbone with a fast tokenizer; else full).")
     first_vector: str = setting("auto", help="An item's first vector: mean (the backbone's own mean pooling: the "
                                 "item's tokens never read the meta tokens, so (1,1) starts where the backbone stands; "

@@ -79,10 +79,12 @@ def test_untrained_region_vectors_are_their_cells_means(tiny_composed_vlm_path, 
         torch.testing.assert_close(vectors[1, vector], vectors[1, 0], rtol=1e-4, atol=1e-5)
 
 
-def test_queries_are_unchanged_and_a_lone_item_matches_a_padded_batch(tiny_composed_vlm_path, pictures, tmp_path):
-    regions = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 8, first_vector="mean", meta_residual=True,
+@pytest.mark.parametrize("backbone", ["tiny_composed_vlm_path", "tiny_composed_decoder_vlm_path"])  # right / left padding
+def test_queries_are_unchanged_and_a_lone_item_matches_a_padded_batch(backbone, request, pictures, tmp_path):
+    path = request.getfixturevalue(backbone)
+    regions = MetaEmbed.from_backbone(path, 2, 8, first_vector="mean", meta_residual=True,
                                       meta_attention="document_regions")
-    full = MetaEmbed.from_backbone(tiny_composed_vlm_path, 2, 8, first_vector="mean", meta_residual=True)
+    full = MetaEmbed.from_backbone(path, 2, 8, first_vector="mean", meta_residual=True)
     queries = [str(pictures["blue"]), "a blue disc"]
     for got, expected in zip(regions.encode_query(queries), full.encode_query(queries)):
         torch.testing.assert_close(got, expected)

@@ -98,8 +98,9 @@ class MetaTransformer(Transformer):
         self._segmented_sides = () if resolved_later else segmented_sides(meta_attention)
         self._region_sides = () if resolved_later else region_sides(meta_attention)
         self.meta_attention = meta_attention
-        """What meta tokens attend to: ``full`` (the paper), nested windows (see metaembed.model.meta_windows) or a
-        document's lines (metaembed.model.meta_segments); ``auto`` becomes one of them once the backbone is loaded."""
+        """What meta tokens attend to: ``full`` (the paper), nested windows (see metaembed.model.meta_windows), a
+        document's lines (metaembed.model.meta_segments) or a document image's grid regions (metaembed.model.meta_regions);
+        ``auto`` becomes one of them once the backbone is loaded."""
         for name, value in (("num_query_meta_tokens", num_query_meta_tokens), ("num_document_meta_tokens", num_document_meta_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -23,9 +23,20 @@ whole item. Where the layout pays: images that hold several things (benchmarks/r
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor
+
+
+@lru_cache(maxsize=8)
+def region_membership(side: int) -> Tensor:
+    """(regions, side * side) bool: row r marks the cells of :func:`grid_regions` (side)'s region r."""
+    regions = grid_regions(side)
+    membership = torch.zeros(len(regions), side * side, dtype=torch.bool)
+    for row, region in enumerate(regions):
+        membership[row, list(region)] = True
+    return membership
 
 
 def grid_regions(side: int) -> list[tuple[int, ...]]:
@@ -79,15 +90,15 @@ def region_attention(attention_mask: Tensor, meta_positions: Tensor, cell_mask: 
         if side * side != positions.numel():
             raise ValueError(f"meta_attention='document_regions' reads one square feature grid per item; an item "
                              f"holds {positions.numel()} image cells (several images, or a grid that is not square)")
-        regions = grid_regions(side)
-        if not regions:  # a 1 x 1 grid: nothing finer than the whole
+        membership = region_membership(side).to(device)
+        if membership.shape[0] == 0:  # a 1 x 1 grid: nothing finer than the whole
             continue
-        for j in range(num_meta):
-            ordinal = first_ordinal + j
-            if ordinal >= 2:
-                region = regions[(ordinal - 2) % len(regions)]
-                reads[row, j] = False
-                reads[row, j, positions[list(region)]] = True
+        ordinals = torch.arange(first_ordinal, first_ordinal + num_meta, device=device)
+        regional = ordinals >= 2
+        region = (ordinals[regional] - 2) % membership.shape[0]
+        cell_reads = torch.zeros(int(regional.sum()), seq, dtype=torch.bool, device=device)
+        cell_reads[:, positions] = membership[region]
+        reads[row, regional] = cell_reads
 
     own_rows = is_own.unsqueeze(2) & is_own.unsqueeze(1)
     if causal:

@@ -12,7 +12,9 @@ row's composite. Test: the text -> image task's 1,200 test images cut into 300 c
 region_ceiling.py), every test query relevant to the composite holding its image.
 
     .venv/bin/python benchmarks/multimodal/composites.py [--data DIR] [--steps 100]    # ~25 min on 2 cores
-Writes benchmarks/results/<--results>.{json,md}.
+    .venv/bin/python benchmarks/multimodal/composites.py --single-vector ...           # the CLIP-style arm (c)
+Writes benchmarks/results/<--results>.{json,md}; benchmarks/multimodal/composites_summary.py compares runs query by
+query.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the meta tokens' and meta_residual map's learning rate (default: the model's, 1e-4)")
     parser.add_argument("--meta-attention", default="full", choices=("full", "document_regions"),
                         help="document_regions: a document's meta tokens read regions of its grid (metaembed.model.meta_regions)")
+    parser.add_argument("--single-vector", action="store_true",
+                        help="one meta token per side, trained at (1,1) only: the single vector from the same towers")
     parser.add_argument("--results", default="multimodal_composites")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -99,14 +103,17 @@ def main(argv: list[str] | None = None) -> None:
     train_jsonl, beir = build(args.data, args.work / "data", args.seed)
     print(f"composite set: {time.perf_counter() - began:.0f} s", flush=True)
 
+    budgets = ["1,1"] if args.single_vector else [str(Budget(*b)) for b in PAPER_BUDGETS]
+    arm = ("c_single_vector_" if args.single_vector else f"a_mmr_{args.meta_attention}_")
+    shape = dict(num_query_meta_tokens=1, num_document_meta_tokens=1) if args.single_vector else {}
     config = TrainConfig(
         model=minilm_path(), vision_tower=mobilenet_v2_path(), train_jsonl=[str(train_jsonl)],
-        output_dir=str(args.work / f"a_mmr_{args.meta_attention}_meta_lr_{args.meta_token_learning_rate or 1e-4:g}"
-                                   f"_steps_{args.steps}"), meta_attention=args.meta_attention,
+        output_dir=str(args.work / f"{arm}meta_lr_{args.meta_token_learning_rate or 1e-4:g}_steps_{args.steps}"),
+        meta_attention=args.meta_attention, **shape,
         meta_token_learning_rate=args.meta_token_learning_rate, max_steps=args.steps, batch_size=args.batch_size, num_negatives=1,
         learning_rate=1e-4, projector_learning_rate=1e-3, warmup_ratio=0.1, max_seq_length=96, attention_dropout=0.0,
         image_readout=True, warm_start_strength=None, save_steps=10**6, logging_steps=10, seed=args.seed,
-        groups=[str(Budget(*b)) for b in PAPER_BUDGETS],
+        groups=budgets,
     )
     trained = time.perf_counter()
     result = train(config)
@@ -115,7 +122,6 @@ def main(argv: list[str] | None = None) -> None:
 
     model = MetaEmbed.from_pretrained(result.model_path)
     towers = FrozenTowers.of_model(model).fit_pairs_file(train_jsonl)
-    budgets = [str(Budget(*b)) for b in PAPER_BUDGETS]
     results = evaluate(model, beir.parent, budgets, Path(config.output_dir) / "eval", format="beir",
                        settings=SweepSettings(use_cache=False, latency_repeats=0,
                                               metrics=("ndcg@10", "recall@1", "recall@10")),
@@ -123,13 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     results["composites"] = {"train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - began, 1),
                              "steps": args.steps, "batch_size": args.batch_size,
                              "meta_token_learning_rate": args.meta_token_learning_rate or 1e-4,
-                             "meta_attention": args.meta_attention, "data": str(args.data),
+                             "meta_attention": args.meta_attention, "single_vector": args.single_vector,
+                             "eval_dir": str(Path(config.output_dir) / "eval"), "data": str(args.data),
                              "training_rows": sum(1 for _ in train_jsonl.open()), "yardstick": towers.describe()}
     out = Path(__file__).resolve().parents[1] / "results" / args.results
     out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     lines = ["# MMR on composites of four images: does the image budget pay when an image holds several things?", "",
              f"The composed MobileNetV2 + all-MiniLM-L6-v2 VLM, warm-started (readout, held-out strengths) and MMR-trained "
-             f"{args.steps} steps of batch {args.batch_size} (meta attention {args.meta_attention}; meta tokens and "
+             f"{args.steps} steps of batch {args.batch_size} ("
+             f"{'one meta token per side, trained at (1,1) only' if args.single_vector else 'the paper groups'}; "
+             f"meta attention {args.meta_attention}; meta tokens and "
              f"residual map at lr "
              f"{args.meta_token_learning_rate or 1e-4:g}) on {results['composites']['training_rows']} composites "
              f"(benchmarks/multimodal/composites.py; {train_seconds:.0f} s of training). Yardstick: "

@@ -15,7 +15,8 @@ simplest retriever a user could build from the same towers: training the vision-
 benchmarks/multimodal/frozen_linear.py), (g) arm (a) with LoRA on the language model, (h) the composed model with
 only the projector warm start (metaembed.training.projector_warm_start, which every trained arm starts from unless
 --no-warm-start; with --image-readout it also fits the image readout, a linear skip from each grid cell to the
-language model's output), (i) arm (a) without that warm start. Every arm is evaluated with
+language model's output), (i) arm (a) without that warm start, (j) arm (a) with ``meta_attention="document_regions"``
+(a document image's meta token v >= 2 reads one region of the grid: metaembed.model.meta_regions). Every arm is evaluated with
 ``metaembed eval``'s own sweep on the set's three tasks (text -> image, image -> text, text -> image+text),
 at every budget; paired bootstrap intervals over the queries compare budgets and arms.
 Writes benchmarks/results/multimodal.{json,md,png}.
@@ -64,6 +65,8 @@ ARMS = {
     "e_text_only": {},
     "f_frozen_linear": {},
     "g_mmr_lora": dict(groups=PAPER_GROUPS, num_query_meta_tokens=16, num_document_meta_tokens=64, lora=True),
+    "j_mmr_document_regions": dict(groups=PAPER_GROUPS, num_query_meta_tokens=16, num_document_meta_tokens=64,
+                                   meta_attention="document_regions"),
 }
 ARM_LABELS = {"a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) only (16,64)",
               "c_single_vector": "(c) single vector (CLIP-style)", "d_untrained": "(d) untrained",
@@ -71,7 +74,8 @@ ARM_LABELS = {"a_mmr": "(a) MMR, paper groups", "b_largest_group_only": "(b) onl
               "f_frozen_linear": "(f) frozen towers + a ridge map (pooled image features -> the text embedding)",
               "g_mmr_lora": "(g) MMR, paper groups, LoRA on the language model",
               "h_warm_start_only": "(h) untrained but for the projector warm start (closed-form ridge)",
-              "i_mmr_no_warm_start": "(i) MMR, paper groups, without the projector warm start"}
+              "i_mmr_no_warm_start": "(i) MMR, paper groups, without the projector warm start",
+              "j_mmr_document_regions": "(j) MMR, paper groups, a document image's meta tokens read regions of its grid"}
 TEXT_ONLY_TASKS = ("text-to-image-text",)
 """Tasks whose items all hold text, where the plain language model (arm e) can answer at all."""
 LANGUAGE_MODELS = {"minilm": ("all-MiniLM-L6-v2", pretrained.minilm_path),
@@ -162,7 +166,8 @@ def evaluate_text_only(language_path: str, data, args: argparse.Namespace) -> di
 def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Per task: paired nDCG@10 differences (first - second) with 95% bootstrap intervals."""
     pairs = []
-    for arm in ("a_mmr", "b_largest_group_only", "g_mmr_lora", "i_mmr_no_warm_start", "d_untrained", "h_warm_start_only"):
+    for arm in ("a_mmr", "b_largest_group_only", "g_mmr_lora", "i_mmr_no_warm_start", "j_mmr_document_regions",
+                "d_untrained", "h_warm_start_only"):
         if arm in arms:
             short = arm[0]
             pairs.append((f"{short} (16,64) - {short} (1,1)", (arm, "16,64"), (arm, "1,1")))
@@ -174,13 +179,16 @@ def comparisons(arms: dict[str, dict]) -> dict[str, dict[str, dict]]:
         pairs += [("c (1,1) - e", ("c_single_vector", "1,1"), ("e_text_only", "1,1"))] if "c_single_vector" in arms else []
     if "f_frozen_linear" in arms:
         pairs += [(f"{arm[0]} ({b}) - f", (arm, b), ("f_frozen_linear", "1,1"))
-                  for arm, budgets in (("a_mmr", ("1,1", "16,64")), ("c_single_vector", ("1,1",)), ("g_mmr_lora", ("1,1", "16,64")))
+                  for arm, budgets in (("a_mmr", ("1,1", "16,64")), ("c_single_vector", ("1,1",)), ("g_mmr_lora", ("1,1", "16,64")),
+                                       ("j_mmr_document_regions", ("1,1", "16,64")))
                   if arm in arms for b in budgets]
     if {"a_mmr", "i_mmr_no_warm_start"} <= set(arms):
         pairs += [(f"a ({b}) - i ({b})", ("a_mmr", b), ("i_mmr_no_warm_start", b)) for b in ("1,1", "16,64")]
     for arm in ("a_mmr", "c_single_vector"):
         if {arm, "h_warm_start_only"} <= set(arms):  # what the training steps add to the warm start alone
             pairs += [(f"{arm[0]} (1,1) - h (1,1)", (arm, "1,1"), ("h_warm_start_only", "1,1"))]
+    if {"a_mmr", "j_mmr_document_regions"} <= set(arms):
+        pairs += [(f"j ({b}) - a ({b})", ("j_mmr_document_regions", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     if {"a_mmr", "g_mmr_lora"} <= set(arms):
         pairs += [(f"g ({b}) - a ({b})", ("g_mmr_lora", b), ("a_mmr", b)) for b in ("1,1", "16,64")]
     if "c_single_vector" in arms:
@@ -211,7 +219,8 @@ def plot(results: dict, path: Path) -> None:
         for column, task in enumerate(tasks):
             axis = axes[row][column]
             for arm, style in (("a_mmr", "o-"), ("b_largest_group_only", "s-"), ("g_mmr_lora", "^-"),
-                               ("i_mmr_no_warm_start", "v-"), ("d_untrained", "x:"), ("h_warm_start_only", "+:")):
+                               ("i_mmr_no_warm_start", "v-"), ("j_mmr_document_regions", "D-"), ("d_untrained", "x:"),
+                               ("h_warm_start_only", "+:")):
                 if arm in arms:
                     axis.plot(range(len(BUDGETS)), [arms[arm]["tasks"][task][b]["ndcg@10"] for b in BUDGETS], style,
                               label=ARM_LABELS[arm])

@@ -16,6 +16,16 @@ from tests import tiny_models  # noqa: E402
 tiny_models.register_image_only_qwen2_vl_processor()
 
 
+@pytest.fixture(autouse=True)
+def fresh_thread_choice(monkeypatch):
+    """Each test starts with no record of search times: which of 1 or N threads a search runs on is learned from
+    earlier searches of its size (metaembed.index.threadchoice), and another test's searches must not decide it."""
+    import metaembed.index.search as search_module
+    from metaembed.index.threadchoice import ThreadChoice
+
+    monkeypatch.setattr(search_module, "THREAD_CHOICE", ThreadChoice())
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: training steps this small gain nothing from threads, and on a busy

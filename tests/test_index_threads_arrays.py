@@ -271,3 +271,30 @@ def test_a_search_runs_its_own_torch_work_on_one_thread(index, monkeypatch):
         torch.set_num_threads(before)
     assert [value for name, value in seen if name == "scan threads"] == [2, 2, 3]
     assert [value for name, value in seen if name == "torch threads"] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("query_vectors", [1, 5])
+def test_stored_bf16_scored_in_fp32_block_by_block_gives_the_whole_conversions_products(monkeypatch, query_vectors):
+    """On a CPU without native bf16 the stored vectors are converted a few rows at a time inside the matmul loop: the
+    products equal converting everything first, including a last, shorter block."""
+    import metaembed.index.segment as segment_module
+
+    monkeypatch.setattr(segment_module, "_CONVERTED_BLOCK_ELEMENTS", 7 * 16)  # blocks of 7 rows
+    rows = 7 * 5 + 3
+    documents, queries = unit(rows, 16, seed=8).to(torch.bfloat16), unit(query_vectors, 16, seed=9)
+    products = segment_module.documents_times_queries(documents, queries)
+    assert products.shape == (rows, query_vectors) and products.dtype == torch.float32
+    torch.testing.assert_close(products, documents.float() @ queries.T, rtol=0, atol=1e-6)
+
+
+def test_an_index_search_over_blocks_of_converted_vectors_is_exact_maxsim(index, monkeypatch):
+    import metaembed.index.segment as segment_module
+
+    monkeypatch.setattr(segment_module, "_CONVERTED_BLOCK_ELEMENTS", 50 * 16)  # 50 rows: every rank, every group cut
+    queries = unit(4, 8, 16, seed=10)
+    for budget in ((1, 1), (4, 8)):
+        found = index.search(queries, k=12, budget=budget, compute_dtype=torch.float32)
+        live = index.ids
+        brute = maxsim(queries, index.get_vectors(live), *budget, dtype=torch.float32).topk(12, dim=1)
+        assert [r.ids for r in found] == [[live[j] for j in row] for row in brute.indices.tolist()]
+        torch.testing.assert_close(torch.tensor([r.scores for r in found]), brute.values, atol=1e-5, rtol=0)

@@ -9,16 +9,21 @@ parts of 2,000 as a user adding a corpus in parts would (5 segments), and a copy
   compacted index, and lone queries on the 5 segments too) against plain torch holding exactly the budget's vectors
   in RAM (benchmarks/search/baseline.py);
 - fractions of this machine's limits measured in the same run: a lone query's bytes read / (time x read bandwidth
-  on that many threads); a batch's FLOPs / (time x bf16 matmul peak on that many threads, best of several shapes);
+  on that many threads); a batch's FLOPs / (time x matmul peak on that many threads, best of several shapes) in the
+  dtype both compute in here: bf16 on a CPU with native bf16 (AMX, AVX512-BF16), else fp32 (bf16 is emulated there;
+  the index computes in fp32 and a user's best plain code would too);
+- metaembed on 2 threads after a few searches of each shape, so that its choice between 1 and 2 threads
+  (metaembed.index.threadchoice, learned from recent times) is settled, as in a running service;
 - under load: the same while another process keeps one core busy with matmuls (what a shared machine does), to
   check that 2 search threads are never slower than 1;
   1 and 2 threads alternate, 3 rounds, medians;
-- the per-rank matmul orientation behind a lone query (bf16, one thread, in RAM).
-Writes benchmarks/results/kernel.{json,md}.
+- the per-rank matmul orientation behind a lone query (compute dtype, one thread, in RAM).
+Writes benchmarks/results/kernel.{json,md}; ``--budgets 2,4 16,64`` measures only those.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -35,11 +40,17 @@ import real_data  # noqa: E402
 from baseline import plain_torch_topk  # noqa: E402
 
 from metaembed.budgets import PAPER_BUDGETS  # noqa: E402
+from metaembed.hardware import cpu_model_name  # noqa: E402
 from metaembed.index import MultiVectorIndex  # noqa: E402
+from metaembed.index.search import default_compute_dtype  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "data" / "search_indexes" / "peers" / "metaembed-bfloat16"
 COMPACTED = INDEX.with_name("metaembed-bfloat16-compacted")
+COMPUTE = default_compute_dtype(torch.bfloat16)
+"""What both metaembed and plain torch compute in on this CPU (bf16 only where it is native)."""
+SETTLE = 6
+"""Searches of a shape before metaembed on 2 threads is timed: its 1-or-2-threads choice samples each 3 times."""
 BUSY_CORE = "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\nwhile True: a @ a"
 
 
@@ -49,6 +60,17 @@ def seconds(function, repeats: int = 1) -> float:
     for _ in range(repeats):
         function()
     return (time.perf_counter() - start) / repeats
+
+
+def batch_seconds(search, queries: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of ``repeats`` calls with every query, after one warm-up call."""
+    search(queries)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        search(queries)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def lone(search, queries: torch.Tensor) -> float:
@@ -67,7 +89,7 @@ def limits() -> dict:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         out[threads] = {"read_bytes_per_s": machine.read_bandwidth(),
-                        "bf16_flops": machine.peak_matmul_flops(torch.bfloat16)[0]}
+                        "peak_flops": machine.peak_matmul_flops(COMPUTE)[0]}
     return out
 
 
@@ -79,10 +101,17 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     index.threads = threads
     r_q, r_c = budget
     resident = documents[:, :r_c].to(torch.bfloat16).contiguous()
-    plain = lambda q: plain_torch_topk(resident, q, budget, 10, torch.bfloat16)  # noqa: E731
+    plain = lambda q: plain_torch_topk(resident, q, budget, 10, COMPUTE)  # noqa: E731
     ours = lambda q: index.search(q, k=10, budget=budget)  # noqa: E731
     arrays = lambda q: index.search(q, k=10, budget=budget, arrays=True)  # noqa: E731
     n = len(index)
+    if threads > 1:  # let the 1-or-2-threads choice settle for this shape, on this machine's current load
+        for _ in range(SETTLE):
+            ours(queries[:1])
+            if segmented is not None:
+                segmented.search(queries[:1], k=10, budget=budget)
+            if batch:
+                ours(queries)
     lone_runs = [("plain", plain), ("metaembed", ours), ("metaembed_arrays", arrays)]
     if segmented is not None:
         segmented.threads = threads
@@ -93,10 +122,10 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     bandwidth = machine_limits[threads]["read_bytes_per_s"]
     row["lone_bandwidth_fraction"] = {name: bytes_read / (ms / 1e3) / bandwidth for name, ms in row["lone_ms"].items()}
     if batch:
-        row["batch_ms_per_query"] = {name: 1e3 * statistics.median(seconds(lambda f=f: f(queries)) for _ in range(3))
-                                     / len(queries) for name, f in (("plain", plain), ("metaembed", ours))}
+        row["batch_ms_per_query"] = {name: 1e3 * batch_seconds(f, queries) / len(queries)
+                                     for name, f in (("plain", plain), ("metaembed", ours))}
         flops = 2 * r_q * n * r_c * index.dim
-        peak = machine_limits[threads]["bf16_flops"]
+        peak = machine_limits[threads]["peak_flops"]
         row["batch_peak_fraction"] = {name: flops / (ms / 1e3) / peak for name, ms in row["batch_ms_per_query"].items()}
     return row
 
@@ -114,10 +143,10 @@ def loaded(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Tens
 
 def orientation() -> list[dict]:
     torch.set_num_threads(1)
-    documents = torch.randn(4000, 384).to(torch.bfloat16)
+    documents = torch.randn(4000, 384).to(COMPUTE)
     rows = []
     for m in (1, 16, 64, 1600):
-        queries = torch.randn(m, 384).to(torch.bfloat16)
+        queries = torch.randn(m, 384).to(COMPUTE)
         rows.append({"m": m, "n": 4000, "queries_first_us": 1e6 * seconds(lambda: queries @ documents.T, 20),
                      "documents_first_us": 1e6 * seconds(lambda: documents @ queries.T, 20)})
         if m == 1:
@@ -130,8 +159,10 @@ def markdown(results: dict) -> str:
     lines = ["# Exact search against the roofline and plain torch", "",
              f"Run {results['started']}. Machine limits measured in this run: read bandwidth "
              f"{lim['1']['read_bytes_per_s'] / 1e9:.1f} GB/s on 1 thread, {lim['2']['read_bytes_per_s'] / 1e9:.1f} on 2; "
-             f"bf16 matmul peak {lim['1']['bf16_flops'] / 1e12:.2f} TFLOP/s on 1 thread, "
-             f"{lim['2']['bf16_flops'] / 1e12:.2f} on 2 (best of {len(machine.PEAK_SHAPES)} shapes).", "",
+             f"{results['compute']} matmul peak {lim['1']['peak_flops'] / 1e12:.2f} TFLOP/s on 1 thread, "
+             f"{lim['2']['peak_flops'] / 1e12:.2f} on 2 (best of {len(machine.PEAK_SHAPES)} shapes). "
+             f"CPU: {results['cpu']}; metaembed and plain torch compute in {results['compute']} "
+             f"({'native bf16' if results['compute'] == 'bf16' else 'no native bf16 here: bf16 would be emulated'}).", "",
              f"10,000 real documents (64 x 384, bf16 index on disk), queries 16 x 384: the index as added in "
              f"{results['segments']} parts ({results['segments']} segments), and a copy compacted into one segment in "
              f"{results['compact_s']:.1f} s (`MultiVectorIndex.compact`; every figure but the 5-segment column is the "
@@ -140,7 +171,7 @@ def markdown(results: dict) -> str:
              "| budget | threads | lone: plain (ms) | lone: metaembed (ms) | metaembed / plain | arrays (ms) | "
              f"lone: {results['segments']} segments (ms) | "
              "lone, fraction of bandwidth (metaembed / plain) | batch: plain (ms/q) | batch: metaembed (ms/q) | "
-             "batch, fraction of bf16 peak (metaembed / plain) |",
+             f"batch, fraction of {results['compute']} peak (metaembed / plain) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["quiet"]:
         lone_ms, frac = r["lone_ms"], r["lone_bandwidth_fraction"]
@@ -164,19 +195,27 @@ def markdown(results: dict) -> str:
                          f"{two['batch_ms_per_query']['plain']:.3f} | {one['batch_ms_per_query']['metaembed']:.3f} | "
                          f"{two['batch_ms_per_query']['metaembed']:.3f} | "
                          f"{two['batch_ms_per_query']['metaembed'] / one['batch_ms_per_query']['metaembed']:.2f} |")
-    lines += ["", "## The matmul orientation (bf16, 1 thread, 4,000 documents in RAM, microseconds)", "",
+    lines += ["", f"## The matmul orientation ({results['compute']}, 1 thread, 4,000 documents in RAM, microseconds)", "",
               "| query vectors | queries @ docs.T | docs @ queries.T | torch.mv(docs, query) |", "|---|---|---|---|"]
     lines += [f"| {r['m']} | {r['queries_first_us']:.0f} | {r['documents_first_us']:.0f} | "
               f"{r['mv_us']:.0f} |" if "mv_us" in r else f"| {r['m']} | {r['queries_first_us']:.0f} | "
               f"{r['documents_first_us']:.0f} | |" for r in results["orientation"]]
     lines += ["", "- lone = median of 10 queries alone after a warm-up; batch = the same 100 queries in one call, median of 3.",
               "- fraction of bandwidth = bytes of the budget's document vectors / time / read bandwidth (a lone query "
-              "is memory-bound); fraction of peak = FLOPs / time / bf16 peak (a batch is compute-bound).",
+              "is memory-bound); fraction of peak = FLOPs / time / matmul peak (a batch is compute-bound).",
+              "- metaembed on 2 threads is timed after a few searches of each shape: it runs a search on 1 or 2 "
+              "threads, whichever recent searches of that size found faster (`metaembed.index.threadchoice`).",
               "- 2-core VM: ratios within this run, not absolute times across runs."]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", nargs="+", default=[f"{r_q},{r_c}" for r_q, r_c in PAPER_BUDGETS],
+                        help="r_q,r_c to measure (default every paper budget)")
+    parser.add_argument("--results", default="kernel", help="name of the results files in benchmarks/results")
+    args = parser.parse_args()
+    budgets = [tuple(int(x) for x in budget.split(",")) for budget in args.budgets]
     if not (INDEX / "manifest.json").is_file():
         raise SystemExit(f"no index at {INDEX}: run benchmarks/search/peers.py first")
     model, trained = real_data.default_model()
@@ -193,21 +232,22 @@ def main() -> None:
     for opened in (index, segmented):
         opened.search(queries[:1], k=10, budget=(16, 64))  # checks every rank once, outside the timings
     results = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "segments": len(segmented._segments),
+               "cpu": cpu_model_name(), "compute": "bf16" if COMPUTE == torch.bfloat16 else "fp32",
                "compact_s": compact_s, "limits": {str(k): v for k, v in limits().items()}}
     lim = {int(k): v for k, v in results["limits"].items()}
     results["quiet"] = [measure(index, documents, queries, budget, threads, lim, segmented=segmented)
-                        for budget in PAPER_BUDGETS for threads in (1, 2)]
+                        for budget in budgets for threads in (1, 2)]
     busy = subprocess.Popen([sys.executable, "-c", BUSY_CORE])
     try:
         time.sleep(2)
-        results["loaded"] = {f"({b[0]},{b[1]})": loaded(index, documents, queries, b, lim) for b in PAPER_BUDGETS}
+        results["loaded"] = {f"({b[0]},{b[1]})": loaded(index, documents, queries, b, lim) for b in budgets}
     finally:
         busy.kill()
     results["orientation"] = orientation()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     out = ROOT / "results"
-    (out / "kernel.json").write_text(json.dumps(results, indent=1))
-    (out / "kernel.md").write_text(markdown(results))
+    (out / f"{args.results}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{args.results}.md").write_text(markdown(results))
     print(markdown(results))
 
 

@@ -9,8 +9,8 @@ indexes are built once and read the budget's prefix; the peers index only the bu
 Systems:
 
 - plain torch: the best plain code a user could write (benchmarks/search/baseline.py: bf16 blocked matmuls, all
-  queries at once, documents in RAM);
-- sentence-transformers 6 ``util.maxsim`` (bf16, documents in RAM, then ``topk``);
+  queries at once, documents in RAM; fp32 matmuls on a CPU without native bf16, where bf16 is emulated);
+- sentence-transformers 6 ``util.maxsim`` (bf16, or fp32 as plain torch, documents in RAM, then ``topk``);
 - metaembed: exact search on its on-disk bf16 index, in bf16 (the default on CPUs with native bf16: scores rounded to
   bf16, so near-ties order by rounding), and on an fp32 index (``dtype="float32"``, scored in fp32); the cascade with its candidate count calibrated on 200 other
   queries (``calibrate_cascade``, recall target 0.99); ``dtype="pq"`` (48 code bytes a vector), alone and with
@@ -49,6 +49,7 @@ from baseline import plain_torch_topk  # noqa: E402
 
 import metaembed  # noqa: E402
 from metaembed.index import MultiVectorIndex, QdrantMultiVectorIndex  # noqa: E402
+from metaembed.index.search import default_compute_dtype  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "data" / "search_indexes" / "peers"
@@ -126,18 +127,23 @@ def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor, budget: tuple
 
     r_q, r_c = budget
     resident = documents[:, :r_c].to(torch.bfloat16).contiguous()  # what a user would keep in RAM for this budget
-    plain = lambda q: plain_torch_topk(resident, q, budget, k=10, compute_dtype=torch.bfloat16)[1].tolist()  # noqa: E731
+    # computed in bf16 where the CPU has it natively, else fp32 (emulated bf16 would be a weak yardstick)
+    compute = default_compute_dtype(torch.bfloat16)
+    plain = lambda q: plain_torch_topk(resident, q, budget, k=10, compute_dtype=compute)[1].tolist()  # noqa: E731
+    name = "bf16" if compute == torch.bfloat16 else "fp32"
+
+    held = resident.to(compute)
 
     def sentence_transformers(q):
         found = []
-        for one in q[:, :r_q].to(torch.bfloat16):  # one query at a time: (1, n, r_q, r_c) similarities fit in memory
-            found.append(st_maxsim(one.unsqueeze(0), resident).float().topk(10, dim=1).indices[0].tolist())
+        for one in q[:, :r_q].to(compute):  # one query at a time: (1, n, r_q, r_c) similarities fit in memory
+            found.append(st_maxsim(one.unsqueeze(0), held).float().topk(10, dim=1).indices[0].tolist())
         return found
 
     size = resident.numel() * resident.element_size()
-    rows = [measure("plain torch (bf16 blocked matmul, RAM)", plain, queries, 0.0, size)]
+    rows = [measure(f"plain torch ({name} blocked matmul, bf16 in RAM)", plain, queries, 0.0, size)]
     if sentence_transformers_too:
-        rows.append(measure("sentence-transformers util.maxsim (bf16, RAM)", sentence_transformers, queries, 0.0, size,
+        rows.append(measure(f"sentence-transformers util.maxsim ({name}, RAM)", sentence_transformers, queries, 0.0, size,
                             batch=20))
     return rows
 

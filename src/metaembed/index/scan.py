@@ -74,13 +74,12 @@ def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vec
                 ranks: tuple[int, int]) -> Iterator[Tensor]:
     """(n_qv, n) score blocks whose elementwise maximum is each document's best over its vectors ``ranks[0]:ranks[1]``:
     for a whole segment that :func:`groups_ranks`, the maxima of groups of ranks scored in one matmul each (as many
-    ranks as keep ~_RUNNING_MAX_ELEMENTS scores, and as many converted values when the compute dtype is not the
-    stored one); otherwise one block per rank (many query vectors: the per-rank running maximum stays in cache)."""
+    ranks as keep ~_RUNNING_MAX_ELEMENTS scores; vectors stored in another dtype than the compute one are converted
+    a cache-sized block at a time inside the matmul's loop, :func:`~metaembed.index.segment.documents_times_queries`);
+    otherwise one block per rank (many query vectors: the per-rank running maximum stays in cache)."""
     first, last = ranks
     if start == 0 and stop == segment.count and last - first > 1 and groups_ranks(segment, n_query_vectors):
         group = _RUNNING_MAX_ELEMENTS // (segment.count * n_query_vectors)
-        if isinstance(queries, Tensor) and queries.dtype != segment.vectors.dtype:  # each group is converted first
-            group = min(group, max(1, _RUNNING_MAX_ELEMENTS // (segment.count * segment.dim)))
         for begin in range(first, last, group):
             yield max_of_stacked(segment.rank_group_scores(begin, min(last, begin + group), queries)).T
     else:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
-from metaembed.index.intraop import INTRA_OP_THREADS
+from metaembed.index.threadchoice import THREAD_CHOICE
 from metaembed.index.scan import SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
 from metaembed.index.segment import Segment
 from metaembed.index.taskboard import TaskBoard, run_as_caller, run_helper
@@ -109,25 +109,30 @@ def exact_search(
     With ``threads`` > 1 the search's tasks (:func:`~metaembed.index.scan.search_tasks`) go to that many
     single-threaded workers, the caller and threads - 1 helpers, each taking the next task when done with its own;
     when none is left the caller runs again any task still in a helper's hands and keeps the first result
-    (:mod:`metaembed.index.taskboard`), so a helper whose core is busy elsewhere never holds the search up: 2 threads
-    on a loaded machine are not slower than 1. The caller joins the parts of segments shared by their ranks and
-    merges every result into the top-k. A search too small for helpers (:func:`~metaembed.index.scan.worth_threads`)
-    runs in the caller alone, on torch's own ``threads`` where that has recently been faster for its size
-    (:mod:`metaembed.index.intraop`); one task is scored without the board."""
+    (:mod:`metaembed.index.taskboard`), so a helper whose core is busy elsewhere never holds the search up. The
+    caller joins the parts of segments shared by their ranks and merges every result into the top-k. A search too
+    small for helpers (:func:`~metaembed.index.scan.worth_threads`) runs in the caller alone, on torch's own
+    ``threads``; one task is scored without the board. Either way a search runs on ``threads`` only where that has
+    recently been faster than one thread for searches of its size, else on one (:mod:`metaembed.index.threadchoice`):
+    on a loaded machine a second thread can cost more than it gives."""
     n_q, r_q, _ = queries.shape
     totals = query_prefix_weights(queries)[:, -1:] if normalize_by_query else None  # (n_q, 1): r_q for unit vectors
     prepared = segments[0].prepare_queries(queries.reshape(n_q * r_q, -1), compute_dtype) if segments else None
     workers = worth_threads([segment.count for segment in segments], r_c, n_q * r_q, queries.shape[-1], threads)
     tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], workers)
-    # a search too small to share among workers runs on the caller, on torch's own threads where that has recently
-    # been faster for searches of its size (an idle machine), else on one (see metaembed.index.intraop)
-    size = INTRA_OP_THREADS.size(sum(segment.count for segment in segments) * r_c, n_q * r_q, len(tasks))
-    caller_threads = INTRA_OP_THREADS.choose(size, threads) if workers == 1 < threads else 1
+    # one thread or ``threads``, whichever has recently been faster for searches of this size (an idle machine, or
+    # a busy one; see metaembed.index.threadchoice): a search shared among workers runs on the caller alone when
+    # that is faster, and one too small to share runs in the caller on torch's own threads when those are faster
+    helpers = workers > 1 and len(tasks) > 1
+    size = THREAD_CHOICE.size(sum(segment.count for segment in segments) * r_c, n_q * r_q, len(tasks), helpers)
+    learns = threads > 1 and (helpers or workers == 1)
+    chosen = THREAD_CHOICE.choose(size, threads, first=threads if helpers else 1) if learns else 1
+    caller_threads = chosen if workers == 1 else 1
     started = time.perf_counter()
 
     def done(found: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        if workers == 1 < threads:
-            INTRA_OP_THREADS.record(size, caller_threads, time.perf_counter() - started)
+        if learns:
+            THREAD_CHOICE.record(size, chosen, time.perf_counter() - started)
         return found
     merge_every = max(k, _PENDING_SCORES // max(1, n_q))
 
@@ -176,7 +181,7 @@ def exact_search(
 
     board = TaskBoard(len(tasks))
     with torch_threads(caller_threads, exactly=True):  # the calling thread is the first worker
-        if workers > 1 and len(tasks) > 1:
+        if helpers and chosen > 1:
             pool = search_pool(workers - 1)
             for _ in range(workers - 1):
                 pool.submit(run_helper, board, run)

@@ -269,7 +269,9 @@ class Segment:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
             # ~1.5-2x faster for the few query vectors of a lone query (62 vs 96 us for 64 x 1000 x 384) and about
             # as fast for batches (benchmarks/results/kernel.md, last table)
-            return documents_times_queries(self.rank_block(rank, start, stop, queries.dtype), queries).T
+            # plain vectors go as stored (converted block by block in documents_times_queries); int8 scaled first
+            stored = queries.dtype if self.scales is not None else self.vectors.dtype
+            return documents_times_queries(self.rank_block(rank, start, stop, stored), queries).T
         self.require_ranks(rank + 1)
         return self.codebook.scores(queries, self.codes[rank, start:stop])
 
@@ -280,8 +282,6 @@ class Segment:
         plain vectors (:attr:`stores_plain_vectors`); int8 and pq are scored one rank at a time (:meth:`rank_scores`)."""
         self.require_ranks(stop)
         stacked = self.vectors[first:stop].reshape((stop - first) * self.count, -1)  # a view: ranks are contiguous
-        if stacked.dtype != queries.dtype:
-            stacked = stacked.to(queries.dtype)
         return documents_times_queries(stacked, queries).view(stop - first, self.count, -1)
 
     def anchor_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor | None:
@@ -317,13 +317,38 @@ class Segment:
     def bytes_per_document(self) -> float:
         return sum(f["bytes"] for f in self.record["files"].values()) / max(1, self.count)
 
+_CONVERTED_BLOCK_ELEMENTS = 1 << 20
+"""Stored vectors in another dtype than the queries' (bf16 scored in fp32 on a CPU without native bf16) are converted
+this many values at a time (4 MB of fp32), each block multiplied while it is still in cache: converting a whole
+10,000 x 384 rank first took a lone (16,64) query's 64 ranks ~1.7x longer (330-400 against ~200 ms, AMD EPYC, one
+core, blocks of 1,536-3,072 rows all alike)."""
+
+
 def documents_times_queries(documents: Tensor, queries: Tensor) -> Tensor:
-    """(n, D) documents @ (n_qv, D) queries^T as (n, n_qv). One query vector goes through a matrix-vector product:
-    oneDNN's bf16 matmul with a single column streams memory ~1.3-1.6x slower than ``torch.mv`` (10,000 x 384:
-    656 against 516 us; 128,000 x 384: 37 against 23 ms, on one core)."""
+    """(n, D) documents @ (n_qv, D) queries^T as (n, n_qv) in the queries' dtype; documents stored in another dtype
+    are converted a cache-sized block at a time (:data:`_CONVERTED_BLOCK_ELEMENTS`). One query vector goes through
+    a matrix-vector product: oneDNN's bf16 matmul with a single column streams memory ~1.3-1.6x slower than
+    ``torch.mv`` (10,000 x 384: 656 against 516 us; 128,000 x 384: 37 against 23 ms, on one core)."""
+    rows = max(1, _CONVERTED_BLOCK_ELEMENTS // documents.shape[1])
+    if documents.dtype != queries.dtype and len(documents) > rows:
+        products = torch.empty(len(documents), len(queries), dtype=queries.dtype)
+        converted = torch.empty(rows, documents.shape[1], dtype=queries.dtype)
+        for start in range(0, len(documents), rows):
+            block = converted[: min(rows, len(documents) - start)]
+            block.copy_(documents[start : start + len(block)])
+            _times_queries(block, queries, out=products[start : start + len(block)])
+        return products
+    return _times_queries(documents.to(queries.dtype), queries)
+
+
+def _times_queries(documents: Tensor, queries: Tensor, out: Tensor | None = None) -> Tensor:
+    """(n, D) @ (n_qv, D)^T in one dtype, into ``out`` (n, n_qv) when given."""
     if len(queries) == 1:
-        return torch.mv(documents, queries[0]).unsqueeze(1)
-    return documents @ queries.T
+        if out is None:
+            return torch.mv(documents, queries[0]).unsqueeze(1)
+        torch.mv(documents, queries[0], out=out.view(-1))
+        return out
+    return torch.mm(documents, queries.T, out=out) if out is not None else documents @ queries.T
 
 
 def _check_size(path: Path, record: dict[str, Any], size: int) -> None:

@@ -1,0 +1,87 @@
+"""Whether a search runs on one thread or on the index's N, learned from the searches' own times: on an idle 2-core
+machine N pays (a lone (1,1) query over 10,000 documents on torch's threads: torch.mv 0.49 -> 0.29 ms; a (16,64)
+one shared with a helper: ~1.7x), on a busy one it can cost (three runnable threads on two cores: the caller itself
+loses its core part of the time, and a parallel region waits for its slowest, possibly descheduled, thread). The
+kernel's count of runnable threads (/proc/loadavg) cannot tell which: it also counts torch's own workers, which spin
+for milliseconds after each parallel region. So each search size keeps the recent times of both choices, takes the
+faster, and tries the other now and then to notice when the machine changes."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import deque
+
+_RECENT = 5
+"""Times kept per (size, choice): their median ignores a one-off stall (a page fault, a descheduled thread)."""
+_FIRST_SAMPLES = 3
+"""Each choice runs this many times (alternating) before either is preferred: the first run on torch's threads
+pays for waking them."""
+_FIRST_TRY = 8
+"""Searches of a size between tries of the slower choice at first, and again whenever the faster one changes."""
+_LAST_TRY = 512
+"""The longest gap between tries: each try that confirms the faster choice doubles the gap up to this, so a busy
+machine pays for few slow tries (one in 512 at most, once settled), and a machine that became idle is noticed within
+512 searches of a size."""
+
+
+class ThreadChoice:
+    """Per search size (document vectors read and query vectors, each to a power of two, the number of tasks it is
+    cut into, and whether helpers share them): the recent seconds of searches run on one thread and on ``threads``,
+    and which to run next."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[tuple[int, ...], deque[float]] = {}
+        self._tries: dict[tuple[int, ...], _Tries] = {}
+
+    @staticmethod
+    def size(document_vectors: int, query_vectors: int, tasks: int = 1, helpers: bool = False) -> tuple[int, ...]:
+        """The size class of a search: bit lengths of its document and query vector counts, its task count, and
+        whether its tasks go to helper threads (else the caller runs them, on torch's own threads or one)."""
+        return document_vectors.bit_length(), query_vectors.bit_length(), tasks, int(helpers)
+
+    def choose(self, size: tuple[int, ...], threads: int, first: int = 1) -> int:
+        """1 or ``threads`` for the next search of ``size``: each choice runs _FIRST_SAMPLES times first
+        (alternating, ``first`` first), then the faster of their recent medians, except now and then (every 8th
+        search, the gap doubling up to 512 while the faster choice stays the same) the other."""
+        if threads <= 1:
+            return 1
+        second = 1 if first == threads else threads
+        with self._lock:
+            sampled = self._seconds.get((*size, first), ()), self._seconds.get((*size, second), ())
+            if min(map(len, sampled)) < _FIRST_SAMPLES:
+                return first if len(sampled[0]) <= len(sampled[1]) else second
+            one, many = self._seconds[(*size, 1)], self._seconds[(*size, threads)]
+            faster, other = (threads, 1) if statistics.median(many) < statistics.median(one) else (1, threads)
+            tries = self._tries.setdefault(size, _Tries())
+            return other if tries.due(faster) else faster
+
+    def record(self, size: tuple[int, ...], threads: int, seconds: float) -> None:
+        """A search of ``size`` run on ``threads`` threads took ``seconds``."""
+        with self._lock:
+            self._seconds.setdefault((*size, threads), deque(maxlen=_RECENT)).append(seconds)
+
+
+class _Tries:
+    """When one size next tries the slower choice."""
+
+    def __init__(self) -> None:
+        self.faster: int | None = None
+        self.gap = _FIRST_TRY
+        self.left = _FIRST_TRY
+
+    def due(self, faster: int) -> bool:
+        """Count a search whose faster choice is ``faster``; whether it is the one to try the other."""
+        if faster != self.faster:
+            self.faster, self.gap, self.left = faster, _FIRST_TRY, _FIRST_TRY
+        self.left -= 1
+        if self.left > 0:
+            return False
+        self.gap = min(_LAST_TRY, 2 * self.gap)
+        self.left = self.gap
+        return True
+
+
+THREAD_CHOICE = ThreadChoice()
+"""The process's record (searches on one machine share what they learn about its load)."""

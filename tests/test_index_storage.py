@@ -171,10 +171,36 @@ def test_equal_scores_rank_by_id_descending_where_they_reach_the_top_k():
     scores = torch.tensor([[0.9, 0.5, 0.5, 0.5, 0.2, 0.1, 0.1], [0.9, 0.8, 0.7, 0.6, 0.3, 0.3, inf],
                            [0.4, 0.4, 0.2, inf, inf, inf, inf]])
     keys = torch.tensor([[6, 0, 5, 2, 1, 3, 4], [0, 1, 2, 3, 4, 5, -1], [1, 3, 2, -1, -1, -1, -1]])
-    top_scores, top_keys = ranked_by_id_on_ties(lambda width: (scores[:, :width], keys[:, :width]), 4, 7, id_of_key)
+    top_scores, top_keys = ranked_by_id_on_ties(lambda width, rows: (scores[:, :width], keys[:, :width]), 4, 7, id_of_key)
     # row 0: the run 0.5 x3 (keys 0, 5, 2 = ids a, f, c) -> f, c, a; row 1: no tie in the top 4 (the 0.3s are past it)
     # row 2: a tie at the top (b, d) -> d, b; fewer than 4 results end in -1 / -inf
     assert top_keys.tolist() == [[6, 5, 2, 0], [0, 1, 2, 3], [3, 1, 2, -1]]
     assert top_scores[0].tolist() == pytest.approx([0.9, 0.5, 0.5, 0.5])
     assert top_scores[2, 3] == inf
     assert sorted(looked_up) == [0, 1, 2, 3, 5]  # only the runs that reach the top k
+
+
+def test_ties_past_the_fetched_window_fetch_more_for_those_queries_only(monkeypatch):
+    """A batch where one query's run of equal scores reaches past what was fetched: only that query is searched
+    again, wider, and the ranking equals fetching everything at once."""
+    import metaembed.index.search as search_module
+
+    monkeypatch.setattr(search_module, "TIE_WINDOW", 2)
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0],
+                           [0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.2, 0.1, 0.0],
+                           [0.8, 0.7, 0.6, 0.6, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1]])
+    keys = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [3, 0, 8, 2, 9, 4, 1, 5, 6, 7], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
+    calls = []
+
+    def search(width, rows):
+        calls.append((width, None if rows is None else rows.tolist()))
+        picked = slice(None) if rows is None else rows
+        return scores[picked, :width], keys[picked, :width]
+
+    top_scores, top_keys = search_module.ranked_by_id_on_ties(search, 2, 10, str)
+    assert calls == [(4, None), (10, [1])]  # query 1's 0.5s reach the 4th place: it alone goes to 16 -> all 10
+    # query 1: 0.9 (key 3), then the run of 0.5s (keys 0, 8, 2, 9, 4, 1) by id descending: "9" first
+    assert top_keys.tolist() == [[0, 1], [3, 9], [9, 8]]
+    monkeypatch.setattr(search_module, "TIE_WINDOW", 64)
+    whole = search_module.ranked_by_id_on_ties(lambda width, rows: (scores[:, :width], keys[:, :width]), 2, 10, str)
+    assert whole[1].tolist() == top_keys.tolist() and torch.equal(whole[0], top_scores)

@@ -164,7 +164,7 @@ def auto_search(index: "MultiVectorIndex", query_vectors: Any, k: int = 10, *, m
     outcome = climb(index, queries, rungs, candidates, margin, dtype)
     used = [rungs[j] for j in outcome.rung.tolist()]
     # Equal scores rank by document id, as exact search and `metaembed eval` rank them.
-    scores, keys = ranked_by_id_on_ties(lambda width: (outcome.scores, outcome.keys), k, outcome.scores.shape[1],
+    scores, keys = ranked_by_id_on_ties(lambda width, rows: (outcome.scores, outcome.keys), k, outcome.scores.shape[1],
                                         index._document_id)
     if normalize_by_query:
         totals = query_prefix_weights(queries)  # (n_q, R_q): a query's total weight at each r_q

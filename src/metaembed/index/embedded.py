@@ -34,7 +34,7 @@ from metaembed.index.hnsw import FirstVectorGraph, hnsw_candidates
 from metaembed.index.manifest import (CODEBOOK, MANIFEST, create_manifest_locked, new_manifest, read_manifest,
                                       read_manifest_locked)
 from metaembed.index.search import (SearchArrays, SearchResult, default_compute_dtype, deleted_masks, document_id, exact_search,
-                                    gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank,
+                                    gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank, some,
                                     resolve_threads, search_method, searching_threads)
 from metaembed.index.codebook import check_subquantizers, default_subquantizers
 from metaembed.index.segment import STORAGE_DTYPES, Segment, Storage, read_codebook
@@ -371,12 +371,13 @@ class MultiVectorIndex(IndexWriting):
             found_scores, found = exact_search(self._segments, self._deleted, queries, r_c, max(rescore, k), dtype,
                                                normalize_by_query, threads)
             found = found.masked_fill(torch.isinf(found_scores), -1)
-            search = lambda width: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype,  # noqa: E731
-                                          normalize_by_query, full_precision=True)
+            search = lambda width, rows: rerank(self._segments, self._offsets, some(queries, rows),  # noqa: E731
+                                                some(found, rows), r_c, width, dtype, normalize_by_query,
+                                                full_precision=True)
             total = found.shape[1]
         else:
-            search = lambda width: exact_search(self._segments, self._deleted, queries, r_c, width, dtype,  # noqa: E731
-                                                normalize_by_query, threads)
+            search = lambda width, rows: exact_search(self._segments, self._deleted, some(queries, rows),  # noqa: E731
+                                                      r_c, width, dtype, normalize_by_query, threads)
             total = sum(segment.count for segment in self._segments)
         scores, keys = ranked_by_id_on_ties(search, k, total, self._document_id)
         used = Budget(queries.shape[1], r_c)
@@ -424,8 +425,9 @@ class MultiVectorIndex(IndexWriting):
         used = Budget(queries.shape[1], r_c)
         costs = ((keys >= 0).sum(dim=1) * used.query * r_c + len(self) * first.query * first.document).tolist()
         scores, keys = ranked_by_id_on_ties(
-            lambda width, found=keys: rerank(self._segments, self._offsets, queries, found, r_c, width, dtype,
-                                             normalize_by_query, full_precision=self._storage.full_precision),
+            lambda width, rows, found=keys: rerank(self._segments, self._offsets, some(queries, rows), some(found, rows),
+                                                   r_c, width, dtype, normalize_by_query,
+                                                   full_precision=self._storage.full_precision),
             k, keys.shape[1], self._document_id)
         return self._results(scores, keys, budgets=[used] * len(queries), costs=costs if exact_first else None,
                              arrays=arrays, k=k)

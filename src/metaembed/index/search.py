@@ -341,22 +341,34 @@ def document_id(segments: Sequence[Segment], starts: Sequence[int], key: int) ->
     return segments[s].ids[key - starts[s]]
 
 
-def ranked_by_id_on_ties(search: Callable[[int], tuple[Tensor, Tensor]], k: int, total: int,
+def some(tensor: Tensor, rows: Tensor | None) -> Tensor:
+    """The ``rows`` of a per-query tensor, or all of it for None (see :func:`ranked_by_id_on_ties`)."""
+    return tensor if rows is None else tensor[rows]
+
+
+def ranked_by_id_on_ties(search: Callable[[int, Tensor | None], tuple[Tensor, Tensor]], k: int, total: int,
                          id_of_key: Callable[[int], str]) -> tuple[Tensor, Tensor]:
-    """Top-k (scores, keys) from ``search(width)`` with equal scores ranked by document id, descending
-    (trec_eval's rule, as ``metaembed eval`` ranks): a few places past k are fetched, and more while ties
-    reach the end of what was fetched. Only runs of equal scores that reach the top k look ids up; the rest keeps
-    its order. The (n_q, k + a few) arrays are small, so the pass runs in numpy (~1 us an operation against torch's
-    ~4: a fifth of a lone (1,1) query's time over 10,000 documents went to this pass in torch)."""
+    """Top-k (scores, keys) from ``search(width, rows)`` (the top ``width`` of the queries ``rows``, None: all) with
+    equal scores ranked by document id, descending (trec_eval's rule, as ``metaembed eval`` ranks): a few places
+    past k are fetched, and more, for the queries whose ties reach the end of what was fetched, only those (in a
+    batch one such query used to search the whole batch again). Only runs of equal scores that reach the top k look
+    ids up; the rest keeps its order. The (n_q, k + a few) arrays are small, so the pass runs in numpy (~1 us an
+    operation against torch's ~4: a fifth of a lone (1,1) query's time over 10,000 documents went to this pass in
+    torch)."""
     width = min(total, k + TIE_WINDOW)
-    while True:
-        found_scores, found_keys = search(max(width, 1))
-        scores, keys = found_scores.numpy(), found_keys.numpy()
+    found_scores, found_keys = search(max(width, 1), None)
+    scores, keys = found_scores.numpy(), found_keys.numpy()
+    while width < total and scores.shape[1] > k:
         last = scores[:, -1:]
-        straddle = scores.shape[1] > k and bool(((scores[:, k - 1 : k] == last) & np.isfinite(last)).any())
-        if width >= total or not straddle:
+        straddling = np.flatnonzero(((scores[:, k - 1 : k] == last) & np.isfinite(last))[:, 0])
+        if not len(straddling):
             break
         width = min(total, width * 4)
+        again_scores, again_keys = search(width, torch.from_numpy(straddling))
+        wider = again_scores.shape[1]  # the others keep what they had, padded as "no document" (-inf, key -1)
+        scores = np.concatenate([scores, np.full((len(scores), wider - scores.shape[1]), -np.inf, scores.dtype)], 1)
+        keys = np.concatenate([keys, np.full((len(keys), wider - keys.shape[1]), -1, keys.dtype)], 1)
+        scores[straddling], keys[straddling] = again_scores.numpy(), again_keys.numpy()
     keep = min(k, scores.shape[1])
     invalid = keys[:, :keep] < 0
     ranked_scores = np.where(invalid, np.float32(-np.inf), scores[:, :keep]).astype(scores.dtype, copy=False)

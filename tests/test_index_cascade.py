@@ -155,3 +155,22 @@ def test_other_settings_rebuild_for_a_writer_and_stay_in_memory_for_a_reader(set
         assert reader.manifest["hnsw"]["settings"]["connectivity"] == 16  # a reader never writes
     index.build_hnsw(connectivity=8)
     assert index.manifest["hnsw"]["settings"] == {"connectivity": 8, "expansion_add": 128, "expansion_search": 256}
+
+
+@pytest.mark.parametrize("values", [1, 2 * 8 * 32, 1 << 22])  # one query a step, two, all at once
+def test_rerank_in_steps_scores_every_candidate_exactly(setup, monkeypatch, values):
+    from metaembed.index import search
+
+    index, documents, _ = setup
+    queries = unit(5, 4, 32, seed=7)
+    # candidates from both segments, out of order, repeated across queries; -1 = no candidate (one row has none)
+    keys = torch.tensor([[150, 3, 119, 120], [7, -1, 199, 7], [-1, -1, -1, -1], [0, 60, -1, 180], [121, 5, 9, 88]])
+    monkeypatch.setattr(search, "_RERANK_VALUES", values)
+    scores, found = search.rerank(index._segments, index._offsets, queries, keys, 8, 3, torch.float32)
+    full = metaembed.maxsim(queries, documents, 4, 8, dtype=torch.float32)
+    for q in range(5):
+        live = [key for key in keys[q].tolist() if key >= 0]
+        expected = sorted(((full[q, key].item(), key) for key in live), reverse=True)[:3]  # a repeat scores twice
+        got = [(s, key) for s, key in zip(scores[q].tolist(), found[q].tolist()) if s != float("-inf")]
+        assert [s for s, _ in got] == pytest.approx([s for s, _ in expected], abs=1e-5)
+        assert {key for _, key in got} <= set(live) and len(got) == min(3, len(live))

@@ -87,3 +87,23 @@ def test_shape_errors(vectors):
         maxsim(queries[0], documents)
     with pytest.raises(ValueError, match="dimension"):
         maxsim(queries, documents[..., :8])
+
+
+def test_paired_maxsim_scores_each_query_against_its_own_documents(vectors):
+    from metaembed.scoring import paired_maxsim
+
+    queries, documents = vectors
+    own = torch.tensor([[0, 3, 6], [5, 5, 1], [2, 0, 4]])  # query i's candidates; a document may repeat
+    paired = paired_maxsim(queries, documents[own])  # (3, 3, 6, 16) -> (3, 3)
+    full = double_loop_maxsim(queries, documents, 4, 6)
+    torch.testing.assert_close(paired, full.gather(1, own), atol=1e-5, rtol=0)
+    torch.testing.assert_close(paired_maxsim(queries, documents[own], normalize_by_query=True), full.gather(1, own) / 4,
+                               atol=1e-5, rtol=0)
+    bf16 = paired_maxsim(queries.bfloat16(), documents[own].bfloat16())
+    assert bf16.dtype == torch.float32 and (bf16 - full.gather(1, own)).abs().max() < 0.05
+    with pytest.raises(ValueError, match="expects query_vectors"):
+        paired_maxsim(queries, documents)  # (n_documents, R_c, D): not grouped per query
+    with pytest.raises(ValueError, match="expects query_vectors"):
+        paired_maxsim(queries[:2], documents[own])
+    with pytest.raises(ValueError, match="dimension"):
+        paired_maxsim(queries, documents[own][..., :8])

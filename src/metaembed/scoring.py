@@ -104,6 +104,32 @@ def maxsim(
     return scores
 
 
+def paired_maxsim(query_vectors: Tensor, document_vectors: Tensor, *, normalize_by_query: bool = False,
+                  dtype: torch.dtype | None = None) -> Tensor:
+    """MaxSim of each query against its own documents only: query_vectors (n, R_q, D) and document_vectors
+    (n, K, R_c, D), every vector used, give scores (n, K) in fp32 (query i against documents [i, 0..K-1]).
+
+    One batched matmul for a whole batch of reranks (a cascade's candidates), rather than one :func:`maxsim` call
+    per query; the caller bounds n * K * R_c * D. Computes in ``dtype`` as :func:`maxsim` does."""
+    if query_vectors.ndim != 3 or document_vectors.ndim != 4 or document_vectors.shape[0] != query_vectors.shape[0]:
+        raise ValueError(
+            "paired_maxsim expects query_vectors (n, R_q, D) and document_vectors (n, K, R_c, D), got shapes "
+            f"{tuple(query_vectors.shape)} and {tuple(document_vectors.shape)}"
+        )
+    if query_vectors.shape[-1] != document_vectors.shape[-1]:
+        raise ValueError(
+            f"query dimension {query_vectors.shape[-1]} differs from document dimension {document_vectors.shape[-1]}"
+        )
+    work_dtype = compute_dtype(query_vectors, document_vectors, requested=dtype)
+    n, n_docs, r_c, dim = document_vectors.shape
+    documents = document_vectors.to(work_dtype).reshape(n, n_docs * r_c, dim)
+    similarity = torch.bmm(query_vectors.to(work_dtype), documents.transpose(1, 2))  # (n, R_q, K * R_c)
+    scores = similarity.view(n, -1, n_docs, r_c).amax(dim=-1).float().sum(dim=1)
+    if normalize_by_query:
+        scores /= query_prefix_weights(query_vectors)[:, -1:]
+    return scores
+
+
 def tie_order(ids: Sequence[str]) -> list[int]:
     """Positions of ``ids`` in the order equal scores rank: by id, descending (trec_eval's rule).
 

@@ -21,7 +21,7 @@ from metaembed.index.threadchoice import THREAD_CHOICE
 from metaembed.index.scan import SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
 from metaembed.index.segment import Segment
 from metaembed.index.taskboard import TaskBoard, run_as_caller, run_helper
-from metaembed.scoring import TIE_WINDOW, maxsim, query_prefix_weights
+from metaembed.scoring import TIE_WINDOW, paired_maxsim, query_prefix_weights
 
 _PENDING_SCORES = 1 << 20
 """Scores (query x document, fp32: 4 MB) a search thread gathers before merging them into its running top-k."""
@@ -252,6 +252,12 @@ def resolve_threads(threads: int | None) -> int:
     return threads
 
 
+_RERANK_VALUES = 1 << 20
+"""Candidate vector values gathered per rerank step (4 MB in fp32): as many queries at a time as fit. Larger steps
+lose more to first touching freshly allocated memory than they save in calls (a 64 MB buffer: ~16,000 page faults,
+10x the time of filling a reused one, on this VM)."""
+
+
 def rerank(
     segments: Sequence[Segment],
     offsets: Tensor,
@@ -263,33 +269,47 @@ def rerank(
     normalize_by_query: bool = False,
     full_precision: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Exact MaxSim of each query against its own candidates (n_q, K) at budget r_c; top-k (scores, keys).
-    ``full_precision``: score a pq index's kept bf16 copies rather than its codes.
+    """Exact MaxSim of each query against its own candidates (n_q, K; -1 = none) at budget r_c; top-k (scores,
+    keys). ``full_precision``: score a pq index's kept bf16 copies rather than its codes.
 
-    Candidates are gathered one query at a time, so memory stays at K x r_c x D whatever the batch."""
-    scores = torch.full(candidate_keys.shape, float("-inf"))
-    for i in range(queries.shape[0]):
-        valid = candidate_keys[i] >= 0
-        keys = candidate_keys[i][valid]
-        if keys.numel():
-            documents = gather_documents(segments, offsets, keys, r_c, compute_dtype, full_precision)
-            scores[i, valid] = maxsim(queries[i : i + 1].to(compute_dtype), documents, dtype=compute_dtype,
-                                      normalize_by_query=normalize_by_query)[0]
-    top, where = scores.topk(min(k, candidate_keys.shape[1]), dim=1)
+    The candidates of as many queries as :data:`_RERANK_VALUES` allows are gathered at once and scored in one
+    batched matmul (:func:`~metaembed.scoring.paired_maxsim`), so memory stays bounded whatever the batch."""
+    n_q, width = candidate_keys.shape
+    scores = torch.full((n_q, width), float("-inf"))
+    dim = segments[0].dim if segments else 0
+    step = max(1, _RERANK_VALUES // max(1, width * r_c * dim))
+    for start in range(0, n_q, step):
+        keys = candidate_keys[start : start + step]
+        valid = (keys >= 0).reshape(-1)
+        if not bool(valid.any()):
+            continue
+        flat = keys.reshape(-1)
+        if bool(valid.all()):
+            documents = gather_documents(segments, offsets, flat, r_c, compute_dtype, full_precision)
+        else:
+            documents = torch.zeros(len(flat), r_c, dim, dtype=compute_dtype)
+            documents[valid] = gather_documents(segments, offsets, flat[valid], r_c, compute_dtype, full_precision)
+        paired = paired_maxsim(queries[start : start + step].to(compute_dtype),
+                               documents.view(len(keys), width, r_c, dim), dtype=compute_dtype,
+                               normalize_by_query=normalize_by_query)
+        scores[start : start + len(keys)] = paired.masked_fill(~valid.view(len(keys), width), float("-inf"))
+    top, where = scores.topk(min(k, width), dim=1)
     return top, candidate_keys.gather(1, where)
 
 
 def gather_documents(segments: Sequence[Segment], offsets: Tensor, keys: Tensor, r_c: int, dtype: torch.dtype,
                      full_precision: bool = False) -> Tensor:
     """Documents by global key as (len(keys), r_c, D), read from their segments (``full_precision``: as
-    :meth:`Segment.gather`)."""
-    dim = segments[0].dim if segments else 0
-    out = torch.empty(len(keys), r_c, dim, dtype=dtype)
+    :meth:`Segment.gather`). Keys all in one segment (a compacted index) come back as that segment's gather itself,
+    with no copy."""
     segment_of = torch.searchsorted(offsets, keys, right=True) - 1
+    first, last = (int(segment_of.min()), int(segment_of.max())) if len(keys) else (0, 0)
+    if first == last and segments:
+        return segments[first].gather(keys - offsets[first], r_c, dtype, full_precision)
+    out = torch.empty(len(keys), r_c, segments[0].dim if segments else 0, dtype=dtype)
     for s in segment_of.unique().tolist():
-        mask = segment_of == s
-        rows = keys[mask] - offsets[s]
-        out[mask] = segments[s].gather(rows, r_c, dtype, full_precision)
+        where = (segment_of == s).nonzero().squeeze(1)
+        out.index_copy_(0, where, segments[s].gather(keys[where] - offsets[s], r_c, dtype, full_precision))
     return out
 
 

@@ -7,7 +7,7 @@ parts of 2,000 as a user adding a corpus in parts would (5 segments), and a copy
 (``MultiVectorIndex.compact``, timed), at every paper budget, on 1 and 2 threads:
 - one query alone (median of 10 queries) and 100 queries in one call, metaembed (result objects, and arrays; the
   compacted index, and lone queries on the 5 segments too) against plain torch holding exactly the budget's vectors
-  in RAM (benchmarks/search/baseline.py);
+  in RAM in the compute dtype, at the fastest of several block sizes (benchmarks/search/baseline.py);
 - fractions of this machine's limits measured in the same run: a lone query's bytes read / (time x read bandwidth
   on that many threads); a batch's FLOPs / (time x matmul peak on that many threads, best of several shapes) in the
   dtype both compute in here: bf16 on a CPU with native bf16 (AMX, AVX512-BF16), else fp32 (bf16 is emulated there;
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import machine  # noqa: E402
 import real_data  # noqa: E402
-from baseline import plain_torch_topk  # noqa: E402
+from baseline import resident_documents, tuned_plain_torch  # noqa: E402
 
 from metaembed.budgets import PAPER_BUDGETS  # noqa: E402
 from metaembed.hardware import cpu_model_name  # noqa: E402
@@ -100,8 +100,8 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     torch.set_num_threads(threads)
     index.threads = threads
     r_q, r_c = budget
-    resident = documents[:, :r_c].to(torch.bfloat16).contiguous()
-    plain = lambda q: plain_torch_topk(resident, q, budget, 10, COMPUTE)  # noqa: E731
+    resident = resident_documents(documents, r_c, COMPUTE)  # held in the compute dtype, as a user would
+    plain = tuned_plain_torch(resident, queries, budget, 10, COMPUTE)[0]  # block size: the fastest here, now
     ours = lambda q: index.search(q, k=10, budget=budget)  # noqa: E731
     arrays = lambda q: index.search(q, k=10, budget=budget, arrays=True)  # noqa: E731
     n = len(index)

@@ -9,7 +9,8 @@ indexes are built once and read the budget's prefix; the peers index only the bu
 Systems:
 
 - plain torch: the best plain code a user could write (benchmarks/search/baseline.py: bf16 blocked matmuls, all
-  queries at once, documents in RAM; fp32 matmuls on a CPU without native bf16, where bf16 is emulated);
+  queries at once, documents in RAM; fp32 matmuls on fp32 documents in RAM on a CPU without native bf16, where bf16
+  is emulated; the block size the fastest of several, timed first);
 - sentence-transformers 6 ``util.maxsim`` (bf16, or fp32 as plain torch, documents in RAM, then ``topk``);
 - metaembed: exact search on its on-disk bf16 index, in bf16 (the default on CPUs with native bf16: scores rounded to
   bf16, so near-ties order by rounding), and on an fp32 index (``dtype="float32"``, scored in fp32); the cascade with its candidate count calibrated on 200 other
@@ -45,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import machine  # noqa: E402
 import real_data  # noqa: E402
-from baseline import plain_torch_topk  # noqa: E402
+from baseline import BLOCK_CHOICES, resident_documents, tuned_plain_torch  # noqa: E402
 
 import metaembed  # noqa: E402
 from metaembed.index import MultiVectorIndex, QdrantMultiVectorIndex  # noqa: E402
@@ -131,13 +132,13 @@ def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor, budget: tuple
     from sentence_transformers.util import maxsim as st_maxsim
 
     r_q, r_c = budget
-    resident = documents[:, :r_c].to(torch.bfloat16).contiguous()  # what a user would keep in RAM for this budget
-    # computed in bf16 where the CPU has it natively, else fp32 (emulated bf16 would be a weak yardstick)
+    # computed in bf16 where the CPU has it natively, else fp32 (emulated bf16 would be a weak yardstick), and held in
+    # RAM in that dtype: what a user would keep for this budget
     compute = default_compute_dtype(torch.bfloat16)
-    plain = lambda q: plain_torch_topk(resident, q, budget, k=10, compute_dtype=compute)[1].tolist()  # noqa: E731
+    held = resident_documents(documents, r_c, compute)
+    tuned, blocks = tuned_plain_torch(held, queries, budget, k=10, compute_dtype=compute)
+    plain = lambda q: tuned(q)[1].tolist()  # noqa: E731
     name = "bf16" if compute == torch.bfloat16 else "fp32"
-
-    held = resident.to(compute)
 
     def sentence_transformers(q):
         found = []
@@ -145,8 +146,11 @@ def in_memory_rows(documents: torch.Tensor, queries: torch.Tensor, budget: tuple
             found.append(st_maxsim(one.unsqueeze(0), held).float().topk(10, dim=1).indices[0].tolist())
         return found
 
-    size = resident.numel() * resident.element_size()
-    rows = [measure(f"plain torch ({name} blocked matmul, bf16 in RAM)", plain, queries, 0.0, size)]
+    size = held.numel() * held.element_size()
+    shape = lambda choice: f"{choice[0]:,}{' docs-left' if choice[1] else ''}"  # noqa: E731
+    rows = [measure(f"plain torch ({name} blocked matmul, {name} in RAM; block {shape(blocks['lone'])} lone, "
+                    f"{shape(blocks['batch'])} batched: the fastest of {2 * len(BLOCK_CHOICES)})", plain, queries,
+                    0.0, size)]
     if sentence_transformers_too:
         rows.append(measure(f"sentence-transformers util.maxsim ({name}, RAM)", sentence_transformers, queries, 0.0, size,
                             batch=20))

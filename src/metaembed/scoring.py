@@ -58,6 +58,17 @@ def query_prefix_weights(query_vectors: Tensor) -> Tensor:
     return query_vectors.float().norm(dim=-1).cumsum(dim=1)
 
 
+def check_shapes(expected: str, query_vectors: Tensor, document_vectors: Tensor, shapes_ok: bool) -> None:
+    """Raise ValueError naming the ``expected`` shapes and the given ones unless ``shapes_ok``, or naming both
+    dimensions when queries and documents differ in D."""
+    if not shapes_ok:
+        raise ValueError(f"{expected}, got shapes {tuple(query_vectors.shape)} and {tuple(document_vectors.shape)}")
+    if query_vectors.shape[-1] != document_vectors.shape[-1]:
+        raise ValueError(
+            f"query dimension {query_vectors.shape[-1]} differs from document dimension {document_vectors.shape[-1]}"
+        )
+
+
 def maxsim(
     query_vectors: Tensor,
     document_vectors: Tensor,
@@ -75,15 +86,8 @@ def maxsim(
     size. Computes in bf16 when both inputs are bf16, else fp32 (never fp16 on CPU); returns fp32.
     ``normalize_by_query`` divides by the query's total weight (r_q for unit vectors: the mean over query vectors).
     """
-    if query_vectors.ndim != 3 or document_vectors.ndim != 3:
-        raise ValueError(
-            "maxsim expects query_vectors (n_queries, R_q, D) and document_vectors (n_documents, R_c, D), got "
-            f"shapes {tuple(query_vectors.shape)} and {tuple(document_vectors.shape)}"
-        )
-    if query_vectors.shape[-1] != document_vectors.shape[-1]:
-        raise ValueError(
-            f"query dimension {query_vectors.shape[-1]} differs from document dimension {document_vectors.shape[-1]}"
-        )
+    check_shapes("maxsim expects query_vectors (n_queries, R_q, D) and document_vectors (n_documents, R_c, D)",
+                 query_vectors, document_vectors, query_vectors.ndim == 3 and document_vectors.ndim == 3)
     r_q = check_vector_budget(query_budget, query_vectors.shape[1], "query", "vectors")
     r_c = check_vector_budget(document_budget, document_vectors.shape[1], "document", "vectors")
     work_dtype = compute_dtype(query_vectors, document_vectors, requested=dtype)
@@ -111,15 +115,9 @@ def paired_maxsim(query_vectors: Tensor, document_vectors: Tensor, *, normalize_
 
     One batched matmul for a whole batch of reranks (a cascade's candidates), rather than one :func:`maxsim` call
     per query; the caller bounds n * K * R_c * D. Computes in ``dtype`` as :func:`maxsim` does."""
-    if query_vectors.ndim != 3 or document_vectors.ndim != 4 or document_vectors.shape[0] != query_vectors.shape[0]:
-        raise ValueError(
-            "paired_maxsim expects query_vectors (n, R_q, D) and document_vectors (n, K, R_c, D), got shapes "
-            f"{tuple(query_vectors.shape)} and {tuple(document_vectors.shape)}"
-        )
-    if query_vectors.shape[-1] != document_vectors.shape[-1]:
-        raise ValueError(
-            f"query dimension {query_vectors.shape[-1]} differs from document dimension {document_vectors.shape[-1]}"
-        )
+    check_shapes("paired_maxsim expects query_vectors (n, R_q, D) and document_vectors (n, K, R_c, D)",
+                 query_vectors, document_vectors, query_vectors.ndim == 3 and document_vectors.ndim == 4
+                 and document_vectors.shape[0] == query_vectors.shape[0])
     work_dtype = compute_dtype(query_vectors, document_vectors, requested=dtype)
     n, n_docs, r_c, dim = document_vectors.shape
     documents = document_vectors.to(work_dtype).reshape(n, n_docs * r_c, dim)

@@ -114,9 +114,13 @@ def test_codes_on_disk_are_rank_major_and_search_equals_maxsim_of_the_reconstruc
     stored_anchors = torch.frombuffer(bytearray((segment / "anchors.bin").read_bytes()), dtype=torch.bfloat16)
     assert torch.equal(stored_anchors.view(200, DIM), anchors[:200])
     raw = torch.frombuffer(bytearray((segment / "codes.bin").read_bytes()), dtype=torch.uint8).view(STORED, 200, 4)
-    assert torch.equal(raw, codebook.encode(residuals[:200]).transpose(0, 1))  # rank r of every document, then r + 1
+    # each rank's centre is its mean residual over the first add (200 documents), subtracted before coding
+    torch.testing.assert_close(codebook.rank_centres, residuals[:200].mean(dim=0))
+    by_rank = residuals.transpose(0, 1)  # rank r of every document, then r + 1
+    assert torch.equal(raw, codebook.encode(by_rank[:, :200] - codebook.rank_centres.unsqueeze(1)))
     reconstructed = pq_index.get_vectors([f"d{i}" for i in range(N)])
-    torch.testing.assert_close(reconstructed, anchors.float().unsqueeze(1) + codebook.decode(codebook.encode(residuals)))
+    decoded = codebook.decode(codebook.encode_ranks(by_rank)) + codebook.rank_centres.unsqueeze(1)
+    torch.testing.assert_close(reconstructed, anchors.float().unsqueeze(1) + decoded.transpose(0, 1))
     assert pq_index.scored_bytes_per_document() == 2 * DIM + STORED * 4
     assert pq_index.scored_bytes_per_document(2) == 2 * DIM + 2 * 4
     for budget in [(1, 1), (2, 3), (4, 6)]:
@@ -296,3 +300,36 @@ def test_enough_vectors_learn_a_rotation_that_lowers_the_error():
     queries = vectors[:3] / vectors[:3].norm(dim=-1, keepdim=True)
     torch.testing.assert_close(rotated.scores(rotated.prepare(queries, torch.float32), rotated.encode(vectors[:50])),
                                queries @ rotated.decode(rotated.encode(vectors[:50])).T, atol=1e-4, rtol=1e-4)
+
+
+def test_rank_centres_code_what_ranks_share_and_old_codebooks_still_score():
+    """Vector r of every document sharing an offset (each meta token's own direction): centring each rank codes the
+    rest with less error for the same bytes; scores with a rank's centre equal the decoded vectors' (lookup tables
+    and decoded blocks); a codebook saved without centres (indexes written before them) loads and scores as before."""
+    generator = torch.Generator().manual_seed(11)
+    offsets = torch.randn(STORED, DIM, generator=generator)
+    residuals = offsets + 0.3 * torch.randn(N, STORED, DIM, generator=generator)  # (n, R, D)
+    centred = ProductCodebook.train(residuals, 4, by_rank=True)
+    plain = ProductCodebook.train(residuals, 4)
+    assert plain.rank_centres is None and centred.rank_centres.shape == (STORED, DIM)
+    by_rank = residuals.transpose(0, 1)
+    error = lambda book: (book.decode_ranks(book.encode_ranks(by_rank)) - by_rank).norm(dim=-1).mean()  # noqa: E731
+    assert error(centred) < 0.8 * error(plain)
+    codes = centred.encode_ranks(by_rank)
+    torch.testing.assert_close(centred.decode_ranks(codes[2:4], first_rank=2), centred.decode_ranks(codes)[2:4])
+    for count in (1, LOOKUP_TABLE_MAX_QUERY_VECTORS + 1):  # lookup tables, then decoded blocks
+        query_vectors = torch.randn(count, DIM, generator=generator)
+        prepared = centred.prepare(query_vectors, torch.float32)
+        for rank in (0, STORED - 1):
+            torch.testing.assert_close(centred.scores(prepared, codes[rank], rank).float(),
+                                       query_vectors @ centred.decode_ranks(codes[rank : rank + 1], rank)[0].T,
+                                       atol=1e-4, rtol=1e-4)
+    old = ProductCodebook.from_bytes(plain.to_bytes())
+    assert old.rank_centres is None and torch.equal(old.centres(STORED), torch.zeros(STORED, DIM))
+    torch.testing.assert_close(old.decode_ranks(old.encode_ranks(by_rank)), old.decode(old.encode(by_rank)))
+    again = ProductCodebook.from_bytes(centred.to_bytes())
+    assert torch.equal(again.rank_centres, centred.rank_centres) and torch.equal(again.encode_ranks(by_rank), codes)
+    with pytest.raises(ValueError, match="centres for 6 ranks, not 7"):
+        centred.centres(STORED + 1)
+    with pytest.raises(ValueError, match="by_rank needs"):
+        ProductCodebook.train(residuals[:, 0], 4, by_rank=True)

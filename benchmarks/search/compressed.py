@@ -7,7 +7,7 @@ MMR-trained model (``make quickstart`` first; else untrained meta tokens, and th
 built from the same vectors; per budget: recall@10 against exact bf16 search, nDCG@10 with a paired bootstrap
 interval against bf16, lone-query and 100-query latency as ratios to bf16 measured in the same run (medians,
 interleaved), bytes per document. The plain all-MiniLM-L6-v2 (mean pooling, cosine) is scored on the same queries.
-Writes benchmarks/results/search_compressed.{json,md,png}.
+Writes benchmarks/results/search_compressed.{json,md,png} (``--results`` another name; ``--storages`` a subset).
 """
 
 from __future__ import annotations
@@ -81,7 +81,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--latency-queries", type=int, default=10, help="lone queries timed per budget")
     parser.add_argument("--chunk", type=int, default=2000, help="documents per add (the first trains a pq codebook)")
+    parser.add_argument("--storages", nargs="+", choices=list(STORAGES), default=list(STORAGES),
+                        help="a subset to measure (bf16, the reference, is always measured)")
+    parser.add_argument("--results", default="search_compressed", help="name of the results files")
     args = parser.parse_args()
+    storages = {name: STORAGES[name] for name in STORAGES if name == "bf16" or name in args.storages}
 
     model_path, trained = real_data.default_model()
     data = real_data.encoded_corpus(model_path, trained, n_documents=args.documents, n_queries=args.queries)
@@ -91,7 +95,7 @@ def main() -> None:
     qrels = {q: task.qrels[q] for q in query_ids}
 
     indexes, results = {}, {"storages": {}}
-    for name, settings in STORAGES.items():
+    for name, settings in storages.items():
         indexes[name], seconds = build(name, settings, document_ids, documents, args.chunk)
         results["storages"][name] = {"settings": settings, "build_seconds": round(seconds, 2),
                                      "disk_bytes_per_document": round(indexes[name].bytes_per_document(), 1),
@@ -135,12 +139,12 @@ def main() -> None:
     results.update({"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), "documents": len(document_ids), "queries": len(query_ids),
                     "model": data["model"], "trained": data["trained"], "vectors": list(documents.shape[1:]),
                     "date": time.strftime("%Y-%m-%d")})
-    write(results)
+    write(results, args.results)
 
 
-def write(results: dict) -> None:
+def write(results: dict, name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search_compressed.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
     budgets = list(next(iter(results["storages"].values()))["budgets"])
     lines = [f"# Compressed storage on real-encoded vectors ({results['date']})", "",
              f"{results['documents']:,} Debian descriptions x {results['vectors'][0]} vectors of {results['vectors'][1]} "
@@ -163,12 +167,12 @@ def write(results: dict) -> None:
     lines += ["", f"Plain all-MiniLM-L6-v2 (mean pooling, cosine) on the same queries: nDCG@10 {plain['ndcg@10']:.2f}; "
               "each storage at (16,64) minus it: " + "; ".join(
                   f"{name} {d['difference']:+.2f} [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]" for name, d in plain["vs"].items())]
-    (RESULTS / "search_compressed.md").write_text("\n".join(lines) + "\n")
-    plot(results, budgets)
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    plot(results, budgets, RESULTS / f"{name}.png")
     print("\n".join(lines))
 
 
-def plot(results: dict, budgets: list[str]) -> None:
+def plot(results: dict, budgets: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,7 +189,7 @@ def plot(results: dict, budgets: list[str]) -> None:
     left.legend(fontsize=7)
     right.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "search_compressed.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

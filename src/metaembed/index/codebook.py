@@ -2,13 +2,18 @@
 bf16) and each of its vectors becomes M one-byte codes of its *residual* from that anchor; MaxSim is scored from
 the anchor and the codes without decompressing the corpus.
 
-Why anchored: a MetaEmbed document's vectors are nearly parallel (cosine ~0.99 to their mean after MMR training),
-so the residuals are ~10x shorter than the vectors and their quantization error is that much smaller. On the
+Why anchored: a MetaEmbed document's vectors are nearly parallel (cosine ~0.99 to their mean after MMR training;
+0.88 for a model whose budget pays more), so the residuals are several times shorter than the vectors and their
+quantization error is that much smaller. Vector number r of every document also shares a direction of its own
+(its meta token's): the codebook keeps each rank's mean residual over the first add (*rank centres*, R x D) and
+codes the residual less its rank's centre (on the 2026-11-28 quickstart model: 56% less residual energy, recall@10
++0.004 to +0.015 at 48 bytes). On the
 quickstart model's Debian vectors (recall@10 against exact bf16 over the paper's budgets): plain PQ of the
 vectors, 96 bytes, 0.84-0.86 (``search_compressed_plain_pq.md``); anchored residuals, 64 bytes, 0.945-0.968;
 with the rotation below, 48 bytes, 0.968-0.980 and nDCG@10 within 0.2 of bf16 (``search_compressed.md``). Since the anchor
-is the same for every vector of a document, MaxSim is ``q . anchor + max_r q . residual_r`` summed over query
-vectors: the anchor costs one dot product per query vector and document, at any budget.
+is the same for every vector of a document, MaxSim is ``q . anchor + max_r (q . centre_r + q . code_r)`` summed
+over query vectors: the anchor costs one dot product per query vector and document, at any budget, and a rank's
+centre one per query vector and search.
 
 The codebook is an OPQ rotation (faiss' ``OPQMatrix``: an orthonormal D x D matrix that spreads the residuals'
 variance evenly over the sub-spaces) followed by M sub-space codebooks of D/M dimensions, 256 centroids each
@@ -85,6 +90,8 @@ class PreparedQueries:
     """(count, D) the vectors in the codebook's rotated space, compute dtype (decoded-block scoring)."""
     table: Tensor | None = None
     """(M * 256, max(2, count)) fp32: every query vector's dot product with every centroid (lookup-table scoring)."""
+    centre_scores: Tensor | None = None
+    """(count, R) fp32: every query vector's dot product with every rank's centre (None: the codebook has none)."""
 
     @property
     def count(self) -> int:
@@ -97,9 +104,10 @@ class ProductCodebook:
     queries on codes. Codes describe rotated vectors; queries are rotated the same way (a rotation keeps dot
     products), and :meth:`decode` rotates back."""
 
-    def __init__(self, centroids: Tensor, rotation: Tensor | None = None) -> None:
+    def __init__(self, centroids: Tensor, rotation: Tensor | None = None, rank_centres: Tensor | None = None) -> None:
         """``centroids``: (M, 256, D/M) fp32; ``rotation``: (D, D) orthonormal, rotated = x @ rotation.T (None:
-        identity); as :meth:`train` makes them."""
+        identity); ``rank_centres``: (R, D), what :meth:`encode_ranks` subtracts from rank r (None: nothing, as in
+        indexes written before centres); as :meth:`train` makes them."""
         if centroids.ndim != 3 or centroids.shape[1] != CENTROIDS:
             raise ValueError(f"centroids must be (M, {CENTROIDS}, D/M), got {tuple(centroids.shape)}")
         self.centroids = centroids.float().contiguous()
@@ -110,17 +118,27 @@ class ProductCodebook:
         if rotation.shape != (self.dim, self.dim):
             raise ValueError(f"rotation must be ({self.dim}, {self.dim}), got {tuple(rotation.shape)}")
         self.rotation = rotation.float().contiguous()
+        if rank_centres is not None and (rank_centres.ndim != 2 or rank_centres.shape[1] != self.dim):
+            raise ValueError(f"rank_centres must be (R, {self.dim}), got {tuple(rank_centres.shape)}")
+        self.rank_centres = None if rank_centres is None else rank_centres.float().contiguous()
         self._flat = self.centroids.reshape(-1, self.sub_dim)  # (M * 256, D/M): row m * 256 + c
         self._flat_by_dtype: dict[torch.dtype, Tensor] = {torch.float32: self._flat}
         self._row_offsets = torch.arange(self.subquantizers, dtype=torch.int32) * CENTROIDS
         self._quantizer: Any = None
 
     @classmethod
-    def train(cls, vectors: Tensor, subquantizers: int, seed: int = 0) -> "ProductCodebook":
+    def train(cls, vectors: Tensor, subquantizers: int, seed: int = 0, by_rank: bool = False) -> "ProductCodebook":
         """k-means per sub-space (faiss' ProductQuantizer) on at most ``TRAINING_SAMPLE`` of ``vectors`` (…, D)
-        (the index passes residuals, :func:`anchored_residuals`)."""
+        (the index passes residuals, :func:`anchored_residuals`). ``by_rank``: ``vectors`` are (n, R, D) documents,
+        and each rank's mean over them becomes its centre, subtracted before coding (:meth:`encode_ranks`)."""
         import faiss
 
+        centres = None
+        if by_rank:
+            if vectors.ndim != 3:
+                raise ValueError(f"by_rank needs (documents, R, D) vectors, got {tuple(vectors.shape)}")
+            centres = vectors.float().mean(dim=0)
+            vectors = vectors.float() - centres
         flat = vectors.reshape(-1, vectors.shape[-1]).float()
         if len(flat) < MIN_TRAINING_VECTORS:
             raise ValueError(f"a pq index trains its codebook on its first add, which needs at least "
@@ -142,21 +160,24 @@ class ProductCodebook:
         quantizer.cp.min_points_per_centroid = 1  # a small first add is enough (checked above); no faiss warning
         quantizer.train(np.ascontiguousarray(sample @ rotation.T))
         centroids = faiss.vector_to_array(quantizer.centroids).reshape(subquantizers, CENTROIDS, dim // subquantizers)
-        return cls(torch.from_numpy(centroids.copy()), torch.from_numpy(rotation.copy()))
+        return cls(torch.from_numpy(centroids.copy()), torch.from_numpy(rotation.copy()), centres)
 
     # ------------------------------------------------------------------ storage
     def to_bytes(self) -> bytes:
         """The codebook as safetensors bytes (what the index stores in ``codebook-*.safetensors``)."""
         from safetensors.torch import save
 
-        return save({"centroids": self.centroids, "rotation": self.rotation})
+        tensors = {"centroids": self.centroids, "rotation": self.rotation}
+        if self.rank_centres is not None:
+            tensors["rank_centres"] = self.rank_centres
+        return save(tensors)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ProductCodebook":
         from safetensors.torch import load
 
         tensors = load(data)
-        return cls(tensors["centroids"], tensors.get("rotation"))
+        return cls(tensors["centroids"], tensors.get("rotation"), tensors.get("rank_centres"))
 
     # ------------------------------------------------------------------ coding
     def encode(self, vectors: Tensor) -> Tensor:
@@ -166,6 +187,23 @@ class ProductCodebook:
         flat = np.ascontiguousarray((vectors.detach().reshape(-1, self.dim).float() @ self.rotation.T).numpy())
         codes = self._faiss_quantizer().compute_codes(flat) if len(flat) else np.zeros((0, self.subquantizers), np.uint8)
         return torch.from_numpy(codes).view(*shape, self.subquantizers)
+
+    def encode_ranks(self, residuals: Tensor) -> Tensor:
+        """Rank-major residuals (R, n, D) -> (R, n, M) codes of each rank's residuals less its centre."""
+        return self.encode(residuals.float() - self.centres(residuals.shape[0]).unsqueeze(1))
+
+    def decode_ranks(self, codes: Tensor, first_rank: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Rank-major codes (R', n, M) of ranks ``first_rank ..`` -> (R', n, D) residuals (their centres added back)."""
+        centres = self.centres(first_rank + codes.shape[0])[first_rank:]
+        return (self.decode(codes) + centres.unsqueeze(1)).to(dtype)
+
+    def centres(self, ranks: int) -> Tensor:
+        """(ranks, D) the centres of ranks 0 .. ranks - 1 (zeros where the codebook has none)."""
+        if self.rank_centres is None:
+            return torch.zeros(ranks, self.dim)
+        if ranks > len(self.rank_centres):
+            raise ValueError(f"the codebook has centres for {len(self.rank_centres)} ranks, not {ranks}")
+        return self.rank_centres[:ranks]
 
     def _faiss_quantizer(self) -> Any:
         """faiss' ProductQuantizer holding these centroids (made on first use)."""
@@ -195,20 +233,25 @@ class ProductCodebook:
         count = len(query_vectors)
         vectors = query_vectors.to(compute_dtype).contiguous()
         rotated = query_vectors.float() @ self.rotation.T
+        centre_scores = None if self.rank_centres is None else query_vectors.float() @ self.rank_centres.T
         if count > LOOKUP_TABLE_MAX_QUERY_VECTORS:
-            return PreparedQueries(vectors, rotated.to(compute_dtype).contiguous())
+            return PreparedQueries(vectors, rotated.to(compute_dtype).contiguous(), centre_scores=centre_scores)
         sub = rotated.reshape(count, self.subquantizers, self.sub_dim)
         table = torch.einsum("qmd,mcd->mcq", sub, self.centroids).reshape(-1, count)
         if count == 1:  # embedding_bag over one-column rows is slow: a second, ignored column
             table = torch.cat([table, torch.zeros_like(table)], dim=1)
-        return PreparedQueries(vectors, rotated, table=table.contiguous())
+        return PreparedQueries(vectors, rotated, table=table.contiguous(), centre_scores=centre_scores)
 
-    def scores(self, prepared: PreparedQueries, codes: Tensor) -> Tensor:
-        """Dot products of prepared query vectors with the decoded ``codes`` (n, M): (count, n) fp32 for lookup
-        tables, compute dtype for decoded blocks."""
+    def scores(self, prepared: PreparedQueries, codes: Tensor, rank: int | None = None) -> Tensor:
+        """Dot products of prepared query vectors with the decoded ``codes`` (n, M), plus rank ``rank``'s centre
+        when given (codes from :meth:`encode_ranks`): (count, n) fp32 for lookup tables, compute dtype for decoded
+        blocks."""
         if prepared.table is None:
-            return prepared.rotated @ self.decode_rotated(codes, prepared.rotated.dtype).T
-        rows = codes.to(torch.int32) + self._row_offsets
-        summed = torch.nn.functional.embedding_bag(rows, prepared.table, mode="sum")  # (n, columns)
-        return summed[:, : prepared.count].T
+            scores = prepared.rotated @ self.decode_rotated(codes, prepared.rotated.dtype).T
+        else:
+            rows = codes.to(torch.int32) + self._row_offsets
+            scores = torch.nn.functional.embedding_bag(rows, prepared.table, mode="sum")[:, : prepared.count].T
+        if rank is None or prepared.centre_scores is None:
+            return scores
+        return scores.add_(prepared.centre_scores[:, rank : rank + 1].to(scores.dtype))
 

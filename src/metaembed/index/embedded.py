@@ -91,8 +91,8 @@ class MultiVectorIndex(IndexWriting):
 
         ``dtype``: ``"bfloat16"`` (2 D bytes a vector), ``"float32"`` (4 D: searches score in fp32, for rankings
         exactly as fp32 MaxSim ranks; ~2x the bytes and time of bf16), ``"int8"`` (D + 4: per-vector scales) or ``"pq"`` (product
-        quantization, :mod:`metaembed.index.codebook`: ``subquantizers`` bytes a vector, default D / 4, i.e. 1/8 of
-        bf16; the codebook is trained on the first add, which needs at least 256 vectors; searches score the codes).
+        quantization, :mod:`metaembed.index.codebook`: ``subquantizers`` bytes a vector, default D / 8, with a bf16
+        anchor per document: 1/12.8 of bf16 at 64 vectors; the codebook is trained on the first add, which needs at least 256 vectors; searches score the codes).
         ``full_precision`` (pq only) also keeps bf16 copies on disk, read only to rescore each search's best
         candidates exactly (see :meth:`search`'s ``rescore``)."""
         path = Path(path)

@@ -89,7 +89,7 @@ def encode_rank_major(vectors: Tensor, storage: Storage) -> dict[str, np.ndarray
             raise ValueError("a pq segment needs the index's codebook")
         anchors, residuals = anchored_residuals(vectors.detach())
         arrays["anchors.bin"] = anchors.view(torch.uint16).numpy()
-        arrays["codes.bin"] = storage.codebook.encode(residuals.transpose(0, 1)).numpy()
+        arrays["codes.bin"] = storage.codebook.encode_ranks(residuals.transpose(0, 1)).numpy()
     if storage.dtype == "bfloat16" or storage.full_precision:
         # straight to bf16: no fp32 copy of the chunk (10,000 x 64 x 384 would be ~1 GB)
         arrays["vectors.bin"] = vectors.detach().to(torch.bfloat16).transpose(0, 1).contiguous().view(torch.uint16).numpy()
@@ -255,7 +255,8 @@ class Segment:
         rank-major file (no copy when ``dtype`` is the storage type)."""
         self.require_ranks(rank + 1)
         if self.codes is not None:
-            return (self.anchors[start:stop].float() + self.codebook.decode(self.codes[rank, start:stop])).to(dtype)
+            residuals = self.codebook.decode_ranks(self.codes[rank : rank + 1, start:stop], first_rank=rank)[0]
+            return (self.anchors[start:stop].float() + residuals).to(dtype)
         view = self.vectors[rank, start:stop]
         if self.scales is None:
             return view if view.dtype == dtype else view.to(dtype)
@@ -273,7 +274,7 @@ class Segment:
             stored = queries.dtype if self.scales is not None else self.vectors.dtype
             return documents_times_queries(self.rank_block(rank, start, stop, stored), queries).T
         self.require_ranks(rank + 1)
-        return self.codebook.scores(queries, self.codes[rank, start:stop])
+        return self.codebook.scores(queries, self.codes[rank, start:stop], rank)
 
     def rank_group_scores(self, first: int, stop: int, queries: Tensor) -> Tensor:
         """Dot products of query vectors (n_qv, D, compute dtype) with vectors ``first:stop`` of every document of
@@ -305,7 +306,7 @@ class Segment:
                 self.require_full_ranks(r_c)
                 return _document_major(self.vectors, rows, r_c).to(dtype)
             self.require_ranks(r_c)
-            residuals = self.codebook.decode(self.codes[:r_c].index_select(1, rows)).transpose(0, 1)
+            residuals = self.codebook.decode_ranks(self.codes[:r_c].index_select(1, rows)).transpose(0, 1)
             return (self.anchors.index_select(0, rows).float().unsqueeze(1) + residuals).to(dtype).contiguous()
         self.require_ranks(r_c)
         picked = _document_major(self.vectors, rows, r_c)

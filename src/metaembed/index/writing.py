@@ -73,7 +73,8 @@ class IndexWriting:
             return
         storage, codebook_record = self._storage, None
         if storage.dtype == "pq" and storage.codebook is None:  # the first add of a pq index trains its codebook
-            codebook = ProductCodebook.train(anchored_residuals(vectors)[1], self.manifest["pq"]["subquantizers"])
+            codebook = ProductCodebook.train(anchored_residuals(vectors)[1], self.manifest["pq"]["subquantizers"],
+                                             by_rank=True)
             codebook_record = write_codebook(self.path / CODEBOOK, codebook)
             storage = Storage("pq", codebook, storage.full_precision)
         record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, storage)

@@ -6,8 +6,8 @@ Why anchored: a MetaEmbed document's vectors are nearly parallel (cosine ~0.99 t
 0.88 for a model whose budget pays more), so the residuals are several times shorter than the vectors and their
 quantization error is that much smaller. Vector number r of every document also shares a direction of its own
 (its meta token's): the codebook keeps each rank's mean residual over the first add (*rank centres*, R x D) and
-codes the residual less its rank's centre (on the 2026-11-28 quickstart model: 56% less residual energy, recall@10
-+0.004 to +0.015 at 48 bytes). On the
+codes the residual less its rank's centre (on the 2026-11-28 quickstart model: 56% less residual energy, but
+recall@10 only +0.003 to +0.009 at 48 bytes). On the
 quickstart model's Debian vectors (recall@10 against exact bf16 over the paper's budgets): plain PQ of the
 vectors, 96 bytes, 0.84-0.86 (``search_compressed_plain_pq.md``); anchored residuals, 64 bytes, 0.945-0.968;
 with the rotation below, 48 bytes, 0.968-0.980 and nDCG@10 within 0.2 of bf16 (``search_compressed.md``). Since the anchor

@@ -105,7 +105,7 @@ def test_anchored_residuals_shrink_the_error_on_nearly_parallel_vectors(tmp_path
 
 def test_codes_on_disk_are_rank_major_and_search_equals_maxsim_of_the_reconstruction(pq_index, documents, queries, tmp_path):
     manifest = json.loads((tmp_path / "pq" / "manifest.json").read_text())
-    assert manifest["pq"] == {"subquantizers": 4, "full_precision": False}  # the default for 32 dimensions
+    assert manifest["pq"] == {"subquantizers": 4, "full_precision": False, "basis": 0}  # the defaults for 32 x 8
     assert manifest["codebook"]["file"] == "codebook.safetensors"
     segment = tmp_path / "pq" / "segments" / manifest["segments"][0]["name"]
     assert sorted(p.name for p in segment.iterdir()) == ["anchors.bin", "codes.bin", "ids.json", "metadata.json"]
@@ -264,7 +264,7 @@ def test_index_command_builds_a_pq_index_and_search_reads_it(tiny_bert_path, cor
                                  "--dtype", "pq", "--subquantizers", "8", "--full-precision", "--chunk-size", "40"])
     assert result.exit_code == 0, result.output
     index = MultiVectorIndex.open(out)
-    assert index.dtype == "pq" and index.manifest["pq"] == {"subquantizers": 8, "full_precision": True}
+    assert index.dtype == "pq" and index.manifest["pq"] == {"subquantizers": 8, "full_precision": True, "basis": 1}  # the default for its shape
     # two chunks of 40, merged into one segment when the build finishes (codes copied as stored)
     assert len(index) == len(TEXTS) and [seg["count"] for seg in index.manifest["segments"]] == [len(TEXTS)]
     hits = runner.invoke(app, ["search", "--index", str(out), "--query", "fonts for printing", "--json", "--top-k", "3"])

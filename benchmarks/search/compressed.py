@@ -38,10 +38,11 @@ BUDGETS = [Budget(*budget) for budget in PAPER_BUDGETS]
 STORAGES = {
     "bf16": {"dtype": "bfloat16"},
     "int8": {"dtype": "int8"},
-    "pq 96 B/vector": {"dtype": "pq", "subquantizers": 96},
-    "pq 48 B/vector (default)": {"dtype": "pq"},
-    "pq 32 B/vector": {"dtype": "pq", "subquantizers": 32},
-    "pq 48 B/vector + bf16 rescore": {"dtype": "pq", "full_precision": True},
+    "pq 48 B/vector + 5 directions (default)": {"dtype": "pq"},
+    "pq 48 B/vector, no directions": {"dtype": "pq", "basis": 0},
+    "pq 96 B/vector, no directions": {"dtype": "pq", "subquantizers": 96, "basis": 0},
+    "pq 32 B/vector + 5 directions": {"dtype": "pq", "subquantizers": 32},
+    "pq default + bf16 rescore": {"dtype": "pq", "full_precision": True},
 }
 """Storages measured: bf16 is the reference every other one is compared with."""
 
@@ -135,7 +136,7 @@ def main() -> None:
     results["plain_backbone"] = {"ndcg@10": round(100 * plain_means["ndcg@10"], 2), "vs": {
         f"{name} (16,64)": {k: (100 * v if isinstance(v, float) else v) for k, v in
                             paired_bootstrap(per_query[(name, "16,64")], plain_scores).items()}
-        for name in ("bf16", "pq 96 B/vector", "pq 48 B/vector (default)", "pq 32 B/vector")}}
+        for name in storages if name != "pq default + bf16 rescore"}}
     results.update({"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), "documents": len(document_ids), "queries": len(query_ids),
                     "model": data["model"], "trained": data["trained"], "vectors": list(documents.shape[1:]),
                     "date": time.strftime("%Y-%m-%d")})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metaembed.index.codebook import check_subquantizers, default_subquantizers
+from metaembed.index.document_basis import check_basis
 from metaembed.index.corpus import CorpusRecord, read_corpus
 from metaembed.index.embedded import MultiVectorIndex
 from metaembed.index.errors import IndexSettingsError
@@ -62,6 +63,7 @@ def build_index(
     dtype: str = "bfloat16",
     subquantizers: int | None = None,
     full_precision: bool = False,
+    basis: int | None = None,
     batch_size: int = 32,
     chunk_size: int = 512,
     corpus_name: str | None = None,
@@ -75,13 +77,14 @@ def build_index(
     folder or hub id given; a local folder is recorded as an absolute path). ``corpus`` is a list of records or a
     corpus file or folder (see :func:`metaembed.index.corpus.read_corpus`). ``vectors`` are the records' vectors
     already encoded at the full document budget, in the records' order (nothing is encoded then). ``log`` gets the
-    line saying what a resumed build found. ``dtype``, ``subquantizers``, ``full_precision``: the storage, as for
-    :meth:`MultiVectorIndex.create` (a pq codebook is trained on the first chunk). A folder holding an index built
+    line saying what a resumed build found. ``dtype``, ``subquantizers``, ``full_precision``, ``basis``: the storage,
+    as for :meth:`MultiVectorIndex.create` (a pq codebook is trained on the first chunk; ``basis`` None resumes an
+    index with the directions it has, or gives a new one the default). A folder holding an index built
     with other settings, a budget over the model's, or an unknown ``dtype`` raises :class:`IndexSettingsError`."""
     if dtype not in STORAGE_DTYPES:
         raise IndexSettingsError(f"dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}", "dtype")
-    if dtype != "pq" and (subquantizers is not None or full_precision):
-        raise IndexSettingsError(f"subquantizers and full precision apply to dtype pq only, not {dtype}", "dtype")
+    if dtype != "pq" and (subquantizers is not None or full_precision or basis is not None):
+        raise IndexSettingsError(f"subquantizers, full precision and basis apply to dtype pq only, not {dtype}", "dtype")
     out = Path(out)
     if not isinstance(corpus, Sequence) or isinstance(corpus, str):
         corpus_name = corpus_name or str(Path(corpus).resolve())
@@ -104,6 +107,10 @@ def build_index(
                               "full_precision": bool(full_precision)}
         except ValueError as error:
             raise IndexSettingsError(str(error), "subquantizers") from None
+        try:
+            settings["pq"]["basis"] = None if basis is None else check_basis(basis, r_c)
+        except ValueError as error:
+            raise IndexSettingsError(str(error), "basis") from None
     properties = {key: value for key, value in settings.items() if value is not None and key != "pq"}
     if corpus_name:
         properties["corpus"] = local_or_as_given(corpus_name)
@@ -230,12 +237,14 @@ def _open_or_create(out: Path, settings: dict[str, Any], properties: dict[str, A
         pq = settings.get("pq", {})
         return MultiVectorIndex.create(out, settings["dim"], settings["document_budget"], dtype=settings["dtype"],
                                        properties=properties, subquantizers=pq.get("subquantizers"),
-                                       full_precision=pq.get("full_precision", False))
+                                       full_precision=pq.get("full_precision", False), basis=pq.get("basis"))
     index = MultiVectorIndex.open(out, mode="a")
     recorded = {MODEL_PROPERTY: recorded_model(index.properties, out),  # an older index's relative path, found again
                 "document_budget": index.max_document_vectors, "dim": index.dim, "dtype": index.dtype}
     if "pq" in index.manifest:
-        recorded["pq"] = index.manifest["pq"]
+        recorded["pq"] = {"basis": 0, **index.manifest["pq"]}  # indexes written before directions have none
+        if "pq" in settings and settings["pq"]["basis"] is None:  # not asked for: resume with the index's
+            settings = {**settings, "pq": {**settings["pq"], "basis": recorded["pq"]["basis"]}}
     if settings[MODEL_PROPERTY] is None:  # a model given without a name: its vectors' shape is all there is to check
         recorded[MODEL_PROPERTY] = None
     if recorded != settings:

@@ -10,7 +10,9 @@ codes the residual less its rank's centre (on the 2026-11-28 quickstart model: 5
 recall@10 only +0.003 to +0.009 at 48 bytes). On the
 quickstart model's Debian vectors (recall@10 against exact bf16 over the paper's budgets): plain PQ of the
 vectors, 96 bytes, 0.84-0.86 (``search_compressed_plain_pq.md``); anchored residuals, 64 bytes, 0.945-0.968;
-with the rotation below, 48 bytes, 0.968-0.980 and nDCG@10 within 0.2 of bf16 (``search_compressed.md``). Since the anchor
+with the rotation below, 48 bytes, 0.968-0.980 and nDCG@10 within 0.2 of bf16 (``search_compressed.md`` of 2026-11-27;
+on the 2026-11-28 model, whose budget pays more, 0.87-0.92, and 0.95-0.97 once each document's top directions are
+taken out first: :mod:`metaembed.index.document_basis`). Since the anchor
 is the same for every vector of a document, MaxSim is ``q . anchor + max_r (q . centre_r + q . code_r)`` summed
 over query vectors: the anchor costs one dot product per query vector and document, at any budget, and a rank's
 centre one per query vector and search.
@@ -38,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metaembed.index.document_basis import DocumentBases
+
 BITS = 8
 CENTROIDS = 1 << BITS
 TRAINING_SAMPLE = 65_536
@@ -54,8 +58,8 @@ LOOKUP_TABLE_MAX_QUERY_VECTORS = 32
 
 
 def default_subquantizers(dim: int) -> int:
-    """M for a vector of ``dim``: one byte per 8 dimensions (48 for 384: with the anchor, a 64-vector document takes
-    1/12.8 of bf16's bytes; faiss encodes 8-dimensional sub-vectors ~10x faster than 6-dimensional ones), or the
+    """M for a vector of ``dim``: one byte per 8 dimensions (48 for 384: with the anchor and the default 5 directions,
+    :mod:`metaembed.index.document_basis`, a 64-vector document takes 1/8 of bf16's bytes; faiss encodes 8-dimensional sub-vectors ~10x faster than 6-dimensional ones), or the
     largest divisor of dim below that."""
     for m in range(max(1, dim // 8), 0, -1):
         if dim % m == 0:
@@ -127,10 +131,13 @@ class ProductCodebook:
         self._quantizer: Any = None
 
     @classmethod
-    def train(cls, vectors: Tensor, subquantizers: int, seed: int = 0, by_rank: bool = False) -> "ProductCodebook":
+    def train(cls, vectors: Tensor, subquantizers: int, seed: int = 0, by_rank: bool = False,
+              basis: int = 0) -> "ProductCodebook":
         """k-means per sub-space (faiss' ProductQuantizer) on at most ``TRAINING_SAMPLE`` of ``vectors`` (…, D)
         (the index passes residuals, :func:`anchored_residuals`). ``by_rank``: ``vectors`` are (n, R, D) documents,
-        and each rank's mean over them becomes its centre, subtracted before coding (:meth:`encode_ranks`)."""
+        and each rank's mean over them becomes its centre, subtracted before coding (:meth:`encode_ranks`);
+        ``basis`` > 0 (with ``by_rank``): the codes will describe what is left after each document's top ``basis``
+        directions (:mod:`metaembed.index.document_basis`), so the centroids are trained on that."""
         import faiss
 
         centres = None
@@ -139,6 +146,10 @@ class ProductCodebook:
                 raise ValueError(f"by_rank needs (documents, R, D) vectors, got {tuple(vectors.shape)}")
             centres = vectors.float().mean(dim=0)
             vectors = vectors.float() - centres
+            if basis:
+                vectors = vectors - DocumentBases.fit(vectors.transpose(0, 1), basis).low_rank().transpose(0, 1)
+        elif basis:
+            raise ValueError("basis needs by_rank (documents' vectors, (n, R, D))")
         flat = vectors.reshape(-1, vectors.shape[-1]).float()
         if len(flat) < MIN_TRAINING_VECTORS:
             raise ValueError(f"a pq index trains its codebook on its first add, which needs at least "

@@ -37,6 +37,7 @@ from metaembed.index.search import (SearchArrays, SearchResult, default_compute_
                                     gather_documents, ids_of_keys, ranked_by_id_on_ties, ranked_results, rerank, some,
                                     resolve_threads, search_method, searching_threads)
 from metaembed.index.codebook import check_subquantizers, default_subquantizers
+from metaembed.index.document_basis import check_basis, default_basis
 from metaembed.index.segment import STORAGE_DTYPES, Segment, Storage, read_codebook
 from metaembed.index.validation import check_positive_int, check_properties, check_query_budget, parse_query_vectors
 from metaembed.index.writing import SEGMENTS, IndexWriting
@@ -85,6 +86,7 @@ class MultiVectorIndex(IndexWriting):
         *,
         subquantizers: int | None = None,
         full_precision: bool = False,
+        basis: int | None = None,
     ) -> "MultiVectorIndex":
         """Create an empty index at ``path`` storing up to ``max_document_vectors`` vectors of size ``dim`` per document
         (``threads``: as for :meth:`open`).
@@ -92,7 +94,9 @@ class MultiVectorIndex(IndexWriting):
         ``dtype``: ``"bfloat16"`` (2 D bytes a vector), ``"float32"`` (4 D: searches score in fp32, for rankings
         exactly as fp32 MaxSim ranks; ~2x the bytes and time of bf16), ``"int8"`` (D + 4: per-vector scales) or ``"pq"`` (product
         quantization, :mod:`metaembed.index.codebook`: ``subquantizers`` bytes a vector, default D / 8, with a bf16
-        anchor per document: 1/12.8 of bf16 at 64 vectors; the codebook is trained on the first add, which needs at least 256 vectors; searches score the codes).
+        anchor per document and ``basis`` int8 directions per document, :mod:`metaembed.index.document_basis`,
+        default :func:`~metaembed.index.document_basis.default_basis`: 5 at 64 vectors of 384, 1/8 of bf16's bytes;
+        the codebook is trained on the first add, which needs at least 256 vectors; searches score the codes).
         ``full_precision`` (pq only) also keeps bf16 copies on disk, read only to rescore each search's best
         candidates exactly (see :meth:`search`'s ``rescore``)."""
         path = Path(path)
@@ -103,9 +107,11 @@ class MultiVectorIndex(IndexWriting):
         pq = None
         if dtype == "pq":
             subquantizers = default_subquantizers(dim) if subquantizers is None else check_subquantizers(dim, subquantizers)
-            pq = {"subquantizers": subquantizers, "full_precision": bool(full_precision)}
-        elif subquantizers is not None or full_precision:
-            raise ValueError(f"subquantizers and full_precision apply to dtype='pq' only, not {dtype!r}")
+            basis = (default_basis(dim, max_document_vectors, subquantizers) if basis is None
+                     else check_basis(basis, max_document_vectors))
+            pq = {"subquantizers": subquantizers, "full_precision": bool(full_precision), "basis": basis}
+        elif subquantizers is not None or full_precision or basis is not None:
+            raise ValueError(f"subquantizers, full_precision and basis apply to dtype='pq' only, not {dtype!r}")
         properties = check_properties(properties or {})
         if (path / MANIFEST).exists():
             raise FileExistsError(f"an index already exists at {path}; open it with MultiVectorIndex.open")
@@ -185,7 +191,7 @@ class MultiVectorIndex(IndexWriting):
             else:
                 codebook = read_codebook(self.path / CODEBOOK, record)
         self._codebook_record = record
-        return Storage("pq", codebook, manifest["pq"]["full_precision"])
+        return Storage("pq", codebook, manifest["pq"]["full_precision"], manifest["pq"].get("basis", 0))
 
     def verify(self) -> None:
         """Check every stored byte against the manifest now (what searches otherwise check on first read), e.g.
@@ -282,10 +288,12 @@ class MultiVectorIndex(IndexWriting):
     def scored_bytes_per_document(self, document_budget: int | None = None) -> int:
         """Bytes of vector data a search at ``document_budget`` (default: all stored) reads per document: 2 D per
         vector in bf16, 4 D in fp32, D + 4 in int8 (a scale per vector), M codes per vector plus one 2 D anchor in
-        pq (its bf16 copies are read only to rescore)."""
+        pq, and with k directions per document k (D + 4) more and k coefficients per vector (its bf16 copies are
+        read only to rescore)."""
         r_c = self._check_document_budget(document_budget)
         if self.dtype == "pq":
-            return 2 * self.dim + r_c * self.manifest["pq"]["subquantizers"]
+            basis = self.manifest["pq"].get("basis", 0)
+            return 2 * self.dim + basis * (self.dim + 4) + r_c * (self.manifest["pq"]["subquantizers"] + basis)
         return r_c * {"bfloat16": 2 * self.dim, "float32": 4 * self.dim, "int8": self.dim + 4}[self.dtype]
 
     def _document_id(self, key: int) -> str:

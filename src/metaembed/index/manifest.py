@@ -50,7 +50,8 @@ def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: di
 
 def manifest_segment_files(manifest: dict[str, Any]) -> set[str]:
     """The files each segment of the index a manifest describes must hold."""
-    return segment_files(manifest["dtype"], bool(manifest.get("pq", {}).get("full_precision")))
+    pq = manifest.get("pq", {})
+    return segment_files(manifest["dtype"], bool(pq.get("full_precision")), pq.get("basis", 0))
 
 
 def manifest_checksum(manifest: dict[str, Any]) -> str:
@@ -170,6 +171,9 @@ def _pq_problem(manifest: dict[str, Any]) -> str | None:
     if not isinstance(settings, dict) or not _is_int(settings.get("subquantizers")) or settings["subquantizers"] < 1 \
             or manifest["dim"] % settings["subquantizers"] or not isinstance(settings.get("full_precision"), bool):
         return "'pq' must give 'subquantizers' (a divisor of 'dim') and 'full_precision' (true or false)"
+    basis = settings.get("basis", 0)  # indexes written before documents' directions have none
+    if not _is_int(basis) or not 0 <= basis < max(1, manifest["max_document_vectors"]):
+        return "'pq' 'basis' must be an integer from 0 to 'max_document_vectors' - 1"
     if "codebook" in manifest:
         record = manifest["codebook"]
         if not isinstance(record, dict) or record.get("file") != CODEBOOK:

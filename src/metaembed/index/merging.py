@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from metaembed.index.files import describe_file, fsync_directory, write_bytes_durably
-from metaembed.index.segment import Segment, raw_bytes
+from metaembed.index.segment import DOCUMENT_MAJOR_FILES, Segment, raw_bytes
 
 MERGE_FACTOR = 4
 """Trailing segments of one size tier that are merged into one (tiers grow by this factor)."""
@@ -79,7 +79,7 @@ def write_merged_segment(segments_dir: Path, sources: Sequence[Segment], live: S
     try:
         part_bytes = {}
         for file_name, arrays in _stored_arrays(sources).items():
-            part_bytes[file_name] = _write_rows(folder / file_name, arrays, rows, rank_major=file_name != "anchors.bin")
+            part_bytes[file_name] = _write_rows(folder / file_name, arrays, rows, rank_major=file_name not in DOCUMENT_MAJOR_FILES)
         write_bytes_durably(folder / "ids.json", json.dumps(ids, ensure_ascii=False).encode())
         write_bytes_durably(folder / "metadata.json", json.dumps(metadata, ensure_ascii=False).encode())
         fsync_directory(folder)
@@ -94,7 +94,8 @@ def write_merged_segment(segments_dir: Path, sources: Sequence[Segment], live: S
 def _stored_arrays(sources: Sequence[Segment]) -> dict[str, list[Tensor]]:
     """The memory-mapped arrays of each stored vector file, per source segment."""
     first = sources[0]
-    names = {"vectors.bin": "vectors", "scales.bin": "scales", "codes.bin": "codes", "anchors.bin": "anchors"}
+    names = {"vectors.bin": "vectors", "scales.bin": "scales", "codes.bin": "codes", "anchors.bin": "anchors",
+             "basis.bin": "basis", "basis_scales.bin": "basis_scales", "coefficients.bin": "coefficients"}
     return {file_name: [getattr(segment, attribute) for segment in sources]
             for file_name, attribute in names.items() if getattr(first, attribute) is not None}
 

@@ -4,8 +4,10 @@ A segment folder holds ``vectors.bin`` (shape (R, n, D): every document's vector
 vector 2, ...; raw bf16 bits as uint16, or int8), ``scales.bin`` (int8 only: fp32 (R, n), one scale per
 vector), ``ids.json`` and ``metadata.json``. A ``pq`` segment holds ``anchors.bin`` ((n, D) bf16: each document's
 mean vector) and ``codes.bin`` ((R, n, M) uint8 codes of each vector's residual from its anchor, in the index's
-codebook; :mod:`metaembed.index.codebook`) instead, and ``vectors.bin`` in bf16 only when the index keeps full
-precision for exact rescoring. Files are written and fsync'd before the manifest names them.
+codebook; :mod:`metaembed.index.codebook`) instead, with ``basis.bin`` ((n, k, D) int8), ``basis_scales.bin``
+((n, k) fp32) and ``coefficients.bin`` ((R, n, k) int8) when the index keeps k directions per document
+(:mod:`metaembed.index.document_basis`; the codes then describe what they leave), and ``vectors.bin`` in bf16 only
+when the index keeps full precision for exact rescoring. Files are written and fsync'd before the manifest names them.
 
 Verification: the manifest records a checksum of every file and, for the vector files, one per
 rank (the first vectors of every document, then the second, ...). Opening checks sizes and ``ids.json`` only; the
@@ -30,27 +32,34 @@ import torch
 from torch import Tensor
 
 from metaembed.index.codebook import PreparedQueries, ProductCodebook, anchored_residuals
+from metaembed.index.document_basis import DocumentBases, add_low_rank, low_rank, scaled_products
 from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
+from metaembed.index.int8 import symmetric_int8
 
 STORAGE_DTYPES = ("bfloat16", "float32", "int8", "pq")
 _NUMPY_STORAGE = {"bfloat16": np.uint16, "float32": np.float32, "int8": np.int8}
+DOCUMENT_MAJOR_FILES = ("anchors.bin", "basis.bin", "basis_scales.bin")
+"""pq files with one entry per document (read whole by every search); every other vector file is rank-major."""
 
 
 @dataclass(frozen=True)
 class Storage:
-    """How an index stores vectors: ``dtype`` (bfloat16, float32, int8 or pq), and for pq its codebook and whether bf16
-    copies are kept beside the codes for exact rescoring."""
+    """How an index stores vectors: ``dtype`` (bfloat16, float32, int8 or pq), and for pq its codebook, whether bf16
+    copies are kept beside the codes for exact rescoring and how many directions each document keeps (``basis``)."""
 
     dtype: str
     codebook: ProductCodebook | None = None
     full_precision: bool = False
+    basis: int = 0
 
 
-def segment_files(dtype: str, full_precision: bool = False) -> set[str]:
-    """The files every segment of an index storing ``dtype`` holds (pq: with bf16 copies when ``full_precision``)."""
+def segment_files(dtype: str, full_precision: bool = False, basis: int = 0) -> set[str]:
+    """The files every segment of an index storing ``dtype`` holds (pq: with bf16 copies when ``full_precision``,
+    with documents' directions when ``basis``)."""
     vectors = {"bfloat16": {"vectors.bin"}, "float32": {"vectors.bin"}, "int8": {"vectors.bin", "scales.bin"},
-               "pq": {"anchors.bin", "codes.bin"} | ({"vectors.bin"} if full_precision else set())}[dtype]
+               "pq": {"anchors.bin", "codes.bin"} | ({"vectors.bin"} if full_precision else set())
+               | ({"basis.bin", "basis_scales.bin", "coefficients.bin"} if basis else set())}[dtype]
     return vectors | {"ids.json", "metadata.json"}
 
 def read_codebook(path: Path, record: dict[str, Any]) -> ProductCodebook:
@@ -69,18 +78,12 @@ def write_codebook(path: Path, codebook: ProductCodebook) -> dict[str, Any]:
     fsync_directory(path.parent)
     return {"file": path.name, **describe_file(path)}
 
-def quantize_int8(vectors: Tensor) -> tuple[Tensor, Tensor]:
-    """Symmetric per-vector int8: ``vectors ~= codes * scales[..., None]`` with |codes| <= 127."""
-    scales = vectors.abs().amax(dim=-1).clamp_min(1e-12) / 127.0
-    codes = torch.round(vectors / scales.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8)
-    return codes, scales.float()
-
 def encode_rank_major(vectors: Tensor, storage: Storage) -> dict[str, np.ndarray]:
     """(n, R, D) float vectors -> the on-disk arrays by file name: rank-major (R, n, D) vectors, (R, n) int8 scales,
-    (R, n, M) pq codes; (n, D) pq anchors."""
+    (R, n, M) pq codes, (R, n, k) pq coefficients; (n, D) pq anchors, (n, k, D) directions and (n, k) their scales."""
     if storage.dtype == "int8":
-        codes, scales = quantize_int8(vectors.detach().float().transpose(0, 1).contiguous())
-        return {"vectors.bin": codes.numpy(), "scales.bin": scales.numpy()}
+        codes, scales = symmetric_int8(vectors.detach().transpose(0, 1).contiguous())  # one scale per vector
+        return {"vectors.bin": codes.numpy(), "scales.bin": scales.squeeze(-1).numpy()}
     if storage.dtype == "float32":
         return {"vectors.bin": vectors.detach().float().transpose(0, 1).contiguous().numpy()}
     arrays = {}
@@ -89,7 +92,14 @@ def encode_rank_major(vectors: Tensor, storage: Storage) -> dict[str, np.ndarray
             raise ValueError("a pq segment needs the index's codebook")
         anchors, residuals = anchored_residuals(vectors.detach())
         arrays["anchors.bin"] = anchors.view(torch.uint16).numpy()
-        arrays["codes.bin"] = storage.codebook.encode_ranks(residuals.transpose(0, 1)).numpy()
+        ranks = residuals.transpose(0, 1)  # (R, n, D)
+        if storage.basis:
+            centres = storage.codebook.centres(len(ranks)).unsqueeze(1)
+            bases = DocumentBases.fit(ranks - centres, storage.basis)
+            ranks = ranks - bases.low_rank()
+            arrays |= {"basis.bin": bases.basis.numpy(), "basis_scales.bin": bases.scales.numpy(),
+                       "coefficients.bin": bases.coefficients.numpy()}
+        arrays["codes.bin"] = storage.codebook.encode_ranks(ranks).numpy()
     if storage.dtype == "bfloat16" or storage.full_precision:
         # straight to bf16: no fp32 copy of the chunk (10,000 x 64 x 384 would be ~1 GB)
         arrays["vectors.bin"] = vectors.detach().to(torch.bfloat16).transpose(0, 1).contiguous().view(torch.uint16).numpy()
@@ -114,7 +124,7 @@ def write_segment(
             write_bytes_durably(folder / file_name, payload)
         fsync_directory(folder)
         fsync_directory(segments_dir)
-        per_rank = {name: array[0].nbytes if len(array) and array[0].nbytes and name != "anchors.bin" else None
+        per_rank = {name: array[0].nbytes if len(array) and array[0].nbytes and name not in DOCUMENT_MAJOR_FILES else None
                     for name, array in arrays.items()}
         return {"name": name, "count": len(ids),
                 "files": {f: describe_file(folder / f, per_rank.get(f)) for f in files}}
@@ -134,6 +144,9 @@ class Segment:
     codes: Tensor | None = None  # (R, n, M) uint8 for pq: residuals from the anchors
     anchors: Tensor | None = None  # (n, D) bf16 for pq
     codebook: ProductCodebook | None = None
+    basis: Tensor | None = None  # (n, k, D) int8 for pq with directions: each document's
+    basis_scales: Tensor | None = None  # (n, k) fp32
+    coefficients: Tensor | None = None  # (R, n, k) int8: each vector's weights on its document's directions
     _metadata: list[Any] | None = None
     verified_ranks: int = 0
     """Ranks of the scored files (vectors, scales or codes) checked against the manifest (all of them when
@@ -195,24 +208,36 @@ class Segment:
             codes = _memmap(folder / "codes.bin", np.uint8, (stored, count, subquantizers))
             _check_size(folder / "anchors.bin", record, count * dim * 2)
             anchors = _memmap(folder / "anchors.bin", np.uint16, (count, dim)).view(torch.bfloat16)
+        basis = basis_scales = coefficients = None
+        if storage.dtype == "pq" and storage.basis:
+            k = storage.basis
+            _check_size(folder / "basis.bin", record, count * k * dim)
+            basis = _memmap(folder / "basis.bin", np.int8, (count, k, dim))
+            _check_size(folder / "basis_scales.bin", record, count * k * 4)
+            basis_scales = _memmap(folder / "basis_scales.bin", np.float32, (count, k))
+            _check_size(folder / "coefficients.bin", record, stored * count * k)
+            coefficients = _memmap(folder / "coefficients.bin", np.int8, (stored, count, k))
         ids = _read_json(folder / "ids.json")
         if not isinstance(ids, list) or len(ids) != count or not all(isinstance(i, str) for i in ids):
             raise CorruptIndexError(f"{folder / 'ids.json'} is not a list of {count} ids as the manifest says")
         checked = 0 if verify else stored
         return cls(folder, record, vectors, scales, ids, codes=codes, anchors=anchors, codebook=storage.codebook,
-                   verified_ranks=checked, verified_full_ranks=checked)
+                   basis=basis, basis_scales=basis_scales, coefficients=coefficients, verified_ranks=checked,
+                   verified_full_ranks=checked)
 
     def require_ranks(self, r_c: int) -> None:
         """Check the first ``r_c`` ranks of the vectors (and scales) against the manifest, once each; a
         CorruptIndexError names the file and the damaged part. Cheap when already checked."""
         if r_c <= self.verified_ranks:
             return
-        scored = [("codes.bin", self.codes)] if self.codes is not None else [("vectors.bin", self.vectors),
-                                                                             ("scales.bin", self.scales)]
+        scored = [("codes.bin", self.codes), ("coefficients.bin", self.coefficients)] if self.codes is not None else [
+            ("vectors.bin", self.vectors), ("scales.bin", self.scales)]
         with self._verifying:
             if r_c > self.verified_ranks:  # else another thread checked them meanwhile
                 if self.anchors is not None and self.verified_ranks == 0:  # read by every search: checked whole, first
-                    verify_file(self.folder / "anchors.bin", self.record["files"]["anchors.bin"])
+                    for name in DOCUMENT_MAJOR_FILES:
+                        if name in self.record["files"]:
+                            verify_file(self.folder / name, self.record["files"][name])
                 self.verified_ranks = self._verify_ranks(scored, self.verified_ranks, r_c)
 
     def require_full_ranks(self, r_c: int) -> None:
@@ -255,17 +280,22 @@ class Segment:
         rank-major file (no copy when ``dtype`` is the storage type)."""
         self.require_ranks(rank + 1)
         if self.codes is not None:
-            residuals = self.codebook.decode_ranks(self.codes[rank : rank + 1, start:stop], first_rank=rank)[0]
-            return (self.anchors[start:stop].float() + residuals).to(dtype)
+            residuals = self.codebook.decode_ranks(self.codes[rank : rank + 1, start:stop], first_rank=rank)
+            if self.basis is not None:
+                residuals += low_rank(self.basis[start:stop], self.basis_scales[start:stop],
+                                      self.coefficients[rank : rank + 1, start:stop])
+            return (self.anchors[start:stop].float() + residuals[0]).to(dtype)
         view = self.vectors[rank, start:stop]
         if self.scales is None:
             return view if view.dtype == dtype else view.to(dtype)
         return (view.float() * self.scales[rank, start:stop].unsqueeze(-1)).to(dtype)
 
-    def rank_scores(self, rank: int, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor:
+    def rank_scores(self, rank: int, start: int, stop: int, queries: Tensor | PreparedQueries,
+                    basis_products: Tensor | None = None) -> Tensor:
         """Dot products of query vectors with vector number ``rank`` of documents ``start:stop``: (n_qv, n), less
         :meth:`anchor_scores` for pq (the same for every rank, added once after the maximum over ranks).
-        ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made."""
+        ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made;
+        ``basis_products``: for pq with directions, :meth:`basis_scores` of the same documents."""
         if self.codes is None:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
             # ~1.5-2x faster for the few query vectors of a lone query (62 vs 96 us for 64 x 1000 x 384) and about
@@ -274,7 +304,12 @@ class Segment:
             stored = queries.dtype if self.scales is not None else self.vectors.dtype
             return documents_times_queries(self.rank_block(rank, start, stop, stored), queries).T
         self.require_ranks(rank + 1)
-        return self.codebook.scores(queries, self.codes[rank, start:stop], rank)
+        scores = self.codebook.scores(queries, self.codes[rank, start:stop], rank)
+        if self.basis is None:
+            return scores
+        if basis_products is None:
+            basis_products = self.basis_scores(start, stop, queries)
+        return add_low_rank(scores, basis_products, self.coefficients[rank, start:stop])
 
     def rank_group_scores(self, first: int, stop: int, queries: Tensor) -> Tensor:
         """Dot products of query vectors (n_qv, D, compute dtype) with vectors ``first:stop`` of every document of
@@ -292,6 +327,16 @@ class Segment:
         self.require_ranks(1)
         return queries.vectors @ self.anchors[start:stop].to(queries.vectors.dtype).T
 
+    def basis_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor | None:
+        """pq with directions: the query vectors' products with the directions of documents ``start:stop``, scaled,
+        (k, n_qv, n) in the dtype :meth:`rank_scores` returns (made once per block, used by every rank); else None."""
+        if self.basis is None:
+            return None
+        self.require_ranks(1)
+        dtype = torch.float32 if queries.table is not None else queries.rotated.dtype
+        products = documents_times_queries(self.basis[start:stop].reshape(-1, self.dim), queries.vectors)
+        return scaled_products(products, self.basis_scales[start:stop], dtype)
+
     def prepare_queries(self, queries: Tensor, compute_dtype: torch.dtype) -> Tensor | PreparedQueries:
         """Query vectors (n_qv, D) as :meth:`rank_scores` takes them; made once per search (pq: lookup tables)."""
         if self.codes is None:
@@ -306,7 +351,11 @@ class Segment:
                 self.require_full_ranks(r_c)
                 return _document_major(self.vectors, rows, r_c).to(dtype)
             self.require_ranks(r_c)
-            residuals = self.codebook.decode_ranks(self.codes[:r_c].index_select(1, rows)).transpose(0, 1)
+            residuals = self.codebook.decode_ranks(self.codes[:r_c].index_select(1, rows))
+            if self.basis is not None:
+                residuals += low_rank(self.basis.index_select(0, rows), self.basis_scales.index_select(0, rows),
+                                      self.coefficients[:r_c].index_select(1, rows))
+            residuals = residuals.transpose(0, 1)
             return (self.anchors.index_select(0, rows).float().unsqueeze(1) + residuals).to(dtype).contiguous()
         self.require_ranks(r_c)
         picked = _document_major(self.vectors, rows, r_c)

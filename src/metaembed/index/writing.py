@@ -74,9 +74,9 @@ class IndexWriting:
         storage, codebook_record = self._storage, None
         if storage.dtype == "pq" and storage.codebook is None:  # the first add of a pq index trains its codebook
             codebook = ProductCodebook.train(anchored_residuals(vectors)[1], self.manifest["pq"]["subquantizers"],
-                                             by_rank=True)
+                                             by_rank=True, basis=storage.basis)
             codebook_record = write_codebook(self.path / CODEBOOK, codebook)
-            storage = Storage("pq", codebook, storage.full_precision)
+            storage = Storage("pq", codebook, storage.full_precision, storage.basis)
         record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, storage)
         self.commit_segments([record], codebook_record=codebook_record, storage=storage)
 

@@ -14,6 +14,7 @@ import metaembed
 from metaembed.cli import app
 from metaembed.index import CorruptIndexError, MultiVectorIndex, build_index
 from metaembed.index import codebook as codebook_module
+from metaembed.index.manifest import manifest_checksum
 from metaembed.index.codebook import (LOOKUP_TABLE_MAX_QUERY_VECTORS, ProductCodebook, anchored_residuals,
                                       default_subquantizers)
 from metaembed.model import MetaEmbed
@@ -282,6 +283,20 @@ def test_index_command_builds_a_pq_index_and_search_reads_it(tiny_bert_path, cor
     assert mixed.exit_code != 0 and "apply to --dtype pq only" in " ".join(mixed.output.split())
     with pytest.raises(Exception, match="was built with"):
         build_index(str(model_path), corpus, out, dtype="pq", subquantizers=16, progress=False)
+    with pytest.raises(Exception, match="was built with"):
+        build_index(str(model_path), corpus, out, dtype="pq", subquantizers=8, full_precision=True, basis=2, progress=False)
+    no_basis = runner.invoke(app, ["index", "--model", str(model_path), "--corpus", str(corpus), "--out",
+                                   str(tmp_path / "y"), "--basis", "2"])
+    assert no_basis.exit_code != 0 and "apply to --dtype pq only" in " ".join(no_basis.output.split())
+    # an index written before directions existed (no "basis" recorded) resumes with none when none is asked for
+    old = tmp_path / "old"
+    build_index(str(model_path), corpus, old, dtype="pq", subquantizers=8, basis=0, progress=False)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["pq"] = {"subquantizers": 8, "full_precision": False}
+    manifest["checksum"] = manifest_checksum(manifest)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    resumed = build_index(str(model_path), corpus, old, dtype="pq", subquantizers=8, progress=False)
+    assert resumed.encoded == 0 and MultiVectorIndex.open(old).manifest["pq"] == manifest["pq"]
 
 
 def test_enough_vectors_learn_a_rotation_that_lowers_the_error():

@@ -143,9 +143,9 @@ def main() -> None:
     write(results, args.results)
 
 
-def write(results: dict, name: str) -> None:
+def write(results: dict, file_name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{file_name}.json").write_text(json.dumps(results, indent=1))
     budgets = list(next(iter(results["storages"].values()))["budgets"])
     lines = [f"# Compressed storage on real-encoded vectors ({results['date']})", "",
              f"{results['documents']:,} Debian descriptions x {results['vectors'][0]} vectors of {results['vectors'][1]} "
@@ -168,8 +168,8 @@ def write(results: dict, name: str) -> None:
     lines += ["", f"Plain all-MiniLM-L6-v2 (mean pooling, cosine) on the same queries: nDCG@10 {plain['ndcg@10']:.2f}; "
               "each storage at (16,64) minus it: " + "; ".join(
                   f"{name} {d['difference']:+.2f} [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]" for name, d in plain["vs"].items())]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    plot(results, budgets, RESULTS / f"{name}.png")
+    (RESULTS / f"{file_name}.md").write_text("\n".join(lines) + "\n")
+    plot(results, budgets, RESULTS / f"{file_name}.png")
     print("\n".join(lines))
 
 

@@ -4,9 +4,10 @@ carry most of them before the product quantizer codes what is left.
 
 On the quickstart model's Debian vectors (2026-11-28) the top direction of a document's 64 centred residuals holds
 44% of their energy, 4 hold 69% (a global PCA: 24% and 50%). With 5 directions (int8, 5 x 452 bytes a document at 64
-vectors of 384) before 48-byte codes, the codes' error fell from 0.17 to 0.03 of the residual energy and recall@10
-against exact bf16 rose from 0.89-0.93 to 0.955-0.967 over the paper's budgets (200 queries, offline); doubling the
-codes to 96 bytes without bases reached only 0.93-0.96 at more bytes.
+vectors of 384) before 48-byte codes, the codes' error fell from 0.17 to 0.03 of the residual energy, and in the
+index recall@10 against exact bf16 rose from 0.881-0.923 to 0.951-0.959 over the paper's budgets at 6,100 bytes a
+document, 1/8 of bf16 (``benchmarks/results/search_compressed.md``, 1,000 queries); 96-byte codes without
+directions reach only 0.930-0.957 at 6,912 bytes.
 
 Stored per document: ``basis`` (k, D) int8 directions and ``scales`` (k,) fp32, and per vector ``coefficients``
 (k,) int8, rank-major (R, n, k) so a budget reads a prefix. Vector r's low-rank part is

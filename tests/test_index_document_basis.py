@@ -13,9 +13,10 @@ import torch
 import metaembed
 from metaembed.index import CorruptIndexError, MultiVectorIndex
 from metaembed.index import manifest as manifest_module
+from metaembed.index import segment as segment_module
 from metaembed.index.codebook import LOOKUP_TABLE_MAX_QUERY_VECTORS
-from metaembed.index.document_basis import (DocumentBases, add_low_rank, check_basis, default_basis, low_rank,
-                                            scaled_products)
+from metaembed.index.document_basis import (DocumentBases, add_low_rank, check_basis, default_basis,
+                                            folds_into_decoded_blocks, low_rank, scaled_products)
 
 DIM, STORED, N, SUBQUANTIZERS = 32, 8, 300, 8
 
@@ -58,6 +59,12 @@ def test_bases_fit_each_documents_low_rank_part_and_score_it_by_rank():
     assert torch.equal(zero.low_rank(), torch.zeros(STORED, 3, DIM))
 
 
+def test_directions_fold_into_decoded_blocks_only_for_many_query_vectors():
+    assert folds_into_decoded_blocks(1600, 64, 384)  # 100 queries at (16,64)
+    assert not folds_into_decoded_blocks(100, 1, 384)  # 100 queries at (1,1): products are cheaper
+    assert not folds_into_decoded_blocks(33, 64, 384)
+
+
 def test_default_and_checked_direction_counts():
     assert default_basis(384, 64, 48) == 5  # the paper's 64 vectors, MiniLM's 384 dimensions: 1/8 of bf16
     assert default_basis(32, 8, 8) == 1 and default_basis(384, 8, 48) == 0  # few vectors: directions cost too much
@@ -75,7 +82,7 @@ def build(path, documents, basis):
     return index
 
 
-def test_an_index_with_directions_scores_the_maxsim_of_what_it_stores(tmp_path):
+def test_an_index_with_directions_scores_the_maxsim_of_what_it_stores(tmp_path, monkeypatch):
     documents = low_rank_documents(N, seed=1)
     ids = [f"d{i}" for i in range(N)]
     with build(tmp_path / "basis", documents, 2) as index, build(tmp_path / "none", documents, 0) as plain:
@@ -97,8 +104,11 @@ def test_an_index_with_directions_scores_the_maxsim_of_what_it_stores(tmp_path):
             expected = metaembed.maxsim(queries, reconstructed, *budget).topk(5, dim=1)
             lone = [index.search(queries[i : i + 1], k=5, budget=budget, compute_dtype=torch.float32)[0]
                     for i in range(len(queries))]
-            batched = index.search(many, k=5, budget=budget, compute_dtype=torch.float32)[: len(queries)]
-            for found in (lone, batched):
+            folded = index.search(many, k=5, budget=budget, compute_dtype=torch.float32)[: len(queries)]
+            with monkeypatch.context() as patch:  # decoded blocks with the directions' products instead
+                patch.setattr(segment_module, "folds_into_decoded_blocks", lambda *args: False)
+                multiplied = index.search(many, k=5, budget=budget, compute_dtype=torch.float32)[: len(queries)]
+            for found in (lone, folded, multiplied):
                 for result, scores, rows in zip(found, expected.values, expected.indices):
                     assert result.ids == [f"d{i}" for i in rows.tolist()]
                     assert result.scores == pytest.approx(scores.tolist(), abs=1e-4)

@@ -253,12 +253,14 @@ class ProductCodebook:
             table = torch.cat([table, torch.zeros_like(table)], dim=1)
         return PreparedQueries(vectors, rotated, table=table.contiguous(), centre_scores=centre_scores)
 
-    def scores(self, prepared: PreparedQueries, codes: Tensor, rank: int | None = None) -> Tensor:
+    def scores(self, prepared: PreparedQueries, codes: Tensor, rank: int | None = None,
+               offsets: Tensor | None = None) -> Tensor:
         """Dot products of prepared query vectors with the decoded ``codes`` (n, M), plus rank ``rank``'s centre
         when given (codes from :meth:`encode_ranks`): (count, n) fp32 for lookup tables, compute dtype for decoded
-        blocks."""
+        blocks; ``offsets`` (n, D), rotated, decoded blocks only: added to the decoded residuals first."""
         if prepared.table is None:
-            scores = prepared.rotated @ self.decode_rotated(codes, prepared.rotated.dtype).T
+            decoded = self.decode_rotated(codes, prepared.rotated.dtype)
+            scores = prepared.rotated @ (decoded if offsets is None else decoded.add_(offsets)).T
         else:
             rows = codes.to(torch.int32) + self._row_offsets
             scores = torch.nn.functional.embedding_bag(rows, prepared.table, mode="sum")[:, : prepared.count].T

@@ -13,7 +13,9 @@ Stored per document: ``basis`` (k, D) int8 directions and ``scales`` (k,) fp32, 
 (k,) int8, rank-major (R, n, k) so a budget reads a prefix. Vector r's low-rank part is
 ``sum_j coefficients[r, j] * scales[j] * basis[j]``. Scoring never rebuilds it: a block's query vectors are
 multiplied with its documents' directions once (:func:`scaled_products`, ``k`` dot products per query vector and
-document, at any budget), and each rank adds ``k`` products weighted by its coefficients (:func:`add_low_rank`).
+document, at any budget), and each rank adds ``k`` products weighted by its coefficients (:func:`add_low_rank`);
+decoded blocks over many query vectors instead add each rank's low-rank parts, from directions rotated once per block,
+to its decoded residuals (:class:`BlockDirections`).
 """
 
 from __future__ import annotations
@@ -90,18 +92,50 @@ def low_rank(basis: Tensor, scales: Tensor, coefficients: Tensor) -> Tensor:
     return torch.einsum("rmk,mkd->rmd", weights, basis.float())
 
 
-def scaled_products(products: Tensor, scales: Tensor, dtype: torch.dtype) -> Tensor:
+def scaled_products(products: Tensor, scales: Tensor, dtype: torch.dtype, documents_first: bool = False) -> Tensor:
     """Query vectors' dot products with n documents' k int8 directions, (n * k, count) as a matmul gives them, times the
-    directions' ``scales`` (n, k): (k, count, n) in ``dtype``, ready for :func:`add_low_rank`."""
+    directions' ``scales`` (n, k): (k, count, n) in ``dtype``, ready for :func:`add_low_rank`; stored (k, n, count)
+    when ``documents_first`` (to match scores that are a transposed (n, count) block: lookup-table sums)."""
     n, k = scales.shape
     products = products.float().view(n, k, -1) * scales.float().unsqueeze(-1)
+    if documents_first:
+        return products.permute(1, 0, 2).to(dtype).contiguous().transpose(1, 2)
     return products.permute(1, 2, 0).to(dtype).contiguous()
+
+
+@dataclass
+class BlockDirections:
+    """A block of documents' directions made ready for one search: the query vectors' scaled products with them
+    (``products``, (k, n_qv, n), for :func:`add_low_rank`), or, for decoded blocks scored over many ranks, the
+    scaled directions in the codebook's rotated space (``rotated``, (n, k, D)), added to each rank's decoded
+    residuals before the matmul (:func:`rotated_low_rank`): k D multiply-adds per vector instead of k passes over
+    the (n_qv x n) scores."""
+
+    products: Tensor | None = None
+    rotated: Tensor | None = None
+
+
+def folds_into_decoded_blocks(query_vectors: int, ranks: int, dim: int) -> bool:
+    """Whether a decoded block's directions are cheaper rotated and added to the residuals (D^2 per direction and
+    document once, then D per rank) than multiplied with the queries (n_qv D once, then a memory-bound pass over
+    n_qv scores per rank, counted 8 multiply-adds each)."""
+    return dim * dim + ranks * dim < query_vectors * dim + 8 * ranks * query_vectors
+
+
+def rotated_low_rank(rotated: Tensor, coefficients: Tensor) -> Tensor:
+    """One rank's low-rank parts in the rotated space: directions (n, k, D) weighted by coefficients (n, k) int8 ->
+    (n, D)."""
+    weights = coefficients.to(rotated.dtype)
+    part = rotated[:, 0] * weights[:, :1]
+    for direction in range(1, rotated.shape[1]):
+        part.addcmul_(rotated[:, direction], weights[:, direction : direction + 1])
+    return part
 
 
 def add_low_rank(scores: Tensor, products: Tensor, coefficients: Tensor) -> Tensor:
     """Scores (count, n) of one rank plus its low-rank part: ``products`` (k, count, n) from :func:`scaled_products`
     weighted by that rank's coefficients (n, k) int8; in place."""
-    weights = coefficients.to(scores.dtype)
-    for direction in range(products.shape[0]):
-        scores.addcmul_(products[direction], weights[:, direction])
+    weights = coefficients.T.to(scores.dtype).contiguous()  # (k, n)
+    for direction in range(products.shape[0]):  # products laid out as scores are (scaled_products), or this crawls
+        scores.addcmul_(products[direction], weights[direction])
     return scores

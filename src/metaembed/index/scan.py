@@ -83,9 +83,9 @@ def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vec
         for begin in range(first, last, group):
             yield max_of_stacked(segment.rank_group_scores(begin, min(last, begin + group), queries)).T
     else:
-        products = segment.basis_scores(start, stop, queries)  # pq with documents' directions: once per block
+        directions = segment.basis_scores(start, stop, queries, last - first)  # pq with directions: once per block
         for rank in range(first, last):
-            yield segment.rank_scores(rank, start, stop, queries, products)
+            yield segment.rank_scores(rank, start, stop, queries, directions)
 
 
 def max_over_ranks(blocks: Iterable[Tensor]) -> Tensor:

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from metaembed.index.codebook import PreparedQueries, ProductCodebook, anchored_residuals
-from metaembed.index.document_basis import DocumentBases, add_low_rank, low_rank, scaled_products
+from metaembed.index.document_basis import (BlockDirections, DocumentBases, add_low_rank, folds_into_decoded_blocks,
+                                            low_rank, rotated_low_rank, scaled_products)
 from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
 from metaembed.index.int8 import symmetric_int8
@@ -291,11 +292,11 @@ class Segment:
         return (view.float() * self.scales[rank, start:stop].unsqueeze(-1)).to(dtype)
 
     def rank_scores(self, rank: int, start: int, stop: int, queries: Tensor | PreparedQueries,
-                    basis_products: Tensor | None = None) -> Tensor:
+                    directions: BlockDirections | None = None) -> Tensor:
         """Dot products of query vectors with vector number ``rank`` of documents ``start:stop``: (n_qv, n), less
         :meth:`anchor_scores` for pq (the same for every rank, added once after the maximum over ranks).
         ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made;
-        ``basis_products``: for pq with directions, :meth:`basis_scores` of the same documents."""
+        ``directions``: for pq with directions, :meth:`basis_scores` of the same documents."""
         if self.codes is None:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
             # ~1.5-2x faster for the few query vectors of a lone query (62 vs 96 us for 64 x 1000 x 384) and about
@@ -304,12 +305,16 @@ class Segment:
             stored = queries.dtype if self.scales is not None else self.vectors.dtype
             return documents_times_queries(self.rank_block(rank, start, stop, stored), queries).T
         self.require_ranks(rank + 1)
-        scores = self.codebook.scores(queries, self.codes[rank, start:stop], rank)
         if self.basis is None:
-            return scores
-        if basis_products is None:
-            basis_products = self.basis_scores(start, stop, queries)
-        return add_low_rank(scores, basis_products, self.coefficients[rank, start:stop])
+            return self.codebook.scores(queries, self.codes[rank, start:stop], rank)
+        if directions is None:
+            directions = self.basis_scores(start, stop, queries)
+        coefficients = self.coefficients[rank, start:stop]
+        if directions.rotated is not None:
+            offsets = rotated_low_rank(directions.rotated, coefficients)
+            return self.codebook.scores(queries, self.codes[rank, start:stop], rank, offsets=offsets)
+        scores = self.codebook.scores(queries, self.codes[rank, start:stop], rank)
+        return add_low_rank(scores, directions.products, coefficients)
 
     def rank_group_scores(self, first: int, stop: int, queries: Tensor) -> Tensor:
         """Dot products of query vectors (n_qv, D, compute dtype) with vectors ``first:stop`` of every document of
@@ -327,15 +332,23 @@ class Segment:
         self.require_ranks(1)
         return queries.vectors @ self.anchors[start:stop].to(queries.vectors.dtype).T
 
-    def basis_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor | None:
-        """pq with directions: the query vectors' products with the directions of documents ``start:stop``, scaled,
-        (k, n_qv, n) in the dtype :meth:`rank_scores` returns (made once per block, used by every rank); else None."""
+    def basis_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries,
+                     ranks: int = 1) -> BlockDirections | None:
+        """pq with directions: the directions of documents ``start:stop`` made ready for ``ranks`` ranks of
+        :meth:`rank_scores` (once per block): products with the query vectors, or rotated for decoded blocks where
+        that is cheaper (:func:`~metaembed.index.document_basis.folds_into_decoded_blocks`); else None."""
         if self.basis is None:
             return None
         self.require_ranks(1)
+        scales = self.basis_scales[start:stop]
+        if queries.table is None and folds_into_decoded_blocks(queries.count, ranks, self.dim):
+            directions = self.basis[start:stop].float() * scales.unsqueeze(-1)  # (n, k, D)
+            rotated = directions @ self.codebook.rotation.T
+            return BlockDirections(rotated=rotated.to(queries.rotated.dtype))
         dtype = torch.float32 if queries.table is not None else queries.rotated.dtype
         products = documents_times_queries(self.basis[start:stop].reshape(-1, self.dim), queries.vectors)
-        return scaled_products(products, self.basis_scales[start:stop], dtype)
+        # lookup-table scores come as a transposed (n, n_qv) block: the products are laid out to match
+        return BlockDirections(products=scaled_products(products, scales, dtype, documents_first=queries.table is not None))
 
     def prepare_queries(self, queries: Tensor, compute_dtype: torch.dtype) -> Tensor | PreparedQueries:
         """Query vectors (n_qv, D) as :meth:`rank_scores` takes them; made once per search (pq: lookup tables)."""

@@ -281,11 +281,8 @@ class Segment:
         rank-major file (no copy when ``dtype`` is the storage type)."""
         self.require_ranks(rank + 1)
         if self.codes is not None:
-            residuals = self.codebook.decode_ranks(self.codes[rank : rank + 1, start:stop], first_rank=rank)
-            if self.basis is not None:
-                residuals += low_rank(self.basis[start:stop], self.basis_scales[start:stop],
-                                      self.coefficients[rank : rank + 1, start:stop])
-            return (self.anchors[start:stop].float() + residuals[0]).to(dtype)
+            residuals = self._residuals(slice(rank, rank + 1), torch.arange(start, stop))[0]
+            return (self.anchors[start:stop].float() + residuals).to(dtype)
         view = self.vectors[rank, start:stop]
         if self.scales is None:
             return view if view.dtype == dtype else view.to(dtype)
@@ -364,11 +361,7 @@ class Segment:
                 self.require_full_ranks(r_c)
                 return _document_major(self.vectors, rows, r_c).to(dtype)
             self.require_ranks(r_c)
-            residuals = self.codebook.decode_ranks(self.codes[:r_c].index_select(1, rows))
-            if self.basis is not None:
-                residuals += low_rank(self.basis.index_select(0, rows), self.basis_scales.index_select(0, rows),
-                                      self.coefficients[:r_c].index_select(1, rows))
-            residuals = residuals.transpose(0, 1)
+            residuals = self._residuals(slice(0, r_c), rows).transpose(0, 1)
             return (self.anchors.index_select(0, rows).float().unsqueeze(1) + residuals).to(dtype).contiguous()
         self.require_ranks(r_c)
         picked = _document_major(self.vectors, rows, r_c)
@@ -376,6 +369,15 @@ class Segment:
             scales = _document_major(self.scales.unsqueeze(-1), rows, r_c)
             return (picked.float() * scales).to(dtype)
         return picked.to(dtype)
+
+    def _residuals(self, ranks: slice, rows: Tensor) -> Tensor:
+        """pq: the decoded residuals (from the anchors) of ``ranks`` of documents ``rows``, (ranks, len(rows), D) fp32:
+        codes plus rank centres, plus each document's low-rank part when it keeps directions."""
+        residuals = self.codebook.decode_ranks(self.codes[ranks].index_select(1, rows), first_rank=ranks.start)
+        if self.basis is not None:
+            residuals += low_rank(self.basis.index_select(0, rows), self.basis_scales.index_select(0, rows),
+                                  self.coefficients[ranks].index_select(1, rows))
+        return residuals
 
     def bytes_per_document(self) -> float:
         return sum(f["bytes"] for f in self.record["files"].values()) / max(1, self.count)

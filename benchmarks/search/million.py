@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--out", default="search_million", help="results file name (without extension)")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--subquantizers", type=int, default=None, help="bytes per vector (default: the index's, D / 8)")
+    parser.add_argument("--basis", type=int, default=None,
+                        help="pq directions per document (default: the index's, 5 at 64 x 384; 0: codes only)")
     parser.add_argument("--reuse-index", action="store_true",
                         help="rerun the searches on the index the last run with these settings built (its build figures kept)")
     args = parser.parse_args()
@@ -152,7 +154,8 @@ def main() -> None:
         print(key, rows[key], flush=True)
     results = {"documents": total, "vectors": [stored, dim], "copies": args.copies, "noise": args.noise,
                "noise_kind": args.noise_kind,
-               "subquantizers": index.manifest["pq"]["subquantizers"], "queries": len(queries), "model": data["model"],
+               "subquantizers": index.manifest["pq"]["subquantizers"], "basis": index.manifest["pq"].get("basis", 0),
+               "queries": len(queries), "model": data["model"],
                "trained": data["trained"], "threads": torch.get_num_threads(), **build,
                "bf16_bytes_would_be": total * stored * dim * 2, "open_seconds": round(open_seconds, 3),
                "budgets": rows, "date": time.strftime("%Y-%m-%d")}
@@ -171,7 +174,8 @@ def build_index(documents: torch.Tensor, queries: torch.Tensor, base_ids: list[s
     shutil.rmtree(WORK, ignore_errors=True)
     build_seconds = generate_seconds = 0.0  # building from vectors; making the synthetic variants is timed apart
     start = time.perf_counter()
-    with MultiVectorIndex.create(WORK, dim, stored, dtype="pq", subquantizers=args.subquantizers) as index:
+    with MultiVectorIndex.create(WORK, dim, stored, dtype="pq", subquantizers=args.subquantizers,
+                                 basis=args.basis) as index:
         index.auto_merge = False  # a bulk load: one segment per add, then one compaction (each document rewritten once)
         for copy in tqdm(range(args.copies), desc="building 1M pq", unit="chunk"):
             ids = base_ids if copy == 0 else [f"{i}~{copy}" for i in base_ids]
@@ -214,7 +218,8 @@ def write(results: dict, name: str) -> None:
              f"{results['documents']:,} documents x {results['vectors'][0]} vectors of {results['vectors'][1]} dims "
              f"({results['copies']} variants of 10,000 real-encoded Debian descriptions, noise of norm {results['noise']} "
              f"{'shared by a document' if results.get('noise_kind', 'vector') == 'document' else 'per vector'}), "
-             f"a bf16 anchor per document and {results['subquantizers']} code bytes per vector, {results['threads']} threads, {results['queries']} queries. "
+             f"a bf16 anchor per document, {results['subquantizers']} code bytes per vector and "
+             f"{results.get('basis', 0)} int8 directions per document, {results['threads']} threads, {results['queries']} queries. "
              f"Built from vectors in {(results['build_seconds'] + results.get('compact_seconds', 0)) / 60:.1f} min"
              + (f" ({results['segments_before_compaction']} adds with merging off, one segment each, in "
                 f"{results['build_seconds'] / 60:.1f} min, then `compact()` into one segment in "

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/search/million.py [--copies 100] [--noise 0.5]
 
 bf16 would need 49 GB for these vectors (twice this machine's memory); pq (a bf16 anchor per document and 48-byte
-residual codes per vector) needs 3.8 GB, 6.1 GB with the default 5 directions per document (added 2026-11-28,
-after this benchmark's last run). The
+residual codes per vector) needs 3.8 GB, 6.1 GB with the default 5 directions per document (``--basis``; 0 builds
+the codes-only index). The
 vectors have the structure of real ones: the 10,000 Debian descriptions of ``real_data`` encoded by the
 quickstart's MMR-trained model, then ``copies - 1`` noisy variants of each, generated chunk by chunk from seeds
 so nothing needs 49 GB: by default each document moves along one random direction of norm ``noise`` shared by all
@@ -112,6 +112,9 @@ def main() -> None:
     settings = {"copies": args.copies, "noise": args.noise, "noise_kind": args.noise_kind}
     if args.reuse_index:  # the build of the last run with these settings, for a rerun of the searches only
         built = json.loads(previous.read_text())
+        if args.basis is not None:  # the directions the index was built with (0 in runs before they existed)
+            settings["basis"] = args.basis
+            built.setdefault("basis", 0)
         if any(built.get(key) != value for key, value in settings.items()) or not (WORK / "manifest.json").is_file():
             raise SystemExit(f"--reuse-index: {previous} or {WORK} is not a build with {settings}")
         build = {key: built[key] for key in BUILD_FIGURES}

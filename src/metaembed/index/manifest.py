@@ -37,7 +37,8 @@ _CHECKSUMS = {"xxh3_128": _XXH3, "sha256": _SHA256}
 def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: dict[str, Any],
                  pq: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of an empty index (generation 0); ``pq``: a pq index's settings (``subquantizers``,
-    ``full_precision``, ``basis``: directions per document, absent from indexes written before them). The pq codebook's record (``"codebook"``) joins with the first add."""
+    ``full_precision``, ``basis``: directions per document, absent from indexes written before them). The pq
+    codebook's record (``"codebook"``) joins with the first add."""
     manifest = {
         "format": FORMAT, "version": VERSION, "dim": dim, "max_document_vectors": max_document_vectors,
         "dtype": dtype, "generation": 0, "segments": [], "deleted": {}, "properties": properties,

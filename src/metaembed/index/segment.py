@@ -278,11 +278,9 @@ class Segment:
 
     def rank_block(self, rank: int, start: int, stop: int, dtype: torch.dtype) -> Tensor:
         """Vector number ``rank`` of documents ``start:stop`` as (n, D) in ``dtype``: a contiguous slice of the
-        rank-major file (no copy when ``dtype`` is the storage type)."""
+        rank-major file (no copy when ``dtype`` is the storage type). Stored vectors only (bf16, fp32, int8): pq
+        codes are scored where they lie (:meth:`rank_scores`) and decoded by :meth:`gather`."""
         self.require_ranks(rank + 1)
-        if self.codes is not None:
-            residuals = self._residuals(slice(rank, rank + 1), torch.arange(start, stop))[0]
-            return (self.anchors[start:stop].float() + residuals).to(dtype)
         view = self.vectors[rank, start:stop]
         if self.scales is None:
             return view if view.dtype == dtype else view.to(dtype)

@@ -6,6 +6,7 @@ directions) still open."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,7 +15,9 @@ import metaembed
 from metaembed.index import CorruptIndexError, MultiVectorIndex
 from metaembed.index import manifest as manifest_module
 from metaembed.index import segment as segment_module
-from metaembed.index.codebook import LOOKUP_TABLE_MAX_QUERY_VECTORS
+from metaembed.index import codebook as codebook_module
+from metaembed.index.codebook import (LOOKUP_TABLE_MAX_QUERY_VECTORS, ProductCodebook, anchored_residuals,
+                                    encode_documents)
 from metaembed.index.document_basis import (DocumentBases, add_low_rank, check_basis, default_basis,
                                             folds_into_decoded_blocks, low_rank, scaled_products)
 
@@ -46,6 +49,10 @@ def test_bases_fit_each_documents_low_rank_part_and_score_it_by_rank():
     assert two.coefficients.shape == (STORED, 50, 2) and two.coefficients.dtype == torch.int8  # rank-major
     assert relative_error(two.low_rank(), residuals) < 1e-3  # only int8 rounding is lost
     assert relative_error(one.low_rank(), residuals) > 0.05  # one direction misses the second
+    # nested by rank: vector 0 lies on the first direction alone, so a budget of one vector reads one direction
+    assert torch.all(two.coefficients[0, :, 1] == 0) and torch.any(two.coefficients[1:, :, 1] != 0)
+    assert relative_error(low_rank(two.basis[:, :1], two.scales[:, :1], two.coefficients[:1, :, :1]),
+                          residuals[:1]) < 1e-3
     # a budget reads a prefix of the coefficients: the first ranks rebuild alone
     torch.testing.assert_close(low_rank(two.basis, two.scales, two.coefficients[:3]), two.low_rank()[:3])
     # scores from the directions' products equal dot products with the rebuilt vectors, rank by rank
@@ -57,6 +64,34 @@ def test_bases_fit_each_documents_low_rank_part_and_score_it_by_rank():
         torch.testing.assert_close(scores, queries @ two.low_rank()[rank].T, atol=1e-4, rtol=1e-4)
     zero = DocumentBases.fit(torch.zeros(STORED, 3, DIM), 2)  # no spread at all: nothing to fit, nothing breaks
     assert torch.equal(zero.low_rank(), torch.zeros(STORED, 3, DIM))
+
+
+def test_documents_are_encoded_in_chunks_exactly_as_whole_and_as_the_formula_says(monkeypatch):
+    """A pq segment's arrays do not depend on how many documents are encoded at once (chunks of 7 documents against
+    all 300 at once), and the codes are those of each residual less its rank's centre and its low-rank part."""
+    documents = low_rank_documents(N, seed=11)
+    anchors, residuals = anchored_residuals(documents)
+    codebook = ProductCodebook.train(residuals, SUBQUANTIZERS, by_rank=True, basis=2)
+    whole = encode_documents(documents, codebook, basis=2)
+    monkeypatch.setattr(codebook_module, "ENCODE_CHUNK_VECTORS", 7 * STORED)
+    chunked = encode_documents(documents, codebook, basis=2)
+    assert torch.equal(whole.anchors, anchors) and whole.codes.shape == (STORED, N, SUBQUANTIZERS)
+    assert torch.equal(chunked.anchors, whole.anchors) and torch.equal(chunked.codes, whole.codes)
+    for name in ("basis", "scales", "coefficients"):
+        assert torch.equal(getattr(chunked.bases, name), getattr(whole.bases, name)), name
+    centred = residuals.transpose(0, 1) - codebook.rank_centres.unsqueeze(1)  # (R, n, D)
+    bases = DocumentBases.fit(centred, 2)
+    assert torch.equal(bases.coefficients, whole.bases.coefficients) and torch.equal(bases.basis, whole.bases.basis)
+    expected = codebook.encode(centred - bases.low_rank())
+    assert (expected == whole.codes).float().mean() > 0.999  # in-place arithmetic may round a rare tie the other way
+    # subtract_from takes each vector's low-rank part off in place: what low_rank() rebuilds
+    in_place = centred.transpose(0, 1).clone()  # (n, R, D); contiguous() could be centred itself
+    assert bases.subtract_from(in_place) is in_place
+    torch.testing.assert_close(in_place, (centred - bases.low_rank()).transpose(0, 1), atol=1e-6, rtol=1e-5)
+    assert torch.equal(encode_documents(documents, codebook, basis=0).codes,
+                       codebook.encode(centred))  # no directions: the centred residuals are coded
+    empty = encode_documents(documents[:0], codebook, basis=2)
+    assert empty.codes.shape == (STORED, 0, SUBQUANTIZERS) and empty.bases.basis.shape == (0, 2, DIM)
 
 
 def test_directions_fold_into_decoded_blocks_only_for_many_query_vectors():
@@ -87,7 +122,8 @@ def test_an_index_with_directions_scores_the_maxsim_of_what_it_stores(tmp_path, 
     ids = [f"d{i}" for i in range(N)]
     with build(tmp_path / "basis", documents, 2) as index, build(tmp_path / "none", documents, 0) as plain:
         manifest = json.loads((tmp_path / "basis" / "manifest.json").read_text())
-        assert manifest["pq"] == {"subquantizers": SUBQUANTIZERS, "full_precision": False, "basis": 2}
+        assert manifest["pq"] == {"subquantizers": SUBQUANTIZERS, "full_precision": False, "basis": 2,
+                                  "nested_basis": True}
         segment = tmp_path / "basis" / "segments" / manifest["segments"][1]["name"]
         assert sorted(p.name for p in segment.iterdir()) == ["anchors.bin", "basis.bin", "basis_scales.bin", "codes.bin",
                                                              "coefficients.bin", "ids.json", "metadata.json"]
@@ -98,6 +134,7 @@ def test_an_index_with_directions_scores_the_maxsim_of_what_it_stores(tmp_path, 
         assert relative_error(reconstructed, documents) < 0.5 * relative_error(plain.get_vectors(ids), documents)
         assert index.scored_bytes_per_document() == 2 * DIM + 2 * (DIM + 4) + STORED * (SUBQUANTIZERS + 2)
         assert index.scored_bytes_per_document(3) == 2 * DIM + 2 * (DIM + 4) + 3 * (SUBQUANTIZERS + 2)
+        assert index.scored_bytes_per_document(1) == 2 * DIM + 1 * (DIM + 4) + 1 * (SUBQUANTIZERS + 2)  # nested
         queries = torch.nn.functional.normalize(documents[:6, :4] + 0.2 * torch.randn(6, 4, DIM), dim=-1)
         many = queries.repeat(LOOKUP_TABLE_MAX_QUERY_VECTORS // 4 + 1, 1, 1)  # past the lookup tables: decoded blocks
         for budget in [(1, 1), (2, 3), (4, 8)]:
@@ -115,6 +152,42 @@ def test_an_index_with_directions_scores_the_maxsim_of_what_it_stores(tmp_path, 
         assert index.compact() == 2  # merged as stored: the same vectors after
         assert torch.equal(index.get_vectors(ids), reconstructed)
         index.verify()
+
+
+def test_nested_directions_are_read_by_budget_and_older_indexes_read_them_all(tmp_path, monkeypatch):
+    """A search at r_c < k reads only the first r_c directions of each document (nested by rank) and scores as if it
+    read all k; an index written before nesting (no "nested_basis" in its manifest) reads all k, with the same
+    results."""
+    documents = low_rank_documents(N, seed=6, rank=3)
+    build(tmp_path / "new", documents, 3).close()
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    path = tmp_path / "old" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["pq"]["nested_basis"]  # as written before the directions were nested
+    manifest["checksum"] = manifest_module.manifest_checksum(manifest)
+    path.write_text(json.dumps(manifest))
+    read = []
+    original = segment_module.Segment.basis_scores
+
+    def counting(self, *args, **kwargs):
+        directions = original(self, *args, **kwargs)
+        read.append(directions.count)
+        return directions
+
+    monkeypatch.setattr(segment_module.Segment, "basis_scores", counting)
+    queries = torch.nn.functional.normalize(documents[:4, :4] + 0.2 * torch.randn(4, 4, DIM), dim=-1)
+    with MultiVectorIndex.open(tmp_path / "new") as new, MultiVectorIndex.open(tmp_path / "old") as old:
+        assert old.scored_bytes_per_document(1) == 2 * DIM + 3 * (DIM + 4) + 1 * (SUBQUANTIZERS + 3)
+        reconstructed = new.get_vectors([f"d{i}" for i in range(N)])
+        for budget, directions in [((1, 1), 1), ((2, 2), 2), ((4, 6), 3)]:
+            expected = metaembed.maxsim(queries, reconstructed, *budget).topk(5, dim=1)
+            for index, count in ((new, directions), (old, 3)):
+                read.clear()
+                found = index.search(queries, k=5, budget=budget, compute_dtype=torch.float32)
+                assert read and set(read) == {count}, (budget, index.path.name)
+                for result, scores, rows in zip(found, expected.values, expected.indices):
+                    assert result.ids == [f"d{i}" for i in rows.tolist()]
+                    assert result.scores == pytest.approx(scores.tolist(), abs=1e-4)
 
 
 def test_damaged_directions_or_coefficients_are_named(tmp_path):

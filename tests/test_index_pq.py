@@ -265,7 +265,8 @@ def test_index_command_builds_a_pq_index_and_search_reads_it(tiny_bert_path, cor
                                  "--dtype", "pq", "--subquantizers", "8", "--full-precision", "--chunk-size", "40"])
     assert result.exit_code == 0, result.output
     index = MultiVectorIndex.open(out)
-    assert index.dtype == "pq" and index.manifest["pq"] == {"subquantizers": 8, "full_precision": True, "basis": 1}  # the default for its shape
+    assert index.dtype == "pq" and index.manifest["pq"] == {"subquantizers": 8, "full_precision": True, "basis": 1,
+                                                           "nested_basis": True}  # the default for its shape
     # two chunks of 40, merged into one segment when the build finishes (codes copied as stored)
     assert len(index) == len(TEXTS) and [seg["count"] for seg in index.manifest["segments"]] == [len(TEXTS)]
     hits = runner.invoke(app, ["search", "--index", str(out), "--query", "fonts for printing", "--json", "--top-k", "3"])

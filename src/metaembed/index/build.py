@@ -242,7 +242,9 @@ def _open_or_create(out: Path, settings: dict[str, Any], properties: dict[str, A
     recorded = {MODEL_PROPERTY: recorded_model(index.properties, out),  # an older index's relative path, found again
                 "document_budget": index.max_document_vectors, "dim": index.dim, "dtype": index.dtype}
     if "pq" in index.manifest:
-        recorded["pq"] = {"basis": 0, **index.manifest["pq"]}  # indexes written before directions have none
+        pq = index.manifest["pq"]  # the settings a run asks for (how directions are laid out is the index's own)
+        recorded["pq"] = {"subquantizers": pq["subquantizers"], "full_precision": pq["full_precision"],
+                          "basis": pq.get("basis", 0)}  # indexes written before directions have none
         if "pq" in settings and settings["pq"]["basis"] is None:  # not asked for: resume with the index's
             settings = {**settings, "pq": {**settings["pq"], "basis": recorded["pq"]["basis"]}}
     if settings[MODEL_PROPERTY] is None:  # a model given without a name: its vectors' shape is all there is to check

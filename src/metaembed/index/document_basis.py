@@ -62,8 +62,10 @@ class DocumentBases:
 
     @classmethod
     def fit(cls, residuals: Tensor, k: int) -> "DocumentBases":
-        """The top ``k`` directions of each document's rank-major residuals (R, n, D), quantized, and every vector's
-        least-squares coefficients on the quantized directions (what :func:`low_rank` rebuilds)."""
+        """The top ``k`` directions of each document's rank-major residuals (R, n, D), *nested* by rank (vector r < k
+        lies in the first r + 1 of them, so a budget of r_c vectors needs only the first min(r_c, k)), quantized, and
+        every vector's least-squares coefficients on the quantized directions (what :func:`low_rank` rebuilds; for
+        r < k on the first r + 1 only, the others exactly 0)."""
         ranks, count, dim = residuals.shape
         documents = residuals.float().transpose(0, 1)  # (n, R, D), a view
         gram = documents @ documents.transpose(1, 2)  # (n, R, R)
@@ -72,11 +74,21 @@ class DocumentBases:
             directions = torch.linalg.qr(gram @ directions).Q  # (n, R, k)
         basis = directions.transpose(1, 2) @ documents  # (n, k, D): the directions in vector space
         basis = basis / basis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        # nest them: the first k vectors' parts in the span are A B (A: (k, k) their coordinates); with A^T = Q R,
+        # A B = R^T (Q^T B) and R^T is lower triangular, so in the rotated directions Q^T B vector r needs the first r + 1
+        leading = documents[:, :k] @ basis.transpose(1, 2)  # (n, k vectors, k directions)
+        basis = torch.linalg.qr(leading.transpose(1, 2)).Q.transpose(1, 2) @ basis
+        basis = basis / basis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         basis_codes, basis_scales = symmetric_int8(basis, dim=-1)  # (n, k, D), (n, k, 1)
         quantized = basis_codes.float() * basis_scales
         # least squares on the stored (rounded, so not quite orthonormal) directions: X Q^T (Q Q^T + eps I)^-1
         overlaps = quantized @ quantized.transpose(1, 2) + 1e-6 * torch.eye(k)
-        coefficients = torch.linalg.solve(overlaps, quantized @ documents.transpose(1, 2)).transpose(1, 2)  # (n, R, k)
+        products = quantized @ documents.transpose(1, 2)  # (n, k, R)
+        coefficients = torch.linalg.solve(overlaps, products).transpose(1, 2).contiguous()  # (n, R, k)
+        for rank in range(min(k, ranks) - 1):  # vector r < k on the first r + 1 directions only
+            coefficients[:, rank, rank + 1 :] = 0
+            coefficients[:, rank, : rank + 1] = torch.linalg.solve(
+                overlaps[:, : rank + 1, : rank + 1], products[:, : rank + 1, rank])
         coefficient_codes, coefficient_scales = symmetric_int8(coefficients, dim=1)  # scales (n, 1, k)
         scales = basis_scales.squeeze(-1) * coefficient_scales.squeeze(1)
         return cls(basis_codes, scales.contiguous(), coefficient_codes.transpose(0, 1).contiguous())
@@ -84,6 +96,18 @@ class DocumentBases:
     def low_rank(self) -> Tensor:
         """(R, n, D) fp32: each vector's part in its document's directions."""
         return low_rank(self.basis, self.scales, self.coefficients)
+
+    def subtract_from(self, documents: Tensor) -> Tensor:
+        """``documents`` (n, R, D) fp32 less each vector's low-rank part, in place (no (R, n, D) tensor made: on
+        10,000 documents of 64 x 384 ~5x faster than subtracting :meth:`low_rank`)."""
+        weights = self.coefficients.transpose(0, 1).float() * self.scales.unsqueeze(1)  # (n, R, k)
+        return documents.baddbmm_(weights, self.basis.float(), alpha=-1)
+
+    @classmethod
+    def concatenate(cls, parts: "list[DocumentBases]") -> "DocumentBases":
+        """The bases of consecutive groups of documents as one (documents in order)."""
+        return cls(torch.cat([part.basis for part in parts]), torch.cat([part.scales for part in parts]),
+                   torch.cat([part.coefficients for part in parts], dim=1))
 
 
 def low_rank(basis: Tensor, scales: Tensor, coefficients: Tensor) -> Tensor:
@@ -113,6 +137,11 @@ class BlockDirections:
 
     products: Tensor | None = None
     rotated: Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        """Directions per document made ready (the first ones: a nested basis needs no more than the budget)."""
+        return self.products.shape[0] if self.products is not None else self.rotated.shape[1]
 
 
 def folds_into_decoded_blocks(query_vectors: int, ranks: int, dim: int) -> bool:

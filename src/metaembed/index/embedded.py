@@ -110,6 +110,8 @@ class MultiVectorIndex(IndexWriting):
             basis = (default_basis(dim, max_document_vectors, subquantizers) if basis is None
                      else check_basis(basis, max_document_vectors))
             pq = {"subquantizers": subquantizers, "full_precision": bool(full_precision), "basis": basis}
+            if basis:
+                pq["nested_basis"] = True  # DocumentBases.fit nests them; indexes written before may not be
         elif subquantizers is not None or full_precision or basis is not None:
             raise ValueError(f"subquantizers, full_precision and basis apply to dtype='pq' only, not {dtype!r}")
         properties = check_properties(properties or {})
@@ -191,7 +193,8 @@ class MultiVectorIndex(IndexWriting):
             else:
                 codebook = read_codebook(self.path / CODEBOOK, record)
         self._codebook_record = record
-        return Storage("pq", codebook, manifest["pq"]["full_precision"], manifest["pq"].get("basis", 0))
+        return Storage("pq", codebook, manifest["pq"]["full_precision"], manifest["pq"].get("basis", 0),
+                       manifest["pq"].get("nested_basis", False))
 
     def verify(self) -> None:
         """Check every stored byte against the manifest now (what searches otherwise check on first read), e.g.
@@ -288,12 +291,13 @@ class MultiVectorIndex(IndexWriting):
     def scored_bytes_per_document(self, document_budget: int | None = None) -> int:
         """Bytes of vector data a search at ``document_budget`` (default: all stored) reads per document: 2 D per
         vector in bf16, 4 D in fp32, D + 4 in int8 (a scale per vector), M codes per vector plus one 2 D anchor in
-        pq, and with k directions per document k (D + 4) more and k coefficients per vector (its bf16 copies are
-        read only to rescore)."""
+        pq, and with k directions per document k (D + 4) more (nested directions: min(r_c, k)) and k coefficients
+        per vector (its bf16 copies are read only to rescore)."""
         r_c = self._check_document_budget(document_budget)
         if self.dtype == "pq":
             basis = self.manifest["pq"].get("basis", 0)
-            return 2 * self.dim + basis * (self.dim + 4) + r_c * (self.manifest["pq"]["subquantizers"] + basis)
+            read = min(r_c, basis) if self.manifest["pq"].get("nested_basis", False) else basis
+            return 2 * self.dim + read * (self.dim + 4) + r_c * (self.manifest["pq"]["subquantizers"] + basis)
         return r_c * {"bfloat16": 2 * self.dim, "float32": 4 * self.dim, "int8": self.dim + 4}[self.dtype]
 
     def _document_id(self, key: int) -> str:

@@ -37,7 +37,8 @@ _CHECKSUMS = {"xxh3_128": _XXH3, "sha256": _SHA256}
 def new_manifest(dim: int, max_document_vectors: int, dtype: str, properties: dict[str, Any],
                  pq: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of an empty index (generation 0); ``pq``: a pq index's settings (``subquantizers``,
-    ``full_precision``, ``basis``: directions per document, absent from indexes written before them). The pq
+    ``full_precision``, ``basis``: directions per document, absent from indexes written before them; ``nested_basis``:
+    true where the directions are nested by rank, absent before 2026-11-29). The pq
     codebook's record (``"codebook"``) joins with the first add."""
     manifest = {
         "format": FORMAT, "version": VERSION, "dim": dim, "max_document_vectors": max_document_vectors,
@@ -175,6 +176,8 @@ def _pq_problem(manifest: dict[str, Any]) -> str | None:
     basis = settings.get("basis", 0)  # indexes written before documents' directions have none
     if not _is_int(basis) or not 0 <= basis < max(1, manifest["max_document_vectors"]):
         return "'pq' 'basis' must be an integer from 0 to 'max_document_vectors' - 1"
+    if not isinstance(settings.get("nested_basis", False), bool):
+        return "'pq' 'nested_basis' must be true or false"
     if "codebook" in manifest:
         record = manifest["codebook"]
         if not isinstance(record, dict) or record.get("file") != CODEBOOK:

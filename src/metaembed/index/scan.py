@@ -83,7 +83,7 @@ def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vec
         for begin in range(first, last, group):
             yield max_of_stacked(segment.rank_group_scores(begin, min(last, begin + group), queries)).T
     else:
-        directions = segment.basis_scores(start, stop, queries, last - first)  # pq with directions: once per block
+        directions = segment.basis_scores(start, stop, queries, range(first, last))  # pq with directions: once a block
         for rank in range(first, last):
             yield segment.rank_scores(rank, start, stop, queries, directions)
 

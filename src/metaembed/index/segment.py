@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metaembed.index.codebook import PreparedQueries, ProductCodebook, anchored_residuals
-from metaembed.index.document_basis import (BlockDirections, DocumentBases, add_low_rank, folds_into_decoded_blocks,
+from metaembed.index.codebook import PreparedQueries, ProductCodebook, encode_documents
+from metaembed.index.document_basis import (BlockDirections, add_low_rank, folds_into_decoded_blocks,
                                             low_rank, rotated_low_rank, scaled_products)
 from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
@@ -53,6 +53,9 @@ class Storage:
     codebook: ProductCodebook | None = None
     full_precision: bool = False
     basis: int = 0
+    nested_basis: bool = False
+    """Whether the directions are nested by rank (:meth:`DocumentBases.fit` since 2026-11-29, recorded in the
+    manifest): a search at r_c then reads only the first min(r_c, k); older indexes read all k."""
 
 
 def segment_files(dtype: str, full_precision: bool = False, basis: int = 0) -> set[str]:
@@ -91,16 +94,12 @@ def encode_rank_major(vectors: Tensor, storage: Storage) -> dict[str, np.ndarray
     if storage.dtype == "pq":
         if storage.codebook is None:
             raise ValueError("a pq segment needs the index's codebook")
-        anchors, residuals = anchored_residuals(vectors.detach())
-        arrays["anchors.bin"] = anchors.view(torch.uint16).numpy()
-        ranks = residuals.transpose(0, 1)  # (R, n, D)
-        if storage.basis:
-            centres = storage.codebook.centres(len(ranks)).unsqueeze(1)
-            bases = DocumentBases.fit(ranks - centres, storage.basis)
-            ranks = ranks - bases.low_rank()
-            arrays |= {"basis.bin": bases.basis.numpy(), "basis_scales.bin": bases.scales.numpy(),
-                       "coefficients.bin": bases.coefficients.numpy()}
-        arrays["codes.bin"] = storage.codebook.encode_ranks(ranks).numpy()
+        encoded = encode_documents(vectors.detach(), storage.codebook, storage.basis)
+        arrays["anchors.bin"] = encoded.anchors.view(torch.uint16).numpy()
+        if encoded.bases is not None:
+            arrays |= {"basis.bin": encoded.bases.basis.numpy(), "basis_scales.bin": encoded.bases.scales.numpy(),
+                       "coefficients.bin": encoded.bases.coefficients.numpy()}
+        arrays["codes.bin"] = encoded.codes.numpy()
     if storage.dtype == "bfloat16" or storage.full_precision:
         # straight to bf16: no fp32 copy of the chunk (10,000 x 64 x 384 would be ~1 GB)
         arrays["vectors.bin"] = vectors.detach().to(torch.bfloat16).transpose(0, 1).contiguous().view(torch.uint16).numpy()
@@ -148,6 +147,7 @@ class Segment:
     basis: Tensor | None = None  # (n, k, D) int8 for pq with directions: each document's
     basis_scales: Tensor | None = None  # (n, k) fp32
     coefficients: Tensor | None = None  # (R, n, k) int8: each vector's weights on its document's directions
+    nested_basis: bool = False  # vector r < k needs only its document's first r + 1 directions (Storage.nested_basis)
     _metadata: list[Any] | None = None
     verified_ranks: int = 0
     """Ranks of the scored files (vectors, scales or codes) checked against the manifest (all of them when
@@ -223,7 +223,8 @@ class Segment:
             raise CorruptIndexError(f"{folder / 'ids.json'} is not a list of {count} ids as the manifest says")
         checked = 0 if verify else stored
         return cls(folder, record, vectors, scales, ids, codes=codes, anchors=anchors, codebook=storage.codebook,
-                   basis=basis, basis_scales=basis_scales, coefficients=coefficients, verified_ranks=checked,
+                   basis=basis, basis_scales=basis_scales, coefficients=coefficients,
+                   nested_basis=storage.nested_basis and basis is not None, verified_ranks=checked,
                    verified_full_ranks=checked)
 
     def require_ranks(self, r_c: int) -> None:
@@ -303,8 +304,8 @@ class Segment:
         if self.basis is None:
             return self.codebook.scores(queries, self.codes[rank, start:stop], rank)
         if directions is None:
-            directions = self.basis_scores(start, stop, queries)
-        coefficients = self.coefficients[rank, start:stop]
+            directions = self.basis_scores(start, stop, queries, range(rank, rank + 1))
+        coefficients = self.coefficients[rank, start:stop, : directions.count]
         if directions.rotated is not None:
             offsets = rotated_low_rank(directions.rotated, coefficients)
             return self.codebook.scores(queries, self.codes[rank, start:stop], rank, offsets=offsets)
@@ -328,20 +329,22 @@ class Segment:
         return queries.vectors @ self.anchors[start:stop].to(queries.vectors.dtype).T
 
     def basis_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries,
-                     ranks: int = 1) -> BlockDirections | None:
-        """pq with directions: the directions of documents ``start:stop`` made ready for ``ranks`` ranks of
+                     ranks: range = range(1)) -> BlockDirections | None:
+        """pq with directions: the directions of documents ``start:stop`` made ready for ranks ``ranks`` of
         :meth:`rank_scores` (once per block): products with the query vectors, or rotated for decoded blocks where
-        that is cheaper (:func:`~metaembed.index.document_basis.folds_into_decoded_blocks`); else None."""
+        that is cheaper (:func:`~metaembed.index.document_basis.folds_into_decoded_blocks`); else None. A nested
+        basis reads only the directions those ranks use (the first min(ranks.stop, k))."""
         if self.basis is None:
             return None
         self.require_ranks(1)
-        scales = self.basis_scales[start:stop]
-        if queries.table is None and folds_into_decoded_blocks(queries.count, ranks, self.dim):
-            directions = self.basis[start:stop].float() * scales.unsqueeze(-1)  # (n, k, D)
+        used = min(ranks.stop, self.basis.shape[1]) if self.nested_basis else self.basis.shape[1]
+        basis, scales = self.basis[start:stop, :used], self.basis_scales[start:stop, :used]
+        if queries.table is None and folds_into_decoded_blocks(queries.count, len(ranks), self.dim):
+            directions = basis.float() * scales.unsqueeze(-1)  # (n, k, D)
             rotated = directions @ self.codebook.rotation.T
             return BlockDirections(rotated=rotated.to(queries.rotated.dtype))
         dtype = torch.float32 if queries.table is not None else queries.rotated.dtype
-        products = documents_times_queries(self.basis[start:stop].reshape(-1, self.dim), queries.vectors)
+        products = documents_times_queries(basis.reshape(-1, self.dim), queries.vectors)
         # lookup-table scores come as a transposed (n, n_qv) block: the products are laid out to match
         return BlockDirections(products=scaled_products(products, scales, dtype, documents_first=queries.table is not None))
 

@@ -46,8 +46,8 @@ def validate_documents(
     if r < max_document_vectors:
         raise ValueError(f"documents have {r} vectors, the index stores {max_document_vectors} per document")
     vectors = vectors[:, :max_document_vectors]
-    finite = finite_in(vectors, storage_dtype).flatten(1).all(dim=1)
-    if not bool(finite.all()):
+    if not all_finite_in(vectors, storage_dtype):  # one reduction; the offending documents are found only then
+        finite = finite_in(vectors, storage_dtype).flatten(1).all(dim=1)
         bad = [ids[i] for i in torch.nonzero(~finite).flatten().tolist()]
         raise ValueError(f"NaN or infinite values (in {_name(storage_dtype)}) in the vectors of ids {bad[:10]}")
     if metadata is None:
@@ -78,14 +78,19 @@ def all_finite_in(values: Tensor, dtype: torch.dtype) -> bool:
     if values.numel() == 0:
         return True
     if values.dtype == torch.float32 and values.is_cpu:
-        largest = float(np.abs(values.detach().numpy()).max())
-        if not math.isfinite(largest):
+        array = values.detach().numpy()
+        smallest, largest = float(array.min()), float(array.max())  # no |values| copy: ~4x faster on an add's GB
+        if not (math.isfinite(smallest) and math.isfinite(largest)):
             return False
+        largest = max(-smallest, largest)
         if not dtype.is_floating_point or largest <= torch.finfo(dtype).max:
             return True
         return bool(torch.isfinite(torch.tensor(largest).to(dtype)))
+    if not values.is_floating_point():
+        return True
     with torch_threads(1):
-        largest_value = values.detach().abs().amax()
+        smallest, largest_value = torch.aminmax(values.detach())  # NaN survives both; no |values| copy
+        largest_value = torch.maximum(-smallest, largest_value)
     if dtype.is_floating_point and largest_value.dtype != dtype:
         largest_value = largest_value.to(dtype)
     return bool(torch.isfinite(largest_value))

@@ -76,7 +76,7 @@ class IndexWriting:
             codebook = ProductCodebook.train(anchored_residuals(vectors)[1], self.manifest["pq"]["subquantizers"],
                                              by_rank=True, basis=storage.basis)
             codebook_record = write_codebook(self.path / CODEBOOK, codebook)
-            storage = Storage("pq", codebook, storage.full_precision, storage.basis)
+            storage = Storage("pq", codebook, storage.full_precision, storage.basis, storage.nested_basis)
         record = write_segment(self.path / SEGMENTS, ids, vectors, metadata, storage)
         self.commit_segments([record], codebook_record=codebook_record, storage=storage)
 

@@ -16,6 +16,10 @@ multiplied with its documents' directions once (:func:`scaled_products`, ``k`` d
 document, at any budget), and each rank adds ``k`` products weighted by its coefficients (:func:`add_low_rank`);
 decoded blocks over many query vectors instead add each rank's low-rank parts, from directions rotated once per block,
 to its decoded residuals (:class:`BlockDirections`).
+
+The directions are nested by rank, as MetaEmbed's vectors are: vector r < k lies in the first r + 1 of them, so a
+search at r_c < k reads only the first r_c (10,000 documents at (1,1): a lone query in 0.47x the time of reading all
+5, the same results; ``benchmarks/results/search_directions.md``).
 """
 
 from __future__ import annotations

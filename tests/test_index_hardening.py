@@ -295,6 +295,12 @@ def test_values_that_overflow_bf16_are_refused(small, tmp_path):
     with pytest.raises(ValueError, match=r"NaN or infinite values \(in bfloat16\) in the vectors of ids \['b'\]"):
         small.add(["a", "b"], huge)
     assert "a" not in small
+    with pytest.raises(ValueError, match=r"\(in bfloat16\) in the vectors of ids \['a'\]"):  # the smallest counts too
+        small.add(["a", "b"], torch.cat([-huge[1:], unit(1, 4, 8)]))
+    for dtype in (torch.bfloat16, torch.float64):  # other dtypes take torch's path: NaN is found there too
+        with pytest.raises(ValueError, match=r"NaN or infinite values \(in bfloat16\) in the vectors of ids \['b'\]"):
+            small.add(["a", "b"], torch.cat([unit(1, 4, 8), torch.full((1, 4, 8), float("nan"))]).to(dtype))
+    assert "a" not in small
     query = huge[1:]
     for call in (lambda: small.search(query), lambda: small.cascade_search(query),
                  lambda: small.search(query, budget="auto")):

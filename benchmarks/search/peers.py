@@ -14,8 +14,8 @@ Systems:
 - sentence-transformers 6 ``util.maxsim`` (bf16, or fp32 as plain torch, documents in RAM, then ``topk``);
 - metaembed: exact search on its on-disk bf16 index, in bf16 (the default on CPUs with native bf16: scores rounded to
   bf16, so near-ties order by rounding), and on an fp32 index (``dtype="float32"``, scored in fp32); the cascade with its candidate count calibrated on 200 other
-  queries (``calibrate_cascade``, recall targets 0.99 and 0.95: two points of its curve); ``dtype="pq"`` (48 code bytes a vector), alone and with
-  bf16 copies rescoring its best 100;
+  queries (``calibrate_cascade``, recall targets 0.99 and 0.95: two points of its curve); ``dtype="pq"`` (its defaults: 48 code bytes a vector and 5
+  int8 directions a document, 1/8 of bf16), alone and with bf16 copies rescoring its best 100;
 - Qdrant local mode through ``QdrantMultiVectorIndex`` (exact MaxSim multivectors, qdrant-client);
 - PyLate (``rank.rerank``, its Voyager and PLAID indexes) in a separate virtualenv: PyLate pins sentence-transformers
   5 and its PLAID backend (fast-plaid) a CUDA build of torch 2.11, so it cannot share metaembed's environment. Make it
@@ -113,6 +113,13 @@ def build_metaembed(documents: torch.Tensor) -> dict:
     return built
 
 
+def pq_holds(index: MultiVectorIndex) -> str:
+    """What a pq index stores per document, for a row's name: code bytes a vector and directions a document."""
+    settings = index.manifest["pq"]
+    basis = settings.get("basis", 0)
+    return f"{settings['subquantizers']} B codes a vector" + (f" + {basis} int8 directions a document" if basis else "")
+
+
 def metaembed_rows(built: dict, queries: torch.Tensor, dev: torch.Tensor, budget: tuple[int, int]) -> list[dict]:
     bf16, pq = built["bfloat16"], built["pq"]
     index = bf16["index"]
@@ -130,9 +137,10 @@ def metaembed_rows(built: dict, queries: torch.Tensor, dev: torch.Tensor, budget
             rows_of(r.ids) for r in index.cascade_search(q, k=10, budget=budget, candidates=c)]
         rows.append(measure(f"metaembed cascade ((1,1) first stage, K={candidates} calibrated for recall {target})",
                             cascade, queries, bf16["build_s"], bf16["bytes"], settle=SETTLE))
-    rows.append(measure("metaembed pq 48 B (codes only)", index_search(pq["index"], budget, rescore=0), queries,
+    held = pq_holds(pq["index"])
+    rows.append(measure(f"metaembed pq ({held}; no rescoring)", index_search(pq["index"], budget, rescore=0), queries,
                         pq["build_s"], pq["codes_bytes"], settle=SETTLE))
-    rows.append(measure("metaembed pq 48 B + bf16 rescore of 100", index_search(pq["index"], budget, rescore=100),
+    rows.append(measure(f"metaembed pq ({held}) + bf16 rescore of 100", index_search(pq["index"], budget, rescore=100),
                         queries, pq["build_s"], pq["bytes"], settle=SETTLE))
     return rows
 

@@ -57,7 +57,7 @@ def test_bases_fit_each_documents_low_rank_part_and_score_it_by_rank():
     torch.testing.assert_close(low_rank(two.basis, two.scales, two.coefficients[:3]), two.low_rank()[:3])
     # scores from the directions' products equal dot products with the rebuilt vectors, rank by rank
     queries = torch.randn(5, DIM, generator=generator)
-    products = scaled_products(two.basis.reshape(-1, DIM).float() @ queries.T, two.scales, torch.float32)
+    products = scaled_products(two.basis.float() @ queries.T, two.scales, torch.float32)  # (n, k, count) in
     assert products.shape == (2, 5, 50)
     for rank in (0, STORED - 1):
         scores = add_low_rank(torch.zeros(5, 50), products, two.coefficients[rank])

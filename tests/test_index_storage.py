@@ -9,6 +9,8 @@ import torch
 
 import metaembed
 from metaembed.index import MissingIdsError, MultiVectorIndex
+from metaembed.index.int8 import int8_products
+from metaembed.index.segment import INT8_PRODUCTS_MAX_QUERY_VECTORS, int8_times_queries
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -118,6 +120,46 @@ def test_int8_storage_quality(tmp_path, documents):
             assert result.ids[0] == f"a{int(expected[q].argmax())}"
             assert result.scores[0] == pytest.approx(float(expected[q].max()), abs=0.02)
         assert index.bytes_per_document() < 8 * 16 * 2  # smaller than bf16 vectors alone
+
+
+def test_int8_products_are_finer_than_bf16_and_read_strided_rows():
+    """int8 rows times float query vectors in int8 arithmetic (each vector as two int8 parts): within ~1e-4 of the
+    exact products where converting to bf16 is off by ~1e-2, equal for a strided view of the rows and a copy, zero
+    for a zero vector, and empty for no rows."""
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.randint(-127, 128, (300, 3, 64), dtype=torch.int8, generator=generator)
+    vectors = torch.randn(5, 64, generator=generator)
+    vectors[2] = 0
+    exact = rows[:, 1].double() @ vectors.double().T
+    products = int8_products(rows[:, 1], vectors)  # a strided view: rows 3 x 64 bytes apart
+    assert products.shape == (300, 5) and products.dtype == torch.float32
+    error = (products.double() - exact).abs().max() / exact.abs().max()
+    bf16_error = ((rows[:, 1].bfloat16() @ vectors.bfloat16().T).double() - exact).abs().max() / exact.abs().max()
+    assert error < 1e-4 < 1e-3 < bf16_error
+    assert torch.equal(products, int8_products(rows[:, 1].contiguous(), vectors))
+    assert torch.equal(products[:, 2], torch.zeros(300))
+    assert int8_products(rows[:0, 1], vectors).shape == (0, 5)
+    # past INT8_PRODUCTS_MAX_QUERY_VECTORS the rows are converted instead: the same products to bf16's precision
+    many = torch.randn(INT8_PRODUCTS_MAX_QUERY_VECTORS + 1, 64, generator=generator)
+    torch.testing.assert_close(int8_times_queries(rows[:, 0], many)[:, :5], int8_times_queries(rows[:, 0], many[:5]),
+                               rtol=1e-2, atol=0.5)
+
+
+def test_int8_storage_scores_a_lone_query_as_in_a_batch(tmp_path, documents):
+    """A lone query's few vectors are multiplied with int8 codes in int8 arithmetic, a batch's many after converting
+    the codes: the same documents, scores within bf16 rounding, and both near MaxSim over the restored vectors."""
+    with MultiVectorIndex.create(tmp_path / "q", 16, 8, dtype="int8") as index:
+        index.add([f"a{i}" for i in range(120)], documents)
+        restored = index.get_vectors([f"a{i}" for i in range(120)])
+        queries = unit(12, 4, 16, seed=6)  # 12 x 4 = 48 query vectors in a batch: past the int8 products' limit
+        assert 4 <= INT8_PRODUCTS_MAX_QUERY_VECTORS < 48
+        batched = index.search(queries, k=5, budget=(4, 8), compute_dtype=torch.float32)
+        expected = metaembed.maxsim(queries, restored, 4, 8, dtype=torch.float32)
+        for q in range(len(queries)):
+            alone = index.search(queries[q : q + 1], k=5, budget=(4, 8), compute_dtype=torch.float32)[0]
+            assert alone.ids == batched[q].ids
+            assert alone.scores == pytest.approx(batched[q].scores, abs=1e-4)
+            assert alone.scores == pytest.approx(expected[q].topk(5).values.tolist(), abs=1e-4)
 
 
 def test_float32_storage_ranks_exactly_as_fp32_maxsim(tmp_path, documents):

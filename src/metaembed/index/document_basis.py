@@ -121,11 +121,10 @@ def low_rank(basis: Tensor, scales: Tensor, coefficients: Tensor) -> Tensor:
 
 
 def scaled_products(products: Tensor, scales: Tensor, dtype: torch.dtype, documents_first: bool = False) -> Tensor:
-    """Query vectors' dot products with n documents' k int8 directions, (n * k, count) as a matmul gives them, times the
-    directions' ``scales`` (n, k): (k, count, n) in ``dtype``, ready for :func:`add_low_rank`; stored (k, n, count)
-    when ``documents_first`` (to match scores that are a transposed (n, count) block: lookup-table sums)."""
-    n, k = scales.shape
-    products = products.float().view(n, k, -1) * scales.float().unsqueeze(-1)
+    """Query vectors' dot products with n documents' k int8 directions, (n, k, count), times the directions'
+    ``scales`` (n, k): (k, count, n) in ``dtype``, ready for :func:`add_low_rank`; stored (k, n, count) when
+    ``documents_first`` (to match scores that are a transposed (n, count) block: lookup-table sums)."""
+    products = products.float() * scales.float().unsqueeze(-1)
     if documents_first:
         return products.permute(1, 0, 2).to(dtype).contiguous().transpose(1, 2)
     return products.permute(1, 2, 0).to(dtype).contiguous()

@@ -36,7 +36,7 @@ from metaembed.index.document_basis import (BlockDirections, add_low_rank, folds
                                             low_rank, rotated_low_rank, scaled_products)
 from metaembed.index.errors import CorruptIndexError
 from metaembed.index.files import describe_file, fsync_directory, verify_file, verify_part, write_bytes_durably
-from metaembed.index.int8 import symmetric_int8
+from metaembed.index.int8 import int8_products, symmetric_int8
 
 STORAGE_DTYPES = ("bfloat16", "float32", "int8", "pq")
 _NUMPY_STORAGE = {"bfloat16": np.uint16, "float32": np.float32, "int8": np.int8}
@@ -277,30 +277,23 @@ class Segment:
             self._metadata = metadata
         return self._metadata[row]
 
-    def rank_block(self, rank: int, start: int, stop: int, dtype: torch.dtype) -> Tensor:
-        """Vector number ``rank`` of documents ``start:stop`` as (n, D) in ``dtype``: a contiguous slice of the
-        rank-major file (no copy when ``dtype`` is the storage type). Stored vectors only (bf16, fp32, int8): pq
-        codes are scored where they lie (:meth:`rank_scores`) and decoded by :meth:`gather`."""
-        self.require_ranks(rank + 1)
-        view = self.vectors[rank, start:stop]
-        if self.scales is None:
-            return view if view.dtype == dtype else view.to(dtype)
-        return (view.float() * self.scales[rank, start:stop].unsqueeze(-1)).to(dtype)
-
     def rank_scores(self, rank: int, start: int, stop: int, queries: Tensor | PreparedQueries,
                     directions: BlockDirections | None = None) -> Tensor:
         """Dot products of query vectors with vector number ``rank`` of documents ``start:stop``: (n_qv, n), less
         :meth:`anchor_scores` for pq (the same for every rank, added once after the maximum over ranks).
         ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made;
         ``directions``: for pq with directions, :meth:`basis_scores` of the same documents."""
+        self.require_ranks(rank + 1)
         if self.codes is None:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
             # ~1.5-2x faster for the few query vectors of a lone query (62 vs 96 us for 64 x 1000 x 384) and about
-            # as fast for batches (benchmarks/results/kernel.md, last table)
-            # plain vectors go as stored (converted block by block in documents_times_queries); int8 scaled first
-            stored = queries.dtype if self.scales is not None else self.vectors.dtype
-            return documents_times_queries(self.rank_block(rank, start, stop, stored), queries).T
-        self.require_ranks(rank + 1)
+            # as fast for batches (benchmarks/results/kernel.md, last table); plain vectors go as stored (converted
+            # block by block in documents_times_queries), int8 codes are multiplied as codes and scaled after
+            stored = self.vectors[rank, start:stop]  # a contiguous slice of the rank-major file
+            if self.scales is None:
+                return documents_times_queries(stored, queries).T
+            scaled = int8_times_queries(stored, queries) * self.scales[rank, start:stop].unsqueeze(-1)
+            return scaled.to(queries.dtype).T
         if self.basis is None:
             return self.codebook.scores(queries, self.codes[rank, start:stop], rank)
         if directions is None:
@@ -326,7 +319,10 @@ class Segment:
         if self.anchors is None:
             return None
         self.require_ranks(1)
-        return queries.vectors @ self.anchors[start:stop].to(queries.vectors.dtype).T
+        anchors = self.anchors[start:stop]
+        if queries.table is None:  # many query vectors: a (n_qv, n) product, laid out as the scores it is added to
+            return queries.vectors @ anchors.to(queries.vectors.dtype).T
+        return documents_times_queries(anchors, queries.vectors).T  # few: documents on the left stream faster
 
     def basis_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries,
                      ranks: range = range(1)) -> BlockDirections | None:
@@ -344,7 +340,8 @@ class Segment:
             rotated = directions @ self.codebook.rotation.T
             return BlockDirections(rotated=rotated.to(queries.rotated.dtype))
         dtype = torch.float32 if queries.table is not None else queries.rotated.dtype
-        products = documents_times_queries(basis.reshape(-1, self.dim), queries.vectors)
+        # one direction at a time: a strided (n, D) view of the rows, so a nested prefix is read without a copy
+        products = torch.stack([int8_times_queries(basis[:, j], queries.vectors) for j in range(used)], dim=1)
         # lookup-table scores come as a transposed (n, n_qv) block: the products are laid out to match
         return BlockDirections(products=scaled_products(products, scales, dtype, documents_first=queries.table is not None))
 
@@ -415,6 +412,21 @@ def documents_times_queries(documents: Tensor, queries: Tensor) -> Tensor:
             _times_queries(block, queries, out=products[start : start + len(block)])
         return products
     return _times_queries(documents.to(queries.dtype), queries)
+
+
+INT8_PRODUCTS_MAX_QUERY_VECTORS = 32
+"""Up to this many query vectors, int8 rows (int8 storage, pq's directions) are multiplied in int8 arithmetic
+(:func:`~metaembed.index.int8.int8_products`); past it, converted block by block and multiplied in the queries' dtype
+(10,000 x 384 on one AMX core: int8 ~0.4-1.0 ms up to 32 vectors against 1.3-2.2 ms converted; 6.8 against 3.1 ms at
+128 vectors)."""
+
+
+def int8_times_queries(rows: Tensor, queries: Tensor) -> Tensor:
+    """(n, D) int8 ``rows`` @ (n_qv, D) ``queries``^T as (n, n_qv) fp32: in int8 arithmetic for few query vectors,
+    else through :func:`documents_times_queries`."""
+    if len(queries) <= INT8_PRODUCTS_MAX_QUERY_VECTORS:
+        return int8_products(rows, queries)
+    return documents_times_queries(rows, queries).float()
 
 
 def _times_queries(documents: Tensor, queries: Tensor, out: Tensor | None = None) -> Tensor:

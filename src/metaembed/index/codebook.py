@@ -20,8 +20,11 @@ centre one per query vector and search.
 The codebook is an OPQ rotation (faiss' ``OPQMatrix``: an orthonormal D x D matrix that spreads the residuals'
 variance evenly over the sub-spaces) followed by M sub-space codebooks of D/M dimensions, 256 centroids each
 (faiss' ``ProductQuantizer``), trained on a sample of the residuals of the index's first ``add``; every later add
-is encoded with it. The rotation halved the reconstruction error of 48-byte codes on the quickstart's vectors. Scoring reads only the
-anchors and codes, block by block:
+is encoded with it. The rotation halved the reconstruction error of 48-byte codes on the quickstart's vectors, and
+still does on what the directions leave (relative error 0.58 unrotated, 0.30 after faiss' default 50 iterations from a
+random rotation, 0.32 after 20; started from PCA's eigenvalue allocation instead, 0.50-0.59 after 5-20: measured
+2026-11-29 on 2,000 documents' residuals, 1,000 others held out). Scoring reads only the anchors and codes, block by
+block:
 
 - few query vectors (a lone query, up to ``LOOKUP_TABLE_MAX_QUERY_VECTORS``): one lookup table of every query vector
   against every centroid, then a summed gather per document vector (``embedding_bag``), M table rows per vector;

@@ -6,7 +6,7 @@ and its PLAID backend, fast-plaid, pins a CUDA build of torch 2.11: neither can 
 Reads the documents (n, R_c, D) and queries (n_q, R_q, D) float32 arrays peers.py wrote, and measures PyLate's
 exact ``rank.rerank`` over every document, its Voyager index (HNSW over every document vector, then an exact
 rerank of the documents found) and its PLAID index (fast-plaid, 4-bit residuals; its default search settings and
-the points of ``PLAID_CURVE``): build seconds, bytes on disk, one query alone (median of 5) and all queries in one
+the points of ``PLAID_CURVE``): build seconds, bytes on disk, one query alone (median of 11) and all queries in one
 call, and each query's top-10 row numbers.
 """
 
@@ -33,14 +33,20 @@ def timed(function) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, search, queries: list, build_s: float, size: int, lone: int = 5, batch: int | None = None) -> dict:
+def measure(name: str, search, queries: list, build_s: float, size: int, lone: int = 11, batch: int | None = None) -> dict:
     """One row: ``search(list of queries) -> per-query lists of document row numbers``."""
     search(queries[:1])  # warm-up
     lone_s = statistics.median(timed(lambda q=q: search([q])) for q in queries[:lone])
     batch_queries = queries[: batch or len(queries)]
-    start = time.perf_counter()
-    found = search(batch_queries)
-    batch_s = time.perf_counter() - start
+    times, found = [], None
+    while len(times) < 3:  # the median of up to 3 calls, one when a call takes 2 s or more (as peers.py times its rows)
+        start = time.perf_counter()
+        result = search(batch_queries)
+        times.append(time.perf_counter() - start)
+        found = result if found is None else found
+        if times[-1] >= 2.0:
+            break
+    batch_s = statistics.median(times)
     return {"system": name, "build_s": build_s, "bytes": size, "lone_s": lone_s, "batch_s": batch_s,
             "batch_queries": len(batch_queries), "top10": [[int(i) for i in row[:10]] for row in found]}
 

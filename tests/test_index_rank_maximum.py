@@ -47,10 +47,13 @@ def test_one_block_is_returned_as_it_is_and_fp32_uses_torch_maximum():
     assert torch.equal(max_of_stacked(torch.stack(fp32)), torch.stack(fp32).amax(dim=0))
 
 
+@pytest.mark.parametrize("bits_only", [False, True], ids=["running-minimum", "bit-maximum-and-fix-up"])
 @pytest.mark.parametrize("per_rank", [False, True], ids=["segment-in-one-matmul", "rank-by-rank"])
-def test_bf16_search_ranks_all_negative_scores_as_brute_force(tmp_path, monkeypatch, per_rank):
+def test_bf16_search_ranks_all_negative_scores_as_brute_force(tmp_path, monkeypatch, per_rank, bits_only):
     """Queries pointing away from every document: every score is negative, so a maximum taken on raw bits would
-    pick the most negative rank; the search must give brute-force bf16 MaxSim instead."""
+    pick the most negative rank; the search must give brute-force bf16 MaxSim instead (with a running minimum, or
+    with every pair recomputed by the fix-up)."""
+    monkeypatch.setattr(scan_module, "_BIT_MAXIMUM_MIN_RANKS", 2 if bits_only else 1000)
     if per_rank:  # blocks too small for a segment's ranks to be stacked into one matmul
         monkeypatch.setattr(scan_module, "_RUNNING_MAX_ELEMENTS", 1)
     generator = torch.Generator().manual_seed(1)
@@ -72,3 +75,33 @@ def test_bf16_search_ranks_all_negative_scores_as_brute_force(tmp_path, monkeypa
         # the worst document (whose most negative rank a bit-maximum would have picked) ranks last
         assert result.ids[-1] == f"d{int(expected[query].argmin()):02d}" or \
             expected[query][int(result.ids[-1][1:])] - expected[query].min() < 0.02
+
+
+@pytest.mark.parametrize("dtype,basis", [("bfloat16", None), ("int8", None), ("pq", 0), ("pq", 2)],
+                         ids=["bf16", "int8", "pq", "pq-directions"])
+@pytest.mark.parametrize("query_vectors", [24, 80], ids=["few-ranks-stacked", "many-rank-by-rank"])
+def test_task_maxima_fix_the_pairs_whose_every_score_is_negative(tmp_path, monkeypatch, dtype, basis, query_vectors):
+    """Random unit vectors: some (query vector, document) pairs score negative with every one of a document's
+    vectors (pq: with every residual from the anchor, over a few ranks). The bit-maximum leaves those wrong;
+    task_maxima recomputes them (in chunks here), so every entry is the maximum of what the segment scores."""
+    monkeypatch.setattr(scan_module, "_RUNNING_MAX_ELEMENTS", 8 * 80 * 16)  # fix-ups in several chunks
+    monkeypatch.setattr(scan_module, "_BIT_MAXIMUM_MIN_RANKS", 2)  # from 16 ranks on by default
+    generator = torch.Generator().manual_seed(3)
+    documents = torch.nn.functional.normalize(torch.randn(300, 8, 16, generator=generator), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(query_vectors, 16, generator=generator), dim=-1)
+    options = {} if basis is None else {"basis": basis, "subquantizers": 8}
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=8, dtype=dtype, **options) as index:
+        index.add([f"d{i:03d}" for i in range(300)], documents)
+        segment = index._segments[0]
+        prepared = segment.prepare_queries(queries, torch.bfloat16)
+        scored = segment.scored_vectors(torch.arange(300), range(8), torch.float32)  # (300, 8, 16)
+        for ranks in [(0, 8), (5, 8), (6, 8)]:
+            want = torch.einsum("qd,nrd->qnr", queries, scored[:, ranks[0]:ranks[1]]).amax(dim=-1)  # (q, 300)
+            got = scan_module.task_maxima(segment, prepared, query_vectors, 0, 300, ranks).float()
+            assert got.shape == (query_vectors, 300)
+            torch.testing.assert_close(got, want, atol=0.02, rtol=0)
+        all_negative = want < -0.03  # ranks 6 and 7
+        assert int(all_negative.sum()) >= 3 and int((want > 0.03).sum()) > 1000
+        bits_only = scan_module.max_of_bits(
+            segment.rank_scores(r, 0, 300, prepared).to(torch.bfloat16) for r in range(6, 8)).float()
+        assert (bits_only[all_negative] < want[all_negative] - 0.02).sum() >= 2  # the more negative rank: mended

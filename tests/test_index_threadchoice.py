@@ -71,13 +71,13 @@ def test_a_small_search_on_torch_threads_gives_the_one_thread_results(index, mon
     record = ThreadChoice()
     monkeypatch.setattr(search_module, "THREAD_CHOICE", record)
     seen = []
-    real = search_module.max_over_ranks
+    real = search_module.task_maxima
 
-    def watched(blocks):
+    def watched(*args):
         seen.append(torch.get_num_threads())
-        return real(blocks)
+        return real(*args)
 
-    monkeypatch.setattr(search_module, "max_over_ranks", watched)
+    monkeypatch.setattr(search_module, "task_maxima", watched)
     queries = unit(1, 8, 16, seed=2)
     index.threads = 2
     before = torch.get_num_threads()

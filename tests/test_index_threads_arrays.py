@@ -137,7 +137,7 @@ def test_a_search_never_waits_for_a_stalled_helper(index, small_blocks, monkeypa
     index.threads = 1
     expected = index.search(queries, k=10, budget=(4, 8), compute_dtype=torch.float32)
     release, helper_started, stalled, returned = threading.Event(), threading.Event(), [], []
-    real = search_module.rank_maxima
+    real = search_module.task_maxima
 
     def stall_in_helpers(*args, **kwargs):
         if threading.current_thread().name.startswith("metaembed-search"):
@@ -150,7 +150,7 @@ def test_a_search_never_waits_for_a_stalled_helper(index, small_blocks, monkeypa
             helper_started.wait(timeout=10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search_module, "rank_maxima", stall_in_helpers)
+    monkeypatch.setattr(search_module, "task_maxima", stall_in_helpers)
     index.threads = 2
     found = index.search(queries, k=10, budget=(4, 8), compute_dtype=torch.float32)
     finished_before_release = not release.is_set()

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
 from metaembed.index.threadchoice import THREAD_CHOICE
-from metaembed.index.scan import SearchTask, max_over_ranks, rank_maxima, scores_from_maxima, search_tasks, worth_threads
+from metaembed.index.scan import (SearchTask, max_over_ranks, scores_from_maxima, search_tasks, task_maxima,
+                                  worth_threads)
 from metaembed.index.segment import Segment
 from metaembed.index.taskboard import TaskBoard, run_as_caller, run_helper
 from metaembed.scoring import TIE_WINDOW, paired_maxsim, query_prefix_weights
@@ -139,7 +140,7 @@ def exact_search(
     def run(number: int) -> Tensor:
         """A task's maxima over its documents' vectors (any thread)."""
         task = tasks[number]
-        return max_over_ranks(rank_maxima(segments[task.segment], prepared, n_q * r_q, task.start, task.stop, task.ranks))
+        return task_maxima(segments[task.segment], prepared, n_q * r_q, task.start, task.stop, task.ranks)
 
     def scored(task: SearchTask, maxima: Tensor) -> Tensor:
         """(n_q, stop - start) fp32 MaxSim of a task's documents, -inf where deleted."""

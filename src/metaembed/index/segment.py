@@ -354,17 +354,24 @@ class Segment:
     def gather(self, rows: Tensor, r_c: int, dtype: torch.dtype, full_precision: bool = False) -> Tensor:
         """Selected documents (by row) at budget r_c as (len(rows), r_c, D); for pq the decoded codes, or with
         ``full_precision`` the bf16 copies kept beside them."""
+        if self.codes is not None and full_precision and self.vectors is not None:
+            self.require_full_ranks(r_c)
+            return _document_major(self.vectors, rows, range(r_c)).to(dtype)
+        scored = self.scored_vectors(rows, range(r_c), dtype if self.codes is None else torch.float32)
+        if self.codes is None:
+            return scored
+        return (self.anchors.index_select(0, rows).float().unsqueeze(1) + scored).to(dtype).contiguous()
+
+    def scored_vectors(self, rows: Tensor, ranks: range, dtype: torch.dtype) -> Tensor:
+        """What :meth:`rank_scores` multiplies the query vectors with, for documents ``rows`` and vectors ``ranks``:
+        (len(rows), len(ranks), D) in ``dtype``: the stored vectors, int8 codes times their scales, or for pq the
+        decoded residuals from the anchors."""
+        self.require_ranks(ranks.stop)
         if self.codes is not None:
-            if full_precision and self.vectors is not None:
-                self.require_full_ranks(r_c)
-                return _document_major(self.vectors, rows, r_c).to(dtype)
-            self.require_ranks(r_c)
-            residuals = self._residuals(slice(0, r_c), rows).transpose(0, 1)
-            return (self.anchors.index_select(0, rows).float().unsqueeze(1) + residuals).to(dtype).contiguous()
-        self.require_ranks(r_c)
-        picked = _document_major(self.vectors, rows, r_c)
+            return self._residuals(slice(ranks.start, ranks.stop), rows).transpose(0, 1).to(dtype)
+        picked = _document_major(self.vectors, rows, ranks)
         if self.scales is not None:
-            scales = _document_major(self.scales.unsqueeze(-1), rows, r_c)
+            scales = _document_major(self.scales.unsqueeze(-1), rows, ranks)
             return (picked.float() * scales).to(dtype)
         return picked.to(dtype)
 
@@ -380,14 +387,14 @@ class Segment:
     def bytes_per_document(self) -> float:
         return sum(f["bytes"] for f in self.record["files"].values()) / max(1, self.count)
 
-def _document_major(stored: Tensor, rows: Tensor, r_c: int) -> Tensor:
-    """Rank-major (R, n, D) ``stored`` vectors of ``rows`` as (len(rows), r_c, D), read in one gather: a document's
-    r_c vectors sit one rank apart, so each row of the result is picked from the (R * n, D) view directly (an
-    index_select along n and a transpose would copy every value twice: a cascade's rerank spent most of its time
-    there)."""
+def _document_major(stored: Tensor, rows: Tensor, ranks: range) -> Tensor:
+    """Rank-major (R, n, D) ``stored`` vectors ``ranks`` of ``rows`` as (len(rows), len(ranks), D), read in one
+    gather: a document's vectors sit one rank apart, so each row of the result is picked from the (R * n, D) view
+    directly (an index_select along n and a transpose would copy every value twice: a cascade's rerank spent most of
+    its time there)."""
     count, dim = stored.shape[1], stored.shape[2]
-    where = rows.unsqueeze(1) + torch.arange(r_c).unsqueeze(0) * count  # (len(rows), r_c) rows of the flat view
-    return stored.reshape(-1, dim).index_select(0, where.reshape(-1)).view(len(rows), r_c, dim)
+    where = rows.unsqueeze(1) + torch.arange(ranks.start, ranks.stop).unsqueeze(0) * count  # rows of the flat view
+    return stored.reshape(-1, dim).index_select(0, where.reshape(-1)).view(len(rows), len(ranks), dim)
 
 
 _CONVERTED_BLOCK_ELEMENTS = 1 << 20

@@ -122,16 +122,25 @@ def segmented(tmp_path, monkeypatch):
 
 
 def test_a_search_with_helpers_runs_on_the_caller_alone_when_that_was_faster(segmented, monkeypatch):
+    """... and then as a one-thread search would: its segments whole, not cut into the helpers' rank parts."""
     record = ThreadChoice()
     monkeypatch.setattr(search_module, "THREAD_CHOICE", record)
-    pools = []
-    real_pool = search_module.search_pool
+    monkeypatch.setattr(scan_module, "_MIN_RANK_TASK_VECTORS", 1)  # a shared search cuts each segment by ranks
+    pools, ranks = [], []
+    real_pool, real_maxima = search_module.search_pool, search_module.task_maxima
     monkeypatch.setattr(search_module, "search_pool", lambda threads: pools.append(threads) or real_pool(threads))
+    monkeypatch.setattr(search_module, "task_maxima", lambda *args: ranks.append(args[-1]) or real_maxima(*args))
     queries, budget, fp32 = unit(3, 4, 16, seed=5), (4, 8), dict(compute_dtype=torch.float32)
     segmented.threads = 2
     assert len(segmented._segments) == 3
-    found = [segmented.search(queries, k=15, budget=budget, **fp32) for _ in range(6)]
+    found, tasks = [], []
+    for _ in range(6):
+        ranks.clear()
+        found.append(segmented.search(queries, k=15, budget=budget, **fp32))
+        tasks.append(sorted(ranks))
     assert pools == [1, 1, 1]  # searches 1, 3, 5 on the caller and a helper; 2, 4, 6 on the caller alone
+    assert tasks[0] == tasks[2] == tasks[4] and len(tasks[0]) > 3 and (0, 8) not in tasks[0]  # rank parts
+    assert tasks[1] == tasks[3] == tasks[5] == [(0, 8)] * 3  # alone: one task a segment, every rank
     size = next(key[:-1] for key in record._seconds)
     assert size[-1] == 1 and set(record._seconds) == {(*size, 1), (*size, 2)}  # recorded as a helpers search
     for key in record._seconds:  # a busy machine: the helper's searches were slow

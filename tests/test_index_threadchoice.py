@@ -139,7 +139,8 @@ def test_a_search_with_helpers_runs_on_the_caller_alone_when_that_was_faster(seg
         found.append(segmented.search(queries, k=15, budget=budget, **fp32))
         tasks.append(sorted(ranks))
     assert pools == [1, 1, 1]  # searches 1, 3, 5 on the caller and a helper; 2, 4, 6 on the caller alone
-    assert tasks[0] == tasks[2] == tasks[4] and len(tasks[0]) > 3 and (0, 8) not in tasks[0]  # rank parts
+    shared = set(tasks[0])  # (a task a stalled helper held may also have run on the caller: compared as sets)
+    assert set(tasks[2]) == set(tasks[4]) == shared and len(shared) > 1 and (0, 8) not in shared  # rank parts
     assert tasks[1] == tasks[3] == tasks[5] == [(0, 8)] * 3  # alone: one task a segment, every rank
     size = next(key[:-1] for key in record._seconds)
     assert size[-1] == 1 and set(record._seconds) == {(*size, 1), (*size, 2)}  # recorded as a helpers search

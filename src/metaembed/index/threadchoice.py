@@ -17,6 +17,11 @@ _RECENT = 5
 _FIRST_SAMPLES = 3
 """Each choice runs this many times (alternating) before either is preferred: the first run on torch's threads
 pays for waking them."""
+_SWITCH_BELOW = 0.9
+"""Once a choice is held, the other takes over only when its recent median is below this fraction of the held one's:
+two close medians on a noisy machine would otherwise swap back and forth (under load, a lone (16,64) search flipped
+to 2 threads on a lucky run of samples and then took 39-105 ms against 42-45 on one), and each swap runs searches
+on the worse choice until its median turns again."""
 _FIRST_TRY = 8
 """Searches of a size between tries of the slower choice at first, and again whenever the faster one changes."""
 _LAST_TRY = 512
@@ -43,8 +48,9 @@ class ThreadChoice:
 
     def choose(self, size: tuple[int, ...], threads: int, first: int = 1) -> int:
         """1 or ``threads`` for the next search of ``size``: each choice runs _FIRST_SAMPLES times first
-        (alternating, ``first`` first), then the faster of their recent medians, except now and then (every 8th
-        search, the gap doubling up to 512 while the faster choice stays the same) the other."""
+        (alternating, ``first`` first), then the faster of their recent medians (a held choice gives way only to
+        one clearly faster: _SWITCH_BELOW), except now and then (every 8th search, the gap doubling up to 512 while
+        the faster choice stays the same) the other."""
         if threads <= 1:
             return 1
         second = 1 if first == threads else threads
@@ -52,9 +58,13 @@ class ThreadChoice:
             sampled = self._seconds.get((*size, first), ()), self._seconds.get((*size, second), ())
             if min(map(len, sampled)) < _FIRST_SAMPLES:
                 return first if len(sampled[0]) <= len(sampled[1]) else second
-            one, many = self._seconds[(*size, 1)], self._seconds[(*size, threads)]
-            faster, other = (threads, 1) if statistics.median(many) < statistics.median(one) else (1, threads)
+            seconds = {1: statistics.median(self._seconds[(*size, 1)]),
+                       threads: statistics.median(self._seconds[(*size, threads)])}
             tries = self._tries.setdefault(size, _Tries())
+            held = tries.faster if tries.faster in seconds else min(seconds, key=seconds.get)
+            challenger = 1 if held == threads else threads
+            faster = challenger if seconds[challenger] < _SWITCH_BELOW * seconds[held] else held
+            other = 1 if faster == threads else threads
             return other if tries.due(faster) else faster
 
     def record(self, size: tuple[int, ...], threads: int, seconds: float) -> None:

@@ -129,8 +129,10 @@ def exact_search(
     learns = threads > 1 and (helpers or workers == 1)
     chosen = THREAD_CHOICE.choose(size, threads, first=threads if helpers else 1) if learns else 1
     caller_threads = chosen if workers == 1 else 1
-    if helpers and chosen == 1:  # the caller alone: the tasks of a one-thread search (a lone (16,64) query cut in 8
-        tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], 1)  # rank parts took ~5-10% longer)
+    if helpers and chosen == 1:
+        # the caller alone runs a one-thread search's tasks (in the 8 rank parts cut for helpers, a lone (16,64)
+        # query took ~5-10% longer)
+        tasks = search_tasks(segments, r_c, n_q * r_q, queries.shape[-1], 1)
     started = time.perf_counter()
 
     def done(found: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:

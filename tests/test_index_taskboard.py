@@ -4,6 +4,7 @@ caller, late results dropped, a helper's error raised by the caller."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -63,3 +64,59 @@ def test_helpers_and_caller_together_consume_every_result_once():
     for helper in helpers:
         helper.join()
     assert sorted(consumed) == [(task, task * 2) for task in range(200)]
+
+
+def test_the_caller_waits_for_a_helper_expected_to_finish_before_a_backup_would():
+    """Task 1 is started by the helper 0.2 s after the caller's task 0, and both take 0.4 s: when the caller is done
+    (0.4 s) the helper is expected at 0.6 s, before a backup would end (0.8 s), so the caller waits and no task runs
+    twice (the old rule backed task 1 up at once: three runs)."""
+    board = TaskBoard(2)
+    runs = []
+
+    def run(task):
+        runs.append((threading.current_thread().name, task))
+        time.sleep(0.4)
+        return task
+
+    def helper():
+        time.sleep(0.2)
+        run_helper(board, run)
+
+    thread = threading.Thread(target=helper, name="helper")
+    thread.start()
+    consumed = []
+    run_as_caller(board, run, consumed.extend)
+    thread.join()
+    assert sorted(consumed) == [(0, 0), (1, 1)]
+    assert sorted(runs) == [("MainThread", 0), ("helper", 1)]
+
+
+def test_a_helper_much_slower_than_expected_is_backed_up_after_patience():
+    """The helper's first task takes as long as the caller's, its second stalls: the caller waits at most PATIENCE
+    times the helper's usual time, then backs the stalled task up and finishes without it."""
+    board = TaskBoard(3)
+    second_taken, release, late = threading.Event(), threading.Event(), []
+
+    def helper():
+        first = board.take()
+        time.sleep(0.1)
+        board.deliver(first, ("helper", first))
+        second = board.take()
+        second_taken.set()
+        release.wait(timeout=60)
+        late.append(board.deliver(second, ("helper", second)))
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    second_taken.wait(timeout=60)
+    consumed = []
+
+    def run(task):
+        time.sleep(0.1)
+        return ("caller", task)
+
+    run_as_caller(board, run, consumed.extend)
+    release.set()
+    thread.join()
+    assert dict(consumed) == {0: ("helper", 0), 1: ("caller", 1), 2: ("caller", 2)}
+    assert late == [False]  # the stalled helper's result came after the backup's and was dropped

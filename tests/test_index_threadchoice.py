@@ -37,13 +37,14 @@ def test_both_choices_are_tried_then_the_faster_kept_and_the_other_tried_less_of
     made = choices(record, size, 6 + 8 + 16 + 32, {1: 1.0e-3, 2: 0.7e-3})
     assert made[:6] == [1, 2] * 3  # each choice three times, alternating
     tried_one = [i for i, choice in enumerate(made) if choice == 1][3:]
-    assert tried_one == [6 + 7, 6 + 8 + 15, 6 + 8 + 16 + 31]  # the gap doubles while 2 threads stay faster
-    # load arrives: 2 threads become slower; within the next tries of 1 thread the choice flips to 1
+    # each try measures one thread afresh, 3 times in a row; the gap doubles while 2 threads stay faster
+    assert tried_one == [13, 14, 15, 31, 32, 33]
+    # load arrives: 2 threads become slower; the choice flips to 1 once their median turns
     made = choices(record, size, 200, {1: 1.0e-3, 2: 5e-3})
     flipped = made.index(1)
     assert flipped == 3  # the median of the last 5 two-thread times turns after 3 slow ones
-    assert made[flipped : flipped + 7] == [1] * 7 and made[flipped + 7] == 2  # then 2 threads every 8th search
-    assert made[flipped:].count(2) <= 1 + 200 // 8  # 2 threads tried again, every 8th search at first
+    assert made[flipped : flipped + 10] == [1] * 10 and made[flipped + 10 : flipped + 13] == [2] * 3  # then tries
+    assert made[flipped:].count(2) <= 3 * (1 + 200 // 8)  # 2 threads tried again, 3 at a time, 8+ searches apart
     # another size keeps its own record
     assert record.choose(record.size(1_000_000, 1), 2) == 1
 
@@ -55,9 +56,23 @@ def test_a_held_choice_gives_way_only_to_a_clearly_faster_one():
     made = choices(record, size, 20, {1: 1.0e-3, 2: 1.2e-3})
     assert made[6:13] == [1] * 7  # one thread held
     made = choices(record, size, 300, {1: 1.0e-3, 2: 0.95e-3})  # two threads now 5% faster: within the noise
-    assert made.count(2) <= 6  # only its scheduled tries (8, 16, 32, ... searches apart)
+    assert made.count(2) <= 15  # only its tries (3 searches each, 8, 16, 32, ... searches apart), and one
+    # fresh measure when its record first beats the held choice's: 15 of 300 (the old rule swapped 193 times)
     made = choices(record, size, 2000, {1: 1.0e-3, 2: 0.8e-3})  # 20% faster: it takes over once its tries show it
     assert made[-20:] == [2] * 20 and made.count(2) > 500
+
+
+def test_a_choice_held_while_the_machine_was_idle_gives_way_soon_after_load_arrives():
+    """Two threads were faster for a long time (one thread's record is old: the gap between its tries has grown);
+    then load makes one thread the faster by far. The held choice's median passing the other's old record makes
+    the other be measured afresh at once, not 256 searches later at its next try (where one new sample among
+    4 old ones would not even move its median)."""
+    record = ThreadChoice()
+    size = record.size(640_000, 16, 8, helpers=True)
+    choices(record, size, 400, {1: 74e-3, 2: 42e-3}, first=2)
+    made = choices(record, size, 40, {1: 46e-3, 2: 80e-3}, first=2)
+    assert made[:3] == [2] * 3 and made[3:6] == [1] * 3  # 3 slow runs turn the held median; one thread re-measured
+    assert made[6:13] == [1] * 7 and made[6:].count(2) == 6  # and kept (2 threads tried twice, 3 times each)
 
 
 def test_a_one_off_stall_does_not_flip_the_choice():
@@ -115,7 +130,8 @@ def test_a_search_shared_with_helpers_starts_on_its_threads_and_keeps_the_faster
     assert made[:6] == [2, 1] * 3  # the index's threads first (a one-off large search is not run on one)
     assert made[6:] == [2] * 7 + [1]  # then the faster, one thread tried again on the 8th
     made = choices(record, size, 16, {1: 60e-3, 2: 90e-3}, first=2)  # load arrives: a helper now costs
-    assert made[3:11] == [1] * 7 + [2]  # after 3 slow times the median turns: one thread, 2 tried every 8th
+    assert made[:2] == [1, 1]  # the try of one thread begun on the 8th search takes its 3 samples
+    assert made[2:15] == [2] * 3 + [1] * 10  # after 3 slow times the median turns: one thread; 2 tried 3 at a time
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ one shared with a helper: ~1.7x), on a busy one it can cost (three runnable thre
 loses its core part of the time, and a parallel region waits for its slowest, possibly descheduled, thread). The
 kernel's count of runnable threads (/proc/loadavg) cannot tell which: it also counts torch's own workers, which spin
 for milliseconds after each parallel region. So each search size keeps the recent times of both choices, takes the
-faster, and tries the other now and then to notice when the machine changes."""
+faster, and tries the other now and then to notice when the machine changes. A choice's times age: a try measures
+the other choice afresh (its old times are dropped), and so does a held choice that has become slower than the
+other's record (the machine changed since that record was made)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ _RECENT = 5
 """Times kept per (size, choice): their median ignores a one-off stall (a page fault, a descheduled thread)."""
 _FIRST_SAMPLES = 3
 """Each choice runs this many times (alternating) before either is preferred: the first run on torch's threads
-pays for waking them."""
+pays for waking them. A try of the slower choice runs it this many times in a row, so a lucky or stalled run does
+not decide."""
 _SWITCH_BELOW = 0.9
 """Once a choice is held, the other takes over only when its recent median is below this fraction of the held one's:
 two close medians on a noisy machine would otherwise swap back and forth (under load, a lone (16,64) search flipped
@@ -50,7 +53,10 @@ class ThreadChoice:
         """1 or ``threads`` for the next search of ``size``: each choice runs _FIRST_SAMPLES times first
         (alternating, ``first`` first), then the faster of their recent medians (a held choice gives way only to
         one clearly faster: _SWITCH_BELOW), except now and then (every 8th search, the gap doubling up to 512 while
-        the faster choice stays the same) the other."""
+        the faster choice stays the same) the other, measured afresh. When the held choice's recent median exceeds
+        the other's, which was recorded before the machine changed (quiet then, loaded now), the other is measured
+        afresh at once (when it falls behind, not while it stays behind: a fresh record between 0.9x and 1x of the
+        held one stands)."""
         if threads <= 1:
             return 1
         second = 1 if first == threads else threads
@@ -63,9 +69,18 @@ class ThreadChoice:
             tries = self._tries.setdefault(size, _Tries())
             held = tries.faster if tries.faster in seconds else min(seconds, key=seconds.get)
             challenger = 1 if held == threads else threads
+            was_ahead, tries.ahead = tries.ahead, seconds[held] <= seconds[challenger]
+            if was_ahead and not tries.ahead:  # the held choice just fell behind the other's (older) record
+                return self._measure_afresh(size, challenger)
             faster = challenger if seconds[challenger] < _SWITCH_BELOW * seconds[held] else held
             other = 1 if faster == threads else threads
-            return other if tries.due(faster) else faster
+            return self._measure_afresh(size, other) if tries.due(faster) else faster
+
+    def _measure_afresh(self, size: tuple[int, ...], choice: int) -> int:
+        """Drop ``choice``'s times for ``size`` (lock held), so it runs _FIRST_SAMPLES times before the next
+        comparison; returns it, to run now."""
+        del self._seconds[(*size, choice)]
+        return choice
 
     def record(self, size: tuple[int, ...], threads: int, seconds: float) -> None:
         """A search of ``size`` run on ``threads`` threads took ``seconds``."""
@@ -80,6 +95,8 @@ class _Tries:
         self.faster: int | None = None
         self.gap = _FIRST_TRY
         self.left = _FIRST_TRY
+        self.ahead: bool | None = None
+        """Whether the held choice's median was at or below the other's at the last comparison (None: none yet)."""
 
     def due(self, faster: int) -> bool:
         """Count a search whose faster choice is ``faster``; whether it is the one to try the other."""

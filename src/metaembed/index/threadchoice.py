@@ -4,9 +4,9 @@ one shared with a helper: ~1.7x), on a busy one it can cost (three runnable thre
 loses its core part of the time, and a parallel region waits for its slowest, possibly descheduled, thread). The
 kernel's count of runnable threads (/proc/loadavg) cannot tell which: it also counts torch's own workers, which spin
 for milliseconds after each parallel region. So each search size keeps the recent times of both choices, takes the
-faster, and tries the other now and then to notice when the machine changes. A choice's times age: a try measures
-the other choice afresh (its old times are dropped), and so does a held choice that has become slower than the
-other's record (the machine changed since that record was made)."""
+faster, and tries the other now and then to notice when the machine changes. The other choice's record ages: a try
+replaces it with the try's own time, and a held choice that becomes slower than that record (the machine changed
+since it was made) has the other tried at once."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ _RECENT = 5
 """Times kept per (size, choice): their median ignores a one-off stall (a page fault, a descheduled thread)."""
 _FIRST_SAMPLES = 3
 """Each choice runs this many times (alternating) before either is preferred: the first run on torch's threads
-pays for waking them. A try of the slower choice runs it this many times in a row, so a lucky or stalled run does
-not decide."""
+pays for waking them. Later a try of the slower choice is one search, whose time replaces that choice's record (a
+median of old times would not move: one new time among 4 old ones)."""
 _SWITCH_BELOW = 0.9
 """Once a choice is held, the other takes over only when its recent median is below this fraction of the held one's:
 two close medians on a noisy machine would otherwise swap back and forth (under load, a lone (16,64) search flipped
@@ -53,17 +53,18 @@ class ThreadChoice:
         """1 or ``threads`` for the next search of ``size``: each choice runs _FIRST_SAMPLES times first
         (alternating, ``first`` first), then the faster of their recent medians (a held choice gives way only to
         one clearly faster: _SWITCH_BELOW), except now and then (every 8th search, the gap doubling up to 512 while
-        the faster choice stays the same) the other, measured afresh. When the held choice's recent median exceeds
+        the faster choice stays the same) the other, whose record becomes that search's time. When the held choice's recent median exceeds
         the other's, which was recorded before the machine changed (quiet then, loaded now), the other is measured
-        afresh at once (when it falls behind, not while it stays behind: a fresh record between 0.9x and 1x of the
-        held one stands)."""
+        afresh at once (when it falls behind, not while it stays behind)."""
         if threads <= 1:
             return 1
         second = 1 if first == threads else threads
         with self._lock:
             sampled = self._seconds.get((*size, first), ()), self._seconds.get((*size, second), ())
-            if min(map(len, sampled)) < _FIRST_SAMPLES:
+            if size not in self._tries and min(map(len, sampled)) < _FIRST_SAMPLES:
                 return first if len(sampled[0]) <= len(sampled[1]) else second
+            if not all(sampled):  # a try is running (another search's): its choice has no record until it ends
+                return first if sampled[0] else second
             seconds = {1: statistics.median(self._seconds[(*size, 1)]),
                        threads: statistics.median(self._seconds[(*size, threads)])}
             tries = self._tries.setdefault(size, _Tries())
@@ -77,9 +78,9 @@ class ThreadChoice:
             return self._measure_afresh(size, other) if tries.due(faster) else faster
 
     def _measure_afresh(self, size: tuple[int, ...], choice: int) -> int:
-        """Drop ``choice``'s times for ``size`` (lock held), so it runs _FIRST_SAMPLES times before the next
-        comparison; returns it, to run now."""
-        del self._seconds[(*size, choice)]
+        """Drop ``choice``'s times for ``size`` (lock held), so the time of the search about to run on it is its
+        record; returns it, to run now."""
+        self._seconds[(*size, choice)].clear()
         return choice
 
     def record(self, size: tuple[int, ...], threads: int, seconds: float) -> None:

@@ -24,7 +24,7 @@ PATIENCE = 1.5
 
 class TaskBoard:
     """Tasks ``0 .. n - 1`` of one search: workers :meth:`take` them, the caller also backs up the ones still
-    running once none is left (:meth:`straggler`, or :meth:`backup` at once), and every finished result is
+    running once none is left (:meth:`straggler`), and every finished result is
     :meth:`deliver` ed once, to be :meth:`drain` ed by the caller. The board times each task, by the thread that ran
     it, to judge when a backup pays."""
 
@@ -51,14 +51,6 @@ class TaskBoard:
             self._started[task], self._runner[task] = time.perf_counter(), threading.get_ident()
             self._running[threading.get_ident()] = (task, self._started[task])
             return task
-
-    def backup(self) -> int | None:
-        """A task started by another worker and not yet finished (each once), or None: the caller's to run again."""
-        with self._lock:
-            for task in range(self._next):
-                if not self._done[task] and not self._backed_up[task]:
-                    return self._back_up(task)
-            return None
 
     def straggler(self) -> int | None:
         """The next task started by another worker for the caller to run again, or None once every started task is

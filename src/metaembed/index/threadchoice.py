@@ -53,9 +53,9 @@ class ThreadChoice:
         """1 or ``threads`` for the next search of ``size``: each choice runs _FIRST_SAMPLES times first
         (alternating, ``first`` first), then the faster of their recent medians (a held choice gives way only to
         one clearly faster: _SWITCH_BELOW), except now and then (every 8th search, the gap doubling up to 512 while
-        the faster choice stays the same) the other, whose record becomes that search's time. When the held choice's recent median exceeds
-        the other's, which was recorded before the machine changed (quiet then, loaded now), the other is measured
-        afresh at once (when it falls behind, not while it stays behind)."""
+        the faster choice stays the same) the other, whose record becomes that search's time. When the held
+        choice's recent median exceeds the other's, which was recorded before the machine changed (quiet then,
+        loaded now), the other is measured afresh at once (when it falls behind, not while it stays behind)."""
         if threads <= 1:
             return 1
         second = 1 if first == threads else threads

@@ -126,6 +126,36 @@ def lone(search, queries: torch.Tensor) -> float:
     return statistics.median(times)
 
 
+def stored_prefix(index: MultiVectorIndex, r_c: int) -> list[torch.Tensor]:
+    """The bytes a lone query at document budget ``r_c`` reads from ``index`` (bf16, one segment each): the first
+    r_c ranks of every segment's rank-major vectors, as mapped from disk (views, nothing copied)."""
+    return [segment.vectors[:r_c] for segment in index._segments]
+
+
+def lone_beside_reads(search, queries: torch.Tensor, stored: list[torch.Tensor]) -> tuple[float, float]:
+    """Median seconds of one query alone and, timed just before each, of reading the very bytes it reads (the faster
+    of an int16 maximum and an fp32 sum over them, :func:`machine.read_bandwidth`'s two loops): a ratio this host's
+    drift between the run's ends does not move."""
+    def read() -> float:
+        best = float("inf")
+        for reduce in (lambda t: t.view(torch.int16).amax(), lambda t: t.view(torch.float32).sum()):
+            start = time.perf_counter()
+            for part in stored:
+                reduce(part)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    search(queries[:1])
+    read()
+    reads, searches = [], []
+    for query in queries:
+        reads.append(read())
+        start = time.perf_counter()
+        search(query.unsqueeze(0))
+        searches.append(time.perf_counter() - start)
+    return statistics.median(searches), statistics.median(reads)
+
+
 def budget_bytes(n_documents: int, r_c: int, dim: int) -> int:
     """Bytes of the document vectors a lone query at document budget ``r_c`` reads (bf16)."""
     return n_documents * r_c * dim * 2
@@ -184,6 +214,9 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
         lone_runs.append(("metaembed_segments", lambda q: segmented.search(q, k=10, budget=budget)))
     row = {"budget": list(budget), "threads": threads,
            "lone_ms": {name: 1e3 * lone(f, queries[:10]) for name, f in lone_runs}}
+    if not batch:  # memory-bound lone queries: also against reads of the same bytes, interleaved with them
+        searched, read = lone_beside_reads(ours, queries[:10], stored_prefix(index, budget[1]))
+        row["lone_beside_reads_ms"] = {"metaembed": 1e3 * searched, "read": 1e3 * read}
     if batch:
         row["batch_ms_per_query"] = {name: 1e3 * batch_seconds(f, queries) / len(queries)
                                      for name, f in (("plain", plain), ("metaembed", ours))}
@@ -197,6 +230,9 @@ def with_fractions(row: dict, n_documents: int, dim: int, machine_limits: dict) 
     bytes_read = budget_bytes(n_documents, r_c, dim)
     bandwidth = limit["read_bytes_per_s"][str(bytes_read)]  # measured at the same size
     row["lone_bandwidth_fraction"] = {name: bytes_read / (ms / 1e3) / bandwidth for name, ms in row["lone_ms"].items()}
+    if "lone_beside_reads_ms" in row:
+        beside = row["lone_beside_reads_ms"]
+        row["lone_fraction_of_reads_beside"] = beside["read"] / beside["metaembed"]
     if "batch_ms_per_query" in row:
         flops = 2 * r_q * n_documents * r_c * dim
         row["batch_peak_fraction"] = {name: flops / (ms / 1e3) / limit["peak_flops"]
@@ -267,15 +303,18 @@ def markdown(results: dict) -> str:
                   f"{LARGE_COPIES - 1} seeded variants, noise {LARGE_NOISE}; a bf16 index in one segment, "
                   "{:.1f} GB on disk); plain torch holds the budget's vectors in RAM.".format(results["large_bytes"] / 1e9), "",
                   "| budget | threads | bytes read (MB) | read bandwidth there (GB/s) | lone: plain (ms) | "
-                  "lone: metaembed (ms) | metaembed / plain | fraction of bandwidth (metaembed / plain) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "lone: metaembed (ms) | metaembed / plain | fraction of bandwidth (metaembed / plain) | "
+                  "beside reads of its bytes: metaembed / read (ms) | fraction of those reads |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["large"]:
             lone_ms, frac = r["lone_ms"], r["lone_bandwidth_fraction"]
             nbytes = budget_bytes(results["large_documents"], r["budget"][1], results["dim"])
             rate = lim[str(r["threads"])]["read_bytes_per_s"][str(nbytes)]
             lines.append(f"| ({r['budget'][0]},{r['budget'][1]}) | {r['threads']} | {nbytes / 1e6:,.0f} | "
                          f"{rate / 1e9:.1f} | {lone_ms['plain']:.1f} | {lone_ms['metaembed']:.1f} | "
-                         f"{lone_ms['metaembed'] / lone_ms['plain']:.2f} | {frac['metaembed']:.2f} / {frac['plain']:.2f} |")
+                         f"{lone_ms['metaembed'] / lone_ms['plain']:.2f} | {frac['metaembed']:.2f} / {frac['plain']:.2f} | "
+                         + (f"{r['lone_beside_reads_ms']['metaembed']:.1f} / {r['lone_beside_reads_ms']['read']:.1f} | "
+                            f"{r['lone_fraction_of_reads_beside']:.2f} |" if "lone_beside_reads_ms" in r else "| |"))
     lines += ["", "## Under load (another process keeps one core busy with matmuls; 1 and 2 threads alternate, 3 rounds, "
               "medians)", "",
               "| budget | what | plain, 1 thread | plain, 2 threads | metaembed, 1 thread | metaembed, 2 threads | "
@@ -299,6 +338,10 @@ def markdown(results: dict) -> str:
               "- fraction of bandwidth = bytes of the budget's document vectors / time / read bandwidth measured at "
               "that many bytes (the faster of two streaming reductions) (a lone query is memory-bound; a small index reads from the cache, faster than a "
               "1 GiB buffer from memory, so it is not measured against the slower rate); fraction of peak = FLOPs / time / matmul peak (a batch is compute-bound).",
+              "- beside reads of its bytes (100,000 documents): each lone query is timed right after a read of the "
+              "very bytes it reads (the index's first r_c ranks, mapped from disk; the faster of the two reductions), "
+              "query by query, so the host's speed at that moment is in both; fraction = read time / search time "
+              "(medians). The fraction of bandwidth takes the best rate of the run's two ends instead.",
               "- metaembed on 2 threads is timed after a few searches of each shape: it runs a search on 1 or 2 "
               "threads, whichever recent searches of that size found faster (`metaembed.index.threadchoice`).",
               "- 2-core VM: ratios within this run, not absolute times across runs."]

@@ -24,8 +24,8 @@ is encoded with it. The rotation halved the reconstruction error of 48-byte code
 still does on what the directions leave (relative error 0.58 unrotated, 0.30 after faiss' default 50 iterations from a
 random rotation, 0.32 after 20; started from PCA's eigenvalue allocation instead, 0.50-0.59 after 5-20: measured
 2026-11-29 on 2,000 documents' residuals, 1,000 others held out); it is learnt on a subsample first and refined on the
-whole sample, in half the time of faiss' default for the same error (:data:`ROTATION_ITERATIONS`). Scoring reads only the anchors and codes, block by
-block:
+whole sample, in half the time of faiss' default for the same error (:data:`ROTATION_ITERATIONS`). Scoring reads
+only the anchors and codes, block by block:
 
 - few query vectors (a lone query, up to ``LOOKUP_TABLE_MAX_QUERY_VECTORS``): one lookup table of every query vector
   against every centroid, then a summed gather per document vector (``embedding_bag``), M table rows per vector;
@@ -134,7 +134,8 @@ def encode_documents(vectors: Tensor, codebook: "ProductCodebook", basis: int) -
 
 def learn_rotation(sample: np.ndarray, subquantizers: int) -> np.ndarray:
     """The (D, D) OPQ rotation (faiss' ``OPQMatrix``) for ``sample`` (n, D) fp32: learnt on a subsample of
-    :data:`ROTATION_WARM_UP_VECTORS` first, then refined on all of ``sample`` from there (:data:`ROTATION_ITERATIONS`)."""
+    :data:`ROTATION_WARM_UP_VECTORS` first, then refined on all of ``sample`` from there
+    (:data:`ROTATION_ITERATIONS`)."""
     import faiss
 
     dim = sample.shape[1]

@@ -105,3 +105,59 @@ def test_task_maxima_fix_the_pairs_whose_every_score_is_negative(tmp_path, monke
         bits_only = scan_module.max_of_bits(
             segment.rank_scores(r, 0, 300, prepared).to(torch.bfloat16) for r in range(6, 8)).float()
         assert (bits_only[all_negative] < want[all_negative] - 0.02).sum() >= 2  # the more negative rank: mended
+
+
+@pytest.mark.parametrize("r_c", [8, 16], ids=["running-minimum", "bit-maximum"])
+@pytest.mark.parametrize("grouped", [True, False], ids=["groups-of-2-ranks", "rank-by-rank"])
+def test_task_maxima_reuse_score_buffers_and_keep_the_running_maximum(tmp_path, monkeypatch, r_c, grouped):
+    """Blocks after the first are written into a buffer an earlier block no longer needs: the maximum over every
+    rank is still exact, and only the first blocks get fresh memory."""
+    n_qv = 4
+    monkeypatch.setattr(scan_module, "_RUNNING_MAX_ELEMENTS", 2 * 50 * n_qv if grouped else 1)  # 2 ranks a group
+    generator = torch.Generator().manual_seed(5)
+    documents = torch.nn.functional.normalize(torch.randn(50, r_c, 16, generator=generator), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(n_qv, 16, generator=generator), dim=-1)
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=r_c) as index:
+        index.add([f"d{i:02d}" for i in range(50)], documents)
+        segment = index._segments[0]
+        fresh = []
+        for name in ("rank_group_scores", "rank_scores"):
+            method = getattr(segment, name)
+            monkeypatch.setattr(segment, name, lambda *a, _m=method, **k: fresh.append(k.get("out") is None) or _m(*a, **k))
+        prepared = segment.prepare_queries(queries, torch.bfloat16)
+        got = scan_module.task_maxima(segment, prepared, n_qv, 0, 50, (0, r_c)).float()
+    stored = documents.bfloat16().float()
+    want = torch.einsum("qd,nrd->qnr", queries.bfloat16().float(), stored).amax(dim=-1)
+    assert got.shape == (n_qv, 50)
+    torch.testing.assert_close(got, want, atol=0.02, rtol=0)
+    calls = r_c // 2 if grouped else r_c
+    bits_only = r_c >= scan_module._BIT_MAXIMUM_MIN_RANKS
+    # the first block is kept as the running maximum (and with it, grouped, its group's buffer) unless a group's
+    # maximum is a copy (running minimum): then every later block reuses one buffer
+    first_fresh = 1 if grouped and not bits_only else 2
+    assert fresh == [True] * first_fresh + [False] * (calls - first_fresh)
+
+
+def test_rank_parts_leave_negative_maxima_to_one_fix_when_joined(tmp_path):
+    """A segment shared by its ranks: each part of a 16-rank search is maximised on bits alone (its all-negative
+    pairs left wrong), and joined_parts fixes the pairs negative over every rank once: the same as one task over
+    all 16 ranks, and as brute force."""
+    generator = torch.Generator().manual_seed(7)
+    documents = torch.nn.functional.normalize(torch.randn(60, 16, 16, generator=generator), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(24, 16, generator=generator), dim=-1)
+    away = -queries[:1] + 0.3 * torch.randn(3, 16, 16, generator=generator)  # 3 documents facing away from query 0
+    documents[:3] = torch.nn.functional.normalize(away, dim=-1)
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=16) as index:
+        index.add([f"d{i:02d}" for i in range(60)], documents)
+        segment = index._segments[0]
+        prepared = segment.prepare_queries(queries, torch.bfloat16)
+        parts = [scan_module.task_maxima(segment, prepared, 24, 0, 60, ranks, part_of=16) for ranks in [(0, 8), (8, 16)]]
+        want = torch.einsum("qd,nrd->qnr", queries.bfloat16().float(), documents.bfloat16().float())  # (24, 60, 16)
+        part_wrong = sum(int((part.float() < want[:, :, r : r + 8].amax(dim=-1) - 0.02).sum())
+                         for part, r in zip(parts, (0, 8)))
+        assert part_wrong >= 2  # random vectors: some pairs are negative over a part's 8 ranks, left unfixed there
+        joined = scan_module.joined_parts(segment, parts, prepared, 0, 16).float()
+        whole = scan_module.task_maxima(segment, prepared, 24, 0, 60, (0, 16)).float()
+    assert int((want.amax(dim=-1) < 0).sum()) >= 3  # and some over all 16: the join's fix has work to do
+    torch.testing.assert_close(joined, want.amax(dim=-1), atol=0.02, rtol=0)
+    assert torch.equal(joined, whole)

@@ -100,9 +100,9 @@ def test_a_small_search_on_torch_threads_gives_the_one_thread_results(index, mon
     seen = []
     real = search_module.task_maxima
 
-    def watched(*args):
+    def watched(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "task_maxima", watched)
     queries = unit(1, 8, 16, seed=2)
@@ -156,7 +156,8 @@ def test_a_search_with_helpers_runs_on_the_caller_alone_when_that_was_faster(seg
     pools, ranks = [], []
     real_pool, real_maxima = search_module.search_pool, search_module.task_maxima
     monkeypatch.setattr(search_module, "search_pool", lambda threads: pools.append(threads) or real_pool(threads))
-    monkeypatch.setattr(search_module, "task_maxima", lambda *args: ranks.append(args[-1]) or real_maxima(*args))
+    monkeypatch.setattr(search_module, "task_maxima",
+                        lambda *args, **kwargs: ranks.append(args[-1]) or real_maxima(*args, **kwargs))
     queries, budget, fp32 = unit(3, 4, 16, seed=5), (4, 8), dict(compute_dtype=torch.float32)
     segmented.threads = 2
     assert len(segmented._segments) == 3

@@ -48,9 +48,13 @@ def test_chunks_cover_every_row_once_and_split_for_threads():
     assert {offset for s, _, _, offset in chunks if s == 2} == {50_000}
     # four equal blocks per thread at least: 75,000 / 8 -> blocks of <= 9,375, each segment cut evenly
     assert [stop - start for _, start, stop, _ in chunks] == [8_333, 8_333, 8_334] * 2 + [8_333, 8_333, 8_334]
+    # one block per thread where more would hold fewer than 2,048 documents (oneDNN's matmul slows down there)
+    small = document_chunks([6_000], block=100_000, threads=2, macs_per_document=1 << 20, vectors_per_document=64)
+    assert [stop - start for _, start, stop, _ in small] == [3_000, 3_000]
+    assert len(document_chunks([9_000], block=100_000, threads=2, macs_per_document=1 << 20, vectors_per_document=64)) == 4
     # never fewer than 2**28 multiply-adds per task: at 4 x 10**5 per document -> 672 documents
-    small = document_chunks([2_000], block=100_000, threads=2, macs_per_document=400_000, vectors_per_document=1)
-    assert [stop - start for _, start, stop, _ in small] == [666, 667, 667]
+    small = document_chunks([600], block=100_000, threads=2, macs_per_document=400_000, vectors_per_document=1)
+    assert small == [(0, 0, 600, 0)]
     # ... or 2**18 vectors read (few queries: a whole segment is read faster than parts of it)
     lone = document_chunks([40_000], block=10**6, threads=2, macs_per_document=128, vectors_per_document=1)
     assert lone == [(0, 0, 40_000, 0)]

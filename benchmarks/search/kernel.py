@@ -126,6 +126,21 @@ def lone(search, queries: torch.Tensor) -> float:
     return statistics.median(times)
 
 
+def batch_beside_peak(search, queries: torch.Tensor, shape: tuple[int, int, int], repeats: int = 3) -> tuple[float, float]:
+    """Median seconds of a batch call and, timed just before each, the matmul rate of ``shape`` (the fastest of the
+    peak shapes at the run's start, on the same threads; FLOP/s, the best of 3 runs): this VM's cores flip between
+    ~0.5 and ~1.15 TFLOP/s each, independently, within seconds, so a peak from the run's ends can be from another
+    moment than the batch."""
+    search(queries)
+    peaks, searches = [], []
+    for _ in range(repeats):
+        peaks.append(machine.matmul_flops(COMPUTE, *shape))
+        start = time.perf_counter()
+        search(queries)
+        searches.append(time.perf_counter() - start)
+    return statistics.median(searches), statistics.median(peaks)
+
+
 def stored_prefix(index: MultiVectorIndex, r_c: int) -> list[torch.Tensor]:
     """The bytes a lone query at document budget ``r_c`` reads from ``index`` (bf16, one segment each): the first
     r_c ranks of every segment's rank-major vectors, as mapped from disk (views, nothing copied)."""
@@ -167,9 +182,10 @@ def limits(read_sizes: list[int]) -> dict:
     out = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
+        peak, rates = machine.peak_matmul_flops(COMPUTE)
         out[str(threads)] = {"read_bytes_per_s": {str(size): machine.read_bandwidth(size)
                                                   for size in sorted({*read_sizes, 1 << 30})},
-                             "peak_flops": machine.peak_matmul_flops(COMPUTE)[0]}
+                             "peak_flops": peak, "peak_shape": max(rates, key=rates.get)}
     return out
 
 
@@ -191,9 +207,10 @@ def best_limits(first: dict, last: dict) -> dict:
 
 
 def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Tensor, budget: tuple[int, int],
-            threads: int, batch: bool = True, segmented: MultiVectorIndex | None = None) -> dict:
+            threads: int, batch: bool = True, segmented: MultiVectorIndex | None = None,
+            peak_shape: str | None = None) -> dict:
     """Lone-query and batch seconds of metaembed and plain torch at one budget and thread count (``segmented``: the
-    same documents in several segments, lone queries only)."""
+    same documents in several segments, lone queries only; ``peak_shape``: "m x k x n" to time the batch beside)."""
     torch.set_num_threads(threads)
     index.threads = threads
     resident = resident_documents(documents, budget[1], COMPUTE)  # held in the compute dtype, as a user would
@@ -220,6 +237,9 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     if batch:
         row["batch_ms_per_query"] = {name: 1e3 * batch_seconds(f, queries) / len(queries)
                                      for name, f in (("plain", plain), ("metaembed", ours))}
+        if peak_shape is not None:
+            searched, peak = batch_beside_peak(ours, queries, tuple(int(x) for x in peak_shape.split("x")))
+            row["batch_beside_peak"] = {"metaembed_ms_per_query": 1e3 * searched / len(queries), "peak_flops": peak}
     return row
 
 
@@ -237,6 +257,9 @@ def with_fractions(row: dict, n_documents: int, dim: int, machine_limits: dict) 
         flops = 2 * r_q * n_documents * r_c * dim
         row["batch_peak_fraction"] = {name: flops / (ms / 1e3) / limit["peak_flops"]
                                       for name, ms in row["batch_ms_per_query"].items()}
+    if "batch_beside_peak" in row:
+        beside = row["batch_beside_peak"]
+        row["batch_fraction_of_peak_beside"] = flops / (beside["metaembed_ms_per_query"] / 1e3) / beside["peak_flops"]
     return row
 
 
@@ -287,8 +310,9 @@ def markdown(results: dict) -> str:
              "| budget | threads | lone: plain (ms) | lone: metaembed (ms) | metaembed / plain | arrays (ms) | "
              f"lone: {results['segments']} segments (ms) | "
              "lone, fraction of bandwidth (metaembed / plain) | batch: plain (ms/q) | batch: metaembed (ms/q) | "
-             f"batch, fraction of {results['compute']} peak (metaembed / plain) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"batch, fraction of {results['compute']} peak (metaembed / plain) | "
+             "batch beside the peak: metaembed (ms/q) / peak then (TFLOP/s) | fraction of that peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["quiet"]:
         lone_ms, frac = r["lone_ms"], r["lone_bandwidth_fraction"]
         batch, peak = r["batch_ms_per_query"], r["batch_peak_fraction"]
@@ -296,7 +320,10 @@ def markdown(results: dict) -> str:
                      f"{lone_ms['metaembed']:.2f} | {lone_ms['metaembed'] / lone_ms['plain']:.2f} | "
                      f"{lone_ms['metaembed_arrays']:.2f} | {lone_ms['metaembed_segments']:.2f} | "
                      f"{frac['metaembed']:.2f} / {frac['plain']:.2f} | "
-                     f"{batch['plain']:.3f} | {batch['metaembed']:.3f} | {peak['metaembed']:.2f} / {peak['plain']:.2f} |")
+                     f"{batch['plain']:.3f} | {batch['metaembed']:.3f} | {peak['metaembed']:.2f} / {peak['plain']:.2f} | "
+                     + (f"{r['batch_beside_peak']['metaembed_ms_per_query']:.3f} / "
+                        f"{r['batch_beside_peak']['peak_flops'] / 1e12:.2f} | {r['batch_fraction_of_peak_beside']:.2f} |"
+                        if "batch_beside_peak" in r else "| |"))
     if results.get("large"):
         lines += ["", f"## {results['large_documents']:,} documents: lone queries, memory-bound", "",
                   f"The same queries over {results['large_documents']:,} documents (each real one and "
@@ -342,6 +369,10 @@ def markdown(results: dict) -> str:
               "very bytes it reads (the index's first r_c ranks, mapped from disk; the faster of the two reductions), "
               "query by query, so the host's speed at that moment is in both; fraction = read time / search time "
               "(medians). The fraction of bandwidth takes the best rate of the run's two ends instead.",
+              "- batch beside the peak: each of 3 batch calls is timed right after the matmul shape that was "
+              "fastest at the run's start, on the same threads (best of 3), so the host's speed at that moment is "
+              "in both (this VM's cores each flip between ~0.5 and ~1.15 TFLOP/s within seconds); fraction = batch "
+              "FLOP/s / that peak (medians). The fraction of peak takes the best peak of the run's two ends instead.",
               "- metaembed on 2 threads is timed after a few searches of each shape: it runs a search on 1 or 2 "
               "threads, whichever recent searches of that size found faster (`metaembed.index.threadchoice`).",
               "- 2-core VM: ratios within this run, not absolute times across runs."]
@@ -386,8 +417,8 @@ def main() -> None:
     read_sizes = [budget_bytes(len(opened), r_c, index.dim) for opened in (index, large) if opened is not None
                   for _, r_c in budgets]
     at_start = limits(read_sizes)
-    quiet = [measure(index, documents, queries, budget, threads, segmented=segmented)
-             for budget in budgets for threads in (1, 2)]
+    quiet = [measure(index, documents, queries, budget, threads, segmented=segmented,
+                     peak_shape=at_start[str(threads)]["peak_shape"]) for budget in budgets for threads in (1, 2)]
     large_rows = [measure(large, large_documents_, queries, budget, threads, batch=False)
                   for budget in budgets for threads in (1, 2)] if large is not None else []
     del large_documents_

@@ -34,8 +34,14 @@ vectors (10,000 documents, 100 queries): all-negative pairs are 0.76% at r_c = 4
 at 16 (13%), 0.04% at 64 (9%); the fix-up of one 10,000-document block costs 31 ms at (2,4) against the 11 ms the
 minimum took, 9.5 against 50 ms at (8,16); a (16,64) block of 2,621 documents: ~10 against ~160 ms."""
 _CHUNKS_PER_THREAD = 4
-"""Document blocks per search thread (at least): a thread slowed by other work on its core takes fewer of them, and
-5 segments on 2 threads are not split 3:2."""
+"""Document blocks per search thread at most, where blocks stay large enough (_MIN_BLOCK_DOCUMENTS): a thread slowed
+by other work on its core takes fewer of them."""
+_MIN_BLOCK_DOCUMENTS = 2048
+"""Documents per block at least, whatever the query vectors: scoring a rank of fewer documents than a batch has query
+vectors, oneDNN's bf16 matmul slows down (1,600 query vectors, one thread, time per document against blocks of 4,000,
+paired: 1.47x at 1,000 documents, 1.34x at 1,250, 1.20-1.26x at 1,400-1,536, 0.91-0.97x at 1,700-2,621; 512 query
+vectors: 1.14x at 1,000, 1.04x at 1,250, 1.0 at 2,048). A 100-query (16,64) batch over 10,000 documents on 2 threads
+was cut into 8 blocks of 1,250."""
 _MIN_TASK_MACS = 1 << 28
 """Multiply-adds worth a task of its own: ~0.4 ms on one AMX core (bf16), ~9 ms on an AVX2 one (fp32)."""
 _MIN_PARALLEL_VECTORS = 1 << 17
@@ -52,7 +58,7 @@ few matmuls), so cutting a smaller search in parts costs more than a second thre
 
 def block_documents(n_query_vectors: int, plain_vectors: bool = True) -> int:
     """How many documents to score per block (fewer for pq codes: _CODE_BLOCK_DOCUMENTS)."""
-    block = max(256, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
+    block = max(_MIN_BLOCK_DOCUMENTS, _RUNNING_MAX_ELEMENTS // max(1, n_query_vectors))
     return block if plain_vectors else min(block, _CODE_BLOCK_DOCUMENTS)
 
 
@@ -79,34 +85,66 @@ def groups_ranks(segment: Segment, n_query_vectors: int) -> bool:
 def rank_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vectors: int, start: int, stop: int,
                 ranks: tuple[int, int], exact_negatives: bool = True) -> Iterator[Tensor]:
     """(n_qv, n) score blocks whose elementwise maximum is each document's best over its vectors ``ranks[0]:ranks[1]``:
-    for a whole segment that :func:`groups_ranks`, the maxima of groups of ranks scored in one matmul each (as many
-    ranks as keep ~_RUNNING_MAX_ELEMENTS scores; vectors stored in another dtype than the compute one are converted
-    a cache-sized block at a time inside the matmul's loop, :func:`~metaembed.index.segment.documents_times_queries`);
-    otherwise one block per rank (many query vectors: the per-rank running maximum stays in cache)."""
+    for a whole segment that :func:`groups_ranks`, groups of ranks scored in one matmul each (as many ranks as keep
+    ~_RUNNING_MAX_ELEMENTS scores; vectors stored in another dtype than the compute one are converted a cache-sized
+    block at a time inside the matmul's loop, :func:`~metaembed.index.segment.documents_times_queries`), each group's
+    maximum when ``exact_negatives`` (:func:`max_of_stacked`), else its ranks one by one; otherwise one block per rank
+    (many query vectors: the per-rank running maximum stays in cache).
+
+    The consumer folds each block into the first before asking for the next, so every block after the first is
+    written into a buffer an earlier one no longer needs (no fresh pages per rank)."""
     first, last = ranks
     if start == 0 and stop == segment.count and last - first > 1 and groups_ranks(segment, n_query_vectors):
         group = _RUNNING_MAX_ELEMENTS // (segment.count * n_query_vectors)
+        reusable = None
         for begin in range(first, last, group):
-            yield max_of_stacked(segment.rank_group_scores(begin, min(last, begin + group), queries), exact_negatives).T
+            scores = segment.rank_group_scores(begin, min(last, begin + group), queries, out=reusable)
+            if exact_negatives:
+                yield max_of_stacked(scores).T  # a new tensor: the group's buffer is free again
+                reusable = scores
+            else:
+                yield from (rank.T for rank in scores)  # the first group's first rank is the running maximum
+                reusable = scores if begin > first else None
     else:
         directions = segment.basis_scores(start, stop, queries, range(first, last))  # pq with directions: once a block
+        reusable = None
         for rank in range(first, last):
-            yield segment.rank_scores(rank, start, stop, queries, directions)
+            block = segment.rank_scores(rank, start, stop, queries, directions, out=reusable)
+            yield block
+            reusable = block if rank > first else None
 
 
 def task_maxima(segment: Segment, queries: Tensor | PreparedQueries, n_query_vectors: int, start: int, stop: int,
-                ranks: tuple[int, int]) -> Tensor:
+                ranks: tuple[int, int], part_of: int | None = None) -> Tensor:
     """(n_qv, stop - start) each query vector's best score over vectors ``ranks`` of documents ``start:stop``, in the
     dtype the segment scores in. Over _BIT_MAXIMUM_MIN_RANKS ranks or more, bf16 blocks are maximised on their bits
     alone (:func:`max_of_bits`), right wherever a pair has a score >= 0, and the few pairs whose every score is
     negative are recomputed (:func:`fix_negative_maxima`); over fewer, with a running minimum as well
-    (:func:`max_over_ranks`)."""
-    bits_only = ranks[1] - ranks[0] >= _BIT_MAXIMUM_MIN_RANKS
+    (:func:`max_over_ranks`). ``part_of``: the task is one of several parts of a segment's first ``part_of`` ranks;
+    their count decides, and a part's negative entries are left for :func:`joined_parts` to fix once for all."""
+    bits_only = uses_bit_maximum(ranks[1] - ranks[0] if part_of is None else part_of)
     blocks = rank_maxima(segment, queries, n_query_vectors, start, stop, ranks, exact_negatives=not bits_only)
     first = next(blocks)
     if not bits_only or first.dtype != torch.bfloat16:
         return max_over_ranks(itertools.chain([first], blocks))
-    return fix_negative_maxima(segment, max_of_bits(itertools.chain([first], blocks)), queries, start, ranks)
+    maxima = max_of_bits(itertools.chain([first], blocks))
+    return maxima if part_of is not None else fix_negative_maxima(segment, maxima, queries, start, ranks)
+
+
+def joined_parts(segment: Segment, parts: Sequence[Tensor], queries: Tensor | PreparedQueries, start: int,
+                 r_c: int) -> Tensor:
+    """The maxima over a segment's first ``r_c`` ranks from its parts' :func:`task_maxima` (``part_of=r_c``), in the
+    first part's memory: on bits, then the pairs negative over every rank fixed in one pass (fixing each part's own,
+    more of them over fewer ranks, and the running minimum below 16 ranks a part: a lone (16,64) query over 100,000
+    documents in 8 parts on 2 threads took 1.42x as long, paired; (8,16) 1.06x)."""
+    if uses_bit_maximum(r_c) and parts[0].dtype == torch.bfloat16:
+        return fix_negative_maxima(segment, max_of_bits(parts), queries, start, (0, r_c))
+    return max_over_ranks(parts)
+
+
+def uses_bit_maximum(ranks: int) -> bool:
+    """Whether bf16 maxima over ``ranks`` document vectors are taken on bits alone, then fixed (_BIT_MAXIMUM_MIN_RANKS)."""
+    return ranks >= _BIT_MAXIMUM_MIN_RANKS
 
 
 def max_of_bits(blocks: Iterable[Tensor]) -> Tensor:
@@ -169,16 +207,15 @@ def max_over_ranks(blocks: Iterable[Tensor]) -> Tensor:
     return best if low is None else torch.where(high >= 0, high, low).view(torch.bfloat16)
 
 
-def max_of_stacked(scores: Tensor, exact_negatives: bool = True) -> Tensor:
-    """The maximum over the first dimension of (r, ...) scores; bf16 by its bits as :func:`max_over_ranks` does,
-    taking the minimum of the bits only if some entry has no non-negative value (and ``exact_negatives``: else such
-    entries are left to :func:`fix_negative_maxima`, as :func:`max_of_bits` leaves them)."""
+def max_of_stacked(scores: Tensor) -> Tensor:
+    """The maximum over the first dimension of (r, ...) scores, as a new tensor; bf16 by its bits as
+    :func:`max_over_ranks` does, taking the minimum of the bits only if some entry has no non-negative value."""
     if scores.dtype != torch.bfloat16:
         return scores.amax(dim=0)
     bits = scores.view(torch.int16)
     high = bits.amax(dim=0)
     negative = high < 0
-    if exact_negatives and bool(negative.any()):
+    if bool(negative.any()):
         high = torch.where(negative, bits.amin(dim=0), high)
     return high.view(torch.bfloat16)
 
@@ -186,15 +223,16 @@ def max_of_stacked(scores: Tensor, exact_negatives: bool = True) -> Tensor:
 def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_document: int = 1,
                     vectors_per_document: int = 1, keep_whole: Sequence[bool] | None = None) -> list[tuple[int, int, int, int]]:
     """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
-    each, and small enough that each of ``threads`` threads gets a few, but never under ~2 ms of work: the
-    multiply-adds (``macs_per_document``, for the whole batch of queries) or the vectors read (``vectors_per_document``
-    = r_c) of a block reach their floor. A segment is cut into equal blocks, so no thread is left a small remainder;
-    segments marked in ``keep_whole`` stay one block (they are shared by their ranks instead: :func:`search_tasks`)."""
+    each, and small enough that each of ``threads`` threads gets the same number of them (one, or more up to
+    _CHUNKS_PER_THREAD while blocks keep _MIN_BLOCK_DOCUMENTS), but never under ~2 ms of work: the multiply-adds (``macs_per_document``, for the whole
+    batch of queries) or the vectors read (``vectors_per_document`` = r_c) of a block reach their floor. A segment is
+    cut into equal blocks, so no thread is left a small remainder; segments marked in ``keep_whole`` stay one block
+    (they are shared by their ranks instead: :func:`search_tasks`)."""
     total = sum(counts)
     if threads > 1:
-        share = -(-total // (threads * _CHUNKS_PER_THREAD))
         floor = min(-(-_MIN_TASK_MACS // max(1, macs_per_document)), -(-_MIN_TASK_VECTORS // max(1, vectors_per_document)))
-        block = min(block, max(floor, share))
+        per_thread = min(_CHUNKS_PER_THREAD, max(1, total // (threads * _MIN_BLOCK_DOCUMENTS)))
+        block = min(block, max(floor, -(-total // (threads * per_thread))))
     chunks, offset = [], 0
     for s, count in enumerate(counts):
         pieces = 1 if keep_whole and keep_whole[s] else max(1, -(-count // block))

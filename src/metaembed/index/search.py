@@ -18,7 +18,7 @@ from torch import Tensor
 
 from metaembed.hardware import cpu_has_native_bf16, torch_threads
 from metaembed.index.threadchoice import THREAD_CHOICE
-from metaembed.index.scan import (SearchTask, max_over_ranks, scores_from_maxima, search_tasks, task_maxima,
+from metaembed.index.scan import (SearchTask, joined_parts, scores_from_maxima, search_tasks, task_maxima,
                                   worth_threads)
 from metaembed.index.segment import Segment
 from metaembed.index.taskboard import TaskBoard, run_as_caller, run_helper
@@ -144,7 +144,8 @@ def exact_search(
     def run(number: int) -> Tensor:
         """A task's maxima over its documents' vectors (any thread)."""
         task = tasks[number]
-        return task_maxima(segments[task.segment], prepared, n_q * r_q, task.start, task.stop, task.ranks)
+        return task_maxima(segments[task.segment], prepared, n_q * r_q, task.start, task.stop, task.ranks,
+                           part_of=r_c if task.parts > 1 else None)
 
     def scored(task: SearchTask, maxima: Tensor) -> Tensor:
         """(n_q, stop - start) fp32 MaxSim of a task's documents, -inf where deleted."""
@@ -177,7 +178,7 @@ def exact_search(
                 collected.append(maxima)
                 if len(collected) < task.parts:
                     continue
-                maxima = max_over_ranks(collected)
+                maxima = joined_parts(segments[task.segment], collected, prepared, task.start, r_c)
             waiting.append((scored(task, maxima), torch.arange(task.offset + task.start, task.offset + task.stop)))
             columns += task.stop - task.start
             if columns >= merge_every:

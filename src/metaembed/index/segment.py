@@ -278,11 +278,12 @@ class Segment:
         return self._metadata[row]
 
     def rank_scores(self, rank: int, start: int, stop: int, queries: Tensor | PreparedQueries,
-                    directions: BlockDirections | None = None) -> Tensor:
+                    directions: BlockDirections | None = None, out: Tensor | None = None) -> Tensor:
         """Dot products of query vectors with vector number ``rank`` of documents ``start:stop``: (n_qv, n), less
         :meth:`anchor_scores` for pq (the same for every rank, added once after the maximum over ranks).
         ``queries``: (n_qv, D) in the compute dtype, or for pq what :meth:`prepare_queries` made;
-        ``directions``: for pq with directions, :meth:`basis_scores` of the same documents."""
+        ``directions``: for pq with directions, :meth:`basis_scores` of the same documents; ``out``: a block an
+        earlier call returned for the same documents and queries, overwritten for plain vectors (no fresh pages)."""
         self.require_ranks(rank + 1)
         if self.codes is None:
             # documents @ queries^T, returned transposed: with the many rows on the left, oneDNN's bf16 matmul runs
@@ -291,7 +292,7 @@ class Segment:
             # block by block in documents_times_queries), int8 codes are multiplied as codes and scaled after
             stored = self.vectors[rank, start:stop]  # a contiguous slice of the rank-major file
             if self.scales is None:
-                return documents_times_queries(stored, queries).T
+                return documents_times_queries(stored, queries, None if out is None else out.T).T
             scaled = int8_times_queries(stored, queries) * self.scales[rank, start:stop].unsqueeze(-1)
             return scaled.to(queries.dtype).T
         if self.basis is None:
@@ -305,14 +306,17 @@ class Segment:
         scores = self.codebook.scores(queries, self.codes[rank, start:stop], rank)
         return add_low_rank(scores, directions.products, coefficients)
 
-    def rank_group_scores(self, first: int, stop: int, queries: Tensor) -> Tensor:
+    def rank_group_scores(self, first: int, stop: int, queries: Tensor, out: Tensor | None = None) -> Tensor:
         """Dot products of query vectors (n_qv, D, compute dtype) with vectors ``first:stop`` of every document of
-        the segment, as one matmul over that contiguous part of the rank-major file: (stop - first, n, n_qv). One
-        large matmul streams memory faster than many per-rank ones (~11.5 against ~9 GB/s on one core). Only for
-        plain vectors (:attr:`stores_plain_vectors`); int8 and pq are scored one rank at a time (:meth:`rank_scores`)."""
+        the segment, as one matmul over that contiguous part of the rank-major file: (stop - first, n, n_qv), written
+        into the front of ``out`` when given (a reused buffer: no fresh pages to fault in). One large matmul streams
+        memory faster than many per-rank ones (~11.5 against ~9 GB/s on one core). Only for plain vectors
+        (:attr:`stores_plain_vectors`); int8 and pq are scored one rank at a time (:meth:`rank_scores`)."""
         self.require_ranks(stop)
         stacked = self.vectors[first:stop].reshape((stop - first) * self.count, -1)  # a view: ranks are contiguous
-        return documents_times_queries(stacked, queries).view(stop - first, self.count, -1)
+        if out is not None:
+            out = out.view(-1)[: len(stacked) * len(queries)].view(len(stacked), len(queries))
+        return documents_times_queries(stacked, queries, out).view(stop - first, self.count, -1)
 
     def anchor_scores(self, start: int, stop: int, queries: Tensor | PreparedQueries) -> Tensor | None:
         """pq: dot products of the query vectors with the anchors of documents ``start:stop`` (n_qv, n); else None."""
@@ -404,21 +408,22 @@ this many values at a time (4 MB of fp32), each block multiplied while it is sti
 core, blocks of 1,536-3,072 rows all alike)."""
 
 
-def documents_times_queries(documents: Tensor, queries: Tensor) -> Tensor:
-    """(n, D) documents @ (n_qv, D) queries^T as (n, n_qv) in the queries' dtype; documents stored in another dtype
-    are converted a cache-sized block at a time (:data:`_CONVERTED_BLOCK_ELEMENTS`). One query vector goes through
-    a matrix-vector product: oneDNN's bf16 matmul with a single column streams memory ~1.3-1.6x slower than
-    ``torch.mv`` (10,000 x 384: 656 against 516 us; 128,000 x 384: 37 against 23 ms, on one core)."""
+def documents_times_queries(documents: Tensor, queries: Tensor, out: Tensor | None = None) -> Tensor:
+    """(n, D) documents @ (n_qv, D) queries^T as (n, n_qv) in the queries' dtype, into ``out`` when given;
+    documents stored in another dtype are converted a cache-sized block at a time (:data:`_CONVERTED_BLOCK_ELEMENTS`).
+    One query vector goes through a matrix-vector product: oneDNN's bf16 matmul with a single column streams memory
+    ~1.3-1.6x slower than ``torch.mv`` (10,000 x 384: 656 against 516 us; 128,000 x 384: 37 against 23 ms, on one
+    core)."""
     rows = max(1, _CONVERTED_BLOCK_ELEMENTS // documents.shape[1])
     if documents.dtype != queries.dtype and len(documents) > rows:
-        products = torch.empty(len(documents), len(queries), dtype=queries.dtype)
+        products = torch.empty(len(documents), len(queries), dtype=queries.dtype) if out is None else out
         converted = torch.empty(rows, documents.shape[1], dtype=queries.dtype)
         for start in range(0, len(documents), rows):
             block = converted[: min(rows, len(documents) - start)]
             block.copy_(documents[start : start + len(block)])
             _times_queries(block, queries, out=products[start : start + len(block)])
         return products
-    return _times_queries(documents.to(queries.dtype), queries)
+    return _times_queries(documents.to(queries.dtype), queries, out)
 
 
 INT8_PRODUCTS_MAX_QUERY_VECTORS = 32

@@ -13,6 +13,9 @@ user adding a corpus in parts would (5 segments), and a copy compacted into one 
   on that many threads, reading as many bytes: a 10,000-document index at a small budget sits in the cache); a batch's FLOPs / (time x matmul peak on that many threads, best of several shapes) in the
   dtype both compute in here: bf16 on a CPU with native bf16 (AMX, AVX512-BF16), else fp32 (bf16 is emulated there;
   the index computes in fp32 and a user's best plain code would too);
+- each batch also timed right after the matmul shape that was fastest at the run's start, on the same threads
+  (``batch_beside_peak``): this VM's cores each flip between ~0.5 and ~1.15 TFLOP/s within seconds, so the fraction
+  of a peak measured at that moment stands beside the fraction of the run's best;
 - metaembed on 2 threads after a few searches of each shape, so that its choice between 1 and 2 threads
   (metaembed.index.threadchoice, learned from recent times) is settled, as in a running service;
 - under load: the same while another process keeps one core busy with matmuls (what a shared machine does), to

@@ -20,7 +20,8 @@ user adding a corpus in parts would (5 segments), and a copy compacted into one 
   (metaembed.index.threadchoice, learned from recent times) is settled, as in a running service;
 - under load: the same while another process keeps one core busy with matmuls (what a shared machine does), to
   check that 2 search threads are never slower than 1;
-  1 and 2 threads alternate, 3 rounds, medians;
+  1 and 2 threads alternate, 3 rounds, medians; and metaembed alone paired, 1 and 2 threads back to back (the
+  rounds are minutes apart, and this host's speed moves within seconds);
 - lone queries over 100,000 documents (the 10,000 and 9 seeded noisy variants of each, as
   ``million.variant_chunk`` makes them; a bf16 index added in 10 parts and compacted, kept beside the other), where
   a lone query reads 77 MB-4.9 GB and is memory-bound: over 10,000 documents it reads 7.7-492 MB, mostly from the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -277,6 +279,38 @@ def loaded(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Tens
                            for kind in ("lone_ms", "batch_ms_per_query")} for threads, rows in runs.items()}
 
 
+LOADED_PAIRS = 20
+"""Pairs per shape in the paired comparison under load (:func:`loaded_pairs`)."""
+
+
+def loaded_pairs(index: MultiVectorIndex, queries: torch.Tensor, budget: tuple[int, int], batch: bool,
+                 pairs: int = LOADED_PAIRS) -> dict:
+    """metaembed on 2 threads against 1 under load, paired: each pair runs both back to back in random order (a lone
+    query, or 100 queries), after 6 of each to settle the thread choice; the median and quartiles of the pairs'
+    2-thread / 1-thread ratios. Runs minutes apart (:func:`loaded`) differ by more than the thread count does here:
+    the busy process and each core's own speed move within seconds."""
+    order = random.Random(0)
+
+    def run(threads: int, i: int) -> float:
+        torch.set_num_threads(threads)
+        index.threads = threads
+        chosen = queries[:100] if batch else queries[i % len(queries)].unsqueeze(0)
+        start = time.perf_counter()
+        index.search(chosen, k=10, budget=budget)
+        return time.perf_counter() - start
+
+    for i in range(SETTLE):
+        run(2, i), run(1, i)
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for i in range(pairs):
+        for threads in order.sample([1, 2], 2):
+            times[threads].append(run(threads, i))
+    ratios = sorted(two / one for one, two in zip(times[1], times[2]))
+    return {"one_ms": 1e3 * statistics.median(times[1]), "two_ms": 1e3 * statistics.median(times[2]),
+            "ratio_median": statistics.median(ratios), "ratio_quartiles": [ratios[pairs // 4], ratios[3 * pairs // 4]],
+            "pairs": pairs}
+
+
 def orientation() -> list[dict]:
     torch.set_num_threads(1)
     documents = torch.randn(4000, 384).to(COMPUTE)
@@ -359,6 +393,16 @@ def markdown(results: dict) -> str:
                          f"{two['batch_ms_per_query']['plain']:.3f} | {one['batch_ms_per_query']['metaembed']:.3f} | "
                          f"{two['batch_ms_per_query']['metaembed']:.3f} | "
                          f"{two['batch_ms_per_query']['metaembed'] / one['batch_ms_per_query']['metaembed']:.2f} |")
+    if results.get("loaded_pairs"):
+        lines += ["", f"## Under load, paired (metaembed: each pair runs 1 and 2 threads back to back in random order, "
+                  f"{LOADED_PAIRS} pairs per row, after {SETTLE} of each)", "",
+                  "| budget | what | 1 thread (ms, median) | 2 threads (ms, median) | 2 threads / 1 thread: paired median "
+                  "(quartiles) |", "|---|---|---|---|---|"]
+        for budget, rows in results["loaded_pairs"].items():
+            for what, row in rows.items():
+                low, high = row["ratio_quartiles"]
+                lines.append(f"| {budget} | {what} | {row['one_ms']:.2f} | {row['two_ms']:.2f} | "
+                             f"{row['ratio_median']:.2f} ({low:.2f}-{high:.2f}) |")
     lines += ["", f"## The matmul orientation ({results['compute']}, 1 thread, 4,000 documents in RAM, microseconds)", "",
               "| query vectors | queries @ docs.T | docs @ queries.T | torch.mv(docs, query) |", "|---|---|---|---|"]
     lines += [f"| {r['m']} | {r['queries_first_us']:.0f} | {r['documents_first_us']:.0f} | "
@@ -429,6 +473,8 @@ def main() -> None:
     try:
         time.sleep(2)
         results["loaded"] = {f"({b[0]},{b[1]})": loaded(index, documents, queries, b) for b in budgets}
+        results["loaded_pairs"] = {f"({b[0]},{b[1]})": {what: loaded_pairs(index, queries, b, what == "batch")
+                                                         for what in ("lone", "batch")} for b in budgets}
     finally:
         busy.kill()
     results["orientation"] = orientation()

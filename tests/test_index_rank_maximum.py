@@ -161,3 +161,32 @@ def test_rank_parts_leave_negative_maxima_to_one_fix_when_joined(tmp_path):
     assert int((want.amax(dim=-1) < 0).sum()) >= 3  # and some over all 16: the join's fix has work to do
     torch.testing.assert_close(joined, want.amax(dim=-1), atol=0.02, rtol=0)
     assert torch.equal(joined, whole)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["groups-of-ranks", "rank-by-rank"])
+def test_queries_unlike_the_documents_rescan_the_block_instead_of_gathering_it(tmp_path, monkeypatch, grouped):
+    """Documents whose vectors share a direction, query vectors half facing away: most documents have a pair negative
+    over all 16 ranks, so the fix-up scores the block again with a running minimum; exact either way."""
+    if not grouped:
+        monkeypatch.setattr(scan_module, "_RUNNING_MAX_ELEMENTS", 1)
+    generator = torch.Generator().manual_seed(9)
+    shared = torch.nn.functional.normalize(torch.randn(16, generator=generator), dim=0)
+    documents = torch.nn.functional.normalize(shared + 0.3 * torch.randn(80, 16, 16, generator=generator), dim=-1)
+    queries = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=-1)
+    queries[:3] = torch.nn.functional.normalize(-shared + 0.3 * torch.randn(3, 16, generator=generator), dim=-1)
+    want = torch.einsum("qd,nrd->qnr", queries.bfloat16().float(), documents.bfloat16().float()).amax(dim=-1)
+    assert ((want < 0).any(dim=0)).float().mean() > 0.5  # most documents involved
+    with MultiVectorIndex.create(tmp_path / "ix", dim=16, max_document_vectors=16) as index:
+        index.add([f"d{i:02d}" for i in range(80)], documents)
+        segment = index._segments[0]
+        prepared = segment.prepare_queries(queries, torch.bfloat16)
+        gathered = []
+        method = segment.scored_vectors
+        monkeypatch.setattr(segment, "scored_vectors", lambda *a, **k: gathered.append(1) or method(*a, **k))
+        rescanned = scan_module.task_maxima(segment, prepared, 6, 0, 80, (0, 16)).float()
+        assert not gathered
+        monkeypatch.setattr(scan_module, "_RESCAN_FRACTION", 1.0)  # never: the gather path, for comparison
+        fixed = scan_module.task_maxima(segment, prepared, 6, 0, 80, (0, 16)).float()
+        assert gathered
+    torch.testing.assert_close(rescanned, want, atol=0.02, rtol=0)
+    assert torch.equal(rescanned, fixed)

@@ -149,7 +149,8 @@ def joined_parts(segment: Segment, parts: Sequence[Tensor], queries: Tensor | Pr
 
 
 def uses_bit_maximum(ranks: int) -> bool:
-    """Whether bf16 maxima over ``ranks`` document vectors are taken on bits alone, then fixed (_BIT_MAXIMUM_MIN_RANKS)."""
+    """Whether bf16 maxima over ``ranks`` document vectors are taken on bits alone, then fixed
+    (_BIT_MAXIMUM_MIN_RANKS)."""
     return ranks >= _BIT_MAXIMUM_MIN_RANKS
 
 
@@ -234,10 +235,10 @@ def document_chunks(counts: Sequence[int], block: int, threads: int, macs_per_do
                     vectors_per_document: int = 1, keep_whole: Sequence[bool] | None = None) -> list[tuple[int, int, int, int]]:
     """(segment, start, stop, offset of the segment) blocks covering every stored row, at most ``block`` documents
     each, and small enough that each of ``threads`` threads gets the same number of them (one, or more up to
-    _CHUNKS_PER_THREAD while blocks keep _MIN_BLOCK_DOCUMENTS), but never under ~2 ms of work: the multiply-adds (``macs_per_document``, for the whole
-    batch of queries) or the vectors read (``vectors_per_document`` = r_c) of a block reach their floor. A segment is
-    cut into equal blocks, so no thread is left a small remainder; segments marked in ``keep_whole`` stay one block
-    (they are shared by their ranks instead: :func:`search_tasks`)."""
+    _CHUNKS_PER_THREAD while blocks keep _MIN_BLOCK_DOCUMENTS), but never under ~2 ms of work: the multiply-adds
+    (``macs_per_document``, for the whole batch of queries) or the vectors read (``vectors_per_document`` = r_c) of a
+    block reach their floor. A segment is cut into equal blocks, so no thread is left a small remainder; segments
+    marked in ``keep_whole`` stay one block (they are shared by their ranks instead: :func:`search_tasks`)."""
     total = sum(counts)
     if threads > 1:
         floor = min(-(-_MIN_TASK_MACS // max(1, macs_per_document)), -(-_MIN_TASK_VECTORS // max(1, vectors_per_document)))

@@ -152,10 +152,12 @@ def stored_prefix(index: MultiVectorIndex, r_c: int) -> list[torch.Tensor]:
     return [segment.vectors[:r_c] for segment in index._segments]
 
 
-def lone_beside_reads(search, queries: torch.Tensor, stored: list[torch.Tensor]) -> tuple[float, float]:
+def lone_beside_reads(search, queries: torch.Tensor, stored: list[torch.Tensor], r_q: int) -> tuple[float, float, float]:
     """Median seconds of one query alone and, timed just before each, of reading the very bytes it reads (the faster
-    of an int16 maximum and an fp32 sum over them, :func:`machine.read_bandwidth`'s two loops): a ratio this host's
-    drift between the run's ends does not move."""
+    of an int16 maximum and an fp32 sum over them, :func:`machine.read_bandwidth`'s two loops), and of the matmul
+    alone over them (its first ``r_q`` vectors in the compute dtype, ~4M products a call, ``torch.mv`` for one, as
+    the index calls them; nothing else): ratios this host's drift between the run's ends does not move, and the
+    second says how much of the gap is the matmul's own read rate."""
     def read() -> float:
         best = float("inf")
         for reduce in (lambda t: t.view(torch.int16).amax(), lambda t: t.view(torch.float32).sum()):
@@ -165,15 +167,27 @@ def lone_beside_reads(search, queries: torch.Tensor, stored: list[torch.Tensor])
             best = min(best, time.perf_counter() - start)
         return best
 
+    def products(query: torch.Tensor) -> float:
+        vectors = query[:r_q].to(COMPUTE)
+        start = time.perf_counter()
+        for part in stored:
+            rows = part.reshape(-1, part.shape[-1])
+            step = max(1 << 16, (1 << 22) // r_q)
+            for begin in range(0, len(rows), step):
+                chunk = rows[begin : begin + step]
+                torch.mv(chunk, vectors[0]) if r_q == 1 else chunk @ vectors.T
+        return time.perf_counter() - start
+
     search(queries[:1])
-    read()
-    reads, searches = [], []
+    read(), products(queries[0])
+    reads, matmuls, searches = [], [], []
     for query in queries:
         reads.append(read())
+        matmuls.append(products(query))
         start = time.perf_counter()
         search(query.unsqueeze(0))
         searches.append(time.perf_counter() - start)
-    return statistics.median(searches), statistics.median(reads)
+    return statistics.median(searches), statistics.median(reads), statistics.median(matmuls)
 
 
 def budget_bytes(n_documents: int, r_c: int, dim: int) -> int:
@@ -237,8 +251,8 @@ def measure(index: MultiVectorIndex, documents: torch.Tensor, queries: torch.Ten
     row = {"budget": list(budget), "threads": threads,
            "lone_ms": {name: 1e3 * lone(f, queries[:10]) for name, f in lone_runs}}
     if not batch:  # memory-bound lone queries: also against reads of the same bytes, interleaved with them
-        searched, read = lone_beside_reads(ours, queries[:10], stored_prefix(index, budget[1]))
-        row["lone_beside_reads_ms"] = {"metaembed": 1e3 * searched, "read": 1e3 * read}
+        searched, read, products = lone_beside_reads(ours, queries[:10], stored_prefix(index, budget[1]), budget[0])
+        row["lone_beside_reads_ms"] = {"metaembed": 1e3 * searched, "read": 1e3 * read, "matmul": 1e3 * products}
     if batch:
         row["batch_ms_per_query"] = {name: 1e3 * batch_seconds(f, queries) / len(queries)
                                      for name, f in (("plain", plain), ("metaembed", ours))}
@@ -258,6 +272,8 @@ def with_fractions(row: dict, n_documents: int, dim: int, machine_limits: dict) 
     if "lone_beside_reads_ms" in row:
         beside = row["lone_beside_reads_ms"]
         row["lone_fraction_of_reads_beside"] = beside["read"] / beside["metaembed"]
+        if "matmul" in beside:
+            row["matmul_fraction_of_reads_beside"] = beside["read"] / beside["matmul"]
     if "batch_ms_per_query" in row:
         flops = 2 * r_q * n_documents * r_c * dim
         row["batch_peak_fraction"] = {name: flops / (ms / 1e3) / limit["peak_flops"]
@@ -368,8 +384,9 @@ def markdown(results: dict) -> str:
                   "{:.1f} GB on disk); plain torch holds the budget's vectors in RAM.".format(results["large_bytes"] / 1e9), "",
                   "| budget | threads | bytes read (MB) | read bandwidth there (GB/s) | lone: plain (ms) | "
                   "lone: metaembed (ms) | metaembed / plain | fraction of bandwidth (metaembed / plain) | "
-                  "beside reads of its bytes: metaembed / read (ms) | fraction of those reads |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "beside reads of its bytes: metaembed / read (ms) | fraction of those reads | "
+                  "the matmul alone beside them (ms) | its fraction of those reads |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in results["large"]:
             lone_ms, frac = r["lone_ms"], r["lone_bandwidth_fraction"]
             nbytes = budget_bytes(results["large_documents"], r["budget"][1], results["dim"])
@@ -378,7 +395,9 @@ def markdown(results: dict) -> str:
                          f"{rate / 1e9:.1f} | {lone_ms['plain']:.1f} | {lone_ms['metaembed']:.1f} | "
                          f"{lone_ms['metaembed'] / lone_ms['plain']:.2f} | {frac['metaembed']:.2f} / {frac['plain']:.2f} | "
                          + (f"{r['lone_beside_reads_ms']['metaembed']:.1f} / {r['lone_beside_reads_ms']['read']:.1f} | "
-                            f"{r['lone_fraction_of_reads_beside']:.2f} |" if "lone_beside_reads_ms" in r else "| |"))
+                            f"{r['lone_fraction_of_reads_beside']:.2f} |" if "lone_beside_reads_ms" in r else "| |")
+                         + (f" {r['lone_beside_reads_ms']['matmul']:.1f} | {r['matmul_fraction_of_reads_beside']:.2f} |"
+                            if "matmul_fraction_of_reads_beside" in r else " | |"))
     lines += ["", "## Under load (another process keeps one core busy with matmuls; 1 and 2 threads alternate, 3 rounds, "
               "medians)", "",
               "| budget | what | plain, 1 thread | plain, 2 threads | metaembed, 1 thread | metaembed, 2 threads | "
@@ -415,7 +434,9 @@ def markdown(results: dict) -> str:
               "- beside reads of its bytes (100,000 documents): each lone query is timed right after a read of the "
               "very bytes it reads (the index's first r_c ranks, mapped from disk; the faster of the two reductions), "
               "query by query, so the host's speed at that moment is in both; fraction = read time / search time "
-              "(medians). The fraction of bandwidth takes the best rate of the run's two ends instead.",
+              "(medians). The fraction of bandwidth takes the best rate of the run's two ends instead. The matmul "
+              "alone: the same bytes times the query's first r_q vectors (`torch.mv` for one), ~4M products a call, "
+              "nothing else, timed between the read and the search: the part of the gap that is the matmul's own.",
               "- batch beside the peak: each of 3 batch calls is timed right after the matmul shape that was "
               "fastest at the run's start, on the same threads (best of 3), so the host's speed at that moment is "
               "in both (this VM's cores each flip between ~0.5 and ~1.15 TFLOP/s within seconds); fraction = batch "

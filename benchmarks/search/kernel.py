@@ -175,11 +175,15 @@ def lone_beside_reads(search, queries: torch.Tensor, stored: list[torch.Tensor],
             step = max(1 << 16, (1 << 22) // r_q)
             for begin in range(0, len(rows), step):
                 chunk = rows[begin : begin + step]
-                torch.mv(chunk, vectors[0]) if r_q == 1 else chunk @ vectors.T
+                if r_q == 1:
+                    torch.mv(chunk, vectors[0])
+                else:
+                    chunk @ vectors.T
         return time.perf_counter() - start
 
     search(queries[:1])
-    read(), products(queries[0])
+    read()
+    products(queries[0])
     reads, matmuls, searches = [], [], []
     for query in queries:
         reads.append(read())
@@ -316,7 +320,8 @@ def loaded_pairs(index: MultiVectorIndex, queries: torch.Tensor, budget: tuple[i
         return time.perf_counter() - start
 
     for i in range(SETTLE):
-        run(2, i), run(1, i)
+        run(2, i)
+        run(1, i)
     times: dict[int, list[float]] = {1: [], 2: []}
     for i in range(pairs):
         for threads in order.sample([1, 2], 2):
